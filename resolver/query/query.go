@@ -1,0 +1,146 @@
+// Package query holds the leaf data types that travel with one DNS query
+// through the dnsvalve chain: the Request, the Client who sent it, the
+// transport it came over, and the Info annotations that stages fill in for
+// the query log. It imports nothing of dnsvalve and only miekg/dns outside
+// the standard library, so every other package may depend on it.
+package query
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Proto is the transport a query arrived over.
+type Proto uint8
+
+// Transports. The zero value is UDP.
+const (
+	UDP Proto = iota
+	TCP
+	DoT
+	DoH
+)
+
+// String returns the Route 53 style transport name ("UDP", "TCP", "DoT", "DoH").
+func (p Proto) String() string {
+	switch p {
+	case UDP:
+		return "UDP"
+	case TCP:
+		return "TCP"
+	case DoT:
+		return "DoT"
+	case DoH:
+		return "DoH"
+	}
+	return "unknown"
+}
+
+// Client identifies who sent a query.
+type Client struct {
+	Addr netip.Addr // source address (unmapped: IPv4 as 4 bytes)
+	Port uint16     // source port
+	// Name is the workload name from clients.names, "" when unknown.
+	Name string
+	// Group is the client group that matched (clients.groups), "" for none.
+	Group string
+	// Policy is the name of the policy that applies to the client.
+	Policy string
+}
+
+// CacheStatus says how the cache took part in an answer.
+type CacheStatus uint8
+
+// Cache outcomes. CacheNone means the cache was not consulted (blocked,
+// refused, malformed).
+const (
+	CacheNone CacheStatus = iota
+	CacheHit
+	CacheMiss
+	CacheStale
+)
+
+// String returns "hit", "miss", "stale" or "" for CacheNone.
+func (c CacheStatus) String() string {
+	switch c {
+	case CacheHit:
+		return "hit"
+	case CacheMiss:
+		return "miss"
+	case CacheStale:
+		return "stale"
+	}
+	return ""
+}
+
+// Action is the firewall decision recorded for a query.
+type Action uint8
+
+// Actions, as in Route 53 DNS Firewall. ActionNone: no rule matched.
+const (
+	ActionNone Action = iota
+	ActionAllow
+	ActionBlock
+	ActionAlert
+)
+
+// String returns "ALLOW", "BLOCK", "ALERT" or "" for ActionNone.
+func (a Action) String() string {
+	switch a {
+	case ActionAllow:
+		return "ALLOW"
+	case ActionBlock:
+		return "BLOCK"
+	case ActionAlert:
+		return "ALERT"
+	}
+	return ""
+}
+
+// Info collects what the stages learned about a query, for the query log
+// and metrics. Stages write to it; only the goroutine serving the query
+// touches it, so it needs no locking.
+type Info struct {
+	Action   Action
+	List     string // list name that matched (firewall_domain_list_id)
+	Category string // category of that list, or "tunneling"
+	Rule     string // the matched list entry as written
+	Source   string // file or URL the entry came from
+	Line     int    // line number in Source
+
+	Cache    CacheStatus
+	Upstream string // upstream that answered, "" when none
+
+	// Detection results.
+	Score     float64
+	Signals   []string
+	Alert     bool
+	NewlySeen bool
+
+	// Refused is set when access control refused the query; Reason says why
+	// a query was answered the way it was when no list explains it
+	// (e.g. "rate_limited", "not_allowed", "upstream_failed", "panic").
+	Reason string
+}
+
+// Request is one client query in flight.
+//
+// Msg is owned by the server: stages must treat it as read-only and Copy()
+// it before changing anything. Exactly one question is guaranteed by the
+// server before the chain runs.
+type Request struct {
+	Msg    *dns.Msg
+	Client Client
+	Proto  Proto
+	Start  time.Time
+	// UDPSize is the payload size the client can receive: its EDNS0 buffer
+	// size, or 512 without EDNS0. Meaningless for TCP.
+	UDPSize uint16
+	// Info is filled in by the stages.
+	Info Info
+}
+
+// Question returns the request's single question.
+func (r *Request) Question() dns.Question { return r.Msg.Question[0] }
