@@ -1,0 +1,399 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/dnsvalve/dnsvalve/resolver/query"
+)
+
+// AdvertisedUDPSize is the EDNS0 buffer size dnsvalve advertises to clients
+// (DNS Flag Day 2020).
+const AdvertisedUDPSize = 1232
+
+// Sentinel errors understood by the Server.
+var (
+	// ErrDrop asks the Server to send no reply at all (rate limits and
+	// access control in "drop" mode).
+	ErrDrop = errors.New("drop query")
+	// ErrPanic is what a recovered panic in a stage becomes.
+	ErrPanic = errors.New("panic in handler")
+)
+
+// Observer sees every query after its reply was written (or dropped):
+// metrics, the query log. It must not block and must not keep resp or req
+// beyond the call unless it copies them: both are reused after it returns.
+type Observer interface {
+	Observe(req *query.Request, resp *dns.Msg)
+}
+
+// Identifier maps a client address to its group, policy and workload name.
+type Identifier interface {
+	Identify(addr netip.Addr) (group, policy, name string)
+}
+
+// ServerConfig holds the listener settings.
+type ServerConfig struct {
+	// Listen addresses; each gets a UDP and a TCP listener.
+	Listen []string
+	// TCPIdleTimeout closes idle TCP connections (default 10s).
+	TCPIdleTimeout time.Duration
+	// TCPMaxQueries per TCP connection; 0 = unlimited (default 0).
+	TCPMaxQueries int
+	// UDPWorkers is unused by miekg/dns and reserved.
+	// ErrorEDE chooses whether SERVFAIL replies carry an Extended DNS Error.
+}
+
+// Server owns the listeners, runs each query through the handler chain and
+// does the single write to the wire.
+type Server struct {
+	cfg      ServerConfig
+	handler  Handler
+	identify atomic.Pointer[Identifier]
+	observer Observer
+	metrics  *Metrics
+	logger   *slog.Logger
+	now      func() time.Time
+
+	mu        sync.Mutex
+	servers   []*dns.Server
+	addrs     []net.Addr
+	inflight  sync.RWMutex
+	ready     atomic.Bool
+	reqPool   sync.Pool
+	closeOnce sync.Once
+}
+
+// NewServer builds a Server. observer may be nil. now defaults to time.Now.
+func NewServer(cfg ServerConfig, h Handler, observer Observer, m *Metrics, logger *slog.Logger, now func() time.Time) *Server {
+	if cfg.TCPIdleTimeout <= 0 {
+		cfg.TCPIdleTimeout = 10 * time.Second
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, handler: h, observer: observer, metrics: m, logger: logger, now: now}
+	s.reqPool.New = func() any { return new(query.Request) }
+	return s
+}
+
+// SetIdentifier installs (or replaces, on reload) the client identifier.
+func (s *Server) SetIdentifier(id Identifier) { s.identify.Store(&id) }
+
+// Start binds every listener (UDP and TCP on each address) and serves them
+// in the background. It fails, closing what it opened, if any bind fails.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var lc net.ListenConfig
+	for _, addr := range s.cfg.Listen {
+		pc, err := lc.ListenPacket(ctx, "udp", addr)
+		if err != nil {
+			s.closeLocked()
+			return fmt.Errorf("listen udp %s: %w", addr, err)
+		}
+		// TCP on the port UDP actually got, so ":0" gives one port for both.
+		tcpAddr := pc.LocalAddr().String()
+		l, err := lc.Listen(ctx, "tcp", tcpAddr)
+		if err != nil {
+			pc.Close()
+			s.closeLocked()
+			return fmt.Errorf("listen tcp %s: %w", tcpAddr, err)
+		}
+		s.addrs = append(s.addrs, pc.LocalAddr())
+		udp := &dns.Server{PacketConn: pc, Handler: s, MsgAcceptFunc: s.accept, MsgInvalidFunc: s.invalid, UDPSize: 65535}
+		maxq := s.cfg.TCPMaxQueries
+		if maxq <= 0 {
+			maxq = -1
+		}
+		tcp := &dns.Server{Listener: l, Handler: s, MsgAcceptFunc: s.accept, MsgInvalidFunc: s.invalid,
+			IdleTimeout: func() time.Duration { return s.cfg.TCPIdleTimeout }, MaxTCPQueries: maxq,
+			ReadTimeout: s.cfg.TCPIdleTimeout, WriteTimeout: 5 * time.Second}
+		s.servers = append(s.servers, udp, tcp)
+		for _, srv := range []*dns.Server{udp, tcp} {
+			go func() {
+				if err := srv.ActivateAndServe(); err != nil && !errors.Is(err, net.ErrClosed) {
+					s.logger.Error("listener stopped", "addr", tcpAddr, "err", err)
+				}
+			}()
+		}
+		s.logger.Info("listening", "addr", pc.LocalAddr().String(), "proto", "udp+tcp")
+	}
+	s.ready.Store(true)
+	return nil
+}
+
+// Addrs returns the bound listen addresses (UDP; TCP uses the same ports).
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]net.Addr(nil), s.addrs...)
+}
+
+// Ready reports whether every listener is up.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// Shutdown stops accepting queries and waits, until ctx is done, for the
+// queries in flight to be answered.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.ready.Store(false)
+	s.mu.Lock()
+	servers := s.servers
+	s.servers = nil
+	s.mu.Unlock()
+	var errs []error
+	for _, srv := range servers {
+		if err := srv.ShutdownContext(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			errs = append(errs, err)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		s.inflight.Lock() // waits for every query holding the read lock
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("shutdown: queries still in flight: %w", ctx.Err()))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) closeLocked() {
+	for _, srv := range s.servers {
+		_ = srv.Shutdown()
+	}
+	s.servers = nil
+}
+
+// accept decides, from the header alone, what miekg/dns does with a message.
+// Responses are ignored (never answer an answer); absurd section counts get
+// a header-only FORMERR, which is never larger than the query. Everything
+// else reaches ServeDNS, which answers FORMERR/NOTIMP itself so those
+// queries are logged with their client.
+func (s *Server) accept(dh dns.Header) dns.MsgAcceptAction {
+	if dh.Bits&(1<<15) != 0 { // QR
+		s.metrics.malformed("response")
+		return dns.MsgIgnore
+	}
+	if dh.Qdcount > 4 || dh.Ancount > 1 || dh.Nscount > 1 || dh.Arcount > 2 {
+		s.metrics.malformed("counts")
+		return dns.MsgReject
+	}
+	return dns.MsgAccept
+}
+
+func (s *Server) invalid(_ []byte, err error) {
+	s.metrics.malformed("unpack")
+	s.logger.Debug("malformed message", "err", err)
+}
+
+// ServeDNS implements dns.Handler: it is the one place that writes replies.
+func (s *Server) ServeDNS(w dns.ResponseWriter, m *dns.Msg) {
+	s.inflight.RLock()
+	defer s.inflight.RUnlock()
+
+	req := s.reqPool.Get().(*query.Request)
+	*req = query.Request{Msg: m, Start: s.now()}
+	setClient(req, w)
+	if idp := s.identify.Load(); idp != nil && req.Client.Addr.IsValid() {
+		req.Client.Group, req.Client.Policy, req.Client.Name = (*idp).Identify(req.Client.Addr)
+	}
+
+	resp, err := s.answer(req)
+	if errors.Is(err, ErrDrop) {
+		if s.observer != nil {
+			s.observer.Observe(req, nil)
+		}
+		s.metrics.observe(req, nil, s.now())
+		s.release(req)
+		return
+	}
+	if err != nil {
+		resp = s.errorReply(req, err)
+	}
+	s.finish(req, resp)
+	s.write(w, req, resp)
+	if s.observer != nil {
+		s.observer.Observe(req, resp)
+	}
+	s.metrics.observe(req, resp, s.now())
+	s.release(req)
+}
+
+func (s *Server) release(req *query.Request) {
+	*req = query.Request{}
+	s.reqPool.Put(req)
+}
+
+// answer validates the message and runs the chain, turning a panic into an
+// error.
+func (s *Server) answer(req *query.Request) (resp *dns.Msg, err error) {
+	m := req.Msg
+	req.UDPSize = dns.MinMsgSize
+	if opt := m.IsEdns0(); opt != nil {
+		if opt.Version() != 0 {
+			req.Info.Reason = "badvers"
+			return badVers(m), nil
+		}
+		if sz := opt.UDPSize(); sz > dns.MinMsgSize {
+			req.UDPSize = sz
+		}
+	}
+	switch {
+	case m.Opcode != dns.OpcodeQuery:
+		req.Info.Reason = "notimp"
+		return rcodeReply(m, dns.RcodeNotImplemented), nil
+	case len(m.Question) != 1:
+		req.Info.Reason = "formerr"
+		return rcodeReply(m, dns.RcodeFormatError), nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.metrics.Panics.Inc()
+			s.logger.Error("panic while answering", "qname", req.Msg.Question[0].Name, "panic", r, "stack", string(debug.Stack()))
+			resp, err = nil, fmt.Errorf("%w: %v", ErrPanic, r)
+		}
+	}()
+	return s.handler.ServeDNS(context.Background(), req)
+}
+
+// finish makes resp a proper reply to req: header bits, question, and the
+// EDNS0 record that matches what the client sent.
+func (s *Server) finish(req *query.Request, resp *dns.Msg) {
+	m := req.Msg
+	resp.Id = m.Id
+	resp.Response = true
+	resp.Opcode = m.Opcode
+	resp.RecursionDesired = m.RecursionDesired
+	resp.RecursionAvailable = true
+	resp.CheckingDisabled = m.CheckingDisabled
+	if len(m.Question) == 1 && resp.Rcode != dns.RcodeFormatError {
+		if len(resp.Question) != 1 {
+			resp.Question = []dns.Question{m.Question[0]}
+		} else {
+			resp.Question[0] = m.Question[0] // the client's spelling (0x20-safe)
+		}
+	}
+	fixOPT(m, resp)
+	resp.Compress = true
+}
+
+// fixOPT gives resp an OPT record only when the client sent one: our
+// advertised size, the client's DO bit, and the EDE options stages added.
+// Upstream OPT options (cookies, NSID, padding) are not passed on.
+func fixOPT(req, resp *dns.Msg) {
+	var ede []dns.EDNS0
+	var ext int
+	for i := len(resp.Extra) - 1; i >= 0; i-- {
+		opt, ok := resp.Extra[i].(*dns.OPT)
+		if !ok {
+			continue
+		}
+		ext = opt.ExtendedRcode()
+		for _, o := range opt.Option {
+			if o.Option() == dns.EDNS0EDE {
+				ede = append(ede, o)
+			}
+		}
+		resp.Extra = append(resp.Extra[:i], resp.Extra[i+1:]...)
+	}
+	_ = ext
+	ropt := req.IsEdns0()
+	if ropt == nil {
+		return
+	}
+	opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	opt.SetUDPSize(AdvertisedUDPSize)
+	if ropt.Do() {
+		opt.SetDo()
+	}
+	opt.Option = ede
+	if resp.Rcode > 0xF {
+		opt.SetExtendedRcode(uint16(resp.Rcode))
+	}
+	resp.Extra = append(resp.Extra, opt)
+}
+
+// write truncates for UDP clients and sends the reply.
+func (s *Server) write(w dns.ResponseWriter, req *query.Request, resp *dns.Msg) {
+	if req.Proto == query.UDP {
+		resp.Truncate(int(req.UDPSize))
+	}
+	if err := w.WriteMsg(resp); err != nil {
+		s.metrics.WriteErrors.Inc()
+		s.logger.Debug("write reply", "client", req.Client.Addr, "err", err)
+	}
+}
+
+// errorReply turns a chain error into SERVFAIL with an Extended DNS Error.
+func (s *Server) errorReply(req *query.Request, err error) *dns.Msg {
+	code, text := EDEFor(err)
+	if req.Info.Reason == "" {
+		req.Info.Reason = "servfail"
+		if errors.Is(err, ErrPanic) {
+			req.Info.Reason = "panic"
+		}
+	}
+	s.logger.Debug("query failed", "qname", req.Msg.Question[0].Name, "err", err)
+	r := rcodeReply(req.Msg, dns.RcodeServerFailure)
+	AddEDE(req.Msg, r, code, text)
+	return r
+}
+
+func setClient(req *query.Request, w dns.ResponseWriter) {
+	switch a := w.RemoteAddr().(type) {
+	case *net.UDPAddr:
+		req.Proto = query.UDP
+		req.Client.Addr, req.Client.Port = addrPort(a.IP, a.Port)
+	case *net.TCPAddr:
+		req.Proto = query.TCP
+		req.Client.Addr, req.Client.Port = addrPort(a.IP, a.Port)
+	default:
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			req.Client.Addr, req.Client.Port = ap.Addr().Unmap(), ap.Port()
+		}
+		if a.Network() == "tcp" {
+			req.Proto = query.TCP
+		}
+	}
+}
+
+func addrPort(ip net.IP, port int) (netip.Addr, uint16) {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap(), uint16(port)
+}
+
+// rcodeReply is a reply to m with rcode and no records.
+func rcodeReply(m *dns.Msg, rcode int) *dns.Msg {
+	r := new(dns.Msg)
+	r.Id = m.Id
+	r.Response = true
+	r.Opcode = m.Opcode
+	r.RecursionDesired = m.RecursionDesired
+	r.RecursionAvailable = true
+	r.Rcode = rcode
+	if rcode != dns.RcodeFormatError && len(m.Question) == 1 {
+		r.Question = []dns.Question{m.Question[0]}
+	}
+	return r
+}
+
+func badVers(m *dns.Msg) *dns.Msg {
+	r := rcodeReply(m, dns.RcodeBadVers)
+	return r
+}
