@@ -1,0 +1,433 @@
+// Package cache is dnsvalve's TTL-aware answer cache with the forwarding step
+// folded in: a miss is forwarded through an Exchanger with identical
+// in-flight queries coalesced, popular entries are refreshed in the
+// background shortly before they expire (prefetch), and expired entries are
+// served when upstreams fail (serve-stale, RFC 8767).
+//
+// Entries are keyed by {lowercased qname, qtype, qclass, DO, CD}, held in a
+// size-bounded LRU (github.com/hashicorp/golang-lru/v2) and kept there past
+// expiry so they can be served stale. Only upstream answers are stored, after
+// dropping answer records outside the question's CNAME/DNAME chain; SERVFAIL,
+// REFUSED, truncated and mismatched replies never are. The cache is
+// client-agnostic: policy runs before it.
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/miekg/dns"
+
+	"github.com/dnsvalve/dnsvalve/resolver/query"
+)
+
+// Sentinel errors, wrapped with context; check with errors.Is.
+var (
+	// ErrConfig reports an invalid Config.
+	ErrConfig = errors.New("invalid cache config")
+	// ErrBadRequest reports a request without exactly one question.
+	ErrBadRequest = errors.New("request must have exactly one question")
+	// ErrMismatch reports an upstream reply whose question differs from the
+	// query's (never cached, never answered).
+	ErrMismatch = errors.New("upstream reply question mismatch")
+	// ErrNoResponse reports an Exchanger that returned neither reply nor error.
+	ErrNoResponse = errors.New("upstream returned no reply")
+	// ErrClosed reports a miss after Close.
+	ErrClosed = errors.New("cache closed")
+)
+
+// Config configures a Cache. DefaultConfig returns the documented defaults;
+// in a Config passed to New a zero Size, MaxTTL, NegativeTTL, PrefetchHits or
+// UpstreamTimeout means its default, while zero ServeStale and false Prefetch
+// disable those features. Negative durations are rejected.
+type Config struct {
+	Size        int           // max entries (default 100000); bounded by entries
+	MinTTL      time.Duration // clamp (default 0)
+	MaxTTL      time.Duration // clamp (default 24h)
+	NegativeTTL time.Duration // cap for NXDOMAIN/NODATA caching (default 30m)
+	// ServeStale is how long past expiry an entry may be served when
+	// upstreams fail (RFC 8767); 0 disables (default 1h).
+	ServeStale time.Duration
+	// Prefetch refreshes popular entries in the background once less than
+	// 10% of their TTL is left, as Unbound does (default true).
+	Prefetch bool
+	// PrefetchHits is how many hits within an entry's lifetime make it
+	// popular enough to prefetch (default 3).
+	PrefetchHits int
+	// UpstreamTimeout bounds one shared upstream exchange (a coalesced miss
+	// or a prefetch), which runs detached from the clients' contexts
+	// (default 5s).
+	UpstreamTimeout time.Duration
+}
+
+// Defaults.
+const (
+	DefaultSize            = 100000
+	DefaultMaxTTL          = 24 * time.Hour
+	DefaultNegativeTTL     = 30 * time.Minute
+	DefaultServeStale      = time.Hour
+	DefaultPrefetchHits    = 3
+	DefaultUpstreamTimeout = 5 * time.Second
+)
+
+// DefaultConfig returns the default configuration.
+func DefaultConfig() Config {
+	return Config{
+		Size:            DefaultSize,
+		MaxTTL:          DefaultMaxTTL,
+		NegativeTTL:     DefaultNegativeTTL,
+		ServeStale:      DefaultServeStale,
+		Prefetch:        true,
+		PrefetchHits:    DefaultPrefetchHits,
+		UpstreamTimeout: DefaultUpstreamTimeout,
+	}
+}
+
+func (cfg Config) withDefaults() (Config, error) {
+	var errs []error
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"min_ttl", cfg.MinTTL}, {"max_ttl", cfg.MaxTTL}, {"negative_ttl", cfg.NegativeTTL}, {"serve_stale", cfg.ServeStale}, {"upstream_timeout", cfg.UpstreamTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%w: %s is negative (%s)", ErrConfig, d.name, d.v))
+		}
+	}
+	if cfg.Size < 0 {
+		errs = append(errs, fmt.Errorf("%w: size is negative (%d)", ErrConfig, cfg.Size))
+	}
+	if cfg.PrefetchHits < 0 {
+		errs = append(errs, fmt.Errorf("%w: prefetch_hits is negative (%d)", ErrConfig, cfg.PrefetchHits))
+	}
+	if cfg.Size == 0 {
+		cfg.Size = DefaultSize
+	}
+	if cfg.MaxTTL == 0 {
+		cfg.MaxTTL = DefaultMaxTTL
+	}
+	if cfg.NegativeTTL == 0 {
+		cfg.NegativeTTL = DefaultNegativeTTL
+	}
+	if cfg.PrefetchHits == 0 {
+		cfg.PrefetchHits = DefaultPrefetchHits
+	}
+	if cfg.UpstreamTimeout == 0 {
+		cfg.UpstreamTimeout = DefaultUpstreamTimeout
+	}
+	if cfg.MinTTL > cfg.MaxTTL {
+		errs = append(errs, fmt.Errorf("%w: min_ttl %s exceeds max_ttl %s", ErrConfig, cfg.MinTTL, cfg.MaxTTL))
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// Exchanger forwards a query upstream. It must be safe for concurrent use and
+// must not modify m. It returns the reply (which the cache treats as
+// read-only) and the name of the upstream that answered. *upstream.Group
+// satisfies it.
+type Exchanger interface {
+	Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, string, error)
+}
+
+// ExchangerFunc adapts a function to Exchanger.
+type ExchangerFunc func(ctx context.Context, m *dns.Msg) (*dns.Msg, string, error)
+
+// Exchange calls f.
+func (f ExchangerFunc) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, string, error) {
+	return f(ctx, m)
+}
+
+var _ Exchanger = ExchangerFunc(nil)
+
+// Cache is a TTL-aware DNS answer cache in front of an Exchanger. It is safe
+// for concurrent use. Close it to stop background work.
+type Cache struct {
+	cfg    Config
+	next   Exchanger
+	m      *Metrics
+	logger *slog.Logger
+	now    func() time.Time
+	lru    *lru.Cache[key, *entry]
+
+	mu     sync.Mutex
+	calls  map[key]*call // in-flight upstream exchanges
+	closed bool
+	stop   chan struct{} // closed by Close
+	wg     sync.WaitGroup
+
+	joined func() // test hook: called each time a Resolve joins a flight
+}
+
+// call is one in-flight upstream exchange shared by every Resolve (and at
+// most one prefetch) for its key. The fields are written before done is
+// closed and read-only afterwards.
+type call struct {
+	done     chan struct{}
+	e        *entry   // the stored entry, when the reply was cacheable
+	resp     *dns.Msg // the uncacheable reply (read-only), when e is nil
+	upstream string
+	err      error
+}
+
+// New returns a cache forwarding misses to next. m may be nil (metrics are
+// then discarded), logger nil (no logs), now nil (time.Now).
+func New(cfg Config, next Exchanger, m *Metrics, logger *slog.Logger, now func() time.Time) (*Cache, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("cache: new: %w", err)
+	}
+	if next == nil {
+		return nil, fmt.Errorf("cache: new: %w: nil Exchanger", ErrConfig)
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	l, err := lru.New[key, *entry](cfg.Size)
+	if err != nil {
+		return nil, fmt.Errorf("cache: new: %w", err)
+	}
+	return &Cache{
+		cfg: cfg, next: next, m: m, logger: logger, now: now, lru: l,
+		calls: make(map[key]*call),
+		stop:  make(chan struct{}),
+	}, nil
+}
+
+// Resolve answers req from the cache or through next. req is owned by the
+// caller and read-only. The returned message is new and owned by the caller:
+// ID = req.Id, the question exactly as the client asked it (case preserved),
+// TTLs decremented by the entry's age, and an OPT record (UDP size 1232, DO
+// mirrored) only when req has one. upstream names the upstream that answered
+// a miss, "" for hits and stale answers.
+//
+// A miss whose upstream exchange fails (error or SERVFAIL) is answered from
+// an entry expired less than ServeStale ago with TTL 30 and an Extended DNS
+// Error "Stale Answer" (status CacheStale, nil error). Otherwise the error is
+// returned wrapped, or the SERVFAIL reply passed through. Opcodes other than
+// QUERY and zone-transfer/meta qtypes bypass the cache.
+func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, status query.CacheStatus, upstream string, err error) {
+	if len(req.Question) != 1 {
+		return nil, query.CacheNone, "", fmt.Errorf("cache: resolve: %w", ErrBadRequest)
+	}
+	q := &req.Question[0]
+	if req.Opcode != dns.OpcodeQuery || !cacheableType(q.Qtype) {
+		return c.bypass(ctx, req)
+	}
+	k := makeKey(req)
+	now := c.now()
+	if e, ok := c.lru.Get(k); ok && now.Before(e.expires) {
+		c.m.hits.Inc()
+		if c.cfg.Prefetch && e.hits.Add(1) >= int64(c.cfg.PrefetchHits) &&
+			e.expires.Sub(now) < e.ttl/10 && e.prefetching.CompareAndSwap(false, true) {
+			c.prefetch(ctx, k)
+		}
+		return reply(req, e, now.Sub(e.stored), false), query.CacheHit, "", nil
+	}
+
+	cl, err := c.join(ctx, k)
+	if err == nil {
+		select {
+		case <-cl.done:
+			err = cl.err
+		case <-ctx.Done():
+			c.m.misses.Inc()
+			return nil, query.CacheMiss, "", fmt.Errorf("cache: resolve %s %s: %w", q.Name, dns.TypeToString[q.Qtype], ctx.Err())
+		}
+	}
+	if err == nil && cl.e != nil {
+		c.m.misses.Inc()
+		return reply(req, cl.e, c.now().Sub(cl.e.stored), false), query.CacheMiss, cl.upstream, nil
+	}
+	if err == nil && cl.resp.Rcode != dns.RcodeServerFailure {
+		c.m.misses.Inc()
+		return passthrough(req, cl.resp), query.CacheMiss, cl.upstream, nil
+	}
+	// The upstream failed: serve stale if we may.
+	if e, ok := c.lru.Peek(k); ok {
+		now := c.now()
+		if now.Before(e.expires) { // refreshed meanwhile by someone else
+			c.m.hits.Inc()
+			return reply(req, e, now.Sub(e.stored), false), query.CacheHit, "", nil
+		}
+		if c.cfg.ServeStale > 0 && now.Before(e.expires.Add(c.cfg.ServeStale)) {
+			c.m.stale.Inc()
+			c.logger.Debug("serving stale answer", "qname", q.Name, "qtype", dns.TypeToString[q.Qtype], "expired_for", now.Sub(e.expires), "error", err)
+			return reply(req, e, 0, true), query.CacheStale, "", nil
+		}
+	}
+	c.m.misses.Inc()
+	if err != nil {
+		return nil, query.CacheMiss, upstreamOf(cl), fmt.Errorf("cache: resolve %s %s: %w", q.Name, dns.TypeToString[q.Qtype], err)
+	}
+	return passthrough(req, cl.resp), query.CacheMiss, cl.upstream, nil
+}
+
+func upstreamOf(cl *call) string {
+	if cl == nil {
+		return ""
+	}
+	return cl.upstream
+}
+
+// cacheableType reports whether answers for qtype may be cached: not zone
+// transfers, not meta types.
+func cacheableType(t uint16) bool {
+	switch t {
+	case dns.TypeAXFR, dns.TypeIXFR, dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY, dns.TypeMAILA, dns.TypeMAILB:
+		return false
+	}
+	return true
+}
+
+// bypass forwards req without caching or coalescing.
+func (c *Cache) bypass(ctx context.Context, req *dns.Msg) (*dns.Msg, query.CacheStatus, string, error) {
+	c.m.misses.Inc()
+	resp, up, err := c.next.Exchange(ctx, req.Copy())
+	if err != nil {
+		return nil, query.CacheMiss, up, fmt.Errorf("cache: forward: %w", err)
+	}
+	if resp == nil {
+		return nil, query.CacheMiss, up, fmt.Errorf("cache: forward: %w", ErrNoResponse)
+	}
+	return passthrough(req, resp), query.CacheMiss, up, nil
+}
+
+// join returns the in-flight exchange for k, starting one if there is none.
+// The exchange runs in its own goroutine with a context detached from ctx's
+// cancellation (its values are kept) and bounded by UpstreamTimeout, so a
+// caller giving up does not fail the others.
+func (c *Cache) join(ctx context.Context, k key) (*call, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	cl, ok := c.calls[k]
+	if !ok {
+		cl = &call{done: make(chan struct{})}
+		c.calls[k] = cl
+		c.wg.Add(1)
+	}
+	c.mu.Unlock()
+	if !ok {
+		go c.run(context.WithoutCancel(ctx), k, cl)
+	}
+	if c.joined != nil {
+		c.joined()
+	}
+	return cl, nil
+}
+
+// run performs the upstream exchange of cl, stores a cacheable reply and
+// releases the waiters.
+func (c *Cache) run(ctx context.Context, k key, cl *call) {
+	defer c.wg.Done()
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.UpstreamTimeout)
+	defer cancel()
+	go func() { // Close cancels in-flight exchanges.
+		select {
+		case <-c.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	m := upstreamQuery(k)
+	resp, up, err := c.next.Exchange(ctx, m)
+	cl.upstream = up
+	switch {
+	case err != nil:
+		cl.err = err
+	case resp == nil:
+		cl.err = ErrNoResponse
+	case !sameQuestion(resp, m):
+		cl.err = ErrMismatch
+	default:
+		e, reason := c.newEntry(k, resp, c.now())
+		if e == nil {
+			c.logger.Debug("not caching reply", "qname", k.name, "qtype", dns.TypeToString[k.qtype], "rcode", dns.RcodeToString[resp.Rcode], "reason", reason)
+			cl.resp = resp
+			break
+		}
+		if c.lru.Add(k, e) {
+			c.m.evictions.Inc()
+		}
+		c.m.entries.Set(float64(c.lru.Len()))
+		cl.e = e
+	}
+	c.mu.Lock()
+	delete(c.calls, k)
+	c.mu.Unlock()
+	close(cl.done)
+}
+
+// upstreamQuery builds the query sent upstream for k: recursion desired, the
+// lowercased question, EDNS0 with the key's DO bit and AD set so the upstream
+// reports validation (RFC 6840 section 5.7). Client EDNS options (ECS,
+// cookies) are not forwarded: the cache is shared by all clients.
+func upstreamQuery(k key) *dns.Msg {
+	m := &dns.Msg{Question: []dns.Question{{Name: k.name, Qtype: k.qtype, Qclass: k.qclass}}}
+	m.Id = dns.Id()
+	m.RecursionDesired = true
+	m.AuthenticatedData = true
+	m.CheckingDisabled = k.cd
+	m.SetEdns0(udpSize, k.do)
+	return m
+}
+
+// sameQuestion reports whether resp answers q's question (names compared
+// case-insensitively). A reply without a question is accepted only when its
+// rcode says the query was not answered (FORMERR, REFUSED, ...).
+func sameQuestion(resp, q *dns.Msg) bool {
+	if len(resp.Question) == 0 {
+		return resp.Rcode != dns.RcodeSuccess && resp.Rcode != dns.RcodeNameError
+	}
+	if len(resp.Question) != 1 {
+		return false
+	}
+	a, b := resp.Question[0], q.Question[0]
+	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && lowerName(a.Name) == b.Name
+}
+
+// prefetch refreshes k in the background (once per entry: the caller holds
+// the entry's prefetching flag). The client is answered from the cache
+// without waiting.
+func (c *Cache) prefetch(ctx context.Context, k key) {
+	if _, err := c.join(ctx, k); err != nil {
+		return
+	}
+	c.m.prefetches.Inc()
+}
+
+// Len returns the number of entries, expired ones kept for serve-stale
+// included.
+func (c *Cache) Len() int { return c.lru.Len() }
+
+// Purge removes every entry.
+func (c *Cache) Purge() {
+	c.lru.Purge()
+	c.m.entries.Set(0)
+}
+
+// Close cancels in-flight upstream exchanges (prefetches included) and waits
+// for them to finish. Hits are still answered afterwards; misses fail with
+// ErrClosed. Close is idempotent.
+func (c *Cache) Close() {
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		close(c.stop)
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+}

@@ -1,0 +1,618 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+)
+
+func TestResolve_hit_decrements_ttl(t *testing.T) {
+	up := &fakeUpstream{}
+	up.reply = answerWith(t, dns.RcodeSuccess, []string{
+		"www.example.com. 300 IN A 192.0.2.1",
+		"www.example.com. 300 IN A 192.0.2.2",
+	}, nil)
+	c := newTestCache(t, DefaultConfig(), up)
+
+	resp, st := mustResolve(t, c.Cache, newQuery("www.example.com.", dns.TypeA, true, false))
+	if st != "miss" || len(resp.Answer) != 2 {
+		t.Fatalf("first: status %s, answer %v", st, resp.Answer)
+	}
+	c.clock.step(100*time.Second + 500*time.Millisecond)
+	req := newQuery("WwW.ExAmple.COM.", dns.TypeA, true, false)
+	req.Id = 777
+	resp, st = mustResolve(t, c.Cache, req)
+	if st != "hit" {
+		t.Fatalf("second: status %s, want hit", st)
+	}
+	if resp.Id != 777 || resp.Question[0] != req.Question[0] {
+		t.Errorf("id %d question %v, want 777 %v", resp.Id, resp.Question[0], req.Question[0])
+	}
+	if got := ttls(resp.Answer); !slices.Equal(got, []uint32{200, 200}) {
+		t.Errorf("ttls %v, want [200 200]", got)
+	}
+	if resp.Answer[0].Header().Name != "WwW.ExAmple.COM." {
+		t.Errorf("owner %q, want the client's spelling", resp.Answer[0].Header().Name)
+	}
+	if opt := resp.IsEdns0(); opt == nil || opt.Do() {
+		t.Errorf("want OPT without DO, got %v", opt)
+	}
+	if n := up.n.Load(); n != 1 {
+		t.Errorf("upstream called %d times, want 1", n)
+	}
+	// The reply is the caller's: changing it must not change the cache.
+	resp.Answer[0].(*dns.A).A[3] = 99
+	resp.Answer[0].Header().Ttl = 1
+	resp, _ = mustResolve(t, c.Cache, newQuery("www.example.com.", dns.TypeA, false, false))
+	if ip := resp.Answer[0].(*dns.A).A.String(); ip != "192.0.2.1" || resp.Answer[0].Header().Ttl != 200 {
+		t.Errorf("cache corrupted by caller: %v", resp.Answer[0])
+	}
+	if resp.IsEdns0() != nil {
+		t.Errorf("OPT added for a client without EDNS0")
+	}
+	c.clock.step(200 * time.Second) // expired: miss
+	if _, st = mustResolve(t, c.Cache, newQuery("www.example.com.", dns.TypeA, false, false)); st != "miss" {
+		t.Errorf("after expiry: status %s, want miss", st)
+	}
+	if got := testutil.ToFloat64(c.m.hits); got != 2 {
+		t.Errorf("hits_total %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(c.m.misses); got != 2 {
+		t.Errorf("misses_total %v, want 2", got)
+	}
+}
+
+func TestKey(t *testing.T) {
+	tests := []struct {
+		name      string
+		a, b      *dns.Msg
+		wantShare bool
+	}{
+		{"case_insensitive", newQuery("example.com.", dns.TypeA, false, false), newQuery("EXAMPLE.com.", dns.TypeA, false, false), true},
+		{"edns_without_do_shares", newQuery("example.com.", dns.TypeA, false, false), newQuery("example.com.", dns.TypeA, true, false), true},
+		{"qtype_differs", newQuery("example.com.", dns.TypeA, false, false), newQuery("example.com.", dns.TypeAAAA, false, false), false},
+		{"do_differs", newQuery("example.com.", dns.TypeA, true, false), newQuery("example.com.", dns.TypeA, true, true), false},
+		{"cd_differs", newQuery("example.com.", dns.TypeA, false, false), func() *dns.Msg {
+			m := newQuery("example.com.", dns.TypeA, false, false)
+			m.CheckingDisabled = true
+			return m
+		}(), false},
+		{"qclass_differs", newQuery("example.com.", dns.TypeA, false, false), func() *dns.Msg {
+			m := newQuery("example.com.", dns.TypeA, false, false)
+			m.Question[0].Qclass = dns.ClassCHAOS
+			return m
+		}(), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := &fakeUpstream{reply: func(_ context.Context, m *dns.Msg) (*dns.Msg, error) {
+				r := new(dns.Msg)
+				r.SetReply(m)
+				r.Answer = mustRRs(t, "example.com. 60 IN A 192.0.2.1")
+				r.Answer[0].Header().Class = m.Question[0].Qclass
+				r.Answer[0].Header().Rrtype = dns.TypeA
+				return r, nil
+			}}
+			c := newTestCache(t, DefaultConfig(), up)
+			mustResolve(t, c.Cache, tt.a)
+			_, st := mustResolve(t, c.Cache, tt.b)
+			if got := st == "hit"; got != tt.wantShare {
+				t.Errorf("second status %s, want shared=%v", st, tt.wantShare)
+			}
+		})
+	}
+}
+
+func TestLowerName(t *testing.T) {
+	for _, s := range []string{"", ".", "example.com.", "ExAmPle.COM.", "xn--bcher-kva.ch.", "A"} {
+		if got, want := lowerName(s), strings.ToLower(s); got != want {
+			t.Errorf("lowerName(%q) = %q, want %q", s, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = lowerName("www.example.com.") }); n != 0 {
+		t.Errorf("lowerName of a lowercase name allocates %v times", n)
+	}
+}
+
+func TestTTL(t *testing.T) {
+	tests := []struct {
+		name     string
+		cfg      func(*Config)
+		answer   []string
+		ns       []string
+		wantLife time.Duration
+		wantTTLs []uint32 // answer TTLs on the first (miss) reply
+	}{
+		{"min_over_answer", nil, []string{"a.example. 300 IN CNAME b.example.", "b.example. 60 IN A 192.0.2.1"}, nil, 60 * time.Second, []uint32{300, 60}},
+		{"authority_counts", nil, []string{"a.example. 300 IN A 192.0.2.1"}, []string{"example. 100 IN NS ns.example."}, 100 * time.Second, []uint32{300}},
+		{"clamped_to_max", func(c *Config) { c.MaxTTL = time.Minute }, []string{"a.example. 86400 IN A 192.0.2.1"}, nil, time.Minute, []uint32{60}},
+		{"raised_to_min", func(c *Config) { c.MinTTL = time.Minute }, []string{"a.example. 5 IN A 192.0.2.1"}, nil, time.Minute, []uint32{60}},
+		{"zero_ttl_not_cached", nil, []string{"a.example. 0 IN A 192.0.2.1"}, nil, 0, []uint32{0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			up := &fakeUpstream{reply: answerWith(t, dns.RcodeSuccess, tt.answer, tt.ns)}
+			c := newTestCache(t, cfg, up)
+			resp, _ := mustResolve(t, c.Cache, newQuery("a.example.", dns.TypeA, false, false))
+			if got := ttls(resp.Answer); !slices.Equal(got, tt.wantTTLs) {
+				t.Errorf("answer TTLs %v, want %v", got, tt.wantTTLs)
+			}
+			e, ok := c.lru.Peek(key{name: "a.example.", qtype: dns.TypeA, qclass: dns.ClassINET})
+			if tt.wantLife == 0 {
+				if ok {
+					t.Fatalf("cached, want not cached")
+				}
+				return
+			}
+			if !ok || e.ttl != tt.wantLife {
+				t.Fatalf("entry %v life %v, want %v", ok, e, tt.wantLife)
+			}
+		})
+	}
+}
+
+func TestCacheability(t *testing.T) {
+	soa := "example. 3600 IN SOA ns.example. admin.example. 1 7200 900 1209600 300"
+	tests := []struct {
+		name     string
+		cfg      func(*Config)
+		reply    func(context.Context, *dns.Msg) (*dns.Msg, error)
+		wantErr  error
+		wantLife time.Duration // 0: not cached
+	}{
+		{"nxdomain_uses_soa_minimum", nil, answerWith(t, dns.RcodeNameError, nil, []string{soa}), nil, 300 * time.Second},
+		{"nodata_uses_soa_ttl_when_smaller", nil, answerWith(t, dns.RcodeSuccess, nil, []string{"example. 120 IN SOA ns.example. admin.example. 1 7200 900 1209600 300"}), nil, 120 * time.Second},
+		{"negative_capped", func(c *Config) { c.NegativeTTL = time.Minute }, answerWith(t, dns.RcodeNameError, nil, []string{soa}), nil, time.Minute},
+		{"nxdomain_without_soa", nil, answerWith(t, dns.RcodeNameError, nil, nil), nil, 0},
+		{"nxdomain_foreign_soa", nil, answerWith(t, dns.RcodeNameError, nil, []string{"evil. 3600 IN SOA ns.evil. admin.evil. 1 7200 900 1209600 300"}), nil, 0},
+		{"servfail", nil, answerWith(t, dns.RcodeServerFailure, nil, nil), nil, 0},
+		{"refused", nil, answerWith(t, dns.RcodeRefused, nil, nil), nil, 0},
+		{"truncated", nil, func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+			r, _ := answerWith(t, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil)(ctx, m)
+			r.Truncated = true
+			return r, nil
+		}, nil, 0},
+		{"question_mismatch", nil, func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+			r, _ := answerWith(t, dns.RcodeSuccess, []string{"b.example. 300 IN A 192.0.2.1"}, nil)(ctx, m)
+			r.Question[0].Name = "b.example."
+			return r, nil
+		}, ErrMismatch, 0},
+		{"no_question_noerror", nil, func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+			r, _ := answerWith(t, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil)(ctx, m)
+			r.Question = nil
+			return r, nil
+		}, ErrMismatch, 0},
+		{"nil_reply", nil, func(context.Context, *dns.Msg) (*dns.Msg, error) { return nil, nil }, ErrNoResponse, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			c := newTestCache(t, cfg, &fakeUpstream{reply: tt.reply})
+			req := newQuery("a.example.", dns.TypeA, true, false)
+			resp, st, up, err := c.Resolve(context.Background(), req)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err %v, want %v", err, tt.wantErr)
+			}
+			if err == nil && (resp.Id != req.Id || resp.Question[0] != req.Question[0] || st.String() != "miss" || up != "fake") {
+				t.Errorf("reply id %d question %v status %s upstream %q", resp.Id, resp.Question, st, up)
+			}
+			e, ok := c.lru.Peek(key{name: "a.example.", qtype: dns.TypeA, qclass: dns.ClassINET})
+			if tt.wantLife == 0 {
+				if ok {
+					t.Fatalf("cached for %v, want not cached", e.ttl)
+				}
+				return
+			}
+			if !ok || e.ttl != tt.wantLife {
+				t.Fatalf("cached %v, want life %v", ok, tt.wantLife)
+			}
+			// RFC 2308 section 3: the SOA carries the negative TTL.
+			c.clock.step(10 * time.Second)
+			resp, st2 := mustResolve(t, c.Cache, req)
+			want := uint32(tt.wantLife/time.Second) - 10
+			if st2 != "hit" || len(resp.Ns) != 1 || resp.Ns[0].Header().Ttl != want {
+				t.Errorf("hit status %s ns %v, want SOA with TTL %d", st2, resp.Ns, want)
+			}
+		})
+	}
+}
+
+func TestSanitize(t *testing.T) {
+	tests := []struct {
+		name       string
+		qname      string
+		answer     []string
+		ns         []string
+		extra      []string
+		wantAnswer []string // owner/type of kept answer records; nil: not cached
+		wantNs     int
+		wantExtra  int
+	}{
+		{"drops_unrelated_record", "a.example.", []string{"a.example. 300 IN A 192.0.2.1", "bank.example. 300 IN A 203.0.113.66"}, nil, nil, []string{"a.example./A"}, 0, 0},
+		{"follows_cname_chain_out_of_order", "a.example.", []string{"c.other. 300 IN A 192.0.2.1", "a.example. 300 IN CNAME b.example.", "b.example. 300 IN CNAME c.other.", "evil.other. 300 IN A 203.0.113.66"}, nil, nil, []string{"c.other./A", "a.example./CNAME", "b.example./CNAME"}, 0, 0},
+		{"follows_dname", "www.a.example.", []string{"a.example. 300 IN DNAME b.example.", "www.a.example. 300 IN CNAME www.b.example.", "www.b.example. 300 IN A 192.0.2.1", "x.example. 300 IN A 203.0.113.66"}, nil, nil, []string{"a.example./DNAME", "www.a.example./CNAME", "www.b.example./A"}, 0, 0},
+		{"keeps_rrsig_of_chain", "a.example.", []string{"a.example. 300 IN A 192.0.2.1", "a.example. 300 IN RRSIG A 8 2 300 20300101000000 20200101000000 12345 example. AAAA", "b.example. 300 IN RRSIG A 8 2 300 20300101000000 20200101000000 12345 example. AAAA"}, nil, nil, []string{"a.example./A", "a.example./RRSIG"}, 0, 0},
+		{"all_outside_not_cached", "a.example.", []string{"bank.example. 300 IN A 203.0.113.66"}, nil, nil, nil, 0, 0},
+		{"conflicting_cnames_not_cached", "a.example.", []string{"a.example. 300 IN CNAME b.example.", "a.example. 300 IN CNAME c.example.", "b.example. 300 IN A 192.0.2.1"}, nil, nil, nil, 0, 0},
+		{"authority_and_glue_filtered", "example.", []string{"example. 300 IN MX 10 mail.example."}, []string{"example. 300 IN NS ns.example.", "bank. 300 IN NS ns.evil."}, []string{"mail.example. 300 IN A 192.0.2.25", "ns.example. 300 IN A 192.0.2.53", "www.bank. 300 IN A 203.0.113.66"}, []string{"example./MX"}, 1, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			an, ns, ex := mustRRs(t, tt.answer...), mustRRs(t, tt.ns...), mustRRs(t, tt.extra...)
+			qtype := dns.TypeA
+			if strings.Contains(tt.name, "glue") {
+				qtype = dns.TypeMX
+			}
+			resp := new(dns.Msg)
+			resp.SetQuestion(tt.qname, qtype)
+			resp.Response = true
+			resp.Answer, resp.Ns, resp.Extra = an, ns, ex
+			before := resp.String()
+			c, err := New(DefaultConfig(), &fakeUpstream{}, nil, nil, newClock().now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, reason := c.newEntry(key{name: tt.qname, qtype: qtype, qclass: dns.ClassINET}, resp, time.Time{})
+			if resp.String() != before {
+				t.Errorf("newEntry modified the upstream reply")
+			}
+			if tt.wantAnswer == nil {
+				if e != nil {
+					t.Fatalf("cached %v, want not cached", e.msg.Answer)
+				}
+				return
+			}
+			if e == nil {
+				t.Fatalf("not cached (%s)", reason)
+			}
+			var got []string
+			for _, rr := range e.msg.Answer {
+				got = append(got, rr.Header().Name+"/"+dns.TypeToString[rr.Header().Rrtype])
+			}
+			if !slices.Equal(got, tt.wantAnswer) || len(e.msg.Ns) != tt.wantNs || len(e.msg.Extra) != tt.wantExtra {
+				t.Errorf("kept %v ns %d extra %d, want %v %d %d", got, len(e.msg.Ns), len(e.msg.Extra), tt.wantAnswer, tt.wantNs, tt.wantExtra)
+			}
+		})
+	}
+}
+
+func TestCoalescing(t *testing.T) {
+	const n = 100
+	release := make(chan struct{})
+	up := &fakeUpstream{reply: func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+		<-release
+		if err := ctx.Err(); err != nil {
+			return nil, err // the first caller's cancellation must not reach us
+		}
+		// TTL 0: not cached, so only coalescing can explain a single call.
+		return answerWith(t, dns.RcodeSuccess, []string{"a.example. 0 IN A 192.0.2.1"}, nil)(ctx, m)
+	}}
+	c := newTestCache(t, DefaultConfig(), up)
+	joined := make(chan struct{}, n)
+	c.joined = func() { joined <- struct{}{} }
+
+	firstCtx, cancelFirst := context.WithCancel(context.Background())
+	defer cancelFirst()
+	type result struct {
+		resp *dns.Msg
+		err  error
+	}
+	results := make(chan result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		ctx := context.Background()
+		if i == 0 {
+			ctx = firstCtx
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := newQuery("A.example.", dns.TypeA, false, false)
+			req.Id = uint16(i)
+			resp, _, _, err := c.Resolve(ctx, req)
+			results <- result{resp, err}
+		}()
+		if i == 0 {
+			<-joined // the first caller started the flight
+			cancelFirst()
+		}
+	}
+	for range n - 1 {
+		<-joined
+	}
+	close(release)
+	wg.Wait()
+	close(results)
+
+	var ok, canceled int
+	for r := range results {
+		switch {
+		case r.err == nil && len(r.resp.Answer) == 1:
+			ok++
+		case errors.Is(r.err, context.Canceled):
+			canceled++
+		default:
+			t.Errorf("unexpected result %v %v", r.resp, r.err)
+		}
+	}
+	if got := up.n.Load(); got != 1 {
+		t.Errorf("upstream called %d times, want 1", got)
+	}
+	if ok != n-1 || canceled != 1 {
+		t.Errorf("%d answered, %d canceled; want %d and 1", ok, canceled, n-1)
+	}
+}
+
+func TestPrefetch(t *testing.T) {
+	calls := make(chan *dns.Msg, 10)
+	release := make(chan struct{}, 10)
+	ttl := 100
+	up := &fakeUpstream{calls: calls}
+	up.reply = func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+		if up.n.Load() > 1 {
+			<-release
+			ttl = 200
+		}
+		return answerWith(t, dns.RcodeSuccess, []string{"a.example. " + strconv.Itoa(ttl) + " IN A 192.0.2.1"}, nil)(ctx, m)
+	}
+	c := newTestCache(t, DefaultConfig(), up)
+	req := newQuery("a.example.", dns.TypeA, false, false)
+	mustResolve(t, c.Cache, req)
+	<-calls
+
+	// Two hits, then the entry's last 10%: not popular enough yet.
+	mustResolve(t, c.Cache, req)
+	mustResolve(t, c.Cache, req)
+	c.clock.step(91 * time.Second)
+	assertNoCall := func(when string) {
+		t.Helper()
+		select {
+		case m := <-calls:
+			t.Fatalf("%s: unexpected upstream call %v", when, m.Question)
+		default:
+		}
+	}
+	assertNoCall("before popular")
+	// Third hit: popular and close to expiry: prefetch in the background,
+	// cached answer right away.
+	resp, st := mustResolve(t, c.Cache, req)
+	if st != "hit" || resp.Answer[0].Header().Ttl != 9 {
+		t.Fatalf("status %s ttl %d, want hit 9", st, resp.Answer[0].Header().Ttl)
+	}
+	if m := <-calls; m.Question[0].Name != "a.example." {
+		t.Fatalf("prefetch asked %v", m.Question)
+	}
+	// More hits while the prefetch is in flight: no duplicate.
+	for range 3 {
+		if _, st := mustResolve(t, c.Cache, req); st != "hit" {
+			t.Fatalf("status %s during prefetch, want hit", st)
+		}
+	}
+	assertNoCall("during prefetch")
+	release <- struct{}{}
+	c.Close() // waits for the prefetch to finish
+	resp, st = mustResolve(t, c.Cache, req)
+	if st != "hit" || resp.Answer[0].Header().Ttl != 200 {
+		t.Fatalf("after prefetch: status %s ttl %d, want hit 200", st, resp.Answer[0].Header().Ttl)
+	}
+	if got := testutil.ToFloat64(c.m.prefetches); got != 1 {
+		t.Errorf("prefetches_total %v, want 1", got)
+	}
+	if got := up.n.Load(); got != 2 {
+		t.Errorf("upstream called %d times, want 2", got)
+	}
+}
+
+func TestPrefetch_disabled(t *testing.T) {
+	up := &fakeUpstream{reply: answerWith(t, dns.RcodeSuccess, []string{"a.example. 100 IN A 192.0.2.1"}, nil)}
+	cfg := DefaultConfig()
+	cfg.Prefetch = false
+	c := newTestCache(t, cfg, up)
+	req := newQuery("a.example.", dns.TypeA, false, false)
+	for range 5 {
+		mustResolve(t, c.Cache, req)
+	}
+	c.clock.step(95 * time.Second)
+	mustResolve(t, c.Cache, req)
+	c.Close()
+	if got := up.n.Load(); got != 1 {
+		t.Errorf("upstream called %d times, want 1", got)
+	}
+}
+
+func TestClose_cancels_prefetch(t *testing.T) {
+	calls := make(chan *dns.Msg, 2)
+	up := &fakeUpstream{calls: calls}
+	up.reply = func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+		if up.n.Load() == 1 {
+			return answerWith(t, dns.RcodeSuccess, []string{"a.example. 100 IN A 192.0.2.1"}, nil)(ctx, m)
+		}
+		<-ctx.Done() // an upstream that never answers
+		return nil, ctx.Err()
+	}
+	cfg := DefaultConfig()
+	cfg.PrefetchHits = 1
+	c := newTestCache(t, cfg, up)
+	req := newQuery("a.example.", dns.TypeA, false, false)
+	mustResolve(t, c.Cache, req)
+	<-calls
+	c.clock.step(95 * time.Second)
+	mustResolve(t, c.Cache, req)
+	<-calls
+	c.Close() // returns only once the prefetch saw the cancellation
+	if _, _, _, err := c.Resolve(context.Background(), newQuery("b.example.", dns.TypeA, false, false)); !errors.Is(err, ErrClosed) {
+		t.Errorf("miss after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestServeStale(t *testing.T) {
+	fail := func(context.Context, *dns.Msg) (*dns.Msg, error) { return nil, errUpstream }
+	tests := []struct {
+		name       string
+		serveStale time.Duration
+		edns       bool
+		after      time.Duration // time after the entry's expiry
+		failure    func(context.Context, *dns.Msg) (*dns.Msg, error)
+		wantStale  bool
+	}{
+		{"error_within_window_edns", time.Hour, true, 10 * time.Minute, fail, true},
+		{"error_within_window_no_edns", time.Hour, false, 10 * time.Minute, fail, true},
+		{"servfail_within_window", time.Hour, true, time.Second, answerWith(t, dns.RcodeServerFailure, nil, nil), true},
+		{"beyond_window", time.Hour, true, time.Hour + time.Second, fail, false},
+		{"disabled", 0, true, time.Second, fail, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := &fakeUpstream{reply: answerWith(t, dns.RcodeSuccess, []string{"a.example. 60 IN CNAME b.example.", "b.example. 300 IN A 192.0.2.1"}, nil)}
+			cfg := DefaultConfig()
+			cfg.ServeStale = tt.serveStale
+			c := newTestCache(t, cfg, up)
+			req := newQuery("a.example.", dns.TypeA, tt.edns, false)
+			mustResolve(t, c.Cache, req)
+			up.reply = tt.failure
+			c.clock.step(60*time.Second + tt.after)
+
+			resp, st, _, err := c.Resolve(context.Background(), req)
+			if !tt.wantStale {
+				if st.String() != "miss" || (err == nil && resp.Rcode != dns.RcodeServerFailure) {
+					t.Fatalf("status %s err %v resp %v, want a miss failing", st, err, resp)
+				}
+				if err != nil && !errors.Is(err, errUpstream) {
+					t.Errorf("err %v does not wrap the upstream error", err)
+				}
+				return
+			}
+			if err != nil || st.String() != "stale" {
+				t.Fatalf("status %s err %v, want stale", st, err)
+			}
+			if got := ttls(resp.Answer); !slices.Equal(got, []uint32{30, 30}) || resp.Rcode != dns.RcodeSuccess {
+				t.Errorf("ttls %v rcode %d, want [30 30] NOERROR", got, resp.Rcode)
+			}
+			opt := resp.IsEdns0()
+			if !tt.edns {
+				if opt != nil {
+					t.Errorf("OPT added for a client without EDNS0")
+				}
+				return
+			}
+			if opt == nil || len(opt.Option) != 1 {
+				t.Fatalf("want an OPT with one EDE option, got %v", opt)
+			}
+			if ede, ok := opt.Option[0].(*dns.EDNS0_EDE); !ok || ede.InfoCode != dns.ExtendedErrorCodeStaleAnswer {
+				t.Errorf("option %v, want EDE Stale Answer", opt.Option[0])
+			}
+			if got := testutil.ToFloat64(c.m.stale); got != 1 {
+				t.Errorf("stale_total %v, want 1", got)
+			}
+		})
+	}
+}
+
+func TestEvictionsAndMetrics(t *testing.T) {
+	up := &fakeUpstream{reply: func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+		r := new(dns.Msg)
+		r.SetReply(m)
+		r.Answer = mustRRs(t, m.Question[0].Name+" 60 IN A 192.0.2.1")
+		return r, nil
+	}}
+	cfg := DefaultConfig()
+	cfg.Size = 2
+	c := newTestCache(t, cfg, up)
+	for _, name := range []string{"a.example.", "b.example.", "c.example."} {
+		mustResolve(t, c.Cache, newQuery(name, dns.TypeA, false, false))
+	}
+	if c.Len() != 2 {
+		t.Errorf("Len %d, want 2", c.Len())
+	}
+	if got := testutil.ToFloat64(c.m.evictions); got != 1 {
+		t.Errorf("evictions_total %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(c.m.entries); got != 2 {
+		t.Errorf("entries %v, want 2", got)
+	}
+	// The oldest (a) went; b is a hit.
+	if _, st := mustResolve(t, c.Cache, newQuery("b.example.", dns.TypeA, false, false)); st != "hit" {
+		t.Errorf("b: %s, want hit", st)
+	}
+	c.Purge()
+	if c.Len() != 0 || testutil.ToFloat64(c.m.entries) != 0 {
+		t.Errorf("after Purge: Len %d", c.Len())
+	}
+	mfs, err := c.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	var names []string
+	for _, mf := range mfs {
+		names = append(names, mf.GetName())
+	}
+	want := []string{"dnsvalve_cache_entries", "dnsvalve_cache_evictions_total", "dnsvalve_cache_hits_total", "dnsvalve_cache_misses_total", "dnsvalve_cache_prefetches_total", "dnsvalve_cache_stale_total"}
+	if !slices.Equal(names, want) {
+		t.Errorf("metrics %v, want %v", names, want)
+	}
+}
+
+func TestNew_config(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr bool
+	}{
+		{"zero_uses_defaults", Config{}, false},
+		{"defaults", DefaultConfig(), false},
+		{"negative_size", Config{Size: -1}, true},
+		{"negative_ttl", Config{MinTTL: -time.Second}, true},
+		{"min_above_max", Config{MinTTL: 2 * time.Hour, MaxTTL: time.Hour}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := New(tt.cfg, &fakeUpstream{}, nil, nil, nil)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v, wantErr %v", err, tt.wantErr)
+			}
+			if err != nil {
+				if !errors.Is(err, ErrConfig) {
+					t.Errorf("err %v is not ErrConfig", err)
+				}
+				return
+			}
+			c.Close()
+			if c.cfg.Size != DefaultSize || c.cfg.MaxTTL != DefaultMaxTTL || c.cfg.NegativeTTL != DefaultNegativeTTL {
+				t.Errorf("defaults not applied: %+v", c.cfg)
+			}
+		})
+	}
+	if _, err := New(Config{}, nil, nil, nil, nil); !errors.Is(err, ErrConfig) {
+		t.Errorf("nil Exchanger: %v", err)
+	}
+}
+
+func TestResolve_bad_request(t *testing.T) {
+	c := newTestCache(t, DefaultConfig(), &fakeUpstream{})
+	if _, _, _, err := c.Resolve(context.Background(), new(dns.Msg)); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("err %v, want ErrBadRequest", err)
+	}
+}

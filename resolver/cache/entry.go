@@ -1,0 +1,268 @@
+package cache
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// key identifies a cache entry. name is lowercased (ASCII only, as DNS
+// compares names); DO and CD change what an upstream returns, so they are
+// part of the key.
+type key struct {
+	name   string
+	qtype  uint16
+	qclass uint16
+	do     bool
+	cd     bool
+}
+
+// makeKey builds the key for req's single question. It allocates only when
+// the name contains upper-case letters.
+func makeKey(req *dns.Msg) key {
+	q := &req.Question[0]
+	k := key{name: lowerName(q.Name), qtype: q.Qtype, qclass: q.Qclass, cd: req.CheckingDisabled}
+	if opt := req.IsEdns0(); opt != nil {
+		k.do = opt.Do()
+	}
+	return k
+}
+
+// lowerName lowercases ASCII letters in s, returning s itself when it has
+// none (the common case: no allocation).
+func lowerName(s string) string {
+	i := 0
+	for ; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			break
+		}
+	}
+	if i == len(s) {
+		return s
+	}
+	b := make([]byte, len(s))
+	copy(b, s[:i])
+	for ; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b[i] = c
+	}
+	return string(b)
+}
+
+// entry is one cached answer. msg and everything in it are read-only once
+// the entry is stored; hits and prefetching are the only mutable fields.
+type entry struct {
+	msg     *dns.Msg // sanitized reply: no question, no OPT, TTLs clamped
+	qname   string   // lowercased question name, equal to the key's
+	stored  time.Time
+	expires time.Time
+	ttl     time.Duration // original lifetime, expires - stored
+
+	hits        atomic.Int64 // hits while fresh
+	prefetching atomic.Bool  // a prefetch was started for this entry
+}
+
+// staleTTL is the TTL given to every record of a stale answer (RFC 8767
+// section 4 recommends 30 seconds).
+const staleTTL = 30
+
+// udpSize is the EDNS0 buffer size advertised upstream and to clients
+// (DNS flag day 2020).
+const udpSize = 1232
+
+// Inline capacity of a reply: messages that fit need a single allocation.
+const (
+	inlineRRs  = 8
+	inlineA    = 4
+	inlineAAAA = 2
+)
+
+// replyBuf holds a reply message and, inline, the storage its sections and
+// common records point into, so that building a typical reply from the cache
+// is one allocation. The caller owns all of it once returned.
+type replyBuf struct {
+	msg  dns.Msg
+	q    [1]dns.Question
+	rrs  [inlineRRs]dns.RR
+	a    [inlineA]dns.A
+	aaaa [inlineAAAA]dns.AAAA
+	ip   [inlineA*4 + inlineAAAA*16]byte
+	opt  dns.OPT
+}
+
+// rrCopier copies records into a replyBuf, falling back to dns.Copy when the
+// inline storage is used up or the type has none.
+type rrCopier struct {
+	b                *replyBuf
+	na, naaaa, nip   int
+	qname, userQName string // owner names equal to qname are written as userQName
+	stale            bool
+	age              uint32
+}
+
+func (cp *rrCopier) ttl(t uint32) uint32 {
+	if cp.stale {
+		return staleTTL
+	}
+	if t > cp.age {
+		return t - cp.age
+	}
+	return 0
+}
+
+func (cp *rrCopier) copy(rr dns.RR) dns.RR {
+	h := rr.Header()
+	var out dns.RR
+	switch v := rr.(type) {
+	case *dns.A:
+		ip := v.A.To4()
+		if ip == nil || cp.na == inlineA {
+			break
+		}
+		a := &cp.b.a[cp.na]
+		cp.na++
+		a.Hdr = v.Hdr
+		dst := cp.b.ip[cp.nip : cp.nip+4 : cp.nip+4]
+		cp.nip += 4
+		copy(dst, ip)
+		a.A = dst
+		out = a
+	case *dns.AAAA:
+		if len(v.AAAA) != 16 || cp.naaaa == inlineAAAA {
+			break
+		}
+		a := &cp.b.aaaa[cp.naaaa]
+		cp.naaaa++
+		a.Hdr = v.Hdr
+		dst := cp.b.ip[cp.nip : cp.nip+16 : cp.nip+16]
+		cp.nip += 16
+		copy(dst, v.AAAA)
+		a.AAAA = dst
+		out = a
+	}
+	if out == nil {
+		out = dns.Copy(rr)
+	}
+	oh := out.Header()
+	oh.Ttl = cp.ttl(h.Ttl)
+	if h.Name == cp.qname {
+		oh.Name = cp.userQName
+	}
+	return out
+}
+
+// reply builds the caller-owned answer to req from e. age is how long e has
+// been stored; stale answers get staleTTL on every record and, when req has
+// EDNS0, an Extended DNS Error "Stale Answer" (RFC 8914 code 3).
+func reply(req *dns.Msg, e *entry, age time.Duration, stale bool) *dns.Msg {
+	b := new(replyBuf)
+	m := &b.msg
+	src := e.msg
+	reqOpt := req.IsEdns0()
+	do := reqOpt != nil && reqOpt.Do()
+
+	m.MsgHdr = src.MsgHdr
+	m.Id = req.Id
+	m.Response = true
+	m.Opcode = req.Opcode
+	m.RecursionDesired = req.RecursionDesired
+	m.CheckingDisabled = req.CheckingDisabled
+	// RFC 6840 section 5.8: AD only for clients that asked for it.
+	m.AuthenticatedData = src.AuthenticatedData && (do || req.AuthenticatedData)
+	m.Compress = true
+	b.q[0] = req.Question[0]
+	m.Question = b.q[:]
+
+	cp := rrCopier{b: b, qname: e.qname, userQName: req.Question[0].Name, stale: stale}
+	if age > 0 {
+		cp.age = uint32(age / time.Second)
+	}
+	total := len(src.Answer) + len(src.Ns) + len(src.Extra)
+	if reqOpt != nil {
+		total++
+	}
+	var rrs []dns.RR
+	if total <= inlineRRs {
+		rrs = b.rrs[:total]
+	} else {
+		rrs = make([]dns.RR, total)
+	}
+	i := 0
+	for _, rr := range src.Answer {
+		rrs[i] = cp.copy(rr)
+		i++
+	}
+	if i > 0 {
+		m.Answer = rrs[0:i:i]
+	}
+	j := i
+	for _, rr := range src.Ns {
+		rrs[j] = cp.copy(rr)
+		j++
+	}
+	if j > i {
+		m.Ns = rrs[i:j:j]
+	}
+	k := j
+	for _, rr := range src.Extra {
+		rrs[k] = cp.copy(rr)
+		k++
+	}
+	if reqOpt != nil {
+		b.opt.Hdr = dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: udpSize}
+		if do {
+			b.opt.SetDo()
+		}
+		if stale {
+			b.opt.Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleAnswer}}
+		}
+		rrs[k] = &b.opt
+		k++
+	}
+	if k > j {
+		m.Extra = rrs[j:k:k]
+	}
+	return m
+}
+
+// passthrough returns a caller-owned copy of an uncacheable upstream reply
+// shaped for req: req's ID and question, the upstream's OPT replaced by ours
+// (keeping its Extended DNS Errors) when req has EDNS0, and dropped otherwise.
+func passthrough(req, resp *dns.Msg) *dns.Msg {
+	m := resp.Copy()
+	m.Id = req.Id
+	m.Opcode = req.Opcode
+	m.RecursionDesired = req.RecursionDesired
+	m.CheckingDisabled = req.CheckingDisabled
+	m.Question = []dns.Question{req.Question[0]}
+	reqOpt := req.IsEdns0()
+	var ede []dns.EDNS0
+	extra := m.Extra[:0]
+	for _, rr := range m.Extra {
+		if opt, ok := rr.(*dns.OPT); ok {
+			for _, o := range opt.Option {
+				if o.Option() == dns.EDNS0EDE {
+					ede = append(ede, o)
+				}
+			}
+			continue
+		}
+		extra = append(extra, rr)
+	}
+	m.Extra = extra
+	if reqOpt != nil {
+		opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: udpSize}, Option: ede}
+		if reqOpt.Do() {
+			opt.SetDo()
+		}
+		m.Extra = append(m.Extra, opt)
+	}
+	if len(m.Extra) == 0 {
+		m.Extra = nil
+	}
+	return m
+}

@@ -1,0 +1,299 @@
+package cache
+
+import (
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Reasons an upstream reply is not cached (for debug logs and tests).
+const (
+	reasonTruncated  = "truncated"
+	reasonRcode      = "rcode"
+	reasonOutOfChain = "answer_outside_question"
+	reasonCNAMEClash = "conflicting_cname"
+	reasonNoSOA      = "negative_without_soa"
+	reasonZeroTTL    = "zero_ttl"
+)
+
+// chain returns the records of answer that belong to qname (lowercased) and
+// its CNAME/DNAME chain, in their original order, plus the chain's names
+// (qname first). ok is false when the chain is inconsistent: two different
+// CNAMEs for one owner.
+func chain(qname string, answer []dns.RR) (kept []dns.RR, names []string, ok bool) {
+	names = []string{qname}
+	inChain := func(n string) bool {
+		for _, x := range names {
+			if x == n {
+				return true
+			}
+		}
+		return false
+	}
+	keep := make([]bool, len(answer))
+	cnames := map[string]string{}
+	// Records may come in any order: repeat until no record joins the chain.
+	for changed := true; changed; {
+		changed = false
+		for i, rr := range answer {
+			if keep[i] {
+				continue
+			}
+			h := rr.Header()
+			if h.Rrtype == dns.TypeOPT {
+				continue
+			}
+			owner := lowerName(h.Name)
+			switch v := rr.(type) {
+			case *dns.DNAME:
+				// A DNAME applies to names strictly below its owner.
+				for _, n := range names {
+					if n != owner && dns.IsSubDomain(owner, n) {
+						keep[i], changed = true, true
+						target := lowerName(dns.Fqdn(v.Target))
+						syn := n[:len(n)-len(owner)] + target
+						if target == "." {
+							syn = n[:len(n)-len(owner)]
+						}
+						if !inChain(syn) {
+							names = append(names, syn)
+						}
+						break
+					}
+				}
+				continue
+			}
+			if !inChain(owner) {
+				continue
+			}
+			keep[i], changed = true, true
+			if v, isCNAME := rr.(*dns.CNAME); isCNAME {
+				target := lowerName(v.Target)
+				if prev, dup := cnames[owner]; dup && prev != target {
+					return nil, nil, false
+				}
+				cnames[owner] = target
+				if !inChain(target) {
+					names = append(names, target)
+				}
+			}
+		}
+	}
+	for i, rr := range answer {
+		if keep[i] {
+			kept = append(kept, rr)
+		}
+	}
+	return kept, names, true
+}
+
+// ancestorOfAny reports whether zone is one of names or an ancestor of one.
+func ancestorOfAny(zone string, names []string) bool {
+	for _, n := range names {
+		if dns.IsSubDomain(zone, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// parent returns name without its first label ("." for a single label).
+func parent(name string) string {
+	if next, end := dns.NextLabel(name, 0); !end {
+		return name[next:]
+	}
+	return "."
+}
+
+// ttlRange clamps TTLs (in seconds) into [lo, hi].
+type ttlRange struct{ lo, hi uint32 }
+
+func (r ttlRange) clamp(t uint32) uint32 {
+	if t < r.lo {
+		t = r.lo
+	}
+	if t > r.hi {
+		t = r.hi
+	}
+	return t
+}
+
+func seconds(d time.Duration) uint32 {
+	s := d / time.Second
+	if s > 1<<31-1 {
+		s = 1<<31 - 1 // RFC 2181 section 8
+	}
+	return uint32(s)
+}
+
+// newEntry turns the upstream reply resp to the question of k into a cache
+// entry, or returns the reason it must not be cached. resp is not modified:
+// kept records are copied.
+//
+// Positive answers (NOERROR with records in the question's chain) live for
+// the smallest TTL over the kept answer and authority records, clamped to
+// [MinTTL, MaxTTL]. Negative answers (NXDOMAIN, or NOERROR without answer
+// records: NODATA) need a SOA for the zone of the last name in the chain and
+// live for min(SOA TTL, SOA MINIMUM) (RFC 2308 section 5), clamped to
+// [MinTTL, min(MaxTTL, NegativeTTL)]; without a SOA they are not cached.
+func (c *Cache) newEntry(k key, resp *dns.Msg, now time.Time) (*entry, string) {
+	if resp.Truncated {
+		return nil, reasonTruncated
+	}
+	if resp.Rcode != dns.RcodeSuccess && resp.Rcode != dns.RcodeNameError {
+		return nil, reasonRcode
+	}
+	answer, names, ok := chain(k.name, resp.Answer)
+	if !ok {
+		return nil, reasonCNAMEClash
+	}
+	if len(answer) == 0 && hasRecords(resp.Answer) {
+		return nil, reasonOutOfChain
+	}
+	last := names[len(names)-1]
+	negative := resp.Rcode == dns.RcodeNameError || len(answer) == 0
+
+	rng := ttlRange{lo: seconds(c.cfg.MinTTL), hi: seconds(c.cfg.MaxTTL)}
+	var ns []dns.RR
+	var soa *dns.SOA
+	if negative {
+		for _, rr := range resp.Ns {
+			if s, isSOA := rr.(*dns.SOA); isSOA && dns.IsSubDomain(s.Hdr.Name, last) {
+				soa = s
+				break
+			}
+		}
+		if soa == nil {
+			return nil, reasonNoSOA
+		}
+		if neg := seconds(c.cfg.NegativeTTL); neg < rng.hi {
+			rng.hi = neg
+		}
+		if rng.lo > rng.hi {
+			rng.lo = rng.hi
+		}
+		// Keep the SOA and the zone's denial proofs (NSEC, NSEC3, RRSIG)
+		// for validating clients; drop anything outside the zone.
+		for _, rr := range resp.Ns {
+			if rr.Header().Rrtype != dns.TypeOPT && dns.IsSubDomain(soa.Hdr.Name, rr.Header().Name) {
+				ns = append(ns, rr)
+			}
+		}
+	} else {
+		// Authority records of the chain's zones: at a chain name or an
+		// ancestor of one, and NSEC/NSEC3 wildcard proofs (with their
+		// RRSIGs) owned by a child of such an ancestor, below the root.
+		for _, rr := range resp.Ns {
+			h := rr.Header()
+			if h.Rrtype == dns.TypeOPT {
+				continue
+			}
+			owner := lowerName(h.Name)
+			if ancestorOfAny(owner, names) || (isProof(h.Rrtype) && owner != "." && parent(owner) != "." && ancestorOfAny(parent(owner), names)) {
+				ns = append(ns, rr)
+			}
+		}
+	}
+
+	// Additional: only addresses of names the kept records point at.
+	var extra []dns.RR
+	if len(resp.Extra) > 0 {
+		targets := map[string]bool{}
+		for _, set := range [][]dns.RR{answer, ns} {
+			for _, rr := range set {
+				if t := target(rr); t != "" {
+					targets[lowerName(t)] = true
+				}
+			}
+		}
+		for _, rr := range resp.Extra {
+			if t := rr.Header().Rrtype; (t == dns.TypeA || t == dns.TypeAAAA) && targets[lowerName(rr.Header().Name)] {
+				extra = append(extra, rr)
+			}
+		}
+	}
+
+	ttl := uint32(1<<32 - 1)
+	for _, set := range [][]dns.RR{answer, ns} {
+		for _, rr := range set {
+			t := rr.Header().Ttl
+			if s, isSOA := rr.(*dns.SOA); isSOA && s == soa && s.Minttl < t {
+				t = s.Minttl
+			}
+			ttl = min(ttl, t)
+		}
+	}
+	ttl = rng.clamp(ttl)
+	if ttl == 0 {
+		return nil, reasonZeroTTL
+	}
+
+	msg := &dns.Msg{MsgHdr: resp.MsgHdr}
+	msg.Id = 0
+	msg.Response = true
+	msg.Answer = copyClamped(answer, rng, k.name)
+	msg.Ns = copyClamped(ns, rng, "")
+	msg.Extra = copyClamped(extra, rng, "")
+	if soa != nil {
+		// RFC 2308 section 3: the SOA is sent with the negative TTL.
+		for _, rr := range msg.Ns {
+			if s, isSOA := rr.(*dns.SOA); isSOA && dns.IsSubDomain(s.Hdr.Name, last) {
+				s.Hdr.Ttl = ttl
+				break
+			}
+		}
+	}
+	life := time.Duration(ttl) * time.Second
+	return &entry{msg: msg, qname: k.name, stored: now, expires: now.Add(life), ttl: life}, ""
+}
+
+func isProof(t uint16) bool {
+	return t == dns.TypeNSEC || t == dns.TypeNSEC3 || t == dns.TypeRRSIG
+}
+
+func hasRecords(rrs []dns.RR) bool {
+	for _, rr := range rrs {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			return true
+		}
+	}
+	return false
+}
+
+// target returns the name a record points at whose address may be in the
+// additional section, or "".
+func target(rr dns.RR) string {
+	switch v := rr.(type) {
+	case *dns.NS:
+		return v.Ns
+	case *dns.MX:
+		return v.Mx
+	case *dns.SRV:
+		return v.Target
+	case *dns.SVCB:
+		return v.Target
+	case *dns.HTTPS:
+		return v.Target
+	}
+	return ""
+}
+
+// copyClamped deep-copies rrs with TTLs clamped into rng. Owner names equal
+// (case-insensitively) to qname are stored as qname so replies can restore
+// the client's spelling.
+func copyClamped(rrs []dns.RR, rng ttlRange, qname string) []dns.RR {
+	if len(rrs) == 0 {
+		return nil
+	}
+	out := make([]dns.RR, len(rrs))
+	for i, rr := range rrs {
+		cp := dns.Copy(rr)
+		h := cp.Header()
+		h.Ttl = rng.clamp(h.Ttl)
+		if qname != "" && h.Name != qname && lowerName(h.Name) == qname {
+			h.Name = qname
+		}
+		out[i] = cp
+	}
+	return out
+}
