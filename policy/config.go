@@ -136,6 +136,8 @@ type Matcher interface {
 	Category() string
 }
 
+var _ Matcher = (*lists.List)(nil)
+
 // Compile validates cfg against the loaded lists (keyed by list name) and
 // builds an immutable Snapshot. Every problem is reported, joined with
 // errors.Join, each naming the offending config key, e.g.

@@ -8,59 +8,25 @@ import (
 	"github.com/dnsvalve/dnsvalve/policy/lists"
 )
 
-// fakeList is a tiny Matcher for tests: entries in adblock syntax
-// ("||name^", "@@||name^", "||name^$important" or a bare name) matching the
-// name and its subdomains.
-type fakeList struct {
-	name, category string
-	entries        map[string]lists.Match
-}
-
-var _ Matcher = (*fakeList)(nil)
-
-func (l *fakeList) Name() string     { return l.name }
-func (l *fakeList) Category() string { return l.category }
-
-func (l *fakeList) Match(name string) (lists.Match, bool) {
-	for {
-		if m, ok := l.entries[name]; ok {
-			return m, true
-		}
-		i := strings.IndexByte(name, '.')
-		if i < 0 {
-			return lists.Match{}, false
-		}
-		name = name[i+1:]
-	}
-}
-
-// newList builds a list named name in category from adblock-style lines;
+// newList builds a real list named name in category from adblock lines;
 // the source is name+".txt".
 func newList(tb testing.TB, name, category, text string) Matcher {
 	tb.Helper()
-	l := &fakeList{name: name, category: category, entries: map[string]lists.Match{}}
-	for i, line := range strings.Split(text, "\n") {
-		rule := strings.TrimSpace(line)
-		if rule == "" || strings.HasPrefix(rule, "!") {
-			continue
-		}
-		m := lists.Match{Rule: rule, Source: name + ".txt", Line: i + 1, Action: lists.Block}
-		d := rule
-		if strings.HasPrefix(d, "@@") {
-			m.Action = lists.Allow
-			d = d[2:]
-		}
-		if before, ok := strings.CutSuffix(d, "$important"); ok {
-			m.Important = true
-			d = before
-		}
-		d = strings.TrimSuffix(strings.TrimPrefix(d, "||"), "^")
-		if d == "" || strings.ContainsAny(d, "|^$*/ ") {
-			tb.Fatalf("newList %s: unsupported rule %q", name, rule)
-		}
-		l.entries[d] = m
+	return newListFormat(tb, name, category, lists.FormatAdblock, text)
+}
+
+// newListFormat is newList for any list format; every line must parse.
+func newListFormat(tb testing.TB, name, category string, format lists.Format, text string) *lists.List {
+	tb.Helper()
+	b := lists.NewBuilder()
+	st, err := lists.Parse(strings.NewReader(text), name+".txt", format, b)
+	if err != nil {
+		tb.Fatalf("parse list %s: %v", name, err)
 	}
-	return l
+	if st.Invalid != 0 || st.Skipped != 0 {
+		tb.Fatalf("parse list %s: %d invalid, %d skipped lines: %v", name, st.Invalid, st.Skipped, st.FirstErrors)
+	}
+	return b.Build(name, category)
 }
 
 // testLists are the lists behind testConfig.

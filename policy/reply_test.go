@@ -40,6 +40,15 @@ func TestBlockReply(t *testing.T) {
 	custom.Sinkhole = []netip.Addr{netip.MustParseAddr("192.0.2.53"), netip.MustParseAddr("::ffff:192.0.2.54"),
 		netip.MustParseAddr("2001:db8::53")}
 	sc := mustCompile(t, custom, ls)
+	rpzLists := testLists(t)
+	rpzLists["rpz"] = newListFormat(t, "rpz", "rpz", lists.FormatRPZ, `$TTL 60
+@ IN SOA localhost. root.localhost. 1 3600 600 86400 60
+nodata.rpz.example CNAME *.
+nx.rpz.example CNAME .
+`)
+	rpzCfg := replyConfig("refused")
+	rpzCfg.Policies["default"] = PolicyConfig{Block: []string{"rpz"}, BlockResponse: "refused"}
+	sr := mustCompile(t, rpzCfg, rpzLists)
 	v4only := replyConfig("sinkhole")
 	v4only.Sinkhole = []netip.Addr{netip.MustParseAddr("192.0.2.53")}
 	s4 := mustCompile(t, v4only, ls)
@@ -84,11 +93,12 @@ func TestBlockReply(t *testing.T) {
 			edns: true, rcode: dns.RcodeSuccess, soa: true, ede: 15, text: malwareText},
 		{name: "allowlist_mode_prohibited", snap: s, policy: "strict", qname: "example.org.", qtype: dns.TypeA, edns: true,
 			rcode: dns.RcodeNameError, soa: true, ede: 18, text: "not in allow list of policy strict"},
-		{name: "rpz_nodata_entry_overrides_policy", snap: s, policy: "nxdomain", qname: "rpz.example.", qtype: dns.TypeA,
-			edns: true, decision: &Decision{Action: query.ActionBlock, Policy: "nxdomain", List: "rpz", Category: "rpz",
-				Match: lists.Match{Rule: "rpz.example CNAME *.", Action: lists.BlockNoData}, EDE: 15, Reason: ReasonList},
-			rcode: dns.RcodeSuccess, soa: true, ede: 15, text: "blocked by list rpz (category rpz)"},
-		{name: "rpz_nxdomain_entry_overrides_policy", snap: s, policy: "refused", qname: "rpz.example.", qtype: dns.TypeA,
+		{name: "rpz_nodata_entry_overrides_policy", snap: sr, policy: "default", qname: "nodata.rpz.example.",
+			qtype: dns.TypeA, edns: true, rcode: dns.RcodeSuccess, soa: true, ede: 15,
+			text: "blocked by list rpz (category rpz)"},
+		{name: "rpz_nxdomain_entry_overrides_policy", snap: sr, policy: "default", qname: "nx.rpz.example.",
+			qtype: dns.TypeA, rcode: dns.RcodeNameError, soa: true},
+		{name: "rpz_entry_action_in_decision", snap: s, policy: "refused", qname: "rpz.example.", qtype: dns.TypeA,
 			decision: &Decision{Action: query.ActionBlock, Policy: "refused", List: "rpz",
 				Match: lists.Match{Rule: "rpz.example CNAME .", Action: lists.BlockNXDomain}, EDE: 15, Reason: ReasonList},
 			rcode: dns.RcodeNameError, soa: true},

@@ -1,0 +1,594 @@
+package lists
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultRefresh  = 6 * time.Hour
+	DefaultMaxBytes = 64 << 20
+)
+
+// Sentinel errors.
+var (
+	ErrConfig   = errors.New("invalid list config")
+	ErrTooLarge = errors.New("source exceeds size cap")
+	ErrStatus   = errors.New("unexpected HTTP status")
+	// ErrEmpty means a source that used to have entries came back with
+	// none (an error page served as 200, a truncated file): it is treated
+	// as a failure so the last good copy stays.
+	ErrEmpty = errors.New("source parsed to zero entries")
+)
+
+// Config is one named list as configured.
+type Config struct {
+	Name     string
+	Category string        // defaults to Name
+	Sources  []string      // file paths or http(s) URLs
+	Format   string        // default "auto" (detected per source)
+	Refresh  time.Duration // 0 = 6h when any source is a URL, else never; < 0 = never
+	MaxBytes int64         // size cap per source (default 64 MiB)
+}
+
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// normalize validates c and fills in defaults.
+func (c Config) normalize() (Config, Format, error) {
+	var errs []error
+	if strings.TrimSpace(c.Name) == "" {
+		errs = append(errs, fmt.Errorf("%w: list without a name", ErrConfig))
+	}
+	if c.Category == "" {
+		c.Category = c.Name
+	}
+	f, err := ParseFormat(c.Format)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%w: list %q: %w", ErrConfig, c.Name, err))
+	}
+	if len(c.Sources) == 0 {
+		errs = append(errs, fmt.Errorf("%w: list %q has no sources", ErrConfig, c.Name))
+	}
+	anyURL := false
+	for _, s := range c.Sources {
+		switch {
+		case isURL(s):
+			anyURL = true
+			if u, err := url.Parse(s); err != nil || u.Host == "" {
+				errs = append(errs, fmt.Errorf("%w: list %q: bad URL %q", ErrConfig, c.Name, s))
+			}
+		case strings.Contains(s, "://"):
+			errs = append(errs, fmt.Errorf("%w: list %q: unsupported source scheme %q", ErrConfig, c.Name, s))
+		case strings.TrimSpace(s) == "":
+			errs = append(errs, fmt.Errorf("%w: list %q: empty source", ErrConfig, c.Name))
+		}
+	}
+	if c.MaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("%w: list %q: negative max bytes", ErrConfig, c.Name))
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
+	if c.Refresh == 0 && anyURL {
+		c.Refresh = DefaultRefresh
+	}
+	return c, f, errors.Join(errs...)
+}
+
+func (c Config) equal(o Config) bool {
+	return c.Name == o.Name && c.Category == o.Category && c.Format == o.Format &&
+		c.Refresh == o.Refresh && c.MaxBytes == o.MaxBytes && slicesEqual(c.Sources, o.Sources)
+}
+
+func slicesEqual(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// sourceState is what the manager remembers about one source of one list.
+type sourceState struct {
+	meta    cacheMeta
+	modTime time.Time // file sources
+	size    int64
+	entries int    // entries in the last good copy
+	good    bool   // a last good copy exists (memory or disk)
+	mem     []byte // last good copy, kept only when it could not be written to disk
+}
+
+// cacheMeta is stored next to each cached copy.
+type cacheMeta struct {
+	Source       string    `json:"source"`
+	ETag         string    `json:"etag,omitempty"`
+	LastModified string    `json:"last_modified,omitempty"`
+	Fetched      time.Time `json:"fetched"`
+}
+
+type listState struct {
+	cfg     Config
+	format  Format
+	list    *List
+	next    time.Time // next refresh; zero = never
+	sources map[string]*sourceState
+}
+
+// Manager loads every configured list, keeps each source's last good copy
+// on disk in cacheDir, refreshes URL/file sources on their timers, and
+// calls onChange after a list changed.
+//
+// A failing source never empties its list: the list keeps the entries of
+// the source's last good copy (from memory, then from cacheDir, so a
+// process that starts offline still has its lists). Manager is safe for
+// concurrent use; loads and refreshes are serialised.
+type Manager struct {
+	cacheDir string
+	client   *http.Client
+	metrics  *Metrics
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu    sync.Mutex
+	lists map[string]*listState
+	cur   map[string]*List // replaced, never mutated
+}
+
+// NewManager returns a Manager. cacheDir "" keeps last good copies in
+// memory only; a nil client gets one with a 60 s timeout; nil m, logger
+// and now get no-op metrics, slog.Default() and time.Now.
+func NewManager(cacheDir string, client *http.Client, m *Metrics, logger *slog.Logger, now func() time.Time) *Manager {
+	if client == nil {
+		client = &http.Client{Timeout: 60 * time.Second}
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Manager{cacheDir: cacheDir, client: client, metrics: m, log: logger, now: now,
+		lists: map[string]*listState{}, cur: map[string]*List{}}
+}
+
+// Lists returns the current set of lists by name. The map must not be
+// modified; it is replaced, not changed, when lists change.
+func (m *Manager) Lists() map[string]*List {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cur
+}
+
+// Load validates cfgs and loads every list: the initial load and each
+// config reload. A failing source uses its last good copy (memory, then
+// disk); the error is only for an invalid config, in which case nothing
+// changes. Lists whose config is unchanged since the last Load re-check
+// their files but do not re-fetch URLs (their refresh timer does that).
+func (m *Manager) Load(ctx context.Context, cfgs []Config) (map[string]*List, error) {
+	var errs []error
+	norm := make([]Config, 0, len(cfgs))
+	formats := make([]Format, 0, len(cfgs))
+	seen := map[string]bool{}
+	for _, c := range cfgs {
+		n, f, err := c.normalize()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if seen[c.Name] {
+			errs = append(errs, fmt.Errorf("%w: duplicate list name %q", ErrConfig, c.Name))
+		}
+		seen[c.Name] = true
+		norm = append(norm, n)
+		formats = append(formats, f)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("load lists: %w", err)
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next := make(map[string]*listState, len(norm))
+	for i, c := range norm {
+		ls, ok := m.lists[c.Name]
+		unchanged := ok && ls.cfg.equal(c) && ls.list != nil
+		if !ok || !ls.cfg.equal(c) {
+			old := ls
+			ls = &listState{cfg: c, format: formats[i], sources: map[string]*sourceState{}}
+			if old != nil { // keep what we know about sources still configured
+				for _, s := range c.Sources {
+					if st, ok := old.sources[s]; ok {
+						ls.sources[s] = st
+					}
+				}
+			}
+		}
+		m.loadList(ctx, ls, unchanged)
+		next[c.Name] = ls
+	}
+	for name := range m.lists {
+		if _, ok := next[name]; !ok {
+			m.metrics.forget(name)
+		}
+	}
+	m.lists = next
+	m.publish()
+	return m.cur, nil
+}
+
+// publish rebuilds the current map from the list states. Callers hold mu.
+func (m *Manager) publish() {
+	cur := make(map[string]*List, len(m.lists))
+	for name, ls := range m.lists {
+		if ls.list != nil {
+			cur[name] = ls.list
+		}
+	}
+	m.cur = cur
+}
+
+// Run refreshes lists on their timers until ctx is done, calling onChange
+// with the full current set after any list changed. onChange runs on
+// Run's goroutine.
+func (m *Manager) Run(ctx context.Context, onChange func(map[string]*List)) {
+	for {
+		if lists, changed := m.refreshDue(ctx); changed && onChange != nil {
+			onChange(lists)
+		}
+		t := time.NewTimer(m.nextWait())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// nextWait is how long Run sleeps: until the next refresh is due, at least
+// a second and at most a minute so a stepped or jumping clock is noticed.
+func (m *Manager) nextWait() time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	wait := time.Minute
+	for _, ls := range m.lists {
+		if !ls.next.IsZero() {
+			wait = min(wait, ls.next.Sub(now))
+		}
+	}
+	return max(wait, time.Second)
+}
+
+// refreshDue refreshes every list whose timer has expired and reports
+// whether any list changed.
+func (m *Manager) refreshDue(ctx context.Context) (map[string]*List, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	changed := false
+	for _, ls := range m.lists {
+		if ls.next.IsZero() || now.Before(ls.next) {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if m.loadList(ctx, ls, false) {
+			changed = true
+		}
+	}
+	if changed {
+		m.publish()
+	}
+	return m.cur, changed
+}
+
+// fetched is the outcome of fetching one source.
+type fetched struct {
+	data   []byte // new content when result is ok
+	result string
+	err    error
+	meta   cacheMeta
+	mod    time.Time
+	size   int64
+}
+
+// loadList fetches every source of ls and recompiles it when anything
+// changed; skipURLs treats URL sources as unchanged. It reports whether
+// ls.list was replaced. Callers hold mu.
+func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bool {
+	start := m.now()
+	c := ls.cfg
+	results := make([]fetched, len(c.Sources))
+	rebuild := ls.list == nil
+	for i, src := range c.Sources {
+		st := ls.sources[src]
+		if st == nil {
+			st = m.restore(src)
+			ls.sources[src] = st
+		}
+		if skipURLs && isURL(src) {
+			results[i] = fetched{result: resultNotModified}
+			continue
+		}
+		results[i] = m.fetch(ctx, c, src, st)
+		if results[i].result == resultOK {
+			rebuild = true
+		}
+	}
+	if c.Refresh > 0 {
+		ls.next = m.now().Add(c.Refresh)
+	} else {
+		ls.next = time.Time{}
+	}
+
+	if rebuild {
+		b := NewBuilder()
+		for i, src := range c.Sources {
+			st := ls.sources[src]
+			r := &results[i]
+			if r.result == resultOK {
+				mark := b.mark()
+				stats, err := Parse(bytes.NewReader(r.data), src, ls.format, b)
+				if err == nil && stats.Entries == 0 && st.entries > 0 {
+					err = ErrEmpty
+				}
+				if err == nil {
+					m.logStats(c.Name, src, stats)
+					m.metrics.parseErrors.WithLabelValues(c.Name).Add(float64(stats.Invalid))
+					m.keep(src, st, r, stats.Entries)
+					continue
+				}
+				b.rollback(mark)
+				r.result, r.err = resultError, err
+			}
+			// Not modified or failed: parse the last good copy.
+			data, err := m.lastGood(src, st)
+			if err != nil {
+				if r.err == nil {
+					r.err = err
+					r.result = resultError
+				}
+				continue
+			}
+			stats, err := Parse(bytes.NewReader(data), src, ls.format, b)
+			if err != nil {
+				m.log.Warn("parse last good copy", "list", c.Name, "source", src, "err", err)
+			}
+			if st.entries == 0 {
+				st.entries = stats.Entries
+			}
+		}
+		ls.list = b.Build(c.Name, c.Category)
+		m.metrics.entries.WithLabelValues(c.Name).Set(float64(ls.list.Len()))
+		m.metrics.regexes.WithLabelValues(c.Name).Set(float64(ls.list.Regexps()))
+		if n := ls.list.Regexps(); n > 0 {
+			m.log.Warn("list has regex rules; each one is evaluated per query and is slow", "list", c.Name, "regexes", n)
+		}
+	}
+
+	now := float64(m.now().UnixNano()) / 1e9
+	for i, src := range c.Sources {
+		r := results[i]
+		m.metrics.refreshes.WithLabelValues(c.Name, r.result).Inc()
+		m.metrics.lastRefresh.WithLabelValues(c.Name, r.result).Set(now)
+		if r.result != resultError {
+			m.metrics.lastSuccess.WithLabelValues(c.Name).Set(now)
+			continue
+		}
+		m.log.Error("list source failed; keeping its last good copy", "list", c.Name, "source", src, "err", r.err)
+	}
+	m.metrics.refreshDuration.WithLabelValues(c.Name).Observe(m.now().Sub(start).Seconds())
+	return rebuild
+}
+
+func (m *Manager) logStats(list, src string, s Stats) {
+	if s.Invalid > 0 {
+		m.log.Warn("list source has invalid lines", "list", list, "source", src,
+			"invalid", s.Invalid, "first_errors", s.FirstErrors)
+	}
+	m.log.Info("list source loaded", "list", list, "source", src, "format", string(s.Format),
+		"entries", s.Entries, "invalid", s.Invalid, "skipped", s.Skipped)
+}
+
+// fetch gets a source's content if it changed.
+func (m *Manager) fetch(ctx context.Context, c Config, src string, st *sourceState) fetched {
+	if isURL(src) {
+		return m.fetchURL(ctx, c, src, st)
+	}
+	fi, err := os.Stat(src)
+	if err != nil {
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", src, err)}
+	}
+	if st.good && fi.ModTime().Equal(st.modTime) && fi.Size() == st.size {
+		return fetched{result: resultNotModified}
+	}
+	if fi.Size() > c.MaxBytes {
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %d bytes: %w", src, fi.Size(), ErrTooLarge)}
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", src, err)}
+	}
+	defer f.Close()
+	data, err := readCapped(f, c.MaxBytes)
+	if err != nil {
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", src, err)}
+	}
+	return fetched{data: data, result: resultOK, mod: fi.ModTime(), size: fi.Size(),
+		meta: cacheMeta{Source: src, Fetched: m.now()}}
+}
+
+func (m *Manager) fetchURL(ctx context.Context, c Config, src string, st *sourceState) fetched {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+	if err != nil {
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", src, err)}
+	}
+	req.Header.Set("User-Agent", "dnsvalve")
+	if st.good {
+		if st.meta.ETag != "" {
+			req.Header.Set("If-None-Match", st.meta.ETag)
+		}
+		if st.meta.LastModified != "" {
+			req.Header.Set("If-Modified-Since", st.meta.LastModified)
+		}
+	}
+	resp, err := m.client.Do(req)
+	if err != nil {
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", src, err)}
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotModified && st.good:
+		return fetched{result: resultNotModified}
+	case resp.StatusCode != http.StatusOK:
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w: %s", src, ErrStatus, resp.Status)}
+	}
+	if resp.ContentLength > c.MaxBytes {
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %d bytes: %w", src, resp.ContentLength, ErrTooLarge)}
+	}
+	data, err := readCapped(resp.Body, c.MaxBytes)
+	if err != nil {
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", src, err)}
+	}
+	return fetched{data: data, result: resultOK, meta: cacheMeta{
+		Source: src, ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"), Fetched: m.now(),
+	}}
+}
+
+func readCapped(r io.Reader, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("over %d bytes: %w", limit, ErrTooLarge)
+	}
+	return data, nil
+}
+
+// cachePath is where a source's last good copy lives: a hash of the
+// source, so URLs need no escaping.
+func (m *Manager) cachePath(src string) string {
+	sum := sha256.Sum256([]byte(src))
+	return filepath.Join(m.cacheDir, hex.EncodeToString(sum[:12]))
+}
+
+// restore builds the state of a source seen for the first time, picking
+// up a cached copy from an earlier run.
+func (m *Manager) restore(src string) *sourceState {
+	st := &sourceState{}
+	if m.cacheDir == "" {
+		return st
+	}
+	p := m.cachePath(src)
+	raw, err := os.ReadFile(p + ".meta")
+	if err != nil {
+		return st
+	}
+	var meta cacheMeta
+	if json.Unmarshal(raw, &meta) != nil || meta.Source != src {
+		return st
+	}
+	if _, err := os.Stat(p + ".data"); err != nil {
+		return st
+	}
+	st.meta, st.good = meta, true
+	return st
+}
+
+// keep records a newly fetched copy as the source's last good copy.
+func (m *Manager) keep(src string, st *sourceState, r *fetched, entries int) {
+	st.meta, st.modTime, st.size, st.entries, st.good = r.meta, r.mod, r.size, entries, true
+	st.mem = nil
+	if m.cacheDir == "" {
+		st.mem = r.data
+		return
+	}
+	if err := m.writeCache(src, r.data, r.meta); err != nil {
+		m.log.Warn("write list cache; keeping the copy in memory", "source", src, "err", err)
+		st.mem = r.data
+	}
+}
+
+func (m *Manager) writeCache(src string, data []byte, meta cacheMeta) error {
+	if err := os.MkdirAll(m.cacheDir, 0o755); err != nil {
+		return fmt.Errorf("write cache: %w", err)
+	}
+	p := m.cachePath(src)
+	mj, err := json.Marshal(meta)
+	if err != nil {
+		return fmt.Errorf("write cache: %w", err)
+	}
+	if err := atomicWrite(p+".data", data); err != nil {
+		return err
+	}
+	return atomicWrite(p+".meta", mj)
+}
+
+// atomicWrite writes a temp file in the same directory and renames it
+// over path, so readers see the old or the new copy, never a torn one.
+func atomicWrite(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("write cache: %w", err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write cache %s: %w", path, err)
+	}
+	return nil
+}
+
+// errNoCopy means a source failed and has no last good copy anywhere.
+var errNoCopy = errors.New("no last good copy")
+
+// lastGood returns a source's last good copy: memory, then disk.
+func (m *Manager) lastGood(src string, st *sourceState) ([]byte, error) {
+	if st.mem != nil {
+		return st.mem, nil
+	}
+	if m.cacheDir != "" && st.good {
+		data, err := os.ReadFile(m.cachePath(src) + ".data")
+		if err == nil {
+			return data, nil
+		}
+		return nil, fmt.Errorf("read last good copy of %s: %w", src, err)
+	}
+	return nil, fmt.Errorf("%s: %w", src, errNoCopy)
+}

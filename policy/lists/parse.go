@@ -1,0 +1,659 @@
+package lists
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"regexp"
+	"strings"
+
+	"golang.org/x/net/idna"
+)
+
+// Format is the syntax of a list source.
+type Format string
+
+// Supported formats. FormatAuto detects the format per source by sampling
+// its first rule lines.
+const (
+	FormatAuto     Format = "auto"
+	FormatHosts    Format = "hosts"
+	FormatDomains  Format = "domains"
+	FormatWildcard Format = "wildcard"
+	FormatAdblock  Format = "adblock"
+	FormatRPZ      Format = "rpz"
+	FormatRegex    Format = "regex"
+)
+
+// ErrFormat is returned for an unknown format name.
+var ErrFormat = errors.New("unknown list format")
+
+// ParseFormat parses a format name; "" means auto.
+func ParseFormat(s string) (Format, error) {
+	switch f := Format(strings.ToLower(strings.TrimSpace(s))); f {
+	case "":
+		return FormatAuto, nil
+	case FormatAuto, FormatHosts, FormatDomains, FormatWildcard, FormatAdblock, FormatRPZ, FormatRegex:
+		return f, nil
+	case "plain":
+		return FormatDomains, nil
+	}
+	return "", fmt.Errorf("parse format %q: %w", s, ErrFormat)
+}
+
+// Stats describes one parsed source.
+type Stats struct {
+	Lines   int // lines read, comments and blank lines included
+	Entries int // entries added (a hosts line with three names adds three)
+	Invalid int // lines or names that could not be parsed
+	Skipped int // valid rules deliberately ignored: cosmetic, URL and glob rules, unsupported modifiers, localhost names, RPZ triggers other than names
+	Format  Format
+	// FirstErrors holds the first few invalid lines as "source:line: reason".
+	FirstErrors []string
+}
+
+// maxFirstErrors is how many invalid lines Stats.FirstErrors keeps.
+const maxFirstErrors = 5
+
+// maxLine is the longest line parsed; longer lines are invalid.
+const maxLine = 64 << 10
+
+// detectSample is how many rule lines auto-detection looks at.
+const detectSample = 64
+
+// parser holds per-source parsing state.
+type parser struct {
+	b      *Builder
+	src    uint32
+	source string
+	st     Stats
+	lineNo int
+	// RPZ state
+	origin     string
+	parenDepth int
+	owner      string
+}
+
+func (p *parser) invalid(reason string) {
+	p.st.Invalid++
+	if len(p.st.FirstErrors) < maxFirstErrors {
+		p.st.FirstErrors = append(p.st.FirstErrors, fmt.Sprintf("%s:%d: %s", p.source, p.lineNo, reason))
+	}
+}
+
+// Parse reads one source in the given format (FormatAuto detects it) and
+// adds its entries to b. Bad lines are counted in Stats, never fatal: the
+// error is only for a failing reader.
+func Parse(r io.Reader, source string, format Format, b *Builder) (Stats, error) {
+	if format == "" {
+		format = FormatAuto
+	}
+	if _, err := ParseFormat(string(format)); err != nil {
+		return Stats{}, err
+	}
+	br := bufio.NewReaderSize(r, 64<<10)
+	p := &parser{b: b, src: b.source(source), source: source}
+
+	// Read ahead enough lines to detect the format, then replay them.
+	var pending [][]byte
+	var readErr error
+	first := true
+	next := func() ([]byte, bool) {
+		line, err := readLine(br)
+		if err != nil {
+			if err != io.EOF {
+				readErr = err
+			}
+			if line == nil {
+				return nil, false
+			}
+		}
+		if first {
+			line = bytes.TrimPrefix(line, []byte("\xef\xbb\xbf"))
+			first = false
+		}
+		return line, true
+	}
+	if format == FormatAuto {
+		rules := 0
+		var sample []string
+		for rules < detectSample {
+			line, ok := next()
+			if !ok {
+				break
+			}
+			pending = append(pending, bytes.Clone(line))
+			t := strings.TrimSpace(string(line))
+			sample = append(sample, t)
+			if t != "" && t[0] != '#' && t[0] != '!' && t[0] != ';' {
+				rules++
+			}
+		}
+		format = Detect(sample)
+	}
+	p.st.Format = format
+	handle := p.handler(format)
+	for _, line := range pending {
+		p.lineNo++
+		p.line(line, handle)
+	}
+	for {
+		line, ok := next()
+		if !ok {
+			break
+		}
+		p.lineNo++
+		p.line(line, handle)
+	}
+	p.st.Lines = p.lineNo
+	if readErr != nil {
+		return p.st, fmt.Errorf("parse %s: %w", source, readErr)
+	}
+	return p.st, nil
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine returns the next line without its line end; a line over
+// maxLine comes back as errLineTooLong's marker (a nil-but-ok slice).
+func readLine(br *bufio.Reader) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		// Drain the rest of an overlong line.
+		for errors.Is(err, bufio.ErrBufferFull) {
+			_, err = br.ReadSlice('\n')
+		}
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+		return tooLong, nil
+	}
+	if err != nil && len(line) == 0 {
+		return nil, err
+	}
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	if err == io.EOF {
+		return line, nil
+	}
+	return line, err
+}
+
+// tooLong stands in for a line over the buffer size.
+var tooLong = []byte("\x00line too long")
+
+func (p *parser) line(raw []byte, handle func(string)) {
+	if len(raw) > 0 && raw[0] == 0 && bytes.Equal(raw, tooLong) {
+		p.invalid(errLineTooLong.Error())
+		return
+	}
+	handle(string(raw))
+}
+
+func (p *parser) handler(f Format) func(string) {
+	switch f {
+	case FormatHosts:
+		return p.hostsLine
+	case FormatAdblock:
+		return p.adblockLine
+	case FormatRPZ:
+		return p.rpzLine
+	case FormatRegex:
+		return p.regexLine
+	default:
+		return p.domainsLine
+	}
+}
+
+// Detect guesses the format of a source from its first lines (comments
+// included: "!" comments point to adblock, ";" and "$TTL" to RPZ). Each
+// rule line votes; the most votes win, ties go to the more specific format.
+func Detect(lines []string) Format {
+	votes := map[Format]int{}
+	for _, t := range lines {
+		t = strings.TrimSpace(t)
+		switch {
+		case t == "":
+		case strings.HasPrefix(t, "[Adblock"), strings.HasPrefix(t, "!"):
+			votes[FormatAdblock]++
+		case strings.HasPrefix(t, ";"), strings.HasPrefix(t, "$TTL"), strings.HasPrefix(t, "$ORIGIN"):
+			votes[FormatRPZ]++
+		case strings.HasPrefix(t, "#"):
+		case strings.HasPrefix(t, "||"), strings.HasPrefix(t, "@@"), strings.HasPrefix(t, "|"), strings.Contains(t, "^"),
+			strings.Contains(t, "##"), strings.Contains(t, "#@#"):
+			votes[FormatAdblock] += 2
+		case isRPZRecord(t):
+			votes[FormatRPZ] += 2
+		case len(t) > 1 && t[0] == '/' && t[len(t)-1] == '/':
+			votes[FormatRegex] += 2
+		case strings.HasPrefix(t, "*."):
+			votes[FormatWildcard] += 2
+		default:
+			if f := strings.Fields(t); len(f) >= 2 {
+				if _, err := netip.ParseAddr(f[0]); err == nil {
+					votes[FormatHosts] += 2
+					continue
+				}
+			}
+			votes[FormatDomains] += 2
+		}
+	}
+	best := FormatDomains
+	bestVotes := 0
+	for _, f := range []Format{FormatRPZ, FormatAdblock, FormatHosts, FormatRegex, FormatWildcard, FormatDomains} {
+		if votes[f] > bestVotes {
+			best, bestVotes = f, votes[f]
+		}
+	}
+	return best
+}
+
+func isRPZRecord(t string) bool {
+	f := strings.Fields(t)
+	for _, x := range f[min(1, len(f)):] {
+		switch strings.ToUpper(x) {
+		case "CNAME", "SOA", "NS":
+			return true
+		}
+	}
+	return false
+}
+
+// stripComment cuts an inline "#" comment.
+func stripComment(s string) string {
+	if i := strings.IndexByte(s, '#'); i >= 0 {
+		s = s[:i]
+	}
+	return strings.TrimSpace(s)
+}
+
+// skipHosts are names in hosts files that are never blocking entries.
+var skipHosts = map[string]bool{
+	"localhost": true, "localhost.localdomain": true, "local": true, "broadcasthost": true,
+	"0.0.0.0": true, "ip6-localhost": true, "ip6-loopback": true, "ip6-localnet": true,
+	"ip6-mcastprefix": true, "ip6-allnodes": true, "ip6-allrouters": true, "ip6-allhosts": true,
+}
+
+func (p *parser) hostsLine(s string) {
+	s = stripComment(s)
+	if s == "" || s[0] == '!' {
+		return
+	}
+	f := strings.Fields(s)
+	if _, err := netip.ParseAddr(f[0]); err != nil {
+		if len(f) == 1 {
+			// A bare name in a hosts file: accept it like the domains format.
+			p.domainsLine(f[0])
+			return
+		}
+		p.invalid(fmt.Sprintf("%q is not an IP address", f[0]))
+		return
+	}
+	if len(f) == 1 {
+		p.invalid("address without a name")
+		return
+	}
+	for _, n := range f[1:] {
+		if skipHosts[strings.ToLower(n)] {
+			p.st.Skipped++
+			continue
+		}
+		name, err := normalize(n)
+		if err != nil {
+			p.invalid(err.Error())
+			continue
+		}
+		p.b.add(p.src, p.lineNo, kindSub, Block, false, "", name, "")
+		p.st.Entries++
+	}
+}
+
+// domainsLine parses plain and wildcard lines: "name" (name and
+// subdomains) or "*.name" (subdomains only).
+func (p *parser) domainsLine(s string) {
+	s = stripComment(s)
+	if s == "" || s[0] == '!' {
+		return
+	}
+	if strings.ContainsAny(s, " \t") {
+		p.invalid("more than one field")
+		return
+	}
+	k, pre := kindSub, ""
+	if strings.HasPrefix(s, "*.") {
+		k, pre, s = kindWild, "*.", s[2:]
+	}
+	if strings.Contains(s, "*") {
+		p.st.Skipped++ // glob pattern; not supported by the compact matcher
+		return
+	}
+	name, err := normalize(s)
+	if err != nil {
+		p.invalid(err.Error())
+		return
+	}
+	p.b.add(p.src, p.lineNo, k, Block, false, pre, name, "")
+	p.st.Entries++
+}
+
+func (p *parser) regexLine(s string) {
+	s = strings.TrimSpace(s)
+	if s == "" || s[0] == '#' || s[0] == '!' {
+		return
+	}
+	if len(s) < 3 || s[0] != '/' || s[len(s)-1] != '/' {
+		p.invalid("not a /regex/")
+		return
+	}
+	p.addRegex(s, Block, false)
+}
+
+func (p *parser) addRegex(rule string, a Action, important bool) {
+	body := rule[strings.IndexByte(rule, '/')+1 : strings.LastIndexByte(rule, '/')]
+	re, err := regexp.Compile(body)
+	if err != nil {
+		p.invalid(fmt.Sprintf("bad regex: %v", err))
+		return
+	}
+	p.b.addRegex(p.src, p.lineNo, re, rule, a, important)
+	p.st.Entries++
+}
+
+// adblockLine parses AdGuard/ABP DNS-level rules.
+func (p *parser) adblockLine(s string) {
+	s = strings.TrimSpace(s)
+	switch {
+	case s == "", s[0] == '!', s[0] == '[':
+		return
+	case strings.Contains(s, "##"), strings.Contains(s, "#@#"), strings.Contains(s, "#$#"),
+		strings.Contains(s, "#?#"), strings.Contains(s, "#%#"), strings.Contains(s, "$$"):
+		p.st.Skipped++ // cosmetic / scriptlet / HTML filtering
+		return
+	case s[0] == '#':
+		return // hosts-style comment, allowed by AdGuard
+	}
+	a, prefix := Block, ""
+	if strings.HasPrefix(s, "@@") {
+		a, prefix, s = Allow, "@@", s[2:]
+	}
+	// Regex rule, optionally with modifiers after the closing slash.
+	if len(s) > 1 && s[0] == '/' {
+		end := strings.LastIndexByte(s, '/')
+		if end > 0 {
+			important, ok := p.modifiers(s[end+1:])
+			if !ok {
+				return
+			}
+			p.addRegex(prefix+s[:end+1], a, important)
+			return
+		}
+	}
+	important := false
+	if i := strings.LastIndexByte(s, '$'); i >= 0 {
+		var ok bool
+		if important, ok = p.modifiers(s[i:]); !ok {
+			return
+		}
+		s = s[:i]
+	}
+	k, anchor := kindSub, "||"
+	switch {
+	case strings.HasPrefix(s, "||"):
+		s = s[2:]
+	case strings.HasPrefix(s, "|"):
+		k, anchor, s = kindExact, "|", s[1:]
+		if strings.HasPrefix(s, "http") {
+			p.st.Skipped++ // URL rule
+			return
+		}
+	default:
+		if _, err := normalize(s); err == nil && strings.Contains(s, ".") && !strings.HasSuffix(s, ".") {
+			// Bare domain: AdGuard accepts domains-only lines in filters.
+			anchor = ""
+		} else {
+			p.st.Skipped++ // unanchored pattern: matches inside URLs, not names
+			return
+		}
+	}
+	post := ""
+	switch {
+	case strings.HasSuffix(s, "^|"):
+		s, post = s[:len(s)-2], "^"
+	case strings.HasSuffix(s, "^"):
+		s, post = s[:len(s)-1], "^"
+	case strings.HasSuffix(s, "|"):
+		s, post = s[:len(s)-1], "^"
+	}
+	if anchor == "" {
+		post = ""
+	}
+	if strings.ContainsAny(s, "/?:=&") || strings.HasSuffix(s, ".") {
+		p.st.Skipped++ // URL, path or prefix pattern
+		return
+	}
+	if strings.HasPrefix(s, "*.") && k == kindSub {
+		k, anchor, s = kindWild, "||*.", s[2:]
+	}
+	if strings.ContainsAny(s, "*^") {
+		p.st.Skipped++ // glob pattern; not supported by the compact matcher
+		return
+	}
+	name, err := normalize(s)
+	if err != nil {
+		p.invalid(err.Error())
+		return
+	}
+	suffix := post
+	if important {
+		suffix += "$important"
+	}
+	p.b.add(p.src, p.lineNo, k, a, important, prefix+anchor, name, suffix)
+	p.st.Entries++
+}
+
+// modifiers parses "$a,b"; only important applies at the DNS level, so a
+// rule with any other modifier is skipped (ok false).
+func (p *parser) modifiers(m string) (important, ok bool) {
+	m = strings.TrimPrefix(m, "$")
+	if m == "" {
+		return false, true
+	}
+	for _, x := range strings.Split(m, ",") {
+		if strings.TrimSpace(x) != "important" {
+			p.st.Skipped++
+			return false, false
+		}
+		important = true
+	}
+	return important, true
+}
+
+// rpzLine parses one line of an RPZ zone file.
+func (p *parser) rpzLine(s string) {
+	if i := strings.IndexByte(s, ';'); i >= 0 {
+		s = s[:i]
+	}
+	inParen := p.parenDepth > 0
+	p.parenDepth += strings.Count(s, "(") - strings.Count(s, ")")
+	if p.parenDepth < 0 {
+		p.parenDepth = 0
+	}
+	if inParen {
+		return // continuation of a multi-line record (SOA)
+	}
+	if strings.TrimSpace(s) == "" {
+		return
+	}
+	continued := s[0] == ' ' || s[0] == '\t'
+	f := strings.Fields(s)
+	if f[0] == "$TTL" || f[0] == "$INCLUDE" {
+		return
+	}
+	if f[0] == "$ORIGIN" {
+		if len(f) < 2 {
+			p.invalid("$ORIGIN without a name")
+			return
+		}
+		p.origin = strings.ToLower(strings.TrimSuffix(f[1], "."))
+		return
+	}
+	if strings.HasPrefix(f[0], "$") {
+		p.invalid(fmt.Sprintf("unknown directive %s", f[0]))
+		return
+	}
+	if !continued {
+		p.owner = f[0]
+		f = f[1:]
+	}
+	// Skip TTL and class to reach the type.
+	for len(f) > 0 && (isTTL(f[0]) || isClass(f[0])) {
+		f = f[1:]
+	}
+	if len(f) == 0 {
+		p.invalid("record without a type")
+		return
+	}
+	typ := strings.ToUpper(f[0])
+	switch typ {
+	case "SOA", "NS":
+		return
+	case "CNAME":
+	default:
+		p.st.Skipped++ // local data (A, TXT, ...) is not a policy action here
+		return
+	}
+	if len(f) != 2 {
+		p.invalid("CNAME needs exactly one target")
+		return
+	}
+	var a Action
+	switch strings.ToLower(f[1]) {
+	case ".":
+		a = BlockNXDomain
+	case "*.":
+		a = BlockNoData
+	case "rpz-passthru.":
+		a = Allow
+	case "rpz-drop.":
+		a = Block
+	default:
+		p.st.Skipped++ // rewrite to a local name or rpz-tcp-only
+		return
+	}
+	owner := strings.ToLower(p.owner)
+	if owner == "@" || owner == "" {
+		p.invalid("policy on the zone apex")
+		return
+	}
+	if strings.HasSuffix(owner, ".") {
+		owner = owner[:len(owner)-1]
+		if p.origin != "" {
+			if owner == p.origin {
+				p.invalid("policy on the zone apex")
+				return
+			}
+			owner = strings.TrimSuffix(owner, "."+p.origin)
+		}
+	}
+	for _, t := range []string{".rpz-ip", ".rpz-nsdname", ".rpz-nsip", ".rpz-client-ip"} {
+		if strings.HasSuffix(owner, t) {
+			p.st.Skipped++
+			return
+		}
+	}
+	k, pre := kindExact, ""
+	if strings.HasPrefix(owner, "*.") {
+		k, pre, owner = kindWild, "*.", owner[2:]
+	}
+	name, err := normalize(owner)
+	if err != nil {
+		p.invalid(err.Error())
+		return
+	}
+	p.b.add(p.src, p.lineNo, k, a, false, pre, name, "")
+	p.st.Entries++
+}
+
+func isTTL(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && !strings.ContainsRune("smhdwSMHDW", rune(c)) {
+			return false
+		}
+	}
+	return s[0] >= '0' && s[0] <= '9'
+}
+
+func isClass(s string) bool {
+	switch strings.ToUpper(s) {
+	case "IN", "CH", "HS", "CS":
+		return true
+	}
+	return false
+}
+
+// errName is wrapped by every name validation error.
+var errName = errors.New("invalid name")
+
+// normalize lowercases s, strips one trailing dot, converts IDNs to
+// punycode and validates the result: labels of 1-63 letters, digits,
+// hyphens or underscores, at most 253 bytes in total.
+func normalize(s string) (string, error) {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" {
+		return "", fmt.Errorf("%w: empty", errName)
+	}
+	ascii := true
+	upper := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x80 {
+			ascii = false
+			break
+		}
+		if 'A' <= c && c <= 'Z' {
+			upper = true
+		}
+	}
+	if !ascii {
+		a, err := idna.Lookup.ToASCII(s)
+		if err != nil {
+			return "", fmt.Errorf("%w: %q: %v", errName, s, err)
+		}
+		s = a
+	} else if upper {
+		s = strings.ToLower(s)
+	}
+	if len(s) > 253 {
+		return "", fmt.Errorf("%w: %d bytes long", errName, len(s))
+	}
+	label := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '.':
+			if label == 0 {
+				return "", fmt.Errorf("%w: %q has an empty label", errName, s)
+			}
+			label = 0
+			continue
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+		default:
+			return "", fmt.Errorf("%w: %q has character %q", errName, s, c)
+		}
+		label++
+		if label > 63 {
+			return "", fmt.Errorf("%w: %q has a label over 63 bytes", errName, s)
+		}
+	}
+	if label == 0 {
+		return "", fmt.Errorf("%w: %q has an empty label", errName, s)
+	}
+	return s, nil
+}

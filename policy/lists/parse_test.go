@@ -1,0 +1,231 @@
+package lists
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// build parses src in format f and compiles it.
+func build(tb testing.TB, src string, f Format) (Stats, *List) {
+	tb.Helper()
+	b := NewBuilder()
+	st, err := Parse(strings.NewReader(src), "test.txt", f, b)
+	if err != nil {
+		tb.Fatalf("Parse: %v", err)
+	}
+	return st, b.Build("test", "")
+}
+
+type want struct {
+	name   string
+	ok     bool
+	rule   string
+	action Action
+	line   int
+	imp    bool
+}
+
+func checkMatches(t *testing.T, l *List, wants []want) {
+	t.Helper()
+	for _, w := range wants {
+		m, ok := l.Match(w.name)
+		if ok != w.ok {
+			t.Errorf("Match(%q) ok = %v, want %v (%+v)", w.name, ok, w.ok, m)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if m.Rule != w.rule || m.Action != w.action || (w.line != 0 && m.Line != w.line) || m.Important != w.imp {
+			t.Errorf("Match(%q) = %+v, want rule %q action %d line %d important %v", w.name, m, w.rule, w.action, w.line, w.imp)
+		}
+		if m.Source != "test.txt" {
+			t.Errorf("Match(%q).Source = %q", w.name, m.Source)
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name                      string
+		format                    Format
+		src                       string
+		detect                    Format
+		entries, invalid, skipped int
+		matches                   []want
+	}{
+		{
+			name:   "hosts_forms",
+			format: FormatAuto,
+			src: "\ufeff# comment\r\n0.0.0.0 ads.example.com tracker.example.net # inline\r\n127.0.0.1 localhost\r\n" +
+				"::1 localhost ip6-localhost ip6-loopback\r\n:: v6.example.org\r\n0:0:0:0:0:0:0:0 zeros.example\r\n" +
+				"0.0.0.0 0.0.0.0\r\n0.0.0.0 BAD_CASE.Example.COM.\r\n0.0.0.0 bad..name\r\nnot-an-ip name.example\r\n255.255.255.255 broadcasthost\r\n",
+			detect: FormatHosts, entries: 5, invalid: 2, skipped: 5,
+			matches: []want{
+				{name: "ads.example.com", ok: true, rule: "ads.example.com", action: Block, line: 2},
+				{name: "x.ADS.example.com.", ok: true, rule: "ads.example.com", action: Block, line: 2},
+				{name: "tracker.example.net", ok: true, rule: "tracker.example.net", line: 2},
+				{name: "v6.example.org", ok: true, rule: "v6.example.org", line: 5},
+				{name: "zeros.example", ok: true, rule: "zeros.example", line: 6},
+				{name: "bad_case.example.com", ok: true, rule: "bad_case.example.com", line: 8},
+				{name: "localhost", ok: false},
+				{name: "example.com", ok: false},
+			},
+		},
+		{
+			name:   "domains_plain_and_idn",
+			format: FormatAuto,
+			src:    "# list\n\nexample.com\nBücher.example\n*.wild.example\nx*y.example\nbad name\n" + strings.Repeat("a", 64) + ".com\n",
+			detect: FormatDomains, entries: 3, invalid: 2, skipped: 1,
+			matches: []want{
+				{name: "example.com", ok: true, rule: "example.com", line: 3},
+				{name: "www.example.com", ok: true, rule: "example.com", line: 3},
+				{name: "xn--bcher-kva.example", ok: true, rule: "xn--bcher-kva.example", line: 4},
+				{name: "a.wild.example", ok: true, rule: "*.wild.example", line: 5},
+				{name: "wild.example", ok: false},
+				{name: "notexample.com", ok: false},
+			},
+		},
+		{
+			name:   "wildcard_subdomains_only",
+			format: FormatAuto,
+			src:    "# Syntax: wildcard\n*.ads.example\n*.b.example\nplain.example\n",
+			detect: FormatWildcard, entries: 3,
+			matches: []want{
+				{name: "ads.example", ok: false},
+				{name: "x.ads.example", ok: true, rule: "*.ads.example", line: 2},
+				{name: "y.x.ads.example.", ok: true, rule: "*.ads.example", line: 2},
+				{name: "plain.example", ok: true, rule: "plain.example", line: 4},
+			},
+		},
+		{
+			name:   "adblock_rules",
+			format: FormatAuto,
+			src: "[Adblock Plus 2.0]\n! comment\n||ads.example^\n@@||ok.ads.example^\n||imp.example^$important\n@@||x.imp.example^\n" +
+				"||*.wild.example^\n|exact.example^\n@@|allow.example^|\nexample.org##.banner\n||ads.example/path^\n|http://x.example^\n" +
+				"||glob*.example^\n||third.example^$third-party\n||prefix.\n/^re[0-9]+\\.example$/\n||bad_.ex ample^\n##.generic\n" +
+				"||both.example^\n@@||both.example^\nbare.example\n",
+			detect: FormatAdblock, entries: 12, invalid: 1, skipped: 7,
+			matches: []want{
+				{name: "ads.example", ok: true, rule: "||ads.example^", line: 3},
+				{name: "sub.ads.example", ok: true, rule: "||ads.example^", line: 3},
+				{name: "ok.ads.example", ok: true, rule: "@@||ok.ads.example^", action: Allow, line: 4},
+				{name: "a.ok.ads.example", ok: true, rule: "@@||ok.ads.example^", action: Allow, line: 4},
+				{name: "x.imp.example", ok: true, rule: "||imp.example^$important", imp: true, line: 5},
+				{name: "wild.example", ok: false},
+				{name: "a.wild.example", ok: true, rule: "||*.wild.example^", line: 7},
+				{name: "exact.example", ok: true, rule: "|exact.example^", line: 8},
+				{name: "sub.exact.example", ok: false},
+				{name: "allow.example", ok: true, rule: "@@|allow.example^", action: Allow, line: 9},
+				{name: "third.example", ok: false},
+				{name: "re42.example", ok: true, rule: "/^re[0-9]+\\.example$/", line: 16},
+				{name: "RE42.example.", ok: true, rule: "/^re[0-9]+\\.example$/", line: 16},
+				{name: "both.example", ok: true, rule: "@@||both.example^", action: Allow, line: 20},
+				{name: "bare.example", ok: true, rule: "bare.example", line: 21},
+			},
+		},
+		{
+			name:   "rpz_zone",
+			format: FormatAuto,
+			src: "$TTL 300\n$ORIGIN rpz.local.\n@ IN SOA ns.rpz.local. admin.rpz.local. (\n  2024010101 ; serial\n  3600 )\n  NS ns.rpz.local.\n" +
+				"; comment\nnx.example CNAME .\n*.nx.example CNAME .\nnodata.example 60 IN CNAME *.\npass.nodata.example CNAME rpz-passthru.\n" +
+				"abs.example.rpz.local. CNAME .\nlocal.example A 10.0.0.1\n32.1.0.0.127.rpz-ip CNAME .\nbad..example CNAME .\n",
+			detect: FormatRPZ, entries: 5, invalid: 1, skipped: 2,
+			matches: []want{
+				{name: "nx.example", ok: true, rule: "nx.example", action: BlockNXDomain, line: 8},
+				{name: "a.nx.example", ok: true, rule: "*.nx.example", action: BlockNXDomain, line: 9},
+				{name: "nodata.example", ok: true, rule: "nodata.example", action: BlockNoData, line: 10},
+				{name: "x.nodata.example", ok: false},
+				{name: "pass.nodata.example", ok: true, rule: "pass.nodata.example", action: Allow, line: 11},
+				{name: "abs.example", ok: true, rule: "abs.example", action: BlockNXDomain, line: 12},
+				{name: "local.example", ok: false},
+			},
+		},
+		{
+			name:   "regex_format",
+			format: FormatRegex,
+			src:    "# regexes\n/^ad[0-9]+\\./\n/(/\nplain.example\n",
+			detect: FormatRegex, entries: 1, invalid: 2,
+			matches: []want{
+				{name: "ad1.example.com", ok: true, rule: "/^ad[0-9]+\\./", line: 2},
+				{name: "xad1.example.com", ok: false},
+			},
+		},
+		{
+			name:   "overlong_line",
+			format: FormatDomains,
+			src:    "ok.example\n" + strings.Repeat("x", 100<<10) + "\nafter.example",
+			detect: FormatDomains, entries: 2, invalid: 1,
+			matches: []want{
+				{name: "after.example", ok: true, rule: "after.example", line: 3},
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st, l := build(t, tc.src, tc.format)
+			if st.Format != tc.detect || st.Entries != tc.entries || st.Invalid != tc.invalid || st.Skipped != tc.skipped {
+				t.Errorf("stats = %+v, want format %s entries %d invalid %d skipped %d", st, tc.detect, tc.entries, tc.invalid, tc.skipped)
+			}
+			if len(st.FirstErrors) != min(tc.invalid, maxFirstErrors) {
+				t.Errorf("FirstErrors = %q", st.FirstErrors)
+			}
+			for _, e := range st.FirstErrors {
+				if !strings.HasPrefix(e, "test.txt:") {
+					t.Errorf("error %q lacks source:line prefix", e)
+				}
+			}
+			checkMatches(t, l, tc.matches)
+		})
+	}
+}
+
+func TestParseFormat(t *testing.T) {
+	for _, s := range []string{"", "auto", "hosts", "domains", "plain", "wildcard", "adblock", "rpz", "regex", "HOSTS"} {
+		if _, err := ParseFormat(s); err != nil {
+			t.Errorf("ParseFormat(%q): %v", s, err)
+		}
+	}
+	if _, err := ParseFormat("dnsmasq"); err == nil {
+		t.Error("ParseFormat(dnsmasq) succeeded")
+	}
+}
+
+// TestExcerpts parses the committed excerpts. Expected counts come from
+// grep over the files: hosts.txt has 4 "127.0.0.1 x" / "::1 x" lines of
+// which "127.0.0.1 localhost" and "::1 localhost" are skipped
+// (grep -cE '^(127|::1)'), hosts-compressed.txt has 27 names on its three
+// 0.0.0.0 lines (awk '{n+=NF-1}'), domains/wildcard/rpz count their
+// non-comment lines (grep -cv '^[#;]' minus the 3 RPZ header lines),
+// adblock.txt: 38 rule lines of which 6 are globs or unanchored
+// (.name^, *), 1 has $badfilter and 4 are regexes.
+func TestExcerpts(t *testing.T) {
+	tests := []struct {
+		file                      string
+		format                    Format
+		entries, invalid, skipped int
+		hit                       string
+	}{
+		{file: "hosts.txt", format: FormatHosts, entries: 22, skipped: 2, hit: "x.1493361689.rsc.cdn77.org"},
+		{file: "hosts-compressed.txt", format: FormatHosts, entries: 27, hit: "dns.0ooo.icu"},
+		{file: "domains.txt", format: FormatDomains, entries: 18, hit: "dns.adguard.com"},
+		{file: "wildcard.txt", format: FormatWildcard, entries: 19, hit: "x.0000a-fast-proxy.de"},
+		{file: "rpz.txt", format: FormatRPZ, entries: 15, hit: "mdca.co.ae"},
+		{file: "adblock.txt", format: FormatAdblock, entries: 31, skipped: 7, hit: "sub.upbeatbut.com"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.TrimSuffix(tc.file, ".txt"), func(t *testing.T) {
+			st, l := parseFile(t, filepath.Join("testdata", tc.file), FormatAuto)
+			if st.Format != tc.format || st.Entries != tc.entries || st.Invalid != tc.invalid || st.Skipped != tc.skipped {
+				t.Errorf("stats = %+v, want %s entries %d invalid %d skipped %d", st, tc.format, tc.entries, tc.invalid, tc.skipped)
+			}
+			if _, ok := l.Match(tc.hit); !ok {
+				t.Errorf("Match(%q) missed", tc.hit)
+			}
+		})
+	}
+}
+
+func TestMain(m *testing.M) { os.Exit(m.Run()) }
