@@ -2,8 +2,10 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/miekg/dns"
@@ -122,7 +124,13 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 // ctxErr adds ctx's error to an I/O error caused by the deadline or the
 // cancellation hook, so callers can test for context.DeadlineExceeded.
 func ctxErr(ctx context.Context, err error) error {
-	if cerr := ctx.Err(); cerr != nil {
+	cerr := ctx.Err()
+	if cerr == nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		// The socket deadline is ctx's deadline; it may fire just before
+		// ctx's own timer does.
+		cerr = context.DeadlineExceeded
+	}
+	if cerr != nil {
 		return fmt.Errorf("%w (%w)", cerr, err)
 	}
 	return err
