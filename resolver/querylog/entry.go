@@ -21,7 +21,10 @@ type Entry struct {
 	Transport      string   `json:"transport"` // "UDP", "TCP", "DoT", "DoH"
 	SrcIDs         SrcIDs   `json:"srcids"`
 
-	FirewallRuleAction   string `json:"firewall_rule_action,omitempty"`    // ALLOW | BLOCK | ALERT
+	FirewallRuleAction string `json:"firewall_rule_action,omitempty"` // ALLOW | BLOCK | ALERT
+	// FirewallRuleGroupID is the policy that decided (added: Route 53's
+	// r53_rlogs DDL has the column; set with firewall_rule_action).
+	FirewallRuleGroupID  string `json:"firewall_rule_group_id,omitempty"`
 	FirewallDomainListID string `json:"firewall_domain_list_id,omitempty"` // list name
 
 	DNSValve Extra `json:"dnsvalve"`
