@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,5 +256,43 @@ func TestDecideAllocs(t *testing.T) {
 		if n := testing.AllocsPerRun(100, func() { s.Decide("default", q, dns.TypeA) }); n != 0 {
 			t.Errorf("Decide(%q) allocates %.0f times", q, n)
 		}
+	}
+}
+
+// TestStoreConcurrent swaps snapshots while readers decide; run with -race.
+func TestStoreConcurrent(t *testing.T) {
+	open := mustCompile(t, Config{}, nil)
+	strict := mustCompile(t, testConfig(), testLists(t))
+	st := NewStore(open)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				snap := st.Load()
+				d := snap.Decide("default", "evil.example.", dns.TypeA)
+				if snap == strict && d.Action != query.ActionBlock || snap == open && d.Action != query.ActionNone {
+					bad.Add(1)
+				}
+			}
+		})
+	}
+	for i := range 1000 {
+		if i%2 == 0 {
+			st.Swap(strict)
+		} else {
+			st.Swap(open)
+		}
+	}
+	close(done)
+	wg.Wait()
+	if n := bad.Load(); n != 0 {
+		t.Errorf("%d decisions did not match the snapshot they loaded", n)
 	}
 }

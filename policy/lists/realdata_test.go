@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -34,15 +35,92 @@ func parseFile(tb testing.TB, path string, f Format) (Stats, *List) {
 	return st, b.Build(filepath.Base(path), "")
 }
 
-func TestRealListsDump(t *testing.T) {
+// TestRealLists parses every real-world list. The expected counts were
+// computed independently of this parser with grep/awk (run in the
+// blocklists directory):
+//   - hosts: grep -cE '^0\.0\.0\.0 ' FILE (one name per line); AdAway:
+//     grep -cE '^(127\.0\.0\.1|::1)[[:space:]]' = 6542, of which 2 are
+//     "localhost" (skipped); doh-compressed: awk '/^0\.0\.0\.0/{n+=NF-1}' = 3857.
+//   - plain domains: grep -cvE '^(#|$)' FILE. hagezi/whitelist.txt: 2173
+//     rule lines, 431 contain '*': 296 are "*.name" (wildcard entries), 135
+//     are globs (skipped); 1 line is a URL (invalid): 1742-1+296 = 2037.
+//   - wildcard: grep -cE '^\*\.[a-z0-9._-]+$' FILE, nothing else.
+//   - adblock (hagezi, urlhaus, blocklistproject): grep -cE
+//     '^\|\|[a-z0-9._-]+\^$' FILE with no other rule lines.
+//     hagezi/adblock/whitelist.txt: 2617 rule lines, 136 globs and 2 URL
+//     rules ("@@|https://...") skipped, 2479 entries.
+//     AdGuard filter.txt: 71101 rule lines (grep -vE '^(!|#|$)'); 20 are
+//     /regex/, 70817 match '^(@@)?\|\|?(\*\.)?NAME(\^\|?|\|)?$' after
+//     removing a trailing $important, 1 is a bare domain; the other 263
+//     (globs, .name^, ://name^, $badfilter and other modifiers, prefix
+//     rules "||name.") are skipped: 70838 entries, 70824 distinct.
+//     exceptions.txt: 164 rule lines, 153 '^@@\|\|?NAME\^\|?(\$important)?$',
+//     11 globs / unanchored.
+//   - RPZ: grep -cE ' CNAME \.$' FILE (hagezi's include "*.name CNAME .").
+func TestRealLists(t *testing.T) {
 	dir := sharedTestdata(t)
-	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
-		if info.IsDir() || filepath.Base(p) == "SOURCES.md" {
-			return nil
-		}
-		st, l := parseFile(t, p, FormatAuto)
-		rel, _ := filepath.Rel(dir, p)
-		t.Logf("%-45s %-8s lines=%d entries=%d invalid=%d skipped=%d len=%d re=%d %q", rel, st.Format, st.Lines, st.Entries, st.Invalid, st.Skipped, l.Len(), l.Regexps(), st.FirstErrors)
-		return nil
-	})
+	tests := []struct {
+		file                      string
+		format                    Format
+		entries, invalid, skipped int
+		distinct                  int // List.Len when it differs from entries
+		hit, miss                 string
+		action                    Action
+	}{
+		{file: "adaway/hosts.txt", format: FormatHosts, entries: 6540, skipped: 2, hit: "analytics.163.com", miss: "163.com"},
+		{file: "hagezi-legacy/hosts/light.txt", format: FormatHosts, entries: 89931, hit: "sub.0-0-0checkmate.com", miss: "example.com"},
+		{file: "hagezi-legacy/hosts/doh-compressed.txt", format: FormatHosts, entries: 3857, hit: "dns.0ooo.icu", miss: "example.com"},
+		{file: "hagezi-legacy/domains/light.txt", format: FormatDomains, entries: 89931, hit: "0-0asia.com", miss: "example.com"},
+		{file: "hagezi-legacy/domains/doh.txt", format: FormatDomains, entries: 3857, hit: "ns.00dani.me", miss: "00dani.me"},
+		{file: "hagezi/adblock/light.txt", format: FormatAdblock, entries: 69751, hit: "x.000webhost.com", miss: "example.com"},
+		{file: "hagezi/adblock/tif.medium.txt", format: FormatAdblock, entries: 21712, hit: "0-day.us", miss: "example.com"},
+		{file: "hagezi/adblock/whitelist.txt", format: FormatAdblock, entries: 2479, skipped: 138, hit: "tags.tiqcdn.com", miss: "x.tags.tiqcdn.com", action: Allow},
+		{file: "hagezi/adblock/dyndns.txt", format: FormatAdblock, entries: 1509, hit: "a.0rg.us", miss: "example.com"},
+		{file: "hagezi/whitelist.txt", format: FormatDomains, entries: 2037, invalid: 1, skipped: 135, hit: "x.cc-api-data.adobe.io", miss: "cc-api-data.adobe.io"},
+		{file: "hagezi/wildcard/tif.medium.txt", format: FormatWildcard, entries: 21712, hit: "a.0-day.us", miss: "0-day.us"},
+		{file: "hagezi/wildcard/tif.medium-onlydomains.txt", format: FormatDomains, entries: 21712, hit: "0-day.us", miss: "example.com"},
+		{file: "hagezi/wildcard/gambling.txt", format: FormatWildcard, entries: 168582, hit: "www.0-bet.com", miss: "0-bet.com"},
+		{file: "hagezi/wildcard/doh-vpn-proxy-bypass.txt", format: FormatWildcard, entries: 2506, hit: "x.0x3d.lu", miss: "0x3d.lu"},
+		{file: "hagezi/rpz/tif.light.txt", format: FormatRPZ, entries: 4490, hit: "mdca.co.ae", miss: "co.ae", action: BlockNXDomain},
+		{file: "hagezi/rpz/doh.txt", format: FormatRPZ, entries: 1448, hit: "x.shield.afixer.app", miss: "afixer.app", action: BlockNXDomain},
+		{file: "urlhaus-filter/urlhaus-filter-hosts.txt", format: FormatHosts, entries: 2689, hit: "0daydreams.net", miss: "example.com"},
+		{file: "urlhaus-filter/urlhaus-filter-domains.txt", format: FormatDomains, entries: 25768, hit: "1.0.209.238", miss: "example.com"},
+		{file: "urlhaus-filter/urlhaus-filter-agh.txt", format: FormatAdblock, entries: 25768, hit: "05webinvite.com", miss: "example.com"},
+		{file: "urlhaus-filter/urlhaus-filter-rpz.conf", format: FormatRPZ, entries: 2689, hit: "0daydreams.net", miss: "x.0daydreams.net", action: BlockNXDomain},
+		{file: "adguard-dns-filter/Filters/filter.txt", format: FormatAdblock, entries: 70838, skipped: 263, distinct: 70824, hit: "adsrvmedia.adk2.co", miss: "example.com"},
+		{file: "adguard-dns-filter/Filters/exceptions.txt", format: FormatAdblock, entries: 153, skipped: 11, hit: "click.avs.io", miss: "example.com", action: Allow},
+		{file: "adaway/hosts.txt", format: FormatHosts, entries: 6540, skipped: 2, hit: "crash.163.com", miss: "localhost"},
+		{file: "blocklistproject/crypto.txt", format: FormatHosts, entries: 1274, hit: "0slot.trade", miss: "example.com"},
+		{file: "blocklistproject/ransomware.txt", format: FormatHosts, entries: 1904, hit: "25z5g623wpqpdwis.onion.to", miss: "onion.to"},
+		{file: "blocklistproject/scam.txt", format: FormatHosts, entries: 8527, hit: "0-google.com", miss: "google.com"},
+		{file: "blocklistproject/piracy.txt", format: FormatHosts, entries: 2154, hit: "0daycn.net", miss: "example.com"},
+		{file: "blocklistproject/alt-version/phishing-nl.txt", format: FormatDomains, entries: 190215, hit: "0.01.2.13.3.sydneypropertyinvestors.com", miss: "sydneypropertyinvestors.com"},
+		{file: "blocklistproject/alt-version/tracking-nl.txt", format: FormatDomains, entries: 143876, hit: "0001-metrics1-data-hicloud-com.geac.dbankedge.cn", miss: "dbankedge.cn"},
+		{file: "blocklistproject/adguard/ransomware-ags.txt", format: FormatAdblock, entries: 1904, hit: "27c73bq66y4xqoh7.dorfact.at", miss: "dorfact.at"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.NewReplacer("/", "_", ".", "_", "-", "_").Replace(tc.file), func(t *testing.T) {
+			st, l := parseFile(t, filepath.Join(dir, tc.file), FormatAuto)
+			t.Logf("%s: format=%s lines=%d entries=%d invalid=%d skipped=%d distinct=%d regexes=%d",
+				tc.file, st.Format, st.Lines, st.Entries, st.Invalid, st.Skipped, l.Len(), l.Regexps())
+			if st.Format != tc.format || st.Entries != tc.entries || st.Invalid != tc.invalid || st.Skipped != tc.skipped {
+				t.Errorf("stats = format %s entries %d invalid %d skipped %d, want %s %d %d %d (first errors %q)",
+					st.Format, st.Entries, st.Invalid, st.Skipped, tc.format, tc.entries, tc.invalid, tc.skipped, st.FirstErrors)
+			}
+			distinct := tc.distinct
+			if distinct == 0 {
+				distinct = tc.entries
+			}
+			if l.Len() != distinct {
+				t.Errorf("Len = %d, want %d", l.Len(), distinct)
+			}
+			m, ok := l.Match(tc.hit)
+			if !ok || m.Action != tc.action {
+				t.Errorf("Match(%q) = %+v, %v; want action %d", tc.hit, m, ok, tc.action)
+			}
+			if m, ok := l.Match(tc.miss); ok {
+				t.Errorf("Match(%q) = %+v, want no match", tc.miss, m)
+			}
+		})
+	}
 }
