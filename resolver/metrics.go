@@ -95,7 +95,7 @@ func rcodeIndex(rc int) int {
 }
 
 // observe counts one finished query. resp nil means no reply was sent.
-func (m *Metrics) observe(req *query.Request, resp *dns.Msg, now time.Time) {
+func (m *Metrics) observe(req *query.Request, resp *dns.Msg, latency time.Duration) {
 	if m == nil {
 		return
 	}
@@ -135,5 +135,5 @@ func (m *Metrics) observe(req *query.Request, resp *dns.Msg, now time.Time) {
 		d = &o
 		m.durs[p].Store(d)
 	}
-	(*d).Observe(now.Sub(req.Start).Seconds())
+	(*d).Observe(latency.Seconds())
 }

@@ -34,7 +34,7 @@ var (
 // metrics, the query log. It must not block and must not keep resp or req
 // beyond the call unless it copies them: both are reused after it returns.
 type Observer interface {
-	Observe(req *query.Request, resp *dns.Msg)
+	Observe(req *query.Request, resp *dns.Msg, latency time.Duration)
 }
 
 // Identifier maps a client address to its group, policy and workload name.
@@ -216,11 +216,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, m *dns.Msg) {
 
 	resp, err := s.answer(req)
 	if errors.Is(err, ErrDrop) {
-		if s.observer != nil {
-			s.observer.Observe(req, nil)
-		}
-		s.metrics.observe(req, nil, s.now())
-		s.release(req)
+		s.observe(req, nil)
 		return
 	}
 	if err != nil {
@@ -228,10 +224,17 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, m *dns.Msg) {
 	}
 	s.finish(req, resp)
 	s.write(w, req, resp)
+	s.observe(req, resp)
+}
+
+// observe records a finished query (resp nil: no reply was sent) and
+// returns the request to the pool.
+func (s *Server) observe(req *query.Request, resp *dns.Msg) {
+	lat := s.now().Sub(req.Start)
 	if s.observer != nil {
-		s.observer.Observe(req, resp)
+		s.observer.Observe(req, resp, lat)
 	}
-	s.metrics.observe(req, resp, s.now())
+	s.metrics.observe(req, resp, lat)
 	s.release(req)
 }
 

@@ -1,0 +1,443 @@
+package main
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// keyDelim separates nested keys inside viper. It is not "." because map
+// keys such as clients.names' IP addresses ("10.0.8.5", "fd00::5") contain
+// dots and colons.
+const keyDelim = "\x1f"
+
+// Config is the whole configuration file (README "Configuration").
+type Config struct {
+	Server   ServerConfig            `mapstructure:"server"`
+	HTTP     HTTPConfig              `mapstructure:"http"`
+	Upstream UpstreamConfig          `mapstructure:"upstream"`
+	Cache    CacheConfig             `mapstructure:"cache"`
+	StateDir string                  `mapstructure:"state_dir"`
+	Lists    []ListConfig            `mapstructure:"lists"`
+	Clients  ClientsConfig           `mapstructure:"clients"`
+	Policies map[string]PolicyConfig `mapstructure:"policies"`
+	BlockTTL time.Duration           `mapstructure:"block_ttl"`
+	Sinkhole []string                `mapstructure:"sinkhole"`
+	Detect   DetectConfig            `mapstructure:"detect"`
+	Alerts   AlertsConfig            `mapstructure:"alerts"`
+	Querylog QuerylogConfig          `mapstructure:"querylog"`
+	Log      LogConfig               `mapstructure:"log"`
+
+	// File is the config file the values came from ("" = embedded default).
+	File string `mapstructure:"-"`
+}
+
+type ServerConfig struct {
+	Listen         []string        `mapstructure:"listen"`
+	AllowClients   []string        `mapstructure:"allow_clients"`
+	RefuseAction   string          `mapstructure:"refuse_action"`
+	TCPIdleTimeout time.Duration   `mapstructure:"tcp_idle_timeout"`
+	TCPMaxQueries  int             `mapstructure:"tcp_max_queries"`
+	RateLimit      RateLimitConfig `mapstructure:"rate_limit"`
+}
+
+type RateLimitConfig struct {
+	QPS    float64  `mapstructure:"qps"`
+	Burst  int      `mapstructure:"burst"`
+	Action string   `mapstructure:"action"`
+	Exempt []string `mapstructure:"exempt"`
+}
+
+type HTTPConfig struct {
+	Listen string `mapstructure:"listen"`
+	Token  string `mapstructure:"token"`
+}
+
+type UpstreamConfig struct {
+	Servers           []string      `mapstructure:"servers"`
+	Strategy          string        `mapstructure:"strategy"`
+	Timeout           time.Duration `mapstructure:"timeout"`
+	MaxFails          int           `mapstructure:"max_fails"`
+	MaxConcurrent     int           `mapstructure:"max_concurrent"`
+	CaseRandomization bool          `mapstructure:"case_randomization"`
+}
+
+type CacheConfig struct {
+	Size        int           `mapstructure:"size"`
+	MinTTL      time.Duration `mapstructure:"min_ttl"`
+	MaxTTL      time.Duration `mapstructure:"max_ttl"`
+	NegativeTTL time.Duration `mapstructure:"negative_ttl"`
+	ServeStale  time.Duration `mapstructure:"serve_stale"`
+	Prefetch    bool          `mapstructure:"prefetch"`
+}
+
+type ListConfig struct {
+	Name     string        `mapstructure:"name"`
+	Category string        `mapstructure:"category"`
+	Sources  []string      `mapstructure:"sources"`
+	Format   string        `mapstructure:"format"`
+	Refresh  time.Duration `mapstructure:"refresh"`
+	MaxBytes int64         `mapstructure:"max_bytes"`
+}
+
+type ClientsConfig struct {
+	Groups []GroupConfig      `mapstructure:"groups"`
+	Names  map[string]string  `mapstructure:"names"`
+}
+
+type GroupConfig struct {
+	Name   string   `mapstructure:"name"`
+	CIDRs  []string `mapstructure:"cidrs"`
+	Policy string   `mapstructure:"policy"`
+}
+
+type PolicyConfig struct {
+	Mode          string   `mapstructure:"mode"`
+	Allow         []string `mapstructure:"allow"`
+	Block         []string `mapstructure:"block"`
+	Alert         []string `mapstructure:"alert"`
+	BlockResponse string   `mapstructure:"block_response"`
+	CNAME         string   `mapstructure:"cname"`
+	Rebinding     bool     `mapstructure:"rebinding_protection"`
+	Detect        string   `mapstructure:"detect"`
+}
+
+type DetectConfig struct {
+	AlertScore float64         `mapstructure:"alert_score"`
+	BlockScore float64         `mapstructure:"block_score"`
+	Window     time.Duration   `mapstructure:"window"`
+	MaxPairs   int             `mapstructure:"max_pairs"`
+	Ignore     []string        `mapstructure:"ignore"`
+	NewlySeen  NewlySeenConfig `mapstructure:"newly_seen"`
+}
+
+type NewlySeenConfig struct {
+	Store     string        `mapstructure:"store"`
+	Learn     time.Duration `mapstructure:"learn"`
+	Retention time.Duration `mapstructure:"retention"`
+}
+
+type AlertsConfig struct {
+	Webhook string `mapstructure:"webhook"`
+}
+
+type QuerylogConfig struct {
+	Sinks  []string `mapstructure:"sinks"`
+	Buffer int      `mapstructure:"buffer"`
+}
+
+type LogConfig struct {
+	Level  string `mapstructure:"level"`
+	Format string `mapstructure:"format"`
+}
+
+// ErrConfig marks configuration errors (exit status 2).
+var ErrConfig = errors.New("invalid configuration")
+
+// flagKeys maps command-line flags to config keys.
+var flagKeys = map[string]string{
+	"listen":   "server" + keyDelim + "listen",
+	"upstream": "upstream" + keyDelim + "servers",
+	"http":     "http" + keyDelim + "listen",
+}
+
+// loadConfig reads the embedded default, then file (if any), then
+// DNSVALVE_* environment variables, then the flags that were set. Unknown
+// keys and invalid values are errors naming the key and the file.
+func loadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
+	v := viper.NewWithOptions(viper.KeyDelimiter(keyDelim))
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(defaultYAML)); err != nil {
+		return nil, fmt.Errorf("embedded default config: %w", err)
+	}
+	where := "embedded default"
+	if file != "" {
+		where = file
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		fv := viper.NewWithOptions(viper.KeyDelimiter(keyDelim))
+		fv.SetConfigType("yaml")
+		if err := fv.ReadConfig(bytes.NewReader(data)); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrConfig, file, err)
+		}
+		// Strict: every key of the file must exist in Config.
+		if unknown := unknownKeys(fv.AllSettings(), reflect.TypeOf(Config{}), ""); len(unknown) > 0 {
+			return nil, fmt.Errorf("%w: %s: unknown key(s): %s", ErrConfig, file, strings.Join(unknown, ", "))
+		}
+		if err := v.MergeConfigMap(fv.AllSettings()); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrConfig, file, err)
+		}
+	}
+	v.SetEnvPrefix("DNSVALVE")
+	v.SetEnvKeyReplacer(strings.NewReplacer(keyDelim, "_"))
+	v.AutomaticEnv()
+	if flags != nil {
+		for name, key := range flagKeys {
+			if f := flags.Lookup(name); f != nil && f.Changed {
+				if err := v.BindPFlag(key, f); err != nil {
+					return nil, fmt.Errorf("bind flag --%s: %w", name, err)
+				}
+			}
+		}
+	}
+	var cfg Config
+	// Lists merged from env arrive as space-separated strings.
+	hook := mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+		mapstructure.StringToSliceHookFunc(" "),
+	)
+	if err := v.UnmarshalExact(&cfg, viper.DecodeHook(hook)); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, where, cleanDecodeError(err))
+	}
+	// Policies map keys are case-insensitive (viper lowercases them).
+	for i := range cfg.Clients.Groups {
+		cfg.Clients.Groups[i].Policy = strings.ToLower(cfg.Clients.Groups[i].Policy)
+	}
+	cfg.File = file
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s:\n%w", ErrConfig, where, err)
+	}
+	return &cfg, nil
+}
+
+func cleanDecodeError(err error) error {
+	s := err.Error()
+	s = strings.ReplaceAll(s, keyDelim, ".")
+	s = strings.TrimPrefix(s, "decoding failed due to the following error(s):\n\n")
+	return errors.New(s)
+}
+
+// unknownKeys lists the keys of m (dotted paths) that t has no field for.
+func unknownKeys(m map[string]any, t reflect.Type, prefix string) []string {
+	fields := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("mapstructure"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		fields[tag] = f.Type
+	}
+	var out []string
+	for k, val := range m {
+		ft, ok := fields[k]
+		if !ok {
+			out = append(out, prefix+k)
+			continue
+		}
+		out = append(out, unknownIn(val, ft, prefix+k+".")...)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func unknownIn(val any, ft reflect.Type, prefix string) []string {
+	switch ft.Kind() {
+	case reflect.Struct:
+		if ft == reflect.TypeOf(time.Duration(0)) {
+			return nil
+		}
+		if sub, ok := val.(map[string]any); ok {
+			return unknownKeys(sub, ft, prefix)
+		}
+	case reflect.Map:
+		if sub, ok := val.(map[string]any); ok && ft.Elem().Kind() == reflect.Struct {
+			var out []string
+			for k, v := range sub {
+				out = append(out, unknownIn(v, ft.Elem(), prefix+k+".")...)
+			}
+			return out
+		}
+	case reflect.Slice:
+		if items, ok := val.([]any); ok && ft.Elem().Kind() == reflect.Struct {
+			var out []string
+			for i, it := range items {
+				if sub, ok := it.(map[string]any); ok {
+					out = append(out, unknownKeys(sub, ft.Elem(), fmt.Sprintf("%s%d.", prefix, i))...)
+				}
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+// validate checks every value and joins all problems, each naming its key.
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	if len(c.Server.Listen) == 0 {
+		bad("server.listen", "at least one address is required")
+	}
+	for i, a := range c.Server.Listen {
+		if _, err := netip.ParseAddrPort(a); err != nil && !strings.HasPrefix(a, ":") {
+			bad(fmt.Sprintf("server.listen[%d]", i), "%q is not HOST:PORT with an IP address (%v)", a, err)
+		}
+	}
+	for i, p := range c.Server.AllowClients {
+		if _, err := parsePrefix(p); err != nil {
+			bad(fmt.Sprintf("server.allow_clients[%d]", i), "%v", err)
+		}
+	}
+	oneOf := func(key, val string, allowed ...string) {
+		for _, a := range allowed {
+			if val == a {
+				return
+			}
+		}
+		bad(key, "%q is not one of %s", val, strings.Join(allowed, ", "))
+	}
+	oneOf("server.refuse_action", c.Server.RefuseAction, "refuse", "drop")
+	oneOf("server.rate_limit.action", c.Server.RateLimit.Action, "refuse", "drop")
+	if c.Server.RateLimit.QPS < 0 {
+		bad("server.rate_limit.qps", "must not be negative")
+	}
+	for i, p := range c.Server.RateLimit.Exempt {
+		if _, err := parsePrefix(p); err != nil {
+			bad(fmt.Sprintf("server.rate_limit.exempt[%d]", i), "%v", err)
+		}
+	}
+	if c.HTTP.Listen != "" {
+		if _, err := netip.ParseAddrPort(c.HTTP.Listen); err != nil && !strings.HasPrefix(c.HTTP.Listen, ":") {
+			bad("http.listen", "%q is not HOST:PORT (%v)", c.HTTP.Listen, err)
+		}
+	}
+	if len(c.Upstream.Servers) == 0 {
+		bad("upstream.servers", "at least one upstream is required")
+	}
+	oneOf("upstream.strategy", c.Upstream.Strategy, "failover", "random", "parallel")
+	if c.Upstream.Timeout <= 0 {
+		bad("upstream.timeout", "must be positive")
+	}
+	if c.Upstream.MaxFails < 1 {
+		bad("upstream.max_fails", "must be at least 1")
+	}
+	if c.Upstream.MaxConcurrent < 0 {
+		bad("upstream.max_concurrent", "must not be negative")
+	}
+	if c.Cache.Size < 0 {
+		bad("cache.size", "must not be negative")
+	}
+	for key, d := range map[string]time.Duration{"cache.min_ttl": c.Cache.MinTTL, "cache.max_ttl": c.Cache.MaxTTL,
+		"cache.negative_ttl": c.Cache.NegativeTTL, "cache.serve_stale": c.Cache.ServeStale, "block_ttl": c.BlockTTL} {
+		if d < 0 {
+			bad(key, "must not be negative")
+		}
+	}
+	if c.Cache.MaxTTL > 0 && c.Cache.MinTTL > c.Cache.MaxTTL {
+		bad("cache.min_ttl", "%s is above cache.max_ttl %s", c.Cache.MinTTL, c.Cache.MaxTTL)
+	}
+	seen := map[string]bool{}
+	for i, l := range c.Lists {
+		key := fmt.Sprintf("lists[%d]", i)
+		if l.Name == "" {
+			bad(key+".name", "is required")
+		} else if seen[l.Name] {
+			bad(key+".name", "duplicate list name %q", l.Name)
+		}
+		seen[l.Name] = true
+		if len(l.Sources) == 0 {
+			bad(key+".sources", "at least one source is required")
+		}
+		if l.Format != "" {
+			oneOf(key+".format", l.Format, "auto", "hosts", "domains", "wildcard", "adblock", "rpz", "regex")
+		}
+		if l.Refresh < 0 {
+			bad(key+".refresh", "must not be negative")
+		}
+	}
+	for i, g := range c.Clients.Groups {
+		key := fmt.Sprintf("clients.groups[%d]", i)
+		if g.Name == "" {
+			bad(key+".name", "is required")
+		}
+		for j, p := range g.CIDRs {
+			if _, err := parsePrefix(p); err != nil {
+				bad(fmt.Sprintf("%s.cidrs[%d]", key, j), "%v", err)
+			}
+		}
+		if _, ok := c.Policies[g.Policy]; !ok && g.Policy != "default" {
+			bad(key+".policy", "unknown policy %q", g.Policy)
+		}
+	}
+	for ip := range c.Clients.Names {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			bad("clients.names."+ip, "not an IP address")
+		}
+	}
+	for name, p := range c.Policies {
+		key := "policies." + name
+		if p.Mode != "" {
+			oneOf(key+".mode", p.Mode, "open", "allowlist")
+		}
+		if p.BlockResponse != "" {
+			oneOf(key+".block_response", p.BlockResponse, "nxdomain", "nodata", "refused", "sinkhole")
+		}
+		if p.CNAME != "" {
+			oneOf(key+".cname", p.CNAME, "inspect", "trust")
+		}
+		if p.Detect != "" {
+			oneOf(key+".detect", p.Detect, "off", "observe", "enforce")
+		}
+	}
+	for i, a := range c.Sinkhole {
+		if _, err := netip.ParseAddr(a); err != nil {
+			bad(fmt.Sprintf("sinkhole[%d]", i), "%q is not an IP address", a)
+		}
+	}
+	if c.Detect.AlertScore < 0 || c.Detect.AlertScore > 1 {
+		bad("detect.alert_score", "must be within [0, 1]")
+	}
+	if c.Detect.BlockScore < 0 || c.Detect.BlockScore > 1 {
+		bad("detect.block_score", "must be within [0, 1]")
+	}
+	if c.Detect.Window <= 0 {
+		bad("detect.window", "must be positive")
+	}
+	if c.Detect.MaxPairs < 1 {
+		bad("detect.max_pairs", "must be at least 1")
+	}
+	if s := c.Detect.NewlySeen.Store; s != "memory:" && !strings.HasPrefix(s, "file:") && !strings.HasPrefix(s, "redis://") && !strings.HasPrefix(s, "rediss://") {
+		bad("detect.newly_seen.store", "%q is not memory:, file:PATH or redis://HOST:PORT/DB", s)
+	}
+	if c.Querylog.Buffer < 1 {
+		bad("querylog.buffer", "must be at least 1")
+	}
+	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	oneOf("log.format", c.Log.Format, "text", "json")
+	return errors.Join(errs...)
+}
+
+// parsePrefix accepts a CIDR or a bare address (a /32 or /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, fmt.Errorf("%q is not a CIDR: %w", s, err)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or CIDR: %w", s, err)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}

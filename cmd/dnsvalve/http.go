@@ -1,0 +1,116 @@
+package main
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dnsvalve/dnsvalve/policy"
+)
+
+// startHTTP serves /metrics, /healthz, /readyz and the /api/v1 endpoints.
+func (a *app) startHTTP(cfg *Config) error {
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", a.readyz)
+	api := http.NewServeMux()
+	api.HandleFunc("GET /api/v1/check", a.apiCheck)
+	mux.Handle("/api/", requireToken(cfg.HTTP.Token, api))
+	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.logger.Error("http server stopped", "err", err)
+		}
+	}()
+	a.logger.Info("http listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// requireToken guards h with a bearer token compared in constant time;
+// an empty token leaves h open.
+func requireToken(token string, h http.Handler) http.Handler {
+	if token == "" {
+		return h
+	}
+	want := []byte(token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="dnsvalve"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// readyz is 200 once the listeners are up and at least one upstream is
+// healthy, 503 otherwise; the body says which.
+func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
+	g := a.group.Load()
+	listeners, upstreams := a.server.Ready(), g.Healthy()
+	body := map[string]any{"listeners": listeners, "upstreams": g.Status()}
+	code := http.StatusOK
+	body["ready"] = listeners && upstreams
+	if !(listeners && upstreams) {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, body)
+}
+
+// apiCheck answers "why was this blocked?" for ?name=…&client=…&qtype=….
+func (a *app) apiCheck(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	names := q["name"]
+	if len(names) == 0 {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "name is required"})
+		return
+	}
+	client := netip.IPv4Unspecified()
+	if c := q.Get("client"); c != "" {
+		var err error
+		if client, err = netip.ParseAddr(c); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("client: %v", err)})
+			return
+		}
+	}
+	qtype := dns.TypeA
+	if t := q.Get("qtype"); t != "" {
+		var ok bool
+		if qtype, ok = dns.StringToType[strings.ToUpper(t)]; !ok {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("qtype: unknown type %q", t)})
+			return
+		}
+	}
+	snap := a.store.Load()
+	out := make([]policy.Explanation, 0, len(names))
+	for _, n := range names {
+		out = append(out, snap.Explain(client, n, qtype))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,441 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/pflag"
+
+	"github.com/dnsvalve/dnsvalve/policy"
+	"github.com/dnsvalve/dnsvalve/policy/lists"
+	"github.com/dnsvalve/dnsvalve/resolver"
+	"github.com/dnsvalve/dnsvalve/resolver/cache"
+	"github.com/dnsvalve/dnsvalve/resolver/upstream"
+)
+
+// serveFlags declares the flags of serve (and of the commands that load a
+// config: check and score).
+func serveFlags(name string) (*pflag.FlagSet, *string) {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	cfgFile := fs.String("config", "", "YAML config file (default: the embedded default config)")
+	fs.StringArray("listen", nil, "listen address HOST:PORT for UDP and TCP (repeatable; overrides server.listen)")
+	fs.StringArray("upstream", nil, "upstream URL: udp://IP:53, tcp://IP:53, tls://IP:853#NAME, https://HOST/dns-query (repeatable; overrides upstream.servers)")
+	fs.String("http", "", "HTTP address for /metrics, /healthz, /readyz and /api (overrides http.listen)")
+	return fs, cfgFile
+}
+
+func serveCmd(args []string, stderr io.Writer) int {
+	fs, cfgFile := serveFlags("serve")
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(*cfgFile, fs)
+	if err != nil {
+		fmt.Fprintf(stderr, "dnsvalve: %v\n", err)
+		return exitStatus(err)
+	}
+	logger := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	a, err := newApp(ctx, cfg, fs, logger)
+	if err != nil {
+		logger.Error("start failed", "err", err)
+		fmt.Fprintf(stderr, "dnsvalve: %v\n", err)
+		return exitStatus(err)
+	}
+	if err := a.run(ctx); err != nil {
+		logger.Error("stopped with error", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// app is one running dnsvalve: everything built from the config, and the
+// reloader that swaps what can change without a restart.
+type app struct {
+	flags   *pflag.FlagSet
+	logger  *slog.Logger
+	reg     *prometheus.Registry
+	metrics *appMetrics
+
+	cfg    atomic.Pointer[Config]
+	group  atomic.Pointer[upstream.Group]
+	upm    *upstream.Metrics
+	cache  *cache.Cache
+	lists  *lists.Manager
+	store  *policy.Store
+	server *resolver.Server
+	http   *http.Server
+	obs    *observer
+
+	reload chan string
+}
+
+func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog.Logger) (*app, error) {
+	a := &app{flags: flags, logger: logger, reg: prometheus.NewRegistry(), reload: make(chan string, 1)}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.metrics = newAppMetrics(a.reg)
+	a.cfg.Store(cfg)
+
+	a.upm = upstream.NewMetrics(a.reg)
+	g, err := a.buildGroup(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.group.Store(g)
+
+	cc := cache.Config{Size: cfg.Cache.Size, MinTTL: cfg.Cache.MinTTL, MaxTTL: cfg.Cache.MaxTTL,
+		NegativeTTL: cfg.Cache.NegativeTTL, ServeStale: cfg.Cache.ServeStale, Prefetch: cfg.Cache.Prefetch}
+	if cfg.Cache.ServeStale == 0 {
+		cc.ServeStale = 0
+	}
+	a.cache, err = cache.New(cc, cache.ExchangerFunc(a.exchange), cache.NewMetrics(a.reg), logger, time.Now)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cache: %w", ErrConfig, err)
+	}
+
+	stateDir := cfg.StateDir
+	if stateDir == "" {
+		stateDir = filepath.Join(os.TempDir(), "dnsvalve")
+	}
+	a.lists = lists.NewManager(filepath.Join(stateDir, "lists"), &http.Client{Timeout: 30 * time.Second},
+		lists.NewMetrics(a.reg), logger, time.Now)
+	snap, err := a.compile(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.store = policy.NewStore(snap)
+	pm := policy.NewMetrics(a.reg)
+
+	a.obs, err = newObserver(cfg, a.reg, logger)
+	if err != nil {
+		return nil, err
+	}
+	access, err := accessConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sm := resolver.NewMetrics(a.reg)
+	// The chain, outermost first. Order lives here, not in config:
+	//   access: clients outside server.allow_clients are refused; rate limits.
+	//   detect: scores every query, cache hits included (enforce mode blocks).
+	//   policy: allow / block / alert per the client's policy; checks the
+	//           answer's CNAME chain and addresses on the way back.
+	//   cache+forward (innermost): cached answer, or the upstream group with
+	//           identical misses coalesced.
+	// The Server around the chain observes every outcome (metrics, query log).
+	h := resolver.Chain(resolver.Forward(a.cache),
+		resolver.Access(access, sm, time.Now),
+		a.obs.detectStage(a.store),
+		resolver.Policy(a.store, pm),
+	)
+	a.server = resolver.NewServer(resolver.ServerConfig{
+		Listen: cfg.Server.Listen, TCPIdleTimeout: cfg.Server.TCPIdleTimeout, TCPMaxQueries: cfg.Server.TCPMaxQueries,
+	}, h, a.obs, sm, logger, time.Now)
+	a.server.SetIdentifier(storeIdentifier{a.store})
+	return a, nil
+}
+
+// exchange forwards through the current upstream group (swapped on reload).
+func (a *app) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, string, error) {
+	return a.group.Load().Exchange(ctx, m)
+}
+
+type storeIdentifier struct{ s *policy.Store }
+
+func (i storeIdentifier) Identify(addr netip.Addr) (string, string, string) {
+	return i.s.Load().Identify(addr)
+}
+
+func (a *app) buildGroup(cfg *Config) (*upstream.Group, error) {
+	var ups []upstream.Upstream
+	for _, s := range cfg.Upstream.Servers {
+		addrs := []string{s}
+		if s == "resolv.conf" || strings.HasPrefix(s, "resolv.conf:") {
+			path := "/etc/resolv.conf"
+			if p, ok := strings.CutPrefix(s, "resolv.conf:"); ok {
+				path = p
+			}
+			var err error
+			if addrs, err = upstream.ParseResolvConf(path); err != nil {
+				return nil, fmt.Errorf("%w: upstream.servers: %w", ErrConfig, err)
+			}
+		}
+		for _, addr := range addrs {
+			u, err := upstream.New(addr, upstream.Options{Timeout: cfg.Upstream.Timeout, Randomize0x20: cfg.Upstream.CaseRandomization})
+			if err != nil {
+				return nil, fmt.Errorf("%w: upstream.servers: %w", ErrConfig, err)
+			}
+			ups = append(ups, u)
+		}
+	}
+	g, err := upstream.NewGroup(ups, upstream.GroupConfig{Strategy: cfg.Upstream.Strategy, Timeout: cfg.Upstream.Timeout,
+		MaxFails: cfg.Upstream.MaxFails, MaxConcurrent: cfg.Upstream.MaxConcurrent}, a.upm, a.logger, time.Now)
+	if err != nil {
+		return nil, fmt.Errorf("%w: upstream: %w", ErrConfig, err)
+	}
+	return g, nil
+}
+
+// compile loads the lists and compiles the policy snapshot for cfg.
+func (a *app) compile(ctx context.Context, cfg *Config) (*policy.Snapshot, error) {
+	lcfgs := make([]lists.Config, 0, len(cfg.Lists))
+	for _, l := range cfg.Lists {
+		lcfgs = append(lcfgs, lists.Config{Name: l.Name, Category: l.Category, Sources: l.Sources, Format: l.Format,
+			Refresh: l.Refresh, MaxBytes: l.MaxBytes})
+	}
+	loaded, err := a.lists.Load(ctx, lcfgs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: lists: %w", ErrConfig, err)
+	}
+	return a.compileWith(cfg, loaded)
+}
+
+func (a *app) compileWith(cfg *Config, loaded map[string]*lists.List) (*policy.Snapshot, error) {
+	ms := make(map[string]policy.Matcher, len(loaded))
+	for n, l := range loaded {
+		ms[n] = l
+	}
+	pc := policy.Config{Names: cfg.Clients.Names, Policies: map[string]policy.PolicyConfig{}, BlockTTL: cfg.BlockTTL}
+	for _, s := range cfg.Sinkhole {
+		ad, _ := netip.ParseAddr(s)
+		pc.Sinkhole = append(pc.Sinkhole, ad)
+	}
+	for _, g := range cfg.Clients.Groups {
+		pc.Groups = append(pc.Groups, policy.GroupConfig{Name: g.Name, CIDRs: g.CIDRs, Policy: g.Policy})
+	}
+	for name, p := range cfg.Policies {
+		pp := policy.PolicyConfig{Mode: p.Mode, Allow: p.Allow, Block: p.Block, Alert: p.Alert,
+			BlockResponse: p.BlockResponse, CNAME: p.CNAME, Rebinding: p.Rebinding, Detect: p.Detect}
+		pc.Policies[name] = pp
+	}
+	snap, err := policy.Compile(pc, ms)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return snap, nil
+}
+
+func accessConfig(cfg *Config) (resolver.AccessConfig, error) {
+	ac := resolver.AccessConfig{Drop: cfg.Server.RefuseAction == "drop", RateQPS: cfg.Server.RateLimit.QPS,
+		RateBurst: cfg.Server.RateLimit.Burst, RateDrop: cfg.Server.RateLimit.Action == "drop"}
+	for _, s := range cfg.Server.AllowClients {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return ac, fmt.Errorf("%w: server.allow_clients: %w", ErrConfig, err)
+		}
+		ac.Allow = append(ac.Allow, p)
+	}
+	for _, s := range cfg.Server.RateLimit.Exempt {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return ac, fmt.Errorf("%w: server.rate_limit.exempt: %w", ErrConfig, err)
+		}
+		ac.Exempt = append(ac.Exempt, p)
+	}
+	return ac, nil
+}
+
+// run starts the listeners and the HTTP server, then serves until ctx is
+// done (SIGTERM/SIGINT), reloading on SIGHUP, config-file changes and list
+// refreshes.
+func (a *app) run(ctx context.Context) error {
+	cfg := a.cfg.Load()
+	if err := a.server.Start(ctx); err != nil {
+		return err
+	}
+	if cfg.HTTP.Listen != "" {
+		if err := a.startHTTP(cfg); err != nil {
+			_ = a.server.Shutdown(context.Background())
+			return err
+		}
+	}
+	bg, cancelBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { a.lists.Run(bg, a.listsChanged) })
+	wg.Go(func() { a.watchConfig(bg) })
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	a.logger.Info("dnsvalve started", "version", version, "config", displayFile(cfg.File),
+		"listen", cfg.Server.Listen, "http", cfg.HTTP.Listen, "upstreams", a.group.Load().Status())
+
+	for {
+		select {
+		case <-ctx.Done():
+			a.logger.Info("shutting down: finishing queries in flight")
+			cancelBG()
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := a.server.Shutdown(sctx)
+			if a.http != nil {
+				err = errors.Join(err, a.http.Shutdown(sctx))
+			}
+			err = errors.Join(err, a.obs.Close(sctx))
+			cancel()
+			wg.Wait()
+			a.cache.Close()
+			err = errors.Join(err, a.group.Load().Close())
+			a.logger.Info("stopped")
+			return err
+		case <-hup:
+			a.reloadConfig(ctx, "SIGHUP")
+		case why := <-a.reload:
+			a.reloadConfig(ctx, why)
+		}
+	}
+}
+
+func displayFile(f string) string {
+	if f == "" {
+		return "embedded default"
+	}
+	return f
+}
+
+// listsChanged swaps in a snapshot compiled with refreshed lists.
+func (a *app) listsChanged(loaded map[string]*lists.List) {
+	snap, err := a.compileWith(a.cfg.Load(), loaded)
+	if err != nil {
+		a.logger.Error("list refresh: policy compile failed, keeping the running policy", "err", err)
+		a.metrics.reloads.WithLabelValues("error").Inc()
+		return
+	}
+	a.store.Swap(snap)
+	a.logger.Info("lists refreshed, policy swapped")
+}
+
+// reloadConfig re-reads the config file, validates it, loads lists and
+// compiles a new policy; only when all of that works is anything swapped.
+func (a *app) reloadConfig(ctx context.Context, why string) {
+	old := a.cfg.Load()
+	cfg, err := loadConfig(old.File, a.flags)
+	if err == nil {
+		var snap *policy.Snapshot
+		if snap, err = a.compile(ctx, cfg); err == nil {
+			var g *upstream.Group
+			if upstreamChanged(old.Upstream, cfg.Upstream) {
+				g, err = a.buildGroup(cfg)
+			}
+			if err == nil {
+				a.store.Swap(snap)
+				if g != nil {
+					prev := a.group.Swap(g)
+					// Let queries already using the old group finish first.
+					time.AfterFunc(2*old.Upstream.Timeout, func() { _ = prev.Close() })
+				}
+				a.cfg.Store(cfg)
+				a.warnRestartNeeded(old, cfg)
+				a.metrics.reloads.WithLabelValues("ok").Inc()
+				a.metrics.lastReload.SetToCurrentTime()
+				a.logger.Info("configuration reloaded", "trigger", why, "config", displayFile(cfg.File))
+				return
+			}
+		}
+	}
+	a.metrics.reloads.WithLabelValues("error").Inc()
+	a.logger.Error("configuration reload failed, keeping the running configuration", "trigger", why, "err", err)
+}
+
+func (a *app) warnRestartNeeded(old, cfg *Config) {
+	if !slices.Equal(old.Server.Listen, cfg.Server.Listen) {
+		a.logger.Warn("server.listen changed: restart dnsvalve to apply it")
+	}
+	if old.HTTP != cfg.HTTP {
+		a.logger.Warn("http changed: restart dnsvalve to apply it")
+	}
+	if old.Cache != cfg.Cache {
+		a.logger.Warn("cache settings changed: restart dnsvalve to apply them")
+	}
+	if !slices.Equal(old.Querylog.Sinks, cfg.Querylog.Sinks) || old.Querylog.Buffer != cfg.Querylog.Buffer {
+		a.logger.Warn("querylog changed: restart dnsvalve to apply it")
+	}
+	if !slices.Equal(old.Server.AllowClients, cfg.Server.AllowClients) || old.Server.RateLimit.QPS != cfg.Server.RateLimit.QPS {
+		a.logger.Warn("server access settings changed: restart dnsvalve to apply them")
+	}
+}
+
+// watchConfig queues a reload when the config file changes (debounced).
+// It watches the directory, so editors that replace the file and
+// Kubernetes ConfigMap symlink swaps are seen.
+func (a *app) watchConfig(ctx context.Context) {
+	file := a.cfg.Load().File
+	if file == "" {
+		return
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		a.logger.Warn("config file watch unavailable; reload with SIGHUP", "err", err)
+		return
+	}
+	defer w.Close()
+	if err := w.Add(filepath.Dir(file)); err != nil {
+		a.logger.Warn("config file watch unavailable; reload with SIGHUP", "err", err)
+		return
+	}
+	base := filepath.Base(file)
+	var timer *time.Timer
+	for {
+		select {
+		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if filepath.Base(ev.Name) != base && !strings.HasPrefix(filepath.Base(ev.Name), "..") {
+				continue
+			}
+			if timer != nil {
+				timer.Stop()
+			}
+			timer = time.AfterFunc(500*time.Millisecond, func() {
+				select {
+				case a.reload <- "file change":
+				default:
+				}
+			})
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			a.logger.Warn("config file watch", "err", err)
+		}
+	}
+}
+
+func upstreamChanged(a, b UpstreamConfig) bool {
+	return !slices.Equal(a.Servers, b.Servers) || a.Strategy != b.Strategy || a.Timeout != b.Timeout ||
+		a.MaxFails != b.MaxFails || a.MaxConcurrent != b.MaxConcurrent || a.CaseRandomization != b.CaseRandomization
+}

@@ -1,0 +1,60 @@
+package resolver
+
+import (
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/dnsvalve/dnsvalve/detect"
+	"github.com/dnsvalve/dnsvalve/resolver/query"
+	"github.com/dnsvalve/dnsvalve/resolver/querylog"
+)
+
+// QueryLog is the observe stage's query-log half: it hands one record per
+// answered, refused, blocked, failed or dropped query to the log without
+// blocking.
+type QueryLog struct {
+	Log      *querylog.Logger
+	Instance string // this dnsvalve's name (hostname) in every record
+}
+
+var _ Observer = (*QueryLog)(nil)
+
+// Observe implements Observer.
+func (q *QueryLog) Observe(req *query.Request, resp *dns.Msg, latency time.Duration) {
+	r := querylog.Record{
+		Time:     req.Start,
+		Req:      req.Msg,
+		Resp:     resp,
+		Client:   req.Client,
+		Proto:    req.Proto,
+		Info:     req.Info,
+		Latency:  latency,
+		Instance: q.Instance,
+	}
+	if len(req.Msg.Question) > 0 {
+		r.Question = req.Msg.Question[0]
+	}
+	q.Log.Log(&r)
+}
+
+// AlertRecord turns a detector alert into the query log's alert record.
+// action is "ALERT", or "BLOCK" when the policy enforces detection.
+func AlertRecord(a detect.Alert, action string) querylog.Alert {
+	return querylog.Alert{
+		Type:        "alert",
+		Timestamp:   a.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
+		SrcAddr:     a.Client.String(),
+		SrcIDs:      querylog.SrcIDs{Instance: a.ClientName},
+		Group:       a.Group,
+		Policy:      a.Policy,
+		Domain:      a.Domain,
+		Score:       a.Score,
+		Signals:     a.Signals,
+		Queries:     a.Queries,
+		Unique:      a.Unique,
+		Bytes:       a.Bytes,
+		SampleNames: a.SampleNames,
+		Action:      action,
+	}
+}
