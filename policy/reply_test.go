@@ -111,6 +111,10 @@ nx.rpz.example CNAME .
 				EDE: 15, Reason: ReasonCNAME, CNAME: "cloak.tracker.example."},
 			rcode: dns.RcodeNameError, soa: true, ede: 15,
 			text: "CNAME target cloak.tracker.example. blocked by list malware (category malware)"},
+		{name: "other_stage_reason", snap: s, policy: "nodata", qname: "x7f3a.tunnel.example.", qtype: dns.TypeTXT,
+			edns: true, decision: &Decision{Action: query.ActionBlock, Policy: "nodata", Category: "tunneling",
+				EDE: 15, Reason: "tunneling"},
+			rcode: dns.RcodeSuccess, soa: true, ede: 15, text: "blocked by policy nodata (tunneling)"},
 		{name: "root_name", snap: s, policy: "strict", qname: ".", qtype: dns.TypeNS, edns: true,
 			rcode: dns.RcodeNameError, soa: true, ede: 18, text: "not in allow list of policy strict"},
 	}
