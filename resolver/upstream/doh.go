@@ -13,7 +13,6 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/http2"
 )
 
 const dnsMessageType = "application/dns-message"
@@ -50,22 +49,21 @@ func newDoH(addr string, opts Options) (*dohUpstream, error) {
 	if u.Path == "" {
 		u.Path = "/dns-query"
 	}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
 	tr := &http.Transport{
 		TLSClientConfig:     tlsClientConfig(opts.TLSConfig, serverName),
 		ForceAttemptHTTP2:   true,
+		Protocols:           &protos,
 		MaxIdleConnsPerHost: opts.MaxIdleConns,
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: opts.Timeout,
+		// Ping idle HTTP/2 connections so a dead one is noticed before a
+		// query waits on it.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 5 * time.Second},
 		// Proxy is deliberately nil: DNS must not depend on HTTP_PROXY.
 	}
-	h2, err := http2.ConfigureTransports(tr)
-	if err != nil {
-		return nil, fmt.Errorf("configure http2: %w", err)
-	}
-	// Ping idle HTTP/2 connections so a dead one is noticed before a query
-	// waits on it.
-	h2.ReadIdleTimeout = 30 * time.Second
-	h2.PingTimeout = 5 * time.Second
 	d := &dohUpstream{
 		addr:      addr,
 		url:       u.String(),

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
-	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -271,16 +270,6 @@ func mustNew(tb testing.TB, addr string, opts Options) Upstream {
 		tb.Cleanup(func() { _ = c.Close() })
 	}
 	return u
-}
-
-// portOf returns the port of an ip:port.
-func portOf(tb testing.TB, addr string) uint16 {
-	tb.Helper()
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return ap.Port()
 }
 
 func wantErrIs(tb testing.TB, err, target error) {

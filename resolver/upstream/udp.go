@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"time"
 
@@ -28,14 +29,15 @@ type udpUpstream struct {
 	rnd     *randSource
 	pools   *bufPools
 	invalid prometheus.Counter // nil when no Metrics
-	dialer  net.Dialer
+	raddr   *net.UDPAddr
 	tcp     *streamUpstream // for truncated replies
 }
 
-func newUDP(addr, server string, opts Options) *udpUpstream {
+func newUDP(addr string, server netip.AddrPort, opts Options) *udpUpstream {
 	u := &udpUpstream{
 		addr:    addr,
-		server:  server,
+		server:  server.String(),
+		raddr:   net.UDPAddrFromAddrPort(server),
 		timeout: opts.Timeout,
 		x20:     opts.Randomize0x20,
 		rnd:     newRandSource(),
@@ -45,7 +47,7 @@ func newUDP(addr, server string, opts Options) *udpUpstream {
 		u.invalid = opts.Metrics.InvalidResponses.WithLabelValues(addr)
 	}
 	// The TCP fallback shares the label, counters and random source.
-	u.tcp = newStream(addr, server, nil, opts)
+	u.tcp = newStream(addr, u.server, nil, opts)
 	u.tcp.rnd, u.tcp.pools = u.rnd, u.pools
 	return u
 }
@@ -81,7 +83,9 @@ func (u *udpUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error
 // reply arrives or ctx ends. Packets that do not match the query are
 // counted and ignored, so a spoofed reply cannot displace the real one.
 func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, error) {
-	conn, err := u.dialer.DialContext(ctx, "udp", u.server)
+	// Connecting a UDP socket does not block, so no ctx is needed; the
+	// pre-parsed address skips the resolver path of net.Dialer.
+	conn, err := net.DialUDP("udp", nil, u.raddr)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}

@@ -146,7 +146,7 @@ func New(addr string, opts Options) (Upstream, error) {
 		}
 		return newStream(addr, server, tlsClientConfig(opts.TLSConfig, serverName), opts), nil
 	}
-	return newUDP(addr, server, opts), nil
+	return newUDP(addr, ap, opts), nil
 }
 
 // parseHostPort parses "IP", "IP:port" or "[IPv6]:port".
