@@ -347,6 +347,7 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bo
 	}
 
 	if rebuild {
+		accepted := ls.list == nil
 		b := NewBuilder()
 		for i, src := range c.Sources {
 			st := ls.sources[src]
@@ -361,6 +362,7 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bo
 					m.logStats(c.Name, src, stats)
 					m.metrics.parseErrors.WithLabelValues(c.Name).Add(float64(stats.Invalid))
 					m.keep(src, st, r, stats.Entries)
+					accepted = true
 					continue
 				}
 				b.rollback(mark)
@@ -383,7 +385,11 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bo
 				st.entries = stats.Entries
 			}
 		}
-		ls.list = b.Build(c.Name, c.Category)
+		if !accepted {
+			rebuild = false // every new copy was rejected: keep the current list
+		} else {
+			ls.list = b.Build(c.Name, c.Category)
+		}
 		m.metrics.entries.WithLabelValues(c.Name).Set(float64(ls.list.Len()))
 		m.metrics.regexes.WithLabelValues(c.Name).Set(float64(ls.list.Regexps()))
 		if n := ls.list.Regexps(); n > 0 {

@@ -1,0 +1,294 @@
+package lists
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// fakeClock is a steppable clock for the manager.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) step(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// listServer serves a list whose response the test switches between modes.
+type listServer struct {
+	*httptest.Server
+	mu       sync.Mutex
+	mode     string // ok, fail, huge, empty
+	body     string
+	etag     string
+	requests []string // If-None-Match of each request
+}
+
+func newListServer(tb testing.TB) *listServer {
+	tb.Helper()
+	s := &listServer{mode: "ok", body: "0.0.0.0 ads.example\n0.0.0.0 track.example\n", etag: `"v1"`}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.requests = append(s.requests, r.Header.Get("If-None-Match"))
+		switch s.mode {
+		case "fail":
+			http.Error(w, "boom", http.StatusInternalServerError)
+		case "huge":
+			w.Write([]byte(strings.Repeat("0.0.0.0 big.example\n", 200)))
+		case "empty":
+			w.Write([]byte("<html>captive portal</html>\n"))
+		default:
+			if r.Header.Get("If-None-Match") == s.etag {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			w.Header().Set("ETag", s.etag)
+			w.Write([]byte(s.body))
+		}
+	}))
+	tb.Cleanup(s.Close)
+	return s
+}
+
+func (s *listServer) set(mode, body, etag string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mode = mode
+	if body != "" {
+		s.body, s.etag = body, etag
+	}
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestManagerURLSource(t *testing.T) {
+	srv := newListServer(t)
+	cache := t.TempDir()
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	reg := prometheus.NewRegistry()
+	m := NewManager(cache, srv.Client(), NewMetrics(reg), quietLogger(), clock.now)
+	cfg := []Config{{Name: "ads", Sources: []string{srv.URL + "/ads.txt"}, Refresh: time.Hour, MaxBytes: 1000}}
+	lists, err := m.Load(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := lists["ads"]
+	if first.Len() != 2 {
+		t.Fatalf("Len = %d, want 2", first.Len())
+	}
+	if mt, ok := first.Match("x.ads.example."); !ok || mt.Source != srv.URL+"/ads.txt" || mt.Line != 1 {
+		t.Fatalf("Match = %+v, %v", mt, ok)
+	}
+
+	steps := []struct {
+		name     string
+		mode     string
+		body     string
+		etag     string
+		result   string
+		changed  bool
+		wantLen  int
+		wantName string
+	}{
+		{name: "not_modified_304", mode: "ok", result: resultNotModified, wantLen: 2, wantName: "ads.example"},
+		{name: "server_error_500", mode: "fail", result: resultError, wantLen: 2, wantName: "ads.example"},
+		{name: "oversized", mode: "huge", result: resultError, wantLen: 2, wantName: "ads.example"},
+		{name: "empty_error_page", mode: "empty", result: resultError, wantLen: 2, wantName: "ads.example"},
+		{name: "new_content", mode: "ok", body: "0.0.0.0 new.example\n", etag: `"v2"`, result: resultOK, changed: true, wantLen: 1, wantName: "new.example"},
+		{name: "server_closed", mode: "closed", result: resultError, wantLen: 1, wantName: "new.example"},
+	}
+	prev := first
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if st.mode == "closed" {
+				srv.Close()
+			} else {
+				srv.set(st.mode, st.body, st.etag)
+			}
+			before := testutil.ToFloat64(m.metrics.refreshes.WithLabelValues("ads", st.result))
+			if _, changed := m.refreshDue(context.Background()); changed {
+				t.Fatal("refreshed before the timer expired")
+			}
+			clock.step(time.Hour)
+			lists, changed := m.refreshDue(context.Background())
+			if changed != st.changed {
+				t.Fatalf("changed = %v, want %v", changed, st.changed)
+			}
+			l := lists["ads"]
+			if !st.changed && l != prev {
+				t.Error("list replaced although nothing changed")
+			}
+			prev = l
+			if l.Len() != st.wantLen {
+				t.Errorf("Len = %d, want %d", l.Len(), st.wantLen)
+			}
+			if _, ok := l.Match(st.wantName); !ok {
+				t.Errorf("Match(%q) missed", st.wantName)
+			}
+			if got := testutil.ToFloat64(m.metrics.refreshes.WithLabelValues("ads", st.result)); got != before+1 {
+				t.Errorf("refresh_total{result=%s} = %v, want %v", st.result, got, before+1)
+			}
+		})
+	}
+	srv.mu.Lock()
+	if srv.requests[1] != `"v1"` {
+		t.Errorf("second request If-None-Match = %q, want \"v1\"", srv.requests[1])
+	}
+	srv.mu.Unlock()
+
+	t.Run("restart_offline_uses_disk_copy", func(t *testing.T) {
+		m2 := NewManager(cache, srv.Client(), NewMetrics(prometheus.NewRegistry()), quietLogger(), clock.now)
+		lists, err := m2.Load(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := lists["ads"]
+		if l.Len() != 1 {
+			t.Fatalf("Len = %d, want 1 (the disk copy)", l.Len())
+		}
+		if _, ok := l.Match("new.example"); !ok {
+			t.Error("disk copy entry missing")
+		}
+		files, _ := filepath.Glob(filepath.Join(cache, "*"))
+		if len(files) != 2 {
+			t.Errorf("cache files = %q, want data + meta", files)
+		}
+	})
+
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("promlint: %v %+v", err, problems)
+	}
+}
+
+func TestManagerFileSource(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "list.txt")
+	writeFile(t, path, "one.example\n")
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := NewManager(filepath.Join(dir, "cache"), nil, nil, quietLogger(), clock.now)
+	cfg := []Config{{Name: "local", Category: "malware", Sources: []string{path}, Refresh: time.Minute}}
+	lists, err := m.Load(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := lists["local"]; l.Len() != 1 || l.Category() != "malware" || l.Name() != "local" {
+		t.Fatalf("list = %s/%s len %d", l.Name(), l.Category(), l.Len())
+	}
+
+	// Run picks up a changed file once the clock passes the refresh time.
+	writeFile(t, path, "one.example\ntwo.example\n")
+	os.Chtimes(path, clock.now().Add(time.Second), clock.now().Add(time.Second))
+	clock.step(time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	changes := make(chan map[string]*List, 1)
+	done := make(chan struct{})
+	go func() { m.Run(ctx, func(l map[string]*List) { changes <- l }); close(done) }()
+	select {
+	case l := <-changes:
+		if l["local"].Len() != 2 {
+			t.Errorf("after change Len = %d, want 2", l["local"].Len())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not report the change")
+	}
+	cancel()
+	<-done
+
+	// A deleted file keeps the last good copy.
+	os.Remove(path)
+	clock.step(time.Minute)
+	lists, changed := m.refreshDue(context.Background())
+	if changed || lists["local"].Len() != 2 {
+		t.Errorf("after delete changed=%v Len=%d, want false 2", changed, lists["local"].Len())
+	}
+	// Dropping the list from the config removes it.
+	lists, err = m.Load(context.Background(), []Config{{Name: "other", Sources: []string{filepath.Join(dir, "missing.txt")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := lists["local"]; ok || lists["other"].Len() != 0 {
+		t.Errorf("lists after reload = %v", lists)
+	}
+}
+
+func writeFile(tb testing.TB, path, s string) {
+	tb.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func TestManagerInvalidConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		cfgs []Config
+	}{
+		{name: "no_name", cfgs: []Config{{Sources: []string{"a.txt"}}}},
+		{name: "no_sources", cfgs: []Config{{Name: "x"}}},
+		{name: "bad_format", cfgs: []Config{{Name: "x", Sources: []string{"a.txt"}, Format: "dnsmasq"}}},
+		{name: "bad_scheme", cfgs: []Config{{Name: "x", Sources: []string{"ftp://h/a.txt"}}}},
+		{name: "duplicate", cfgs: []Config{{Name: "x", Sources: []string{"a"}}, {Name: "x", Sources: []string{"b"}}}},
+		{name: "negative_max_bytes", cfgs: []Config{{Name: "x", Sources: []string{"a"}, MaxBytes: -1}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := NewManager("", nil, nil, quietLogger(), nil)
+			if _, err := m.Load(context.Background(), tc.cfgs); !errors.Is(err, ErrConfig) {
+				t.Errorf("Load error = %v, want ErrConfig", err)
+			}
+			if len(m.Lists()) != 0 {
+				t.Error("invalid config changed the lists")
+			}
+		})
+	}
+}
+
+func TestManagerMemoryOnly(t *testing.T) {
+	srv := newListServer(t)
+	path := filepath.Join(t.TempDir(), "local.txt")
+	writeFile(t, path, "local.example\n")
+	clock := &fakeClock{t: time.Unix(0, 0)}
+	m := NewManager("", srv.Client(), nil, quietLogger(), clock.now)
+	cfg := []Config{{Name: "a", Sources: []string{srv.URL, path}}}
+	if _, err := m.Load(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The URL changes while the file disappears: the file's entries come
+	// from its in-memory last good copy (no cache dir).
+	os.Remove(path)
+	srv.set("ok", "0.0.0.0 changed.example\n", `"v9"`)
+	clock.step(DefaultRefresh)
+	lists, changed := m.refreshDue(context.Background())
+	if !changed {
+		t.Fatal("no change")
+	}
+	l := lists["a"]
+	for _, name := range []string{"changed.example", "local.example"} {
+		if mt, ok := l.Match(name); !ok {
+			t.Errorf("Match(%q) missed", name)
+		} else if name == "local.example" && mt.Source != path {
+			t.Errorf("Source = %q, want %q", mt.Source, path)
+		}
+	}
+	if _, ok := l.Match("ads.example"); ok {
+		t.Error("old URL content still present")
+	}
+}
