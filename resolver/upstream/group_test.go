@@ -143,8 +143,10 @@ func TestGroup_parallelFirstGoodWins(t *testing.T) {
 			bad := mustNew(t, tc.slow(t), Options{Timeout: 5 * time.Second})
 			good := mustNew(t, countingServer(t, dns.RcodeSuccess, "192.0.2.2", &n), Options{})
 			g := newTestGroup(t, []Upstream{bad, good}, GroupConfig{Strategy: StrategyParallel, Timeout: 5 * time.Second}, nil, nil)
+			q := newQuery("example.org.", dns.TypeA)
+			q.SetEdns0(4096, true) // packed concurrently by both upstreams: -race checks the OPT is not shared
 			start := time.Now()
-			r, name, err := g.Exchange(t.Context(), newQuery("example.org.", dns.TypeA))
+			r, name, err := g.Exchange(t.Context(), q)
 			if err != nil {
 				t.Fatal(err)
 			}
