@@ -18,22 +18,22 @@ import (
 // entry (down to file and line) made it so. Used by `dnsvalve check` and
 // GET /api/v1/check.
 type Explanation struct {
-	Name     string // query name, lower case, fully qualified
-	Client   string // client address, "" when none was given
-	Workload string `json:",omitempty"` // clients.names entry for Client
-	Group    string // client group, "" for none
-	Policy   string
-	Mode     string // open | allowlist
-	Decision string // allow | block | alert | none
-	Reason   string `json:",omitempty"` // list | allowlist_mode
-	List     string `json:",omitempty"`
-	Category string `json:",omitempty"`
-	Rule     string `json:",omitempty"` // the matched entry as written
-	Source   string `json:",omitempty"` // file or URL of the entry
-	Line     int    `json:",omitempty"`
-	Response string `json:",omitempty"` // for blocks: nxdomain | nodata | refused | sinkhole
-	EDE      uint16 `json:",omitempty"`
-	Qtype    string
+	Name     string `json:"name"`               // query name, lower case, fully qualified
+	Client   string `json:"client"`             // client address, "" when none was given
+	Workload string `json:"workload,omitempty"` // clients.names entry for Client
+	Group    string `json:"group"`              // client group, "" for none
+	Policy   string `json:"policy"`
+	Mode     string `json:"mode"`             // open | allowlist
+	Decision string `json:"decision"`         // allow | block | alert | none
+	Reason   string `json:"reason,omitempty"` // list | allowlist_mode
+	List     string `json:"list,omitempty"`
+	Category string `json:"category,omitempty"`
+	Rule     string `json:"rule,omitempty"`   // the matched entry as written
+	Source   string `json:"source,omitempty"` // file or URL of the entry
+	Line     int    `json:"line,omitempty"`
+	Response string `json:"response,omitempty"` // for blocks: nxdomain | nodata | refused | sinkhole
+	EDE      uint16 `json:"ede,omitempty"`
+	Qtype    string `json:"qtype"`
 }
 
 // Explain reports how a query for qname/qtype from client would be decided

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -95,8 +96,8 @@ type ListConfig struct {
 }
 
 type ClientsConfig struct {
-	Groups []GroupConfig      `mapstructure:"groups"`
-	Names  map[string]string  `mapstructure:"names"`
+	Groups []GroupConfig     `mapstructure:"groups"`
+	Names  map[string]string `mapstructure:"names"`
 }
 
 type GroupConfig struct {
@@ -106,14 +107,15 @@ type GroupConfig struct {
 }
 
 type PolicyConfig struct {
-	Mode          string   `mapstructure:"mode"`
-	Allow         []string `mapstructure:"allow"`
-	Block         []string `mapstructure:"block"`
-	Alert         []string `mapstructure:"alert"`
-	BlockResponse string   `mapstructure:"block_response"`
-	CNAME         string   `mapstructure:"cname"`
-	Rebinding     bool     `mapstructure:"rebinding_protection"`
-	Detect        string   `mapstructure:"detect"`
+	Mode            string   `mapstructure:"mode"`
+	Allow           []string `mapstructure:"allow"`
+	Block           []string `mapstructure:"block"`
+	Alert           []string `mapstructure:"alert"`
+	BlockResponse   string   `mapstructure:"block_response"`
+	CNAME           string   `mapstructure:"cname"`
+	Rebinding       bool     `mapstructure:"rebinding_protection"`
+	RebindingExempt []string `mapstructure:"rebinding_exempt"`
+	Detect          string   `mapstructure:"detect"`
 }
 
 type DetectConfig struct {
@@ -210,6 +212,16 @@ func loadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 		cfg.Clients.Groups[i].Policy = strings.ToLower(cfg.Clients.Groups[i].Policy)
 	}
 	cfg.File = file
+	// Relative list paths are relative to the config file's directory.
+	if file != "" {
+		for i := range cfg.Lists {
+			for j, src := range cfg.Lists[i].Sources {
+				if !strings.Contains(src, "://") && !filepath.IsAbs(src) {
+					cfg.Lists[i].Sources[j] = filepath.Join(filepath.Dir(file), src)
+				}
+			}
+		}
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %s:\n%w", ErrConfig, where, err)
 	}

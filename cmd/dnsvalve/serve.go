@@ -235,7 +235,7 @@ func (a *app) compileWith(cfg *Config, loaded map[string]*lists.List) (*policy.S
 	}
 	for name, p := range cfg.Policies {
 		pp := policy.PolicyConfig{Mode: p.Mode, Allow: p.Allow, Block: p.Block, Alert: p.Alert,
-			BlockResponse: p.BlockResponse, CNAME: p.CNAME, Rebinding: p.Rebinding, Detect: p.Detect}
+			BlockResponse: p.BlockResponse, CNAME: p.CNAME, Rebinding: p.Rebinding, RebindingExempt: p.RebindingExempt, Detect: p.Detect}
 		pc.Policies[name] = pp
 	}
 	snap, err := policy.Compile(pc, ms)
