@@ -61,6 +61,7 @@ type entry struct {
 	stored  time.Time
 	expires time.Time
 	ttl     time.Duration // original lifetime, expires - stored
+	aaaa    bool          // msg has AAAA records: replies use replyBufAAAA
 
 	hits        atomic.Int64 // hits while fresh
 	prefetching atomic.Bool  // a prefetch was started for this entry
@@ -74,32 +75,46 @@ const staleTTL = 30
 // (DNS flag day 2020).
 const udpSize = 1232
 
-// Inline capacity of a reply: messages that fit need a single allocation.
+// Inline capacity of a reply: replies that fit need a single allocation.
+// Sized for common answers (a CNAME or two, a few addresses, the OPT).
 const (
-	inlineRRs  = 8
-	inlineA    = 4
+	inlineRRs  = 6
+	inlineA    = 3
 	inlineAAAA = 2
 )
 
-// replyBuf holds a reply message and, inline, the storage its sections and
-// common records point into, so that building a typical reply from the cache
-// is one allocation. The caller owns all of it once returned.
-type replyBuf struct {
-	msg  dns.Msg
-	q    [1]dns.Question
-	rrs  [inlineRRs]dns.RR
-	a    [inlineA]dns.A
-	aaaa [inlineAAAA]dns.AAAA
-	ip   [inlineA*4 + inlineAAAA*16]byte
-	opt  dns.OPT
+// replyHead is the part of every reply buffer: the message and, inline, the
+// storage its question, sections and OPT point into.
+type replyHead struct {
+	msg dns.Msg
+	q   [1]dns.Question
+	rrs [inlineRRs]dns.RR
+	opt dns.OPT
 }
 
-// rrCopier copies records into a replyBuf, falling back to dns.Copy when the
-// inline storage is used up or the type has none.
+// replyBufA and replyBufAAAA add inline address records, so that building a
+// typical reply from the cache is one allocation. Two shapes keep the
+// allocation small; the entry knows which one it needs. The caller owns all
+// of it once returned.
+type replyBufA struct {
+	replyHead
+	a  [inlineA]dns.A
+	ip [inlineA * 4]byte
+}
+
+type replyBufAAAA struct {
+	replyHead
+	aaaa [inlineAAAA]dns.AAAA
+	ip   [inlineAAAA * 16]byte
+}
+
+// rrCopier copies records into a reply buffer, falling back to dns.Copy when
+// the inline storage is used up or the type has none.
 type rrCopier struct {
-	b                *replyBuf
-	na, naaaa, nip   int
-	qname, userQName string // owner names equal to qname are written as userQName
+	a                []dns.A    // inline A storage, len = used
+	aaaa             []dns.AAAA // inline AAAA storage, len = used
+	ip               []byte     // inline address bytes, len = used
+	qname, userQName string     // owner names equal to qname are written as userQName
 	stale            bool
 	age              uint32
 }
@@ -120,28 +135,26 @@ func (cp *rrCopier) copy(rr dns.RR) dns.RR {
 	switch v := rr.(type) {
 	case *dns.A:
 		ip := v.A.To4()
-		if ip == nil || cp.na == inlineA {
+		if ip == nil || len(cp.a) == cap(cp.a) || cap(cp.ip)-len(cp.ip) < 4 {
 			break
 		}
-		a := &cp.b.a[cp.na]
-		cp.na++
+		cp.a = cp.a[:len(cp.a)+1]
+		a := &cp.a[len(cp.a)-1]
 		a.Hdr = v.Hdr
-		dst := cp.b.ip[cp.nip : cp.nip+4 : cp.nip+4]
-		cp.nip += 4
-		copy(dst, ip)
-		a.A = dst
+		n := len(cp.ip)
+		cp.ip = append(cp.ip, ip...)
+		a.A = cp.ip[n : n+4 : n+4]
 		out = a
 	case *dns.AAAA:
-		if len(v.AAAA) != 16 || cp.naaaa == inlineAAAA {
+		if len(v.AAAA) != 16 || len(cp.aaaa) == cap(cp.aaaa) || cap(cp.ip)-len(cp.ip) < 16 {
 			break
 		}
-		a := &cp.b.aaaa[cp.naaaa]
-		cp.naaaa++
+		cp.aaaa = cp.aaaa[:len(cp.aaaa)+1]
+		a := &cp.aaaa[len(cp.aaaa)-1]
 		a.Hdr = v.Hdr
-		dst := cp.b.ip[cp.nip : cp.nip+16 : cp.nip+16]
-		cp.nip += 16
-		copy(dst, v.AAAA)
-		a.AAAA = dst
+		n := len(cp.ip)
+		cp.ip = append(cp.ip, v.AAAA...)
+		a.AAAA = cp.ip[n : n+16 : n+16]
 		out = a
 	}
 	if out == nil {
@@ -159,7 +172,15 @@ func (cp *rrCopier) copy(rr dns.RR) dns.RR {
 // been stored; stale answers get staleTTL on every record and, when req has
 // EDNS0, an Extended DNS Error "Stale Answer" (RFC 8914 code 3).
 func reply(req *dns.Msg, e *entry, age time.Duration, stale bool) *dns.Msg {
-	b := new(replyBuf)
+	cp := rrCopier{qname: e.qname, userQName: req.Question[0].Name, stale: stale}
+	var b *replyHead
+	if e.aaaa {
+		buf := new(replyBufAAAA)
+		b, cp.aaaa, cp.ip = &buf.replyHead, buf.aaaa[:0], buf.ip[:0]
+	} else {
+		buf := new(replyBufA)
+		b, cp.a, cp.ip = &buf.replyHead, buf.a[:0], buf.ip[:0]
+	}
 	m := &b.msg
 	src := e.msg
 	reqOpt := req.IsEdns0()
@@ -177,7 +198,6 @@ func reply(req *dns.Msg, e *entry, age time.Duration, stale bool) *dns.Msg {
 	b.q[0] = req.Question[0]
 	m.Question = b.q[:]
 
-	cp := rrCopier{b: b, qname: e.qname, userQName: req.Question[0].Name, stale: stale}
 	if age > 0 {
 		cp.age = uint32(age / time.Second)
 	}

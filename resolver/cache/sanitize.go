@@ -244,7 +244,15 @@ func (c *Cache) newEntry(k key, resp *dns.Msg, now time.Time) (*entry, string) {
 		}
 	}
 	life := time.Duration(ttl) * time.Second
-	return &entry{msg: msg, qname: k.name, stored: now, expires: now.Add(life), ttl: life}, ""
+	e := &entry{msg: msg, qname: k.name, stored: now, expires: now.Add(life), ttl: life}
+	for _, set := range [][]dns.RR{msg.Answer, msg.Ns, msg.Extra} {
+		for _, rr := range set {
+			if rr.Header().Rrtype == dns.TypeAAAA {
+				e.aaaa = true
+			}
+		}
+	}
+	return e, ""
 }
 
 func isProof(t uint16) bool {
