@@ -315,10 +315,10 @@ func TestCloseContext(t *testing.T) {
 // slogChan is a slog handler that sends every record to a channel.
 type slogChan chan slog.Record
 
-func (c slogChan) Enabled(context.Context, slog.Level) bool    { return true }
+func (c slogChan) Enabled(context.Context, slog.Level) bool      { return true }
 func (c slogChan) Handle(_ context.Context, r slog.Record) error { c <- r; return nil }
-func (c slogChan) WithAttrs([]slog.Attr) slog.Handler           { return c }
-func (c slogChan) WithGroup(string) slog.Handler                { return c }
+func (c slogChan) WithAttrs([]slog.Attr) slog.Handler            { return c }
+func (c slogChan) WithGroup(string) slog.Handler                 { return c }
 
 // TestDropReport: drops are reported with a warning carrying the count.
 func TestDropReport(t *testing.T) {

@@ -1,0 +1,152 @@
+package querylog
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestOpenSinks(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "logs", "query.log")
+	sock := filepath.Join(dir, "dnstap.sock")
+	tests := []struct {
+		name    string
+		specs   []string
+		want    []string // sink names
+		wantErr string   // substring; the spec must be named
+	}{
+		{"none", []string{"none"}, nil, ""},
+		{"empty", []string{""}, nil, ""},
+		{"nil", nil, nil, ""},
+		{"stdout_stderr", []string{"stdout", " stderr "}, []string{"stdout", "stderr"}, ""},
+		{"file_defaults", []string{"file:" + file}, []string{"file:" + file}, ""},
+		{"file_options", []string{"file:" + file + "?max_size_mb=5&max_age_days=2&max_backups=3&compress=false"}, []string{"file:" + file}, ""},
+		{"dnstap_unix", []string{"dnstap:unix:" + sock}, []string{"dnstap:unix:" + sock}, ""},
+		{"dnstap_tcp", []string{"dnstap:tcp:127.0.0.1:6000"}, []string{"dnstap:tcp:127.0.0.1:6000"}, ""},
+		{"unknown_kind", []string{"stdout", "syslog"}, nil, `"syslog"`},
+		{"file_no_path", []string{"file:"}, nil, `"file:"`},
+		{"file_bad_option", []string{"file:" + file + "?max_size_mb=big"}, nil, "max_size_mb"},
+		{"file_unknown_option", []string{"file:" + file + "?rotate=daily"}, nil, "rotate"},
+		{"dnstap_bad_network", []string{"dnstap:udp:127.0.0.1:6000"}, nil, `"dnstap:udp:127.0.0.1:6000"`},
+		{"dnstap_no_port", []string{"dnstap:tcp:127.0.0.1"}, nil, `"dnstap:tcp:127.0.0.1"`},
+		{"dnstap_no_address", []string{"dnstap:unix"}, nil, `"dnstap:unix"`},
+		{"duplicate", []string{"stdout", "stdout"}, nil, "duplicate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sinks, err := OpenSinks(tt.specs, discardLogger())
+			if tt.wantErr != "" {
+				if err == nil || !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want ErrInvalidSpec mentioning %s", err, tt.wantErr)
+				}
+				if sinks != nil {
+					t.Errorf("sinks = %v on error", sinks)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, s := range sinks {
+				names = append(names, s.Name())
+				if err := s.Close(); err != nil {
+					t.Errorf("close %s: %v", s.Name(), err)
+				}
+			}
+			if fmt.Sprint(names) != fmt.Sprint(tt.want) {
+				t.Errorf("sinks = %v, want %v", names, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseFileSpec(t *testing.T) {
+	path, o, err := ParseFileSpec("/var/log/q.log?max_size_mb=50&max_backups=0&compress=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := FileOptions{MaxSizeMB: 50, MaxAgeDays: 30, MaxBackups: 0, Compress: false}
+	if path != "/var/log/q.log" || o != want {
+		t.Errorf("got %q %+v, want %+v", path, o, want)
+	}
+	if _, o, _ := ParseFileSpec("/q.log"); o != DefaultFileOptions() || !o.Compress || o.MaxSizeMB != 100 || o.MaxAgeDays != 30 || o.MaxBackups != 10 {
+		t.Errorf("defaults = %+v", o)
+	}
+}
+
+func TestFileSinkOpenError(t *testing.T) {
+	blocker := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := OpenSinks([]string{"file:" + filepath.Join(blocker, "q.log")}, nil)
+	if err == nil || !strings.Contains(err.Error(), blocker) {
+		t.Fatalf("err = %v, want an error naming the path", err)
+	}
+}
+
+// TestFileSinkRotation logs through the Logger while the file is rotated
+// twice, and finds every record exactly once across the files.
+func TestFileSinkRotation(t *testing.T) {
+	dir := t.TempDir()
+	o := DefaultFileOptions()
+	o.Compress = false // lumberjack compresses in the background; counting needs plain files
+	fs, err := NewFileSink(filepath.Join(dir, "query.log"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	m := NewMetrics(nil)
+	l := New([]Sink{fs}, n, m, discardLogger())
+	r := testRecord(t, "cache_hit_a")
+	for i := range n {
+		r.Question.Name = fmt.Sprintf("q%d.example.", i)
+		l.Log(&r)
+		if i == 1000 || i == 2000 {
+			if err := fs.Rotate(); err != nil { // concurrent with the writer goroutine
+				t.Fatal(err)
+			}
+		}
+	}
+	closeLogger(t, l)
+	checkAccounting(t, l, m, n)
+
+	files, err := filepath.Glob(filepath.Join(dir, "query*.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 3 {
+		t.Fatalf("files = %v, want the live file and 2 rotated ones", files)
+	}
+	seen := make(map[string]int, n)
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(fh)
+		for sc.Scan() {
+			var e Entry
+			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			seen[e.QueryName]++
+		}
+		fh.Close()
+	}
+	for i := range n {
+		if name := fmt.Sprintf("q%d.example.", i); seen[name] != 1 {
+			t.Errorf("%s seen %d times", name, seen[name])
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("%d distinct records, want %d", len(seen), n)
+	}
+}
