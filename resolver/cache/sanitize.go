@@ -16,10 +16,15 @@ const (
 	reasonZeroTTL    = "zero_ttl"
 )
 
+// maxChain bounds the names in a CNAME/DNAME chain (the question's
+// included); longer chains are not cached. It also bounds the work a hostile
+// reply can cause.
+const maxChain = 16
+
 // chain returns the records of answer that belong to qname (lowercased) and
 // its CNAME/DNAME chain, in their original order, plus the chain's names
-// (qname first). ok is false when the chain is inconsistent: two different
-// CNAMEs for one owner.
+// (qname first). ok is false when the chain is inconsistent (two different
+// CNAMEs for one owner) or longer than maxChain.
 func chain(qname string, answer []dns.RR) (kept []dns.RR, names []string, ok bool) {
 	names = []string{qname}
 	inChain := func(n string) bool {
@@ -77,6 +82,9 @@ func chain(qname string, answer []dns.RR) (kept []dns.RR, names []string, ok boo
 					names = append(names, target)
 				}
 			}
+		}
+		if len(names) > maxChain {
+			return nil, nil, false
 		}
 	}
 	for i, rr := range answer {
