@@ -8,8 +8,14 @@
 // size-bounded LRU (github.com/hashicorp/golang-lru/v2) and kept there past
 // expiry so they can be served stale. Only upstream answers are stored, after
 // dropping answer records outside the question's CNAME/DNAME chain; SERVFAIL,
-// REFUSED, truncated and mismatched replies never are. The cache is
-// client-agnostic: policy runs before it.
+// REFUSED, truncated and mismatched replies never are; neither are negative
+// answers without a SOA (RFC 2308 gives no TTL for them) nor TTL-0 answers.
+// Prefetch starts when a hit finds a popular entry (Config.PrefetchHits) with
+// less than 10% of its TTL left, Unbound's rule. The cache is client-agnostic:
+// policy runs before it.
+//
+// A hit allocates exactly one object, the reply (plus one for the key when
+// the question name has upper-case letters).
 package cache
 
 import (
