@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -234,6 +235,17 @@ func BenchmarkEncodingJSON(b *testing.B) {
 		e := NewEntry(&r)
 		if _, err := json.Marshal(&e); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestAppendTimestamp(t *testing.T) {
+	for _, ts := range []time.Time{
+		baseTime, time.Time{}, time.Date(9999, 12, 31, 23, 59, 59, 999_999_999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2024, 2, 29, 1, 2, 3, 4_000_000, time.FixedZone("x", -7*3600)),
+	} {
+		if got, want := string(appendTimestamp(nil, ts)), ts.UTC().Format(TimestampLayout); got != want {
+			t.Errorf("appendTimestamp(%v) = %s, want %s", ts, got, want)
 		}
 	}
 }

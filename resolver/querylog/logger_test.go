@@ -153,7 +153,7 @@ func TestMillion(t *testing.T) {
 	var c lineCounter
 	m := NewMetrics(nil)
 	l := New([]Sink{NewWriterSink("count", &c)}, 0, m, discardLogger())
-	r := testRecord(t, "txt_answer")
+	r := testRecord(t, "cache_hit_a")
 	start := time.Now()
 	for range n {
 		waitForRoom(l, 0)
@@ -249,6 +249,42 @@ func TestSinkErrorsCounted(t *testing.T) {
 		t.Error("no errors counted")
 	}
 	checkAccounting(t, l, m, sent)
+}
+
+// flushSink reports every Flush that had records on a channel.
+type flushSink struct {
+	writes  int
+	flushed chan int
+}
+
+func (s *flushSink) Name() string        { return "flush" }
+func (s *flushSink) Write(*Record) error { s.writes++; return nil }
+func (s *flushSink) Flush() error        { s.flushed <- s.writes; return nil }
+func (s *flushSink) Close() error        { return nil }
+
+// TestFlushInterval: with the default options, a record is flushed within
+// about a second without waiting for Close.
+func TestFlushInterval(t *testing.T) {
+	s := &flushSink{flushed: make(chan int, 16)}
+	l := New([]Sink{s}, 8, nil, discardLogger())
+	r := testRecord(t, "refused")
+	start := time.Now()
+	l.Log(&r)
+	select {
+	case n := <-s.flushed:
+		if n != 1 {
+			t.Errorf("flushed after %d writes, want 1", n)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("first flush after %v", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no flush within 5s")
+	}
+	closeLogger(t, l)
+	if st := l.Stats()[0]; st.Written != 1 {
+		t.Errorf("written = %d, want 1", st.Written)
+	}
 }
 
 // TestLogAlert sends alerts to the JSON sinks only.

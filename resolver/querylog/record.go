@@ -91,8 +91,26 @@ func NewEntry(r *Record) Entry {
 	return e
 }
 
+// appendTimestamp appends t in TimestampLayout; hand-rolled because
+// time.AppendFormat parses the layout on every call. Years outside
+// 0..9999 take the slow path.
 func appendTimestamp(dst []byte, t time.Time) []byte {
-	return t.UTC().AppendFormat(dst, TimestampLayout)
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(dst, TimestampLayout)
+	}
+	hour, minute, sec := t.Clock()
+	ms := t.Nanosecond() / 1e6
+	dst = append(dst,
+		byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
+		byte('0'+int(month)/10), byte('0'+int(month)%10), '-',
+		byte('0'+day/10), byte('0'+day%10), 'T',
+		byte('0'+hour/10), byte('0'+hour%10), ':',
+		byte('0'+minute/10), byte('0'+minute%10), ':',
+		byte('0'+sec/10), byte('0'+sec%10), '.',
+		byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
+	return dst
 }
 
 func appendSource(dst []byte, src string, line int) []byte {
@@ -120,6 +138,24 @@ func appendAddr(dst []byte, a netip.Addr) []byte {
 
 // typeString prints an RR type as Route 53 does: "A", "TXT", "TYPE65399".
 func typeString(t uint16) string {
+	switch t { // the common ones without a map lookup
+	case dns.TypeA:
+		return "A"
+	case dns.TypeAAAA:
+		return "AAAA"
+	case dns.TypeCNAME:
+		return "CNAME"
+	case dns.TypeHTTPS:
+		return "HTTPS"
+	case dns.TypePTR:
+		return "PTR"
+	case dns.TypeTXT:
+		return "TXT"
+	case dns.TypeMX:
+		return "MX"
+	case dns.TypeSOA:
+		return "SOA"
+	}
 	if s, ok := dns.TypeToString[t]; ok {
 		return s
 	}
@@ -127,6 +163,9 @@ func typeString(t uint16) string {
 }
 
 func classString(c uint16) string {
+	if c == dns.ClassINET {
+		return "IN"
+	}
 	if s, ok := dns.ClassToString[c]; ok {
 		return s
 	}
