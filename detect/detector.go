@@ -1,0 +1,571 @@
+// Package detect scores DNS queries for tunneling and data exfiltration and
+// flags newly seen domains.
+//
+// Each query gets cheap, allocation-free features (Extract): registered
+// domain, subdomain length, longest label, entropy, character-class mix and
+// query type, folded into a per-query "encodedness". The Detector keeps,
+// per (client, registered domain) pair, a two-bucket sliding window
+// (queries, distinct subdomains via a 256-bit linear counter, subdomain
+// bytes, NXDOMAIN share) and exponentially decayed totals (half-life 30
+// minutes) for low-and-slow exfiltration. The score multiplies the pair's
+// encodedness with its volume evidence, so one long random-looking name (a
+// CDN hash, a DKIM or ACME lookup) does not alert but a session of them to
+// one domain does. Pairs live in a bounded, sharded LRU.
+package detect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"math"
+	"math/bits"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"github.com/dnsvalve/dnsvalve/detect/seen"
+)
+
+// Signal names, a fixed set (bounded metric label values).
+const (
+	SignalEntropy          = "entropy"
+	SignalLabelLength      = "label_length"
+	SignalUniqueSubdomains = "unique_subdomains"
+	SignalVolume           = "volume"
+	SignalRareQtype        = "rare_qtype"
+	SignalRate             = "rate"
+	SignalNewlySeen        = "newly_seen"
+)
+
+var signalNames = [...]string{SignalEntropy, SignalLabelLength, SignalUniqueSubdomains, SignalVolume,
+	SignalRareQtype, SignalRate, SignalNewlySeen}
+
+const (
+	sigEntropy uint8 = 1 << iota
+	sigLabelLength
+	sigUnique
+	sigVolume
+	sigRareQtype
+	sigRate
+	sigNewlySeen
+)
+
+// Tuning constants of the score (see score()).
+const (
+	halfLife      = 30 * time.Minute
+	uniqueScale   = 40     // distinct subdomains per window for volume evidence x=1
+	encBytesScale = 2500.0 // encoded subdomain bytes per window for x=1
+	decBytesScale = 800.0  // decayed encoded bytes (half-life 30 min) for x=1
+	rateScale     = 600.0  // queries per window for x=1
+	signalFloor   = 0.2    // below this score, no signals are reported
+	sampleMinEnc  = 0.3    // only names this encoded are kept as alert samples
+	numShards     = 16
+	maxSamples    = 5
+)
+
+// ErrClosed is returned by New's results after Close where relevant.
+var ErrClosed = errors.New("detect: closed")
+
+// Config configures a Detector. Zero fields take the documented defaults.
+type Config struct {
+	AlertScore float64       // default 0.7
+	BlockScore float64       // default 0.9 (the resolver blocks at or above it in enforce mode)
+	Window     time.Duration // sliding window (default 60s)
+	MaxPairs   int           // bound on tracked (client, registered domain) pairs (default 200000)
+	// Ignore lists registered domains or suffixes ("*." prefix allowed)
+	// never scored, in addition to DefaultIgnore.
+	Ignore []string
+	// NoDefaultIgnore drops DefaultIgnore (Ignore still applies).
+	NoDefaultIgnore bool
+	Learn           time.Duration // newly-seen learning period after a fresh store (default 24h; <0 disables)
+	Retention       time.Duration // newly-seen retention (default 30 days; used by callers opening the store)
+}
+
+func (c *Config) defaults() error {
+	if c.AlertScore == 0 {
+		c.AlertScore = 0.7
+	}
+	if c.BlockScore == 0 {
+		c.BlockScore = 0.9
+	}
+	if c.Window == 0 {
+		c.Window = 60 * time.Second
+	}
+	if c.MaxPairs == 0 {
+		c.MaxPairs = 200000
+	}
+	if c.Learn == 0 {
+		c.Learn = 24 * time.Hour
+	}
+	if c.Retention == 0 {
+		c.Retention = 30 * 24 * time.Hour
+	}
+	var errs []error
+	if c.AlertScore < 0 || c.AlertScore > 1 || c.BlockScore < 0 || c.BlockScore > 1 {
+		errs = append(errs, fmt.Errorf("alert_score %v and block_score %v must be in [0,1]", c.AlertScore, c.BlockScore))
+	}
+	if c.Window < time.Second {
+		errs = append(errs, fmt.Errorf("window %v must be at least 1s", c.Window))
+	}
+	if c.MaxPairs < numShards {
+		errs = append(errs, fmt.Errorf("max_pairs %d must be at least %d", c.MaxPairs, numShards))
+	}
+	return errors.Join(errs...)
+}
+
+// Client identifies who asked.
+type Client struct {
+	Addr                netip.Addr
+	Name, Group, Policy string
+}
+
+// Result is the verdict for one query. Signals is shared and read-only.
+type Result struct {
+	Score     float64
+	Signals   []string
+	Alert     bool // the client's pair with Domain is in alert
+	NewlySeen bool
+	Domain    string // registered domain (may be a substring of the qname)
+	Ignored   bool
+}
+
+// Alert is raised once per pair per window when its score crosses AlertScore.
+type Alert struct {
+	Time                      time.Time
+	Client                    netip.Addr
+	ClientName, Group, Policy string
+	Domain                    string
+	Score                     float64
+	Signals                   []string
+	Queries, Unique, Bytes    int64
+	SampleNames               []string
+}
+
+// AlertSink receives alerts. Alert must not block and must be safe for
+// concurrent use.
+type AlertSink interface {
+	Alert(a Alert)
+}
+
+// AlertFunc adapts a function to AlertSink.
+type AlertFunc func(a Alert)
+
+// Alert calls f(a).
+func (f AlertFunc) Alert(a Alert) { f(a) }
+
+var _ AlertSink = AlertFunc(nil)
+
+// bucket is one window's worth of pair counters.
+type bucket struct {
+	queries, novel int32
+	nx, rcodes     int32
+	bytes          float32
+	encBytes       float32
+	encSum         float32
+	bits           [4]uint64 // 256-bit linear counter of distinct subdomains
+}
+
+func (b *bucket) unique() float64 {
+	zeros := 256 - bits.OnesCount64(b.bits[0]) - bits.OnesCount64(b.bits[1]) -
+		bits.OnesCount64(b.bits[2]) - bits.OnesCount64(b.bits[3])
+	if zeros == 0 {
+		zeros = 1
+	}
+	return -256 * math.Log(float64(zeros)/256)
+}
+
+type pair struct {
+	domain     string
+	cur, prev  bucket
+	curStart   int64 // unix ns
+	decAt      int64
+	dNovel     float64
+	dEnc       float64
+	dEncBytes  float64
+	dBytes     float64
+	alertUntil int64
+	lastAlert  int64
+	newly      bool
+	samples    [maxSamples]string
+	nSamples   uint8
+	nextSample uint8
+}
+
+type pairKey struct {
+	addr   netip.Addr
+	domain string
+}
+
+type shard struct {
+	mu  sync.Mutex
+	lru *simplelru.LRU[pairKey, *pair]
+}
+
+// Detector scores queries. It is safe for concurrent use.
+type Detector struct {
+	cfg     Config
+	store   seen.Store
+	sink    AlertSink
+	m       *Metrics
+	log     *slog.Logger
+	ignore  ignoreSet
+	seed    maphash.Seed
+	window  int64
+	shards  [numShards]shard
+	pairs   atomic.Int64
+	sigs    [128][]string
+	closed  atomic.Bool
+	learnTo time.Time // newly seen is record-only before this
+}
+
+// New builds a Detector. store may be nil (no newly-seen signal), sink may
+// be nil (alerts only show in Results), m may be nil (unregistered metrics).
+func New(cfg Config, store seen.Store, sink AlertSink, m *Metrics, logger *slog.Logger) (*Detector, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, fmt.Errorf("detect: config: %w", err)
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	d := &Detector{cfg: cfg, store: store, sink: sink, m: m, log: logger, seed: maphash.MakeSeed(),
+		window: int64(cfg.Window)}
+	if cfg.NoDefaultIgnore {
+		d.ignore = newIgnoreSet(cfg.Ignore)
+	} else {
+		d.ignore = newIgnoreSet(DefaultIgnore, cfg.Ignore)
+	}
+	per := cfg.MaxPairs / numShards
+	for i := range d.shards {
+		l, err := simplelru.NewLRU(per, func(pairKey, *pair) {
+			d.pairs.Add(-1)
+			m.Evictions.Inc()
+		})
+		if err != nil {
+			return nil, fmt.Errorf("detect: pair table: %w", err)
+		}
+		d.shards[i].lru = l
+	}
+	for mask := range d.sigs {
+		var s []string
+		for i, n := range signalNames {
+			if mask&(1<<i) != 0 {
+				s = append(s, n)
+			}
+		}
+		d.sigs[mask] = s
+	}
+	if store != nil && store.Fresh() && cfg.Learn > 0 {
+		d.learnTo = store.Created().Add(cfg.Learn)
+	}
+	return d, nil
+}
+
+// Config returns the effective configuration (defaults applied).
+func (d *Detector) Config() Config { return d.cfg }
+
+// TrackedPairs is the number of pairs currently tracked.
+func (d *Detector) TrackedPairs() int { return int(d.pairs.Load()) }
+
+func (d *Detector) shardFor(addr netip.Addr, domain string) *shard {
+	var h maphash.Hash
+	h.SetSeed(d.seed)
+	a := addr.As16()
+	h.Write(a[:])
+	h.WriteString(domain)
+	return &d.shards[h.Sum64()%numShards]
+}
+
+// Observe scores one query at time now (the caller's clock: offline scoring
+// passes record timestamps). qname may have a trailing dot and any case.
+func (d *Detector) Observe(now time.Time, c Client, qname string, qtype uint16) Result {
+	var f Features
+	extractLower(qname, qtype, &f)
+	res := Result{Domain: f.Registered}
+	if f.Registered == "" {
+		return res
+	}
+	if d.ignore.match(strings.TrimSuffix(qname, "."), len(f.Registered)) || d.ignore.match(f.Registered, len(f.Registered)) {
+		res.Ignored = true
+		d.m.Ignored.Inc()
+		return res
+	}
+	d.m.Queries.Inc()
+	t := now.UnixNano()
+	sh := d.shardFor(c.Addr, f.Registered)
+	sh.mu.Lock()
+	p, ok := sh.lru.Get(pairKey{c.Addr, f.Registered})
+	if !ok {
+		dom := strings.Clone(f.Registered)
+		p = &pair{domain: dom, curStart: t, decAt: t}
+		sh.lru.Add(pairKey{c.Addr, dom}, p)
+		d.m.TrackedPairs.Set(float64(d.pairs.Add(1)))
+		if d.store != nil {
+			first, err := d.store.FirstSeen(context.Background(), dom, now)
+			switch {
+			case err != nil:
+				d.m.SeenErrors.Inc()
+				d.log.Debug("newly seen store", "domain", dom, "err", err)
+			case first && now.Before(d.learnTo):
+				// learning: recorded, not reported
+			case first:
+				res.NewlySeen, p.newly = true, true
+				d.m.NewlySeen.Inc()
+			}
+		}
+	}
+	res.Domain = p.domain
+	score, mask := d.update(p, t, &f)
+	if mask != 0 && score >= signalFloor {
+		res.Signals = d.sigs[mask]
+	}
+	res.Score = score
+	var alert *Alert
+	if score >= d.cfg.AlertScore {
+		p.alertUntil = t + d.window
+		if p.lastAlert == 0 || t-p.lastAlert >= d.window {
+			p.lastAlert = t
+			alert = d.buildAlert(now, c, p, score, res.Signals)
+		}
+	}
+	res.Alert = t < p.alertUntil
+	sh.mu.Unlock()
+	d.m.Score.Observe(score)
+	if alert != nil {
+		d.m.AlertsTotal.Inc()
+		for _, s := range alert.Signals {
+			d.m.Alerts.WithLabelValues(s).Inc()
+		}
+		if d.sink != nil {
+			d.sink.Alert(*alert)
+		}
+	}
+	return res
+}
+
+// extractLower runs Extract, lower-casing the name first (one allocation)
+// only when the registered domain part has upper-case letters; the
+// subdomain features keep the original case (MixedCase matters).
+func extractLower(qname string, qtype uint16, f *Features) {
+	Extract(qname, qtype, f)
+	if !hasUpper(f.Registered) {
+		return
+	}
+	orig := strings.TrimSuffix(qname, ".")
+	var g Features
+	Extract(asciiLower(orig), qtype, &g)
+	*f = Features{QtypeWeight: f.QtypeWeight, NonPrintable: f.NonPrintable, Registered: g.Registered, BadTLD: g.BadTLD}
+	if g.Sub != "" {
+		f.Sub = orig[:len(g.Sub)]
+		subFeatures(f)
+	}
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 'A' && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// roll advances the pair's window and decays its long-term counters to t.
+func (d *Detector) roll(p *pair, t int64) {
+	if el := t - p.curStart; el >= d.window {
+		if el >= 2*d.window {
+			p.prev = bucket{}
+		} else {
+			p.prev = p.cur
+		}
+		p.cur = bucket{}
+		p.curStart = t - el%d.window
+	}
+	if dt := t - p.decAt; dt > 0 {
+		k := math.Exp2(-float64(dt) / float64(halfLife))
+		p.dNovel *= k
+		p.dEnc *= k
+		p.dEncBytes *= k
+		p.dBytes *= k
+		p.decAt = t
+	}
+}
+
+// update adds the query to the pair and returns the pair's score and signals.
+func (d *Detector) update(p *pair, t int64, f *Features) (float64, uint8) {
+	d.roll(p, t)
+	cur := &p.cur
+	cur.queries++
+	novel := false
+	if f.SubLen > 0 {
+		h := subHash(f.Sub)
+		w, bit := (h>>6)&3, uint64(1)<<(h&63)
+		if cur.bits[w]&bit == 0 && p.prev.bits[w]&bit == 0 {
+			novel = true
+		}
+		cur.bits[w] |= bit
+	}
+	if novel {
+		e := f.Encoded
+		cur.novel++
+		cur.bytes += float32(f.SubLen)
+		cur.encSum += float32(e)
+		cur.encBytes += float32(e * float64(f.SubLen))
+		p.dNovel++
+		p.dEnc += e
+		p.dEncBytes += e * float64(f.SubLen)
+		p.dBytes += float64(f.SubLen)
+		if e >= sampleMinEnc {
+			p.samples[p.nextSample] = f.Sub + "." + f.Registered
+			p.nextSample = (p.nextSample + 1) % maxSamples
+			if p.nSamples < maxSamples {
+				p.nSamples++
+			}
+		}
+	}
+
+	w := 1 - float64(t-p.curStart)/float64(d.window)
+	prev := &p.prev
+	// The pair's encodedness: byte-weighted mean over its novel names, in
+	// the window or (low-and-slow) over the decayed history.
+	encBytes := float64(cur.encBytes) + w*float64(prev.encBytes)
+	enc := 0.0
+	if b := float64(cur.bytes) + w*float64(prev.bytes); b > 0 {
+		enc = encBytes / b
+	}
+	if p.dBytes > 0 {
+		enc = math.Max(enc, p.dEncBytes/p.dBytes)
+	}
+	uniq := cur.unique() + w*prev.unique()
+	queries := float64(cur.queries) + w*float64(prev.queries)
+	xU := uniq / uniqueScale
+	xB := math.Max(encBytes/encBytesScale, p.dEncBytes/decBytesScale)
+	xR := queries / rateScale
+	x := math.Max(xU, math.Max(xB, xR))
+	v := 1 - math.Exp(-x)
+	score := enc * (0.3 + 0.7*v)
+	if f.QtypeWeight > 1 {
+		score += 0.1 * enc * math.Min(1, f.QtypeWeight-1)
+	}
+	if p.newly {
+		score += 0.05
+	}
+	if rc := float64(cur.rcodes) + w*float64(prev.rcodes); rc >= 5 && enc >= 0.5 {
+		if nx := (float64(cur.nx) + w*float64(prev.nx)) / rc; nx > 0.5 {
+			score += 0.05 * nx
+		}
+	}
+	score = clamp01(score)
+
+	var mask uint8
+	if enc >= 0.5 && f.Entropy >= 3 {
+		mask |= sigEntropy
+	}
+	if f.MaxLabel >= 40 || f.SubLen >= 100 {
+		mask |= sigLabelLength
+	}
+	if xU >= 0.5 {
+		mask |= sigUnique
+	}
+	if xB >= 0.5 {
+		mask |= sigVolume
+	}
+	if f.QtypeWeight >= 1.5 {
+		mask |= sigRareQtype
+	}
+	if xR >= 0.5 {
+		mask |= sigRate
+	}
+	if p.newly {
+		mask |= sigNewlySeen
+	}
+	return score, mask
+}
+
+// subHash is FNV-1a over the ASCII-lower-cased subdomain.
+func subHash(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h ^ h>>29
+}
+
+func (d *Detector) buildAlert(now time.Time, c Client, p *pair, score float64, signals []string) *Alert {
+	w := 1 - float64(now.UnixNano()-p.curStart)/float64(d.window)
+	a := &Alert{
+		Time: now, Client: c.Addr, ClientName: c.Name, Group: c.Group, Policy: c.Policy,
+		Domain: p.domain, Score: score, Signals: signals,
+		Queries: int64(math.Round(float64(p.cur.queries) + w*float64(p.prev.queries))),
+		Unique:  int64(math.Round(p.cur.unique() + w*p.prev.unique())),
+		Bytes:   int64(math.Round(float64(p.cur.bytes) + w*float64(p.prev.bytes))),
+	}
+	if a.Signals == nil {
+		a.Signals = []string{}
+	}
+	a.SampleNames = make([]string, 0, p.nSamples)
+	for i := 0; i < int(p.nSamples); i++ {
+		a.SampleNames = append(a.SampleNames, p.samples[(int(p.nextSample)+maxSamples-int(p.nSamples)+i)%maxSamples])
+	}
+	return a
+}
+
+// ObserveRcode records the response code of a query for domain (a qname or
+// a registered domain) from client, for the pair's NXDOMAIN share. It does
+// not create pairs.
+func (d *Detector) ObserveRcode(now time.Time, client netip.Addr, domain string, rcode int) {
+	var f Features
+	extractLower(domain, 1, &f)
+	if f.Registered == "" {
+		return
+	}
+	sh := d.shardFor(client, f.Registered)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	p, ok := sh.lru.Peek(pairKey{client, f.Registered})
+	if !ok {
+		return
+	}
+	d.roll(p, now.UnixNano())
+	p.cur.rcodes++
+	if rcode == 3 {
+		p.cur.nx++
+	}
+}
+
+// Close stops the detector. The store and sink belong to the caller.
+func (d *Detector) Close() error {
+	if d.closed.Swap(true) {
+		return ErrClosed
+	}
+	for i := range d.shards {
+		d.shards[i].mu.Lock()
+		d.shards[i].lru.Purge()
+		d.shards[i].mu.Unlock()
+	}
+	d.m.TrackedPairs.Set(0)
+	return nil
+}

@@ -1,0 +1,64 @@
+package detect
+
+import "strings"
+
+// DefaultIgnore lists domains (and, implicitly, their subdomains) whose
+// legitimate traffic looks like tunneling: CDN and cloud hash-named hosts,
+// DNS blocklists queried with reversed IPs, antivirus/reputation lookups
+// that encode hashes in names, and reverse DNS. New always applies it
+// unless Config.NoDefaultIgnore is set. Treat it as read-only.
+var DefaultIgnore = []string{
+	// CDNs and cloud front doors.
+	"akamaiedge.net", "akamai.net", "akamaihd.net", "akamaized.net", "edgekey.net", "edgesuite.net",
+	"cloudfront.net", "fastly.net", "fastlylb.net", "cdn77.org", "llnwd.net", "edgecastcdn.net",
+	"azureedge.net", "azurefd.net", "trafficmanager.net", "cloudflare.net", "b-cdn.net",
+	"googlevideo.com", "gvt1.com", "1e100.net", "googleusercontent.com",
+	// DNS blocklists / reputation (reversed IPs, hashes).
+	"zen.spamhaus.org", "dbl.spamhaus.org", "spamhaus.net", "spamcop.net", "sorbs.net", "barracudacentral.org",
+	"uribl.com", "surbl.org", "mailspike.net", "senderscore.com", "spameatingmonkey.net", "abuseat.org",
+	"dnswl.org", "mailpolice.com", "njabl.org", "psbl.org", "dronebl.org", "hostkarma.junkemailfilter.com",
+	"multi.uribl.com", "rbl.jp", "bl.score.senderscore.com",
+	// Antivirus and endpoint-security reputation lookups.
+	"avqs.mcafee.com", "avts.mcafee.com", "gti.mcafee.com", "sophosxl.net", "e5.sk", "eset.com",
+	"trendmicro.com", "gfi.com", "spamassassin.org", "cymru.com", "team-cymru.org", "rspamd.com",
+	"mailshell.net", "senderbase.org", "ironport.com", "webroot.com", "bitdefender.net", "kaspersky-labs.com",
+	// Reverse DNS and infrastructure.
+	"in-addr.arpa", "ip6.arpa",
+}
+
+// ignoreSet matches a name against a set of suffixes on label boundaries.
+type ignoreSet map[string]struct{}
+
+func newIgnoreSet(lists ...[]string) ignoreSet {
+	s := ignoreSet{}
+	for _, l := range lists {
+		for _, d := range l {
+			d = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
+			d = strings.TrimPrefix(strings.TrimPrefix(d, "*"), ".")
+			if d != "" {
+				s[d] = struct{}{}
+			}
+		}
+	}
+	return s
+}
+
+// match reports whether name (lower-case, no trailing dot) or one of its
+// parents down to registered is in the set. Parents shorter than the
+// registered domain are not checked: an entry "net" would not ignore everything.
+func (s ignoreSet) match(name string, registered int) bool {
+	if len(s) == 0 {
+		return false
+	}
+	for i := 0; len(name)-i >= registered; {
+		if _, ok := s[name[i:]]; ok {
+			return true
+		}
+		dot := strings.IndexByte(name[i:], '.')
+		if dot < 0 {
+			return false
+		}
+		i += dot + 1
+	}
+	return false
+}

@@ -1,0 +1,60 @@
+// Package seen is the first-seen store behind dnsvalve's "newly seen
+// domain" signal: it remembers when each registered domain was last asked
+// for, so the detector can flag the first query for a domain nobody asked
+// for within the retention period. Stores: "memory:" (lost on restart) and
+// "file:PATH" (bbolt, survives restarts). "redis://" is reserved.
+package seen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// ErrNotSupported is returned by Open for store kinds not implemented yet.
+var ErrNotSupported = errors.New("seen: store not supported yet")
+
+// ErrClosed is returned by a store after Close.
+var ErrClosed = errors.New("seen: store closed")
+
+// Store records first-seen times of domains. Implementations are safe for
+// concurrent use and FirstSeen does not wait on disk I/O.
+type Store interface {
+	// FirstSeen records domain at now and reports whether it was not seen
+	// within the retention period before now.
+	FirstSeen(ctx context.Context, domain string, now time.Time) (bool, error)
+	// Fresh reports whether the store was created empty (no earlier data),
+	// so callers can apply a learning period counted from Created.
+	Fresh() bool
+	// Created is when the store's data was first created.
+	Created() time.Time
+	Close() error
+}
+
+// Open opens the store named by spec: "memory:", "file:PATH" or
+// "redis://..." (ErrNotSupported). Retention is how long a domain stays
+// "seen" after its last query (0 means 30 days); now is the clock.
+func Open(spec string, retention time.Duration, now func() time.Time) (Store, error) {
+	if retention <= 0 {
+		retention = 30 * 24 * time.Hour
+	}
+	if now == nil {
+		now = time.Now
+	}
+	switch {
+	case spec == "memory:" || spec == "memory" || spec == "":
+		return newMemory(retention, now), nil
+	case strings.HasPrefix(spec, "file:"):
+		path := strings.TrimPrefix(spec, "file:")
+		if path == "" {
+			return nil, fmt.Errorf("seen: open %q: empty path", spec)
+		}
+		return openBolt(path, retention, now)
+	case strings.HasPrefix(spec, "redis://") || strings.HasPrefix(spec, "rediss://"):
+		return nil, fmt.Errorf("seen: open %q: %w (use memory: or file:PATH)", spec, ErrNotSupported)
+	default:
+		return nil, fmt.Errorf("seen: open %q: unknown store (want memory:, file:PATH or redis://)", spec)
+	}
+}
