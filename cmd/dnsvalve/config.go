@@ -72,6 +72,7 @@ type UpstreamConfig struct {
 	Servers           []string      `mapstructure:"servers"`
 	Strategy          string        `mapstructure:"strategy"`
 	Timeout           time.Duration `mapstructure:"timeout"`
+	TryTimeout        time.Duration `mapstructure:"try_timeout"`
 	MaxFails          int           `mapstructure:"max_fails"`
 	MaxConcurrent     int           `mapstructure:"max_concurrent"`
 	CaseRandomization bool          `mapstructure:"case_randomization"`
@@ -338,6 +339,9 @@ func (c *Config) validate() error {
 	oneOf("upstream.strategy", c.Upstream.Strategy, "failover", "random", "parallel")
 	if c.Upstream.Timeout <= 0 {
 		bad("upstream.timeout", "must be positive")
+	}
+	if c.Upstream.TryTimeout < 0 || c.Upstream.TryTimeout > c.Upstream.Timeout {
+		bad("upstream.try_timeout", "must be within [0, upstream.timeout]")
 	}
 	if c.Upstream.MaxFails < 1 {
 		bad("upstream.max_fails", "must be at least 1")

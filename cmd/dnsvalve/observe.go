@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -42,6 +44,11 @@ func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*
 	host, _ := os.Hostname()
 	o.ql = &resolver.QueryLog{Log: o.qlog, Instance: host}
 
+	if path, ok := strings.CutPrefix(cfg.Detect.NewlySeen.Store, "file:"); ok {
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			return nil, fmt.Errorf("detect.newly_seen.store: %w", err)
+		}
+	}
 	o.store, err = seen.Open(cfg.Detect.NewlySeen.Store, cfg.Detect.NewlySeen.Retention, time.Now)
 	if err != nil {
 		return nil, fmt.Errorf("%w: detect.newly_seen.store: %w", ErrConfig, err)

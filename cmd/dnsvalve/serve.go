@@ -97,11 +97,13 @@ type app struct {
 	http   *http.Server
 	obs    *observer
 
-	reload chan string
+	reload  chan string
+	started chan struct{} // closed once the listeners are up
 }
 
 func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog.Logger) (*app, error) {
-	a := &app{flags: flags, logger: logger, reg: prometheus.NewRegistry(), reload: make(chan string, 1)}
+	a := &app{flags: flags, logger: logger, reg: prometheus.NewRegistry(), reload: make(chan string, 1),
+		started: make(chan struct{})}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = newAppMetrics(a.reg)
 	a.cfg.Store(cfg)
@@ -178,6 +180,7 @@ func (i storeIdentifier) Identify(addr netip.Addr) (string, string, string) {
 
 func (a *app) buildGroup(cfg *Config) (*upstream.Group, error) {
 	var ups []upstream.Upstream
+	var all []string
 	for _, s := range cfg.Upstream.Servers {
 		addrs := []string{s}
 		if s == "resolv.conf" || strings.HasPrefix(s, "resolv.conf:") {
@@ -190,13 +193,20 @@ func (a *app) buildGroup(cfg *Config) (*upstream.Group, error) {
 				return nil, fmt.Errorf("%w: upstream.servers: %w", ErrConfig, err)
 			}
 		}
-		for _, addr := range addrs {
-			u, err := upstream.New(addr, upstream.Options{Timeout: cfg.Upstream.Timeout, Randomize0x20: cfg.Upstream.CaseRandomization})
-			if err != nil {
-				return nil, fmt.Errorf("%w: upstream.servers: %w", ErrConfig, err)
-			}
-			ups = append(ups, u)
+		all = append(all, addrs...)
+	}
+	// Each try gets its share of the budget (upstream.timeout), so that
+	// failover reaches the next upstream when the first is silent.
+	try := cfg.Upstream.TryTimeout
+	if try <= 0 {
+		try = max(cfg.Upstream.Timeout/time.Duration(len(all)), min(cfg.Upstream.Timeout, 500*time.Millisecond))
+	}
+	for _, addr := range all {
+		u, err := upstream.New(addr, upstream.Options{Timeout: try, Randomize0x20: cfg.Upstream.CaseRandomization, Metrics: a.upm})
+		if err != nil {
+			return nil, fmt.Errorf("%w: upstream.servers: %w", ErrConfig, err)
 		}
+		ups = append(ups, u)
 	}
 	g, err := upstream.NewGroup(ups, upstream.GroupConfig{Strategy: cfg.Upstream.Strategy, Timeout: cfg.Upstream.Timeout,
 		MaxFails: cfg.Upstream.MaxFails, MaxConcurrent: cfg.Upstream.MaxConcurrent}, a.upm, a.logger, time.Now)
@@ -286,6 +296,7 @@ func (a *app) run(ctx context.Context) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	close(a.started)
 	a.logger.Info("dnsvalve started", "version", version, "config", displayFile(cfg.File),
 		"listen", cfg.Server.Listen, "http", cfg.HTTP.Listen, "upstreams", a.group.Load().Status())
 
@@ -437,5 +448,5 @@ func (a *app) watchConfig(ctx context.Context) {
 
 func upstreamChanged(a, b UpstreamConfig) bool {
 	return !slices.Equal(a.Servers, b.Servers) || a.Strategy != b.Strategy || a.Timeout != b.Timeout ||
-		a.MaxFails != b.MaxFails || a.MaxConcurrent != b.MaxConcurrent || a.CaseRandomization != b.CaseRandomization
+		a.MaxFails != b.MaxFails || a.TryTimeout != b.TryTimeout || a.MaxConcurrent != b.MaxConcurrent || a.CaseRandomization != b.CaseRandomization
 }

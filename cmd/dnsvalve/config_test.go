@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func writeFile(t testing.TB, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestEmbeddedDefault(t *testing.T) {
+	cfg, err := loadConfig("", nil)
+	if err != nil {
+		t.Fatalf("embedded default: %v", err)
+	}
+	if got := cfg.Server.Listen; len(got) != 1 || got[0] != "127.0.0.1:5353" {
+		t.Errorf("server.listen = %v, want [127.0.0.1:5353]", got)
+	}
+	if cfg.HTTP.Listen != "127.0.0.1:9153" {
+		t.Errorf("http.listen = %q", cfg.HTTP.Listen)
+	}
+	if got := cfg.Upstream.Servers; len(got) != 1 || got[0] != "resolv.conf" {
+		t.Errorf("upstream.servers = %v", got)
+	}
+	if cfg.Cache.Size != 100000 || cfg.Cache.ServeStale != time.Hour || cfg.Detect.Window != time.Minute {
+		t.Errorf("unexpected defaults: cache %+v detect.window %v", cfg.Cache, cfg.Detect.Window)
+	}
+}
+
+// TestExampleConfig keeps the README's example config valid: it loads,
+// and its lists and policies compile.
+func TestExampleConfig(t *testing.T) {
+	file := filepath.Join("..", "..", "testdata", "dnsvalve.yaml")
+	cfg, err := loadConfig(file, nil)
+	if err != nil {
+		t.Fatalf("example config: %v", err)
+	}
+	cfg.StateDir = t.TempDir()
+	cfg.Detect.NewlySeen.Store = "file:" + filepath.Join(cfg.StateDir, "seen.db")
+	a := newTestApp(t, cfg)
+	snap := a.store.Load()
+	for _, tc := range []struct {
+		client, name, decision string
+	}{
+		{"127.0.0.1", "malware.example", "block"},
+		{"127.0.0.1", "sub.phish.example", "block"},
+		{"127.0.0.1", "files.example", "alert"},
+		{"127.0.0.1", "example.com", "none"},
+		{"10.0.8.5", "s3.amazonaws.com", "allow"},
+		{"10.0.8.5", "example.com", "block"},
+	} {
+		ex := snap.Explain(mustAddr(t, tc.client), tc.name, 1)
+		if ex.Decision != tc.decision {
+			t.Errorf("%s from %s: decision %q, want %q (%+v)", tc.name, tc.client, ex.Decision, tc.decision, ex)
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"unknown_top_key", "serverr:\n  listen: [\"127.0.0.1:53\"]\n", []string{"unknown key", "serverr"}},
+		{"unknown_nested_key", "cache:\n  sise: 10\n", []string{"unknown key", "cache.sise"}},
+		{"unknown_key_in_list_item", "lists:\n  - name: a\n    sources: [x]\n    fromat: hosts\n", []string{"lists.0.fromat"}},
+		{"unknown_key_in_policy", "policies:\n  default:\n    blok: [a]\n", []string{"policies.default.blok"}},
+		{"bad_type", "cache:\n  size: lots\n", []string{"cache.size"}},
+		{"bad_duration", "upstream:\n  timeout: soon\n", []string{"upstream.timeout"}},
+		{"bad_strategy", "upstream:\n  strategy: roundrobin\n", []string{"upstream.strategy", "roundrobin"}},
+		{"bad_listen", "server:\n  listen: [\"localhost\"]\n", []string{"server.listen[0]"}},
+		{"bad_cidr", "server:\n  allow_clients: [\"10.0.0.0/33\"]\n", []string{"server.allow_clients[0]"}},
+		{"bad_mode", "policies:\n  default:\n    mode: strict\n", []string{"policies.default.mode"}},
+		{"unknown_group_policy", "clients:\n  groups:\n    - name: g\n      cidrs: [10.0.0.0/8]\n      policy: nope\n", []string{"clients.groups[0].policy", "nope"}},
+		{"score_range", "detect:\n  alert_score: 2\n", []string{"detect.alert_score"}},
+		{"several_errors_joined", "upstream:\n  strategy: x\ncache:\n  min_ttl: 2h\n  max_ttl: 1h\n", []string{"upstream.strategy", "cache.min_ttl"}},
+		{"bad_yaml", "server: [\n", []string{"dnsvalve.yaml"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := writeFile(t, dir, "dnsvalve.yaml", tc.yaml)
+			var stderr bytes.Buffer
+			code := run([]string{"serve", "--config", file}, nil, &bytes.Buffer{}, &stderr)
+			if code != 2 {
+				t.Fatalf("exit status %d, want 2; stderr: %s", code, stderr.String())
+			}
+			msg := stderr.String()
+			for _, w := range append(tc.want, file) {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not mention %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestEnvAndFlagsOverride(t *testing.T) {
+	file := writeFile(t, t.TempDir(), "c.yaml", "server:\n  listen: [\"127.0.0.1:1053\"]\ncache:\n  size: 10\n")
+	t.Setenv("DNSVALVE_CACHE_SIZE", "77")
+	t.Setenv("DNSVALVE_HTTP_LISTEN", "127.0.0.1:9999")
+	fs, _ := serveFlags("serve")
+	if err := fs.Parse([]string{"--listen", "127.0.0.1:2053", "--listen", "[::1]:2053", "--upstream", "udp://127.0.0.1:5399"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(file, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cache.Size != 77 {
+		t.Errorf("cache.size = %d, want env value 77", cfg.Cache.Size)
+	}
+	if cfg.HTTP.Listen != "127.0.0.1:9999" {
+		t.Errorf("http.listen = %q, want env value", cfg.HTTP.Listen)
+	}
+	if got := strings.Join(cfg.Server.Listen, ","); got != "127.0.0.1:2053,[::1]:2053" {
+		t.Errorf("server.listen = %q, want the flags", got)
+	}
+	if got := strings.Join(cfg.Upstream.Servers, ","); got != "udp://127.0.0.1:5399" {
+		t.Errorf("upstream.servers = %q", got)
+	}
+	var _ *pflag.FlagSet = fs
+}
+
+func TestVersionAndUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"version"}, nil, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "dnsvalve ") {
+		t.Errorf("version: code %d out %q", code, out.String())
+	}
+	if code := run([]string{"frobnicate"}, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "unknown command") {
+		t.Errorf("unknown command: code %d err %q", code, errb.String())
+	}
+}

@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// e2eConfig writes a config for the binary: listeners on a free loopback
+// port, the fake upstream, a block list, an allowlist group for 127.0.0.2,
+// and a file query log.
+func e2eConfig(t *testing.T, upstream string) (file, dnsAddr, httpAddr, logFile, listFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	dnsAddr, httpAddr = freePort(t), freePort(t)
+	logFile = filepath.Join(dir, "query.log")
+	listFile = writeFile(t, dir, "malware.txt", "0.0.0.0 malware.example\n")
+	writeFile(t, dir, "allow.txt", "allowed.example\n")
+	file = writeFile(t, dir, "dnsvalve.yaml", fmt.Sprintf(`
+server:
+  listen: ["%s"]
+http:
+  listen: "%s"
+upstream:
+  servers: ["udp://%s"]
+  timeout: 1s
+state_dir: %s
+lists:
+  - name: malware
+    sources: [malware.txt]
+  - name: corp
+    sources: [allow.txt]
+clients:
+  groups:
+    - name: locked
+      cidrs: ["127.0.0.2/32"]
+      policy: sensitive
+  names:
+    127.0.0.1: test-workload
+policies:
+  default:
+    block: [malware]
+  sensitive:
+    mode: allowlist
+    allow: [corp]
+querylog:
+  sinks: ["file:%s"]
+log:
+  level: debug
+`, dnsAddr, httpAddr, upstream, dir, logFile))
+	return
+}
+
+func TestE2EServe(t *testing.T) {
+	needTool(t, "dig")
+	bin := buildBinary(t)
+	up := startFakeUpstream(t)
+	file, dnsAddr, httpAddr, logFile, _ := e2eConfig(t, up.addr)
+	p := startDNSValve(t, bin, "serve", "--config", file)
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"udp_forward", []string{"example.com", "A"}, []string{"status: NOERROR", "192.0.2.1", "(UDP)"}},
+		{"tcp_forward", []string{"+tcp", "example.com", "A"}, []string{"status: NOERROR", "192.0.2.1", "(TCP)"}},
+		{"negative", []string{"nx.example.com", "A"}, []string{"status: NXDOMAIN"}},
+		{"blocked_by_list", []string{"www.malware.example", "A"}, []string{"status: NXDOMAIN", "EDE: 15 (Blocked)", "malware", "SOA"}},
+		{"blocked_tcp", []string{"+tcp", "malware.example", "A"}, []string{"status: NXDOMAIN", "EDE: 15"}},
+		{"allowlist_denied", []string{"-b", "127.0.0.2", "example.com", "A"}, []string{"status: NXDOMAIN", "EDE: 18 (Prohibited)"}},
+		{"allowlist_allowed", []string{"-b", "127.0.0.2", "allowed.example", "A"}, []string{"status: NOERROR", "192.0.2.1"}},
+		{"cname_to_blocked", []string{"cname-to-malware.test", "A"}, []string{"status: NXDOMAIN", "EDE: 15"}},
+		{"edns_advertised", []string{"example.com", "A"}, []string{"udp: 1232"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := dig(t, dnsAddr, tc.args...)
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("dig %v: output lacks %q:\n%s", tc.args, w, out)
+				}
+			}
+		})
+	}
+
+	// Cache: the second identical query is not forwarded.
+	before := up.queries.Load()
+	dig(t, dnsAddr, "cached.example", "A")
+	dig(t, dnsAddr, "cached.example", "A")
+	if got := up.queries.Load() - before; got != 1 {
+		t.Errorf("two identical queries reached the upstream %d times, want 1", got)
+	}
+
+	// Health and metrics.
+	for path, want := range map[string]string{
+		"/healthz": "ok",
+		"/readyz":  `"ready": true`,
+		"/metrics": "dnsvalve_server_queries_total",
+		"/api/v1/check?name=malware.example&client=127.0.0.1": `"decision": "block"`,
+	} {
+		body := httpGet(t, "http://"+httpAddr+path)
+		if !strings.Contains(body, want) {
+			t.Errorf("GET %s lacks %q:\n%.500s", path, want, body)
+		}
+	}
+
+	// SIGTERM: graceful stop, exit status 0, every query in the log.
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.log())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit within 20s of SIGTERM")
+	}
+	recs := readLog(t, logFile)
+	if want := 9 + 2; len(recs) != want {
+		t.Fatalf("query log has %d records, want %d (one per query)", len(recs), want)
+	}
+	var blocked, workload int
+	for _, r := range recs {
+		if r["firewall_rule_action"] == "BLOCK" {
+			blocked++
+		}
+		if ids, _ := r["srcids"].(map[string]any); ids["instance"] == "test-workload" {
+			workload++
+		}
+	}
+	if blocked != 4 {
+		t.Errorf("%d BLOCK records, want 4", blocked)
+	}
+	if workload == 0 {
+		t.Error("no record carries the workload name from clients.names")
+	}
+}
+
+func httpGet(t testing.TB, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func readLog(t testing.TB, file string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var recs []map[string]any
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("query log line is not JSON: %v: %s", err, sc.Text())
+		}
+		recs = append(recs, m)
+	}
+	return recs
+}
+
+// TestE2EReload: SIGHUP applies a changed list; an invalid config on
+// SIGHUP keeps the running one and says why once.
+func TestE2EReload(t *testing.T) {
+	needTool(t, "dig")
+	bin := buildBinary(t)
+	up := startFakeUpstream(t)
+	file, dnsAddr, httpAddr, _, listFile := e2eConfig(t, up.addr)
+	p := startDNSValve(t, bin, "--config", file)
+
+	if out := dig(t, dnsAddr, "newbad.example", "A"); !strings.Contains(out, "status: NOERROR") {
+		t.Fatalf("before reload: %s", out)
+	}
+	if err := os.WriteFile(listFile, []byte("0.0.0.0 malware.example\n0.0.0.0 newbad.example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, "configuration reloaded")
+	if out := dig(t, dnsAddr, "newbad.example", "A"); !strings.Contains(out, "status: NXDOMAIN") {
+		t.Fatalf("after reload the new list entry is not blocked: %s", out)
+	}
+
+	good, _ := os.ReadFile(file)
+	if err := os.WriteFile(file, append(good, []byte("\nbogus_key: 1\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	line := p.waitLog(t, "reload failed")
+	if !strings.Contains(line, "bogus_key") {
+		t.Errorf("reload error does not name the key: %s", line)
+	}
+	if out := dig(t, dnsAddr, "newbad.example", "A"); !strings.Contains(out, "status: NXDOMAIN") {
+		t.Errorf("after a failed reload the running policy changed: %s", out)
+	}
+	if m := httpGet(t, "http://"+httpAddr+"/metrics"); !strings.Contains(m, `dnsvalve_config_reloads_total{result="error"}`) {
+		t.Error("reloads_total{result=\"error\"} missing from /metrics")
+	}
+}
+
+// TestE2EConfigErrorExit: the binary exits 2 naming the key and the file.
+func TestE2EConfigErrorExit(t *testing.T) {
+	bin := buildBinary(t)
+	file := writeFile(t, t.TempDir(), "bad.yaml", "cache:\n  sise: 1\n")
+	cmd := execCommand(bin, "--config", file)
+	out, err := cmd.CombinedOutput()
+	code := -1
+	if cmd.ProcessState != nil {
+		code = cmd.ProcessState.ExitCode()
+	}
+	if code != 2 || !strings.Contains(string(out), "cache.sise") || !strings.Contains(string(out), file) {
+		t.Fatalf("exit %d (%v), output %q: want status 2 naming cache.sise and the file", code, err, out)
+	}
+}
+
+// TestReloadUnderLoad reloads the config twenty times while clients query
+// without pause: no query may fail. Run under -race by the test script.
+func TestReloadUnderLoad(t *testing.T) {
+	up := startFakeUpstream(t)
+	file, _, _, _, _ := e2eConfig(t, up.addr)
+	cfg, err := loadConfig(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Server.Listen = []string{"127.0.0.1:0"}
+	cfg.HTTP.Listen = ""
+	cfg.Querylog.Sinks = nil
+	a := newTestApp(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.run(ctx) }()
+	select {
+	case <-a.started:
+	case err := <-runErr:
+		t.Fatalf("run: %v", err)
+	}
+	addr := a.server.Addrs()[0].String()
+
+	var failed, answered atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			c := &dns.Client{Timeout: 2 * time.Second}
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				m := new(dns.Msg)
+				m.SetQuestion(fmt.Sprintf("n%d-%d.example.", w, i%50), dns.TypeA)
+				r, _, err := c.Exchange(m, addr)
+				if err != nil || r.Rcode != dns.RcodeSuccess {
+					failed.Add(1)
+					continue
+				}
+				answered.Add(1)
+			}
+		})
+	}
+	for range 20 {
+		a.reloadConfig(ctx, "test")
+	}
+	close(stop)
+	wg.Wait()
+	cancel()
+	if err := <-runErr; err != nil {
+		t.Errorf("run: %v", err)
+	}
+	if f := failed.Load(); f != 0 {
+		t.Errorf("%d of %d queries failed during reloads", f, f+answered.Load())
+	}
+	if answered.Load() == 0 {
+		t.Error("no query answered")
+	}
+}
