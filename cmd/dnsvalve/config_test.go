@@ -142,3 +142,12 @@ func TestVersionAndUsage(t *testing.T) {
 		t.Errorf("unknown command: code %d err %q", code, errb.String())
 	}
 }
+
+// TestShippedConfigs keeps the configs shipped in deploy/ loadable.
+func TestShippedConfigs(t *testing.T) {
+	for _, f := range []string{"../../deploy/docker/dnsvalve.yaml"} {
+		if _, err := loadConfig(f, nil); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}

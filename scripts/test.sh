@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The whole dnsvalve test suite, as the README's test command and CI run it.
+# On a fresh Debian machine with Go it installs what the tests need
+# (dig, dnsperf, unbound, promtool, redis-server; staticcheck from the Go
+# module proxy), then: gofmt, go vet, staticcheck, go test -race ./...,
+# short fuzz runs, and promtool rule tests.
+#
+# Environment: FUZZTIME (default 10s per fuzz target; 0 skips fuzzing),
+# SKIP_INSTALL=1 (don't touch the system's packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n=== %s\n' "$*"; }
+
+# --- what the tests need -----------------------------------------------------
+need_pkgs=()
+command -v dig >/dev/null 2>&1 || need_pkgs+=(bind9-dnsutils)
+command -v dnsperf >/dev/null 2>&1 || need_pkgs+=(dnsperf)
+command -v unbound >/dev/null 2>&1 || need_pkgs+=(unbound)
+command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+if [ "${#need_pkgs[@]}" -gt 0 ] && [ "${SKIP_INSTALL:-}" != 1 ]; then
+  log "installing ${need_pkgs[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  # The prometheus package would start a server on :9090; tests only need promtool.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+# Packages with services (unbound, prometheus, redis) must not keep running
+# on this machine: the tests start their own instances on loopback.
+for svc in unbound prometheus redis-server; do
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
+done
+
+GOBIN="$(go env GOPATH)/bin"
+STATICCHECK_VERSION=v0.8.2
+if ! "$GOBIN/staticcheck" -version 2>/dev/null | grep -q "(${STATICCHECK_VERSION#v})"; then
+  log "installing staticcheck $STATICCHECK_VERSION"
+  go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+
+# --- static checks ------------------------------------------------------------
+log "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "not gofmt'ed:"; echo "$unformatted"; exit 1; fi
+log "go vet"
+go vet ./...
+log "staticcheck"
+"$GOBIN/staticcheck" ./...
+
+# --- tests --------------------------------------------------------------------
+log "go test -race ./..."
+CI=${CI:-} go test -race -count=1 -timeout 15m ./...
+
+# --- fuzzing: a short run of every fuzz target on its committed corpus --------
+FUZZTIME=${FUZZTIME:-10s}
+if [ "$FUZZTIME" != 0 ]; then
+  log "fuzzing ($FUZZTIME per target)"
+  for pkg in $(go list ./...); do
+    dir=$(go list -f '{{.Dir}}' "$pkg")
+    for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+      echo "--- $pkg $target"
+      go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" 2>&1 | tail -n 3
+    done
+  done
+fi
+
+# --- Prometheus rules ---------------------------------------------------------
+if compgen -G "deploy/prometheus/*_test.yml" >/dev/null; then
+  log "promtool test rules"
+  promtool check rules deploy/prometheus/alerts.yml
+  promtool test rules deploy/prometheus/*_test.yml
+fi
+
+log "all tests passed"
