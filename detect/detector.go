@@ -287,16 +287,26 @@ func (d *Detector) shardFor(addr netip.Addr, domain string) *shard {
 // Observe scores one query at time now (the caller's clock: offline scoring
 // passes record timestamps). qname may have a trailing dot and any case.
 func (d *Detector) Observe(now time.Time, c Client, qname string, qtype uint16) Result {
+	r, a := d.observe(now, c, qname, qtype)
+	if a != nil && d.sink != nil {
+		d.sink.Alert(*a)
+	}
+	return r
+}
+
+// observe is Observe returning the alert raised, if any, instead of
+// handing it to the sink.
+func (d *Detector) observe(now time.Time, c Client, qname string, qtype uint16) (Result, *Alert) {
 	var f Features
 	extractLower(qname, qtype, &f)
 	res := Result{Domain: f.Registered}
 	if f.Registered == "" {
-		return res
+		return res, nil
 	}
-	if d.ignore.match(strings.TrimSuffix(qname, "."), len(f.Registered)) || d.ignore.match(f.Registered, len(f.Registered)) {
+	if d.ignore.match(strings.TrimSuffix(qname, ".")) || d.ignore.match(f.Registered) {
 		res.Ignored = true
 		d.m.Ignored.Inc()
-		return res
+		return res, nil
 	}
 	d.m.Queries.Inc()
 	t := now.UnixNano()
@@ -344,11 +354,8 @@ func (d *Detector) Observe(now time.Time, c Client, qname string, qtype uint16) 
 		for _, s := range alert.Signals {
 			d.m.Alerts.WithLabelValues(s).Inc()
 		}
-		if d.sink != nil {
-			d.sink.Alert(*alert)
-		}
 	}
-	return res
+	return res, alert
 }
 
 // extractLower runs Extract, lower-casing the name first (one allocation)

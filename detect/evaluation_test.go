@@ -86,7 +86,11 @@ func TestEvaluation(t *testing.T) {
 	t.Run("tunnels", func(t *testing.T) {
 		sessions := corpus.Tunnels(1, perTool)
 		first, at, _ := runSessions(t, newEvalDetector(t), sessions, base)
-		type agg struct{ n, hit int; delays []time.Duration; queries []int }
+		type agg struct {
+			n, hit  int
+			delays  []time.Duration
+			queries []int
+		}
 		byKind := map[string]*agg{}
 		total, hits := 0, 0
 		for i, s := range sessions {

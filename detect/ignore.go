@@ -44,13 +44,13 @@ func newIgnoreSet(lists ...[]string) ignoreSet {
 }
 
 // match reports whether name (lower-case, no trailing dot) or one of its
-// parents down to registered is in the set. Parents shorter than the
-// registered domain are not checked: an entry "net" would not ignore everything.
-func (s ignoreSet) match(name string, registered int) bool {
+// parents is in the set. Entries may be deeper or shallower than the
+// registered domain (akamaiedge.net and in-addr.arpa are public suffixes).
+func (s ignoreSet) match(name string) bool {
 	if len(s) == 0 {
 		return false
 	}
-	for i := 0; len(name)-i >= registered; {
+	for i := 0; ; {
 		if _, ok := s[name[i:]]; ok {
 			return true
 		}
@@ -60,5 +60,4 @@ func (s ignoreSet) match(name string, registered int) bool {
 		}
 		i += dot + 1
 	}
-	return false
 }

@@ -1,0 +1,270 @@
+package detect
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/dnsvalve/dnsvalve/detect/internal/corpus"
+	"github.com/dnsvalve/dnsvalve/detect/seen"
+)
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+type alertRecorder struct {
+	mu     sync.Mutex
+	alerts []Alert
+}
+
+func (r *alertRecorder) Alert(a Alert) {
+	r.mu.Lock()
+	r.alerts = append(r.alerts, a)
+	r.mu.Unlock()
+}
+
+func (r *alertRecorder) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.alerts)
+}
+
+func newTestDetector(tb testing.TB, cfg Config, store seen.Store) (*Detector, *alertRecorder, *prometheus.Registry) {
+	tb.Helper()
+	reg := prometheus.NewRegistry()
+	rec := &alertRecorder{}
+	d, err := New(cfg, store, rec, NewMetrics(reg), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { d.Close() })
+	return d, rec, reg
+}
+
+func TestExtract(t *testing.T) {
+	tests := []struct {
+		name, qname       string
+		qtype             uint16
+		registered, sub   string
+		badTLD, mixedCase bool
+		minEnc, maxEnc    float64
+	}{
+		{"plain", "www.example.com.", 1, "example.com", "www", false, false, 0, 0},
+		{"apex", "example.co.uk", 1, "example.co.uk", "", false, false, 0, 0},
+		{"public_suffix_only", "co.uk", 1, "co.uk", "", false, false, 0, 0},
+		{"k8s_search_path", "api.example.com.default.svc.cluster.local.", 1, "cluster.local", "api.example.com.default.svc", true, false, 0, 0.05},
+		{"ec2_internal", "ip-10-0-0-1.ec2.internal", 1, "ec2.internal", "ip-10-0-0-1", true, false, 0, 0},
+		{"dkim", "selector1._domainkey.example.com", 16, "example.com", "selector1._domainkey", false, false, 0, 0.1},
+		{"acme", "_acme-challenge.www.example.com", 16, "example.com", "_acme-challenge.www", false, false, 0, 0.1},
+		{"service_words", "9-prod-dynamite-prod-09-us-signaler-pa.clients6.google.com", 1, "google.com", "9-prod-dynamite-prod-09-us-signaler-pa.clients6", false, false, 0, 0.3},
+		{"dnscat2_hex", "dnscat.3f2a1b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1.t.evil.com", 16, "evil.com", "", false, false, 0.8, 1},
+		{"dnstt_base32", "mfrggzdfmztwq2lknnwg23tpobyxe43uov3ho6dzpjqwez3bmfrggzdfmztwq2l.t.evil.net", 16, "evil.net", "", false, false, 0.8, 1},
+		{"base64_mixed_case", "aGVsbG8gd29ybGQgdGhpcyBpcyBhIHRlc3Qgb2YgYmFzZTY0.ZW5jb2Rpbmc.t.evil.io", 16, "evil.io", "", false, true, 0.8, 1},
+		{"uuid_halved", "123e4567-e89b-12d3-a456-426614174000.events.example.com", 1, "example.com", "", false, false, 0, 0.45},
+		{"unknown_tld", "foo.bar.notatld", 1, "bar.notatld", "foo", true, false, 0, 0},
+		{"ip_literal", "10.0.0.1", 1, "0.1", "10.0", true, false, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var f Features
+			Extract(tc.qname, tc.qtype, &f)
+			if f.Registered != tc.registered {
+				t.Errorf("Registered = %q, want %q", f.Registered, tc.registered)
+			}
+			if tc.sub != "" && f.Sub != tc.sub {
+				t.Errorf("Sub = %q, want %q", f.Sub, tc.sub)
+			}
+			if f.BadTLD != tc.badTLD || f.MixedCase != tc.mixedCase {
+				t.Errorf("BadTLD, MixedCase = %v, %v; want %v, %v", f.BadTLD, f.MixedCase, tc.badTLD, tc.mixedCase)
+			}
+			if f.Encoded < tc.minEnc || f.Encoded > tc.maxEnc {
+				t.Errorf("Encoded = %.2f, want in [%.2f, %.2f]", f.Encoded, tc.minEnc, tc.maxEnc)
+			}
+		})
+	}
+}
+
+func TestExtractAllocatesNothing(t *testing.T) {
+	var f Features
+	n := testing.AllocsPerRun(100, func() {
+		Extract("mfrggzdfmztwq2lknnwg23tpobyxe43uov3ho6dzpjqwez.t.example.co.uk.", 16, &f)
+	})
+	if n != 0 {
+		t.Errorf("Extract allocates %v times per call", n)
+	}
+}
+
+func TestSingleEncodedNameDoesNotAlert(t *testing.T) {
+	tests := []struct {
+		name, qname string
+		qtype       uint16
+	}{
+		{"dnscat2_like", "3f2a1b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b1c2.e3f4.evil.com", 16},
+		{"base32_null", "mfrggzdfmztwq2lknnwg23tpobyxe43uov3ho6dzpjqwez3bmfrggzdfmztwq2l.t.evil.net", 10},
+		{"base64_private", "aGVsbG8gd29ybGQgdGhpcyBpcyBhIHRlc3Qgb2YgYmFzZTY0ZW5jb2Rpbmc.t.evil.io", 65399},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st, _ := seen.Open("memory:", 0, func() time.Time { return t0.Add(-48 * time.Hour) })
+			d, rec, _ := newTestDetector(t, Config{}, st)
+			r := d.Observe(t0, Client{Addr: netip.MustParseAddr("10.0.0.1")}, tc.qname, tc.qtype)
+			if r.Alert || rec.len() != 0 || r.Score >= 0.7 {
+				t.Errorf("one query alerted: %+v", r)
+			}
+			if !r.NewlySeen {
+				t.Errorf("first query of a domain after the learn period is not newly seen")
+			}
+		})
+	}
+}
+
+func TestSessionAlertsOncePerWindow(t *testing.T) {
+	d, rec, reg := newTestDetector(t, Config{}, nil)
+	c := Client{Addr: netip.MustParseAddr("10.0.0.9"), Name: "web-1", Group: "payments", Policy: "sensitive"}
+	s := corpus.Tunnels(7, 1)[0] // first tool, bulk
+	var alerted, results int
+	for _, q := range s.Queries {
+		r := d.Observe(t0.Add(q.At), c, q.Name, q.Qtype)
+		if r.Alert {
+			alerted++
+		}
+		results++
+	}
+	if alerted == 0 {
+		t.Fatalf("no alert for a bulk %s session of %d queries", s.Kind, len(s.Queries))
+	}
+	// session lasts 2-5 minutes: at most one alert per 60 s window.
+	maxAlerts := int(s.Duration()/time.Minute) + 1
+	if n := rec.len(); n < 1 || n > maxAlerts {
+		t.Errorf("%d alerts for a %v session, want 1..%d", n, s.Duration(), maxAlerts)
+	}
+	a := rec.alerts[0]
+	if a.Domain == "" || a.ClientName != "web-1" || a.Group != "payments" || len(a.SampleNames) == 0 || len(a.SampleNames) > 5 || a.Queries == 0 || a.Unique == 0 || a.Bytes == 0 || len(a.Signals) == 0 {
+		t.Errorf("alert incomplete: %+v", a)
+	}
+	for _, n := range a.SampleNames {
+		if !strings.HasSuffix(n, a.Domain) {
+			t.Errorf("sample %q not under %q", n, a.Domain)
+		}
+	}
+	if problems, err := promlint.NewWithMetricFamilies(gather(t, reg)).Lint(); err != nil || len(problems) > 0 {
+		t.Errorf("promlint: %v %v", problems, err)
+	}
+}
+
+func gather(tb testing.TB, reg *prometheus.Registry) []*dto.MetricFamily {
+	tb.Helper()
+	mf, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return mf
+}
+
+func TestIgnored(t *testing.T) {
+	d, _, _ := newTestDetector(t, Config{Ignore: []string{"*.corp-telemetry.example", "vendor.example.com"}}, nil)
+	for i, name := range []string{"e1234.dscb.akamaiedge.net", "4.3.2.1.zen.spamhaus.org", "1.0.0.10.in-addr.arpa", "x.y.vendor.example.com", "abc.corp-telemetry.example", "0123456789abcdef0123456789abcdef.avqs.mcafee.com"} {
+		r := d.Observe(t0.Add(time.Duration(i)*time.Second), Client{Addr: netip.MustParseAddr("10.0.0.1")}, name, 1)
+		if !r.Ignored || r.Score != 0 {
+			t.Errorf("%s: %+v, want ignored", name, r)
+		}
+	}
+	if r := d.Observe(t0, Client{Addr: netip.MustParseAddr("10.0.0.1")}, "mcafee.com", 1); r.Ignored {
+		t.Errorf("parent of an ignored suffix is ignored")
+	}
+}
+
+func TestNewlySeenLearnPeriod(t *testing.T) {
+	st, err := seen.Open("memory:", time.Hour, func() time.Time { return t0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _, _ := newTestDetector(t, Config{Learn: 24 * time.Hour}, st)
+	a, b := Client{Addr: netip.MustParseAddr("10.0.0.1")}, Client{Addr: netip.MustParseAddr("10.0.0.2")}
+	if r := d.Observe(t0.Add(time.Hour), a, "www.learned.com", 1); r.NewlySeen {
+		t.Errorf("newly seen during the learn period")
+	}
+	if r := d.Observe(t0.Add(25*time.Hour), a, "www.fresh.com", 1); !r.NewlySeen || r.Score == 0 && len(r.Signals) > 0 {
+		t.Errorf("not newly seen after the learn period: %+v", r)
+	}
+	if r := d.Observe(t0.Add(25*time.Hour), b, "www.fresh.com", 1); r.NewlySeen {
+		t.Errorf("second client reported newly seen again")
+	}
+}
+
+func TestMaxPairsBound(t *testing.T) {
+	d, _, _ := newTestDetector(t, Config{MaxPairs: 160}, nil)
+	for i := 0; i < 2000; i++ {
+		d.Observe(t0, Client{Addr: netip.MustParseAddr("10.0.0.1")}, fmt.Sprintf("www.d%d.com", i), 1)
+	}
+	if n := d.TrackedPairs(); n > 160 {
+		t.Errorf("tracked %d pairs, bound 160", n)
+	}
+}
+
+func TestConcurrentObserve(t *testing.T) {
+	d, _, _ := newTestDetector(t, Config{MaxPairs: 1000}, nil)
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				d.Observe(t0.Add(time.Duration(i)*time.Millisecond), Client{Addr: netip.AddrFrom4([4]byte{10, 0, byte(g), byte(i)})}, fmt.Sprintf("a%x.d%d.com", i, i%50), 16)
+				d.ObserveRcode(t0, netip.AddrFrom4([4]byte{10, 0, byte(g), byte(i)}), fmt.Sprintf("d%d.com", i%50), 3)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, cfg := range []Config{{AlertScore: 2}, {Window: time.Millisecond}, {MaxPairs: 3}} {
+		if _, err := New(cfg, nil, nil, nil, nil); err == nil {
+			t.Errorf("New(%+v) accepted", cfg)
+		}
+	}
+}
+
+func BenchmarkExtract(b *testing.B) {
+	names := []string{"www.google.com.", "mfrggzdfmztwq2lknnwg23tpobyxe43uov3ho6dzpjqwez.t.example.co.uk.", "api.example.com.default.svc.cluster.local."}
+	var f Features
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		Extract(names[i%3], 16, &f)
+		i++
+	}
+}
+
+func BenchmarkObserve(b *testing.B) {
+	d, err := New(Config{}, nil, nil, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := append(corpus.Tunnels(3, 2), corpus.Benign(3, 1)...)
+	type q struct {
+		c     Client
+		name  string
+		qtype uint16
+	}
+	var qs []q
+	for _, se := range s {
+		for _, x := range se.Queries {
+			qs = append(qs, q{Client{Addr: se.Client}, x.Name, x.Qtype})
+		}
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		x := qs[i%len(qs)]
+		d.Observe(t0.Add(time.Duration(i)*time.Millisecond), x.c, x.name, x.qtype)
+		i++
+	}
+}

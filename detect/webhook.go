@@ -1,0 +1,148 @@
+package detect
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Webhook is an AlertSink that POSTs each alert as a JSON query-log alert
+// record to a URL. Alert never blocks: alerts go to a bounded queue (full
+// queue: dropped and counted) drained by one goroutine that retries failed
+// deliveries with exponential backoff.
+type Webhook struct {
+	url     string
+	client  *http.Client
+	m       *Metrics
+	log     *slog.Logger
+	queue   chan Alert
+	stop    chan struct{}
+	done    chan struct{}
+	retries int
+	backoff time.Duration
+}
+
+var _ AlertSink = (*Webhook)(nil)
+
+const webhookQueue = 1024
+
+// NewWebhook starts a webhook sink. client nil means a client with a 10 s
+// timeout; m and logger may be nil.
+func NewWebhook(url string, client *http.Client, m *Metrics, logger *slog.Logger) *Webhook {
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	w := &Webhook{url: url, client: client, m: m, log: logger, queue: make(chan Alert, webhookQueue),
+		stop: make(chan struct{}), done: make(chan struct{}), retries: 5, backoff: 500 * time.Millisecond}
+	go w.loop()
+	return w
+}
+
+// Alert queues a for delivery; it drops (and counts) when the queue is full.
+func (w *Webhook) Alert(a Alert) {
+	select {
+	case w.queue <- a:
+	default:
+		w.m.WebhookDropped.Inc()
+	}
+}
+
+func (w *Webhook) loop() {
+	defer close(w.done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-w.stop
+		cancel()
+	}()
+	for {
+		select {
+		case a := <-w.queue:
+			w.deliver(ctx, a)
+		case <-w.stop:
+			return
+		}
+	}
+}
+
+// deliver posts a, retrying with exponential backoff until success, the
+// retry budget is spent, or ctx is done.
+func (w *Webhook) deliver(ctx context.Context, a Alert) bool {
+	body, err := json.Marshal(AlertRecord(&a, "ALERT"))
+	if err != nil {
+		w.m.WebhookDropped.Inc()
+		return false
+	}
+	delay := w.backoff
+	for attempt := 0; ; attempt++ {
+		err := w.post(ctx, body)
+		if err == nil {
+			w.m.WebhookSent.WithLabelValues("ok").Inc()
+			return true
+		}
+		w.m.WebhookSent.WithLabelValues("error").Inc()
+		if attempt >= w.retries {
+			w.m.WebhookDropped.Inc()
+			w.log.Warn("alert webhook gave up", "domain", a.Domain, "attempts", attempt+1, "err", err)
+			return false
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			w.m.WebhookDropped.Inc()
+			return false
+		}
+		delay *= 2
+	}
+}
+
+func (w *Webhook) post(ctx context.Context, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("webhook: request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := w.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("webhook: post: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("webhook: post: status %s", resp.Status)
+	}
+	return nil
+}
+
+// Close stops the background sender and delivers what is still queued
+// until ctx is done; undelivered alerts are counted as dropped. Alert must
+// not be called after Close.
+func (w *Webhook) Close(ctx context.Context) error {
+	close(w.stop)
+	<-w.done
+	for {
+		select {
+		case a := <-w.queue:
+			if ctx.Err() != nil {
+				w.m.WebhookDropped.Inc()
+				continue
+			}
+			w.deliver(ctx, a)
+		default:
+			return ctx.Err()
+		}
+	}
+}
