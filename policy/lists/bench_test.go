@@ -1,0 +1,139 @@
+package lists
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// synthNames returns n distinct names shaped like real blocklist entries
+// (one or two labels under a registrable domain, ~20 bytes on average).
+func synthNames(n int) []string {
+	r := rand.New(rand.NewPCG(1, 2))
+	tlds := []string{"com", "net", "org", "io", "ru", "xyz", "co.uk", "de"}
+	out := make([]string, n)
+	for i := range out {
+		switch i % 3 {
+		case 0:
+			out[i] = fmt.Sprintf("d%x-%d.%s", r.Uint32()&0xfff, i, tlds[i%len(tlds)])
+		case 1:
+			out[i] = fmt.Sprintf("ads%d.track%x-%d.%s", i%97, r.Uint32()&0xff, i, tlds[i%len(tlds)])
+		default:
+			out[i] = fmt.Sprintf("x%d-%x.cdn.%s", i, r.Uint32()&0xffff, tlds[i%len(tlds)])
+		}
+	}
+	return out
+}
+
+func synthList(names []string) []byte {
+	var buf bytes.Buffer
+	buf.Grow(len(names) * 24)
+	for _, n := range names {
+		buf.WriteString(n)
+		buf.WriteByte('\n')
+	}
+	return buf.Bytes()
+}
+
+// load2M parses and compiles 2,000,000 names, reporting time and the
+// growth of in-use heap (after GC, so only the List's own memory).
+func load2M(tb testing.TB) (*List, []string, time.Duration, uint64) {
+	tb.Helper()
+	names := synthNames(2_000_000)
+	data := synthList(names)
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	b := NewBuilder()
+	st, err := Parse(bytes.NewReader(data), "synthetic", FormatDomains, b)
+	if err != nil || st.Entries != len(names) {
+		tb.Fatalf("Parse: %v %+v", err, st)
+	}
+	l := b.Build("big", "")
+	elapsed := time.Since(start)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(data)
+	return l, names, elapsed, after.HeapInuse - before.HeapInuse
+}
+
+// TestLoad2M reports how long 2M names take to load and how much heap the
+// compiled List keeps. Skipped with -short.
+func TestLoad2M(t *testing.T) {
+	if testing.Short() {
+		t.Skip("2M-name load test skipped in -short mode")
+	}
+	l, names, elapsed, heap := load2M(t)
+	if l.Len() != len(names) {
+		t.Fatalf("Len = %d, want %d", l.Len(), len(names))
+	}
+	t.Logf("2M names: load+compile %v, heap in use +%.1f MiB (%.1f bytes/entry; names average %.1f bytes)",
+		elapsed, float64(heap)/(1<<20), float64(heap)/float64(len(names)), avgLen(names))
+	for _, n := range names[:1000] {
+		if _, ok := l.Match("www." + n); !ok {
+			t.Fatalf("Match(www.%s) missed", n)
+		}
+	}
+}
+
+func avgLen(names []string) float64 {
+	n := 0
+	for _, s := range names {
+		n += len(s)
+	}
+	return float64(n) / float64(len(names))
+}
+
+func BenchmarkMatch2M(b *testing.B) {
+	l, names, elapsed, heap := load2M(b)
+	b.Logf("load %v, heap +%.1f MiB", elapsed, float64(heap)/(1<<20))
+	r := rand.New(rand.NewPCG(3, 4))
+	const q = 1 << 16
+	hits := make([]string, q)
+	misses := make([]string, q)
+	upper := make([]string, q)
+	for i := range hits {
+		n := names[r.IntN(len(names))]
+		hits[i] = "www." + n + "."
+		misses[i] = fmt.Sprintf("miss%d.example%d.com.", i, r.Uint32())
+		upper[i] = strings.ToUpper(hits[i])
+	}
+	for _, bc := range []struct {
+		name string
+		qs   []string
+		ok   bool
+	}{{"hit", hits, true}, {"miss", misses, false}, {"hit_uppercase", upper, true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, ok := l.Match(bc.qs[i&(q-1)]); ok != bc.ok {
+					b.Fatalf("Match(%q) = %v", bc.qs[i&(q-1)], ok)
+				}
+				i++
+			}
+		})
+	}
+}
+
+func BenchmarkParseAdblock(b *testing.B) {
+	var buf bytes.Buffer
+	for _, n := range synthNames(100_000) {
+		fmt.Fprintf(&buf, "||%s^\n", n)
+	}
+	data := buf.Bytes()
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		bl := NewBuilder()
+		if _, err := Parse(bytes.NewReader(data), "bench", FormatAuto, bl); err != nil {
+			b.Fatal(err)
+		}
+		bl.Build("b", "")
+	}
+}

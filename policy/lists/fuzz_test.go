@@ -1,0 +1,73 @@
+package lists
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// fuzzParse checks the parser never panics, never fails on bad lines,
+// and that every entry it accepts is found again by Match.
+func fuzzParse(f *testing.F, format Format, seeds ...string) {
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b := NewBuilder()
+		st, err := Parse(bytes.NewReader(data), "fuzz", format, b)
+		if err != nil {
+			t.Fatalf("Parse: %v", err)
+		}
+		if st.Entries < 0 || st.Invalid < 0 || len(st.FirstErrors) > maxFirstErrors {
+			t.Fatalf("bad stats %+v", st)
+		}
+		l := b.Build("fuzz", "")
+		if l.Len() > st.Entries {
+			t.Fatalf("Len %d > entries %d", l.Len(), st.Entries)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			l.Match(strings.TrimSpace(line)) // must not panic
+		}
+		for i := range l.offs {
+			sh, _, name, rule := l.record(l.offs[i])
+			q := name
+			if sh.kind == kindWild {
+				q = "sub." + name
+			}
+			if len(q) > 253 {
+				continue
+			}
+			m, ok := l.Match(q)
+			if !ok {
+				t.Fatalf("entry %q (name %q) not matched by %q", rule, name, q)
+			}
+			if m.Rule == "" {
+				t.Fatalf("empty rule for %q", q)
+			}
+		}
+	})
+}
+
+func FuzzParseHosts(f *testing.F) {
+	fuzzParse(f, FormatHosts, "0.0.0.0 a.example b.example # c\n", "::1 localhost\r\n", "\ufeff127.0.0.1 x.Example.\n")
+}
+
+func FuzzParseDomains(f *testing.F) {
+	fuzzParse(f, FormatDomains, "example.com\n*.wild.example\n", "Bücher.example\n", "a..b\n")
+}
+
+func FuzzParseWildcard(f *testing.F) {
+	fuzzParse(f, FormatWildcard, "*.example.com\n", "*.*.x\n")
+}
+
+func FuzzParseAdblock(f *testing.F) {
+	fuzzParse(f, FormatAdblock, "||a.example^\n@@||b.a.example^$important\n", "|x.example^|\n||*.w.example^\n/re/\n", "example.org##.ad\n")
+}
+
+func FuzzParseRPZ(f *testing.F) {
+	fuzzParse(f, FormatRPZ, "$TTL 300\n@ SOA a. b. (1\n2 )\nx.example CNAME .\n*.x.example CNAME *.\n", "$ORIGIN rpz.\ny.example.rpz. CNAME rpz-passthru.\n")
+}
+
+func FuzzParseAuto(f *testing.F) {
+	fuzzParse(f, FormatAuto, "! adblock\n||a^\n", "0.0.0.0 a\n", "a CNAME .\n")
+}
