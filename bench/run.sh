@@ -1,0 +1,506 @@
+#!/usr/bin/env bash
+# bench/run.sh: dnsperf benchmark of dnsvalve against Unbound (a caching
+# forwarder) and a bare miekg/dns constant-answer server, all forwarding to
+# the same fake upstream, inside a loopback-only network namespace.
+#
+# See bench/README.md for what is measured and how to read the results.
+#
+# Environment (all optional):
+#   DURATION=20          seconds of each dnsperf pass (two passes per set and server)
+#   SETS="hits misses mix"
+#   BASELINE_ONLY=1      run only unbound and the const server (no dnsvalve build)
+#   SERVERS="unbound const dnsvalve"   which servers, in table order
+#   VARIANTS="base:"     dnsvalve variants "name:extra.yaml ..."; the first is the
+#                        reference for the variant qps ratio; an empty file part
+#                        means the base config as is
+#   EXTRA_CONFIG=FILE    YAML merged into the base dnsvalve config of every variant
+#   DNSVALVE_BIN=PATH    use this binary instead of building ./cmd/dnsvalve
+#   CLIENTS=10           dnsperf -c
+#   OUTSTANDING=500      dnsperf -q in the max-qps pass
+#   P99_LOAD=80          percent of the measured max qps for the latency pass
+#   SERVER_CPU=0 LOAD_CPU=1   taskset CPUs: servers / dnsperf + fake upstream
+#   HITS_N=1000 MISSES_N=2000000 MIX_N=2000000 POPULAR=10000   query-set sizes
+#   CACHE_SIZE=100000    dnsvalve cache.size
+#   RESULTS_DIR=bench/results   where <date>-<set>.txt go ("" to skip writing)
+#   KEEP_TMP=1           keep the scratch directory (binaries, data, raw dnsperf output)
+set -euo pipefail
+
+DURATION=${DURATION:-20}
+SETS=${SETS:-"hits misses mix"}
+BASELINE_ONLY=${BASELINE_ONLY:-0}
+if [[ $BASELINE_ONLY == 1 ]]; then
+	SERVERS=${SERVERS:-"unbound const"}
+else
+	SERVERS=${SERVERS:-"unbound const dnsvalve"}
+fi
+VARIANTS=${VARIANTS:-"base:"}
+EXTRA_CONFIG=${EXTRA_CONFIG:-}
+CLIENTS=${CLIENTS:-10}
+OUTSTANDING=${OUTSTANDING:-500}
+P99_LOAD=${P99_LOAD:-80}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+HITS_N=${HITS_N:-1000}
+MISSES_N=${MISSES_N:-2000000}
+MIX_N=${MIX_N:-2000000}
+POPULAR=${POPULAR:-10000}
+CACHE_SIZE=${CACHE_SIZE:-100000}
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+RESULTS_DIR=${RESULTS_DIR-$BENCH_DIR/results}
+export DURATION SETS BASELINE_ONLY SERVERS VARIANTS EXTRA_CONFIG CLIENTS OUTSTANDING P99_LOAD \
+	SERVER_CPU LOAD_CPU HITS_N MISSES_N MIX_N POPULAR CACHE_SIZE RESULTS_DIR
+
+# Fixed loopback ports inside the namespace.
+UPSTREAM_ADDR=127.0.0.1:5399
+DNSVALVE_PORT=5300
+DNSVALVE_HTTP=127.0.0.1:9300
+UNBOUND_PORT=5301
+CONST_PORT=5302
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+	log "ERROR: $*"
+	exit 1
+}
+
+# merge_yaml BASE EXTRA: prints BASE with every top-level section that EXTRA
+# also has replaced by EXTRA's (section-level merge, not a deep merge).
+merge_yaml() {
+	awk '
+		FNR == NR { if ($0 ~ /^[A-Za-z_][A-Za-z0-9_]*:/) { k = $0; sub(/:.*/, "", k); over[k] = 1 } next }
+		/^[A-Za-z_][A-Za-z0-9_]*:/ { k = $0; sub(/:.*/, "", k); skip = (k in over) }
+		!skip { print }
+	' "$2" "$1"
+	cat "$2"
+}
+
+# ---------------------------------------------------------------------------
+# Outer part: install, build, generate data, then re-exec in a fresh netns.
+# ---------------------------------------------------------------------------
+outer() {
+	if ! command -v dnsperf >/dev/null || ! command -v unbound >/dev/null; then
+		log "installing dnsperf and unbound"
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf unbound >/dev/null
+	fi
+	for tool in dnsperf unbound taskset unshare ip awk sort getconf; do
+		command -v "$tool" >/dev/null || die "missing $tool"
+	done
+	[[ $(nproc) -gt $SERVER_CPU && $(nproc) -gt $LOAD_CPU ]] || die "SERVER_CPU/LOAD_CPU not on this machine ($(nproc) CPUs)"
+
+	BENCH_TMP=$(mktemp -d /tmp/dnsvalve-bench.XXXXXX)
+	export BENCH_TMP
+	log "scratch directory $BENCH_TMP"
+
+	cd "$REPO"
+	log "building fakeupstream, constserver, gen"
+	go build -o "$BENCH_TMP/fakeupstream" ./bench/fakeupstream
+	go build -o "$BENCH_TMP/constserver" ./bench/constserver
+	go build -o "$BENCH_TMP/gen" ./bench/gen
+	if [[ " $SERVERS " == *" dnsvalve "* ]]; then
+		if [[ -n ${DNSVALVE_BIN:-} ]]; then
+			cp "$DNSVALVE_BIN" "$BENCH_TMP/dnsvalve"
+		else
+			log "building dnsvalve"
+			if ! go build -o "$BENCH_TMP/dnsvalve" ./cmd/dnsvalve 2>"$BENCH_TMP/dnsvalve-build.log"; then
+				cat "$BENCH_TMP/dnsvalve-build.log" >&2
+				die "go build ./cmd/dnsvalve failed; rerun with BASELINE_ONLY=1 to measure unbound and the const server only"
+			fi
+		fi
+		write_dnsvalve_configs
+	fi
+
+	log "generating query sets"
+	local g=$BENCH_TMP/gen d=$BENCH_TMP/data
+	mkdir -p "$d"
+	echo "ready.probe.bench.test. A" >"$d/probe.txt"
+	for set in $SETS; do
+		case $set in
+		hits) "$g" -set hits -n "$HITS_N" -o "$d/hits-1.txt" ;;
+		misses)
+			"$g" -set misses -n "$MISSES_N" -seed 1 -o "$d/misses-1.txt"
+			"$g" -set misses -n "$MISSES_N" -seed 2 -o "$d/misses-2.txt"
+			;;
+		mix)
+			"$g" -set popular -popular "$POPULAR" -o "$d/mix-warm.txt"
+			"$g" -set mix -n "$MIX_N" -popular "$POPULAR" -seed 1 -o "$d/mix-1.txt"
+			"$g" -set mix -n "$MIX_N" -popular "$POPULAR" -seed 2 -o "$d/mix-2.txt"
+			;;
+		tunnel)
+			"$g" -set tunnel -n "$MISSES_N" -seed 1 -o "$d/tunnel-1.txt"
+			"$g" -set tunnel -n "$MISSES_N" -seed 2 -o "$d/tunnel-2.txt"
+			;;
+		*) die "unknown set $set" ;;
+		esac
+	done
+	write_unbound_config
+
+	local rc=0
+	log "entering a loopback-only network namespace"
+	if [[ $(id -u) == 0 ]]; then
+		BENCH_INNER=1 unshare --net -- bash "$BENCH_DIR/run.sh" || rc=$?
+	else
+		BENCH_INNER=1 unshare --net --map-root-user -- bash "$BENCH_DIR/run.sh" || rc=$?
+	fi
+	if [[ ${KEEP_TMP:-0} == 1 ]]; then
+		log "kept $BENCH_TMP"
+	else
+		rm -rf "$BENCH_TMP"
+	fi
+	return "$rc"
+}
+
+write_unbound_config() {
+	cat >"$BENCH_TMP/unbound.conf" <<EOF
+server:
+	interface: 127.0.0.1@$UNBOUND_PORT
+	port: $UNBOUND_PORT
+	do-ip6: no
+	do-not-query-localhost: no
+	num-threads: 1
+	access-control: 127.0.0.0/8 allow
+	chroot: ""
+	username: ""
+	directory: "$BENCH_TMP"
+	pidfile: ""
+	use-syslog: no
+	logfile: ""
+	verbosity: 0
+	module-config: "iterator"
+	# The query sets live under bench.test.; unbound answers test. itself
+	# (RFC 6761 default local zone) unless told not to.
+	local-zone: "test." nodefault
+	msg-cache-size: 256m
+	rrset-cache-size: 512m
+	prefetch: yes
+	qname-minimisation: no
+	minimal-responses: yes
+	num-queries-per-thread: 4096
+	outgoing-range: 8192
+remote-control:
+	control-enable: no
+forward-zone:
+	name: "."
+	forward-addr: 127.0.0.1@${UPSTREAM_ADDR#*:}
+EOF
+}
+
+# write_dnsvalve_configs writes $BENCH_TMP/dnsvalve-<variant>.yaml for each
+# variant: the base config, merged with EXTRA_CONFIG, merged with the
+# variant's file.
+write_dnsvalve_configs() {
+	local base=$BENCH_TMP/dnsvalve-base-config.yaml
+	cat >"$base" <<EOF
+server:
+  listen: ["127.0.0.1:$DNSVALVE_PORT"]
+http:
+  listen: "$DNSVALVE_HTTP"
+upstream:
+  servers: ["udp://$UPSTREAM_ADDR"]
+  strategy: failover
+  timeout: 2s
+cache:
+  size: $CACHE_SIZE
+  prefetch: true
+querylog:
+  sinks: []
+EOF
+	if [[ -n $EXTRA_CONFIG ]]; then
+		[[ -f $EXTRA_CONFIG ]] || die "EXTRA_CONFIG $EXTRA_CONFIG not found"
+		merge_yaml "$base" "$EXTRA_CONFIG" >"$base.tmp" && mv "$base.tmp" "$base"
+	fi
+	local v name file
+	for v in $VARIANTS; do
+		name=${v%%:*}
+		file=${v#*:}
+		[[ $v == *:* ]] || file=""
+		[[ $name =~ ^[A-Za-z0-9_-]+$ ]] || die "bad variant name in '$v' (want name:file)"
+		if [[ -n $file ]]; then
+			[[ -f $file ]] || die "variant $name: $file not found"
+			merge_yaml "$base" "$file" >"$BENCH_TMP/dnsvalve-$name.yaml"
+		else
+			cp "$base" "$BENCH_TMP/dnsvalve-$name.yaml"
+		fi
+	done
+}
+
+# ---------------------------------------------------------------------------
+# Inner part: runs inside the namespace; only loopback exists here.
+# ---------------------------------------------------------------------------
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do
+		kill "$p" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# cpu_ticks PID: utime+stime of PID in clock ticks.
+cpu_ticks() {
+	# Fields after "pid (comm) ": state is 1, utime 12, stime 13.
+	local stat rest
+	stat=$(<"/proc/$1/stat")
+	rest=${stat##*) }
+	awk '{ print $12 + $13 }' <<<"$rest"
+}
+
+# cpu_busy CPU: "busy total" jiffies of CPU from /proc/stat (all processes).
+cpu_busy() {
+	awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# busy_pct "B0 T0" "B1 T1": percent busy between two cpu_busy samples.
+busy_pct() {
+	awk -v a="$1" -v b="$2" 'BEGIN { split(a, x); split(b, y); d = y[2] - x[2]; printf "%.0f", d ? (y[1] - x[1]) * 100 / d : 0 }'
+}
+
+# probe PORT: true once the server on PORT answers a query.
+probe() {
+	local i
+	for i in $(seq 1 50); do
+		if dnsperf -s 127.0.0.1 -p "$1" -d "$BENCH_TMP/data/probe.txt" -n 1 -t 1 2>/dev/null |
+			grep -Eq 'Queries completed: +1 '; then
+			return 0
+		fi
+		sleep 0.2
+	done
+	return 1
+}
+
+# start_upstream: starts the fake upstream on LOAD_CPU; sets UPSTREAM_PID.
+start_upstream() {
+	taskset -c "$LOAD_CPU" "$BENCH_TMP/fakeupstream" -listen "$UPSTREAM_ADDR" -stats \
+		2>"$BENCH_TMP/upstream.log" &
+	UPSTREAM_PID=$!
+	PIDS+=("$UPSTREAM_PID")
+	probe "${UPSTREAM_ADDR#*:}" || die "fake upstream did not answer"
+}
+
+# stop_upstream: stops it and sets UPSTREAM_ANSWERED to the queries it
+# answered. Not for $(...): a subshell cannot wait for the process.
+stop_upstream() {
+	kill -TERM "$UPSTREAM_PID"
+	wait "$UPSTREAM_PID" 2>/dev/null || true
+	UPSTREAM_ANSWERED=$(awk '/answered/ { print $3 }' "$BENCH_TMP/upstream.log")
+	UPSTREAM_ANSWERED=${UPSTREAM_ANSWERED:-?}
+}
+
+# start_server LABEL: starts the server on SERVER_CPU; sets SERVER_PID, SERVER_PORT.
+start_server() {
+	local label=$1 log=$BENCH_TMP/server-$1.log
+	case $label in
+	unbound)
+		SERVER_PORT=$UNBOUND_PORT
+		taskset -c "$SERVER_CPU" unbound -d -c "$BENCH_TMP/unbound.conf" >"$log" 2>&1 &
+		;;
+	const)
+		SERVER_PORT=$CONST_PORT
+		taskset -c "$SERVER_CPU" "$BENCH_TMP/constserver" -listen "127.0.0.1:$CONST_PORT" >"$log" 2>&1 &
+		;;
+	dnsvalve:*)
+		SERVER_PORT=$DNSVALVE_PORT
+		taskset -c "$SERVER_CPU" "$BENCH_TMP/dnsvalve" serve --config "$BENCH_TMP/dnsvalve-${label#dnsvalve:}.yaml" \
+			>"$log" 2>&1 &
+		;;
+	*) die "unknown server $label" ;;
+	esac
+	SERVER_PID=$!
+	PIDS+=("$SERVER_PID")
+	if ! probe "$SERVER_PORT"; then
+		tail -20 "$log" >&2
+		die "$label did not answer on port $SERVER_PORT"
+	fi
+}
+
+stop_server() {
+	kill -TERM "$SERVER_PID" 2>/dev/null || true
+	wait "$SERVER_PID" 2>/dev/null || true
+}
+
+# dnsperf_stat FILE KEY: the first number after "KEY:" in dnsperf output.
+dnsperf_stat() {
+	awk -v k="$2:" 'index($0, k) { sub(/.*: */, ""); print $1 + 0; exit }' "$1"
+}
+
+# measure SET LABEL: one row of results for LABEL on SET, appended to $ROWS.
+measure() {
+	local set=$1 label=$2 d=$BENCH_TMP/data raw=$BENCH_TMP/raw/$1-${2//:/-}
+	local f1=$d/$set-1.txt f2=$d/$set-2.txt
+	[[ -f $f2 ]] || f2=$f1
+	mkdir -p "$(dirname "$raw")"
+
+	start_upstream
+	start_server "$label"
+	case $set in
+	hits) taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "$SERVER_PORT" -d "$f1" -n 1 -q 100 >"$raw.warm" 2>&1 ;;
+	mix) taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "$SERVER_PORT" -d "$d/mix-warm.txt" -n 1 -q 100 >"$raw.warm" 2>&1 ;;
+	esac
+
+	# Pass 1: maximum qps with OUTSTANDING queries in flight.
+	local c0 c1 s0 l0 s1 l1 t0 t1
+	c0=$(cpu_ticks "$SERVER_PID")
+	s0=$(cpu_busy "$SERVER_CPU")
+	l0=$(cpu_busy "$LOAD_CPU")
+	t0=$(date +%s.%N)
+	taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "$SERVER_PORT" -d "$f1" -l "$DURATION" \
+		-c "$CLIENTS" -q "$OUTSTANDING" >"$raw.max" 2>&1 || true
+	c1=$(cpu_ticks "$SERVER_PID")
+	t1=$(date +%s.%N)
+	s1=$(cpu_busy "$SERVER_CPU")
+	l1=$(cpu_busy "$LOAD_CPU")
+	local util
+	# server's share of one CPU / server CPU busy (anyone) / load CPU busy.
+	util="$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" -v w0="$t0" -v w1="$t1" 'BEGIN { printf "%.0f", (b - a) / t * 100 / (w1 - w0) }')/$(busy_pct "$s0" "$s1")/$(busy_pct "$l0" "$l1")"
+	local qps completed lost avg sent
+	qps=$(dnsperf_stat "$raw.max" "Queries per second")
+	completed=$(dnsperf_stat "$raw.max" "Queries completed")
+	lost=$(dnsperf_stat "$raw.max" "Queries lost")
+	sent=$(dnsperf_stat "$raw.max" "Queries sent")
+	avg=$(dnsperf_stat "$raw.max" "Average Latency (s)")
+	local lines wrapped=""
+	lines=$(wc -l <"$f1")
+	if [[ $set != hits && ${sent%.*} -gt $lines ]]; then
+		wrapped="*"
+	fi
+
+	# Pass 2: latency at P99_LOAD percent of that rate, every query logged.
+	local rate c2 c3
+	rate=$(awk -v q="$qps" -v p="$P99_LOAD" 'BEGIN { r = int(q * p / 100); print (r < 1 ? 1 : r) }')
+	c2=$(cpu_ticks "$SERVER_PID")
+	taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "$SERVER_PORT" -d "$f2" -l "$DURATION" \
+		-c "$CLIENTS" -q "$OUTSTANDING" -Q "$rate" -v >"$raw.verbose" 2>&1 || true
+	c3=$(cpu_ticks "$SERVER_PID")
+	# Split the per-query lines ("> NOERROR name TYPE seconds") from the summary.
+	awk -v lat="$raw.lat" '/^> / { print $NF * 1e6 > lat; next } { print }' "$raw.verbose" >"$raw.rate"
+	touch "$raw.lat"
+	rm -f "$raw.verbose"
+	local completed2 lost2 qps2
+	completed2=$(dnsperf_stat "$raw.rate" "Queries completed")
+	qps2=$(dnsperf_stat "$raw.rate" "Queries per second")
+	# dnsperf's "Queries lost" also counts the queries still in flight when
+	# -l stops it (a few hundred); real losses are the [Timeout] lines.
+	lost2=$(grep -c '^\[Timeout\]' "$raw.rate" || true)
+	local p50 p99
+	read -r p50 p99 < <(sort -g "$raw.lat" | awk -v sent="$((completed2 + lost2))" '
+		{ v[NR] = $1 }
+		END {
+			n = split("0.50 0.99", ps, " ")
+			for (i = 1; i <= n; i++) {
+				k = int(ps[i] * sent + 0.999999); if (k < 1) k = 1
+				# Lost queries count as slower than any answer.
+				out = out (k > NR ? "timeout" : sprintf("%.0f", v[k])) " "
+			}
+			print out
+		}')
+	metrics_snapshot "$set" "$label"
+	stop_server
+	stop_upstream
+	local upq=$UPSTREAM_ANSWERED
+
+	local cpu_max cpu_rate
+	cpu_max=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" -v n="$completed" 'BEGIN { printf "%.1f", n ? (b - a) / t * 1e6 / n : 0 }')
+	cpu_rate=$(awk -v a="$c2" -v b="$c3" -v t="$CLK_TCK" -v n="$completed2" 'BEGIN { printf "%.1f", n ? (b - a) / t * 1e6 / n : 0 }')
+	ROWS+=("$(printf '%s %.0f%s %.0f %d %s %s %d %.0f %s %s %d %s %s' \
+		"$label" "$qps" "$wrapped" "$(awk -v a="$avg" 'BEGIN { print a * 1e6 }')" "$lost" "$cpu_max" "$util" \
+		"$rate" "$qps2" "$p50" "$p99" "$lost2" "$cpu_rate" "$upq")")
+	log "$set $label: ${qps} qps, p99 ${p99}us at ${rate} qps, cpu ${cpu_max}/${cpu_rate} us/q, upstream ${upq} queries"
+}
+
+# metrics_snapshot SET LABEL: keeps dnsvalve's /metrics in the scratch dir.
+metrics_snapshot() {
+	[[ $2 == dnsvalve:* ]] || return 0
+	command -v curl >/dev/null || return 0
+	curl -s --max-time 2 "http://$DNSVALVE_HTTP/metrics" >"$BENCH_TMP/raw/$1-${2//:/-}.metrics" || true
+}
+
+# report SET: prints the table and ratios for SET from $ROWS.
+report() {
+	local set=$1
+	{
+		echo "# dnsvalve benchmark: set=$set"
+		echo "# date=$(date -u +%Y-%m-%dT%H:%M:%SZ) git=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet 2>/dev/null || echo -dirty)"
+		echo "# duration=${DURATION}s clients=$CLIENTS outstanding=$OUTSTANDING latency_pass=${P99_LOAD}% server_cpu=$SERVER_CPU load_cpu=$LOAD_CPU"
+		echo "# machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo); loadavg before=$LOAD_BEFORE after=$(cut -d' ' -f1-3 /proc/loadavg)"
+		echo "# $(dnsperf -h 2>&1 | grep -m1 Version | sed 's/^/dnsperf /'); $(unbound -V 2>/dev/null | head -1 | sed 's/^/unbound /'); $(go version 2>/dev/null | cut -d' ' -f3)"
+		[[ " ${SERVERS} " == *" dnsvalve "* ]] && echo "# dnsvalve variants: $VARIANTS${EXTRA_CONFIG:+ (extra config $EXTRA_CONFIG)}"
+		echo
+		printf '%-18s %9s %8s %7s %8s %11s | %9s %9s %8s %8s %7s %8s | %9s\n' \
+			server max_qps avg_us unans cpu_us/q srv/cpu0/1% rate@${P99_LOAD}% got_qps p50_us p99_us timeout cpu_us/q upstream_q
+		local r
+		for r in "${ROWS[@]}"; do
+			# shellcheck disable=SC2086
+			printf '%-18s %9s %8s %7s %8s %11s | %9s %9s %8s %8s %7s %8s | %9s\n' $r
+		done
+		echo
+		awk -v base_variant="dnsvalve:${VARIANTS%%:*}" '
+			{ label[NR] = $1; qps[$1] = $2 + 0; p99[$1] = $10; cpu[$1] = $5 + 0; cpu2[$1] = $12 + 0 }
+			function ratio(a, b) { return (b + 0 == 0 || a == "timeout" || b == "timeout") ? "-" : sprintf("%.2f", a / b) }
+			END {
+				for (i = 1; i <= NR; i++) {
+					l = label[i]
+					if (l !~ /^dnsvalve:/) continue
+					if ("unbound" in qps)
+						printf "ratio %s/unbound: qps %s  p99 %s  cpu_us/q@max %s  cpu_us/q@%s %s\n", l, ratio(qps[l], qps["unbound"]), ratio(p99[l], p99["unbound"]), ratio(cpu[l], cpu["unbound"]), "'"$P99_LOAD"'%", ratio(cpu2[l], cpu2["unbound"])
+					if ("const" in qps)
+						printf "ratio %s/const:   qps %s  cpu_us/q@%s %s\n", l, ratio(qps[l], qps["const"]), "'"$P99_LOAD"'%", ratio(cpu2[l], cpu2["const"])
+					if (l != base_variant && (base_variant in qps))
+						printf "variant %s vs %s: qps ratio %s\n", l, base_variant, ratio(qps[l], qps[base_variant])
+				}
+				if (("unbound" in qps) && ("const" in qps))
+					printf "ratio unbound/const: qps %s  cpu_us/q@%s %s\n", ratio(qps["unbound"], qps["const"]), "'"$P99_LOAD"'%", ratio(cpu2["unbound"], cpu2["const"])
+			}' < <(printf '%s\n' "${ROWS[@]}")
+		echo
+		echo "# max_qps: dnsperf -q $OUTSTANDING -c $CLIENTS for ${DURATION}s ('*': ran past the end of the query file, later queries were repeats);"
+		echo "# avg_us: dnsperf average latency in that pass; unans: dnsperf's 'Queries lost' (includes the few hundred still in"
+		echo "# flight when -l stops it); rate@: -Q limit of the second pass; p50/p99 from every query's latency (-v);"
+		echo "# timeout: queries of that pass that timed out (counted as slowest); cpu_us/q: server utime+stime / completed queries;"
+		echo "# srv/cpu0/1%: in the max pass, the server's CPU use in % of one CPU / how busy SERVER_CPU was (anyone) /"
+		echo "# how busy LOAD_CPU was (dnsperf, fake upstream, anyone): srv well under cpu0 means others took the CPU;"
+		echo "# upstream_q: queries the fake upstream answered for this server over warm-up and both passes."
+	} | tee -a "$OUT_TMP"
+}
+
+inner() {
+	trap cleanup EXIT
+	trap 'exit 130' INT TERM
+	ip link set lo up
+	local others
+	others=$(ip -o link show | awk -F': ' '$2 != "lo" { print $2 }')
+	[[ -z $others ]] || die "network namespace has non-loopback links: $others"
+
+	local labels=() s v
+	for s in $SERVERS; do
+		if [[ $s == dnsvalve ]]; then
+			for v in $VARIANTS; do labels+=("dnsvalve:${v%%:*}"); done
+		else
+			labels+=("$s")
+		fi
+	done
+	local stamp
+	stamp=$(date -u +%Y-%m-%d-%H%M)
+	for set in $SETS; do
+		ROWS=()
+		OUT_TMP=$BENCH_TMP/result-$set.txt
+		: >"$OUT_TMP"
+		LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+		for label in "${labels[@]}"; do
+			measure "$set" "$label"
+		done
+		echo
+		report "$set"
+		if [[ -n $RESULTS_DIR ]]; then
+			mkdir -p "$RESULTS_DIR"
+			cp "$OUT_TMP" "$RESULTS_DIR/$stamp-$set.txt"
+			log "wrote $RESULTS_DIR/$stamp-$set.txt"
+		fi
+	done
+}
+
+if [[ ${BENCH_INNER:-0} == 1 ]]; then
+	inner
+else
+	outer
+fi
