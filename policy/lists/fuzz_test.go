@@ -28,8 +28,8 @@ func fuzzParse(f *testing.F, format Format, seeds ...string) {
 		for _, line := range strings.Split(string(data), "\n") {
 			l.Match(strings.TrimSpace(line)) // must not panic
 		}
-		for i := range l.offs {
-			sh, _, name, rule := l.record(l.offs[i])
+		for _, e := range l.ents {
+			sh, _, name, rule := l.record(uint32(e))
 			q := name
 			if sh.kind == kindWild {
 				q = "sub." + name

@@ -154,12 +154,12 @@ type List struct {
 	sources        []string
 	arena          string
 	shapes         []shape
-	dir            []uint32 // bucket b holds entries dir[b]..dir[b+1]
-	tags           []uint32 // low 32 bits of the name hash
-	offs           []uint32 // arena offset of each entry
+	dir            []uint32 // bucket b holds ents[dir[b]:dir[b+1]]
+	ents           []uint64 // low 32 bits of the name hash << 32 | arena offset
 	shift          uint     // bucket = (h*golden) >> shift
 	regexes        []regexEntry
-	maxRank        int // the strongest rank of any entry
+	maxRank        int  // the strongest rank of any entry
+	onlySub        bool // every hashed entry is a name-and-subdomains entry
 }
 
 // Name returns the list name from the config.
@@ -169,7 +169,7 @@ func (l *List) Name() string { return l.name }
 func (l *List) Category() string { return l.category }
 
 // Len returns the number of distinct entries, regexes included.
-func (l *List) Len() int { return len(l.offs) + len(l.regexes) }
+func (l *List) Len() int { return len(l.ents) + len(l.regexes) }
 
 // Regexps returns the number of regex rules; each one costs a regexp
 // evaluation on every Match that the hashed entries do not settle.
@@ -212,6 +212,7 @@ func (b *Builder) Build(name, category string) *List {
 		category = name
 	}
 	n := len(b.offs)
+	// The tags and offs scratch arrays are freed once ents is built.
 	nb := 1
 	for nb*4 < n {
 		nb <<= 1
@@ -286,13 +287,15 @@ func (b *Builder) Build(name, category string) *List {
 	}
 	dir[nb] = w
 	l.dir = dir
-	l.tags = slices.Clip(tags[:w])
-	l.offs = slices.Clip(offs[:w])
-	if int(w) < n/2 {
-		l.tags = slices.Clone(l.tags)
-		l.offs = slices.Clone(l.offs)
+	l.ents = make([]uint64, w)
+	for i := range l.ents {
+		l.ents[i] = uint64(tags[i])<<32 | uint64(offs[i])
 	}
+	l.onlySub = true
 	for _, sh := range l.shapes {
+		if sh.kind != kindSub {
+			l.onlySub = false
+		}
 		l.maxRank = max(l.maxRank, rank(sh.action, sh.important))
 	}
 	for _, r := range l.regexes {
@@ -306,8 +309,10 @@ func (b *Builder) Build(name, category string) *List {
 // trailing dot). Exceptions (Action==Allow) and blocks are both returned:
 // if both an exception and a block match, the exception wins unless the
 // block is Important (an important exception beats everything). Among
-// entries of equal strength the most specific (longest) name wins.
-// Match does not allocate for names of at most 255 bytes.
+// entries of equal strength the most specific (longest) name wins, except
+// in lists made only of name-and-subdomain entries of one strength, where
+// the walk stops at the first (shortest) matching suffix.
+// Match does not allocate (regex lists: unless name has upper case).
 func (l *List) Match(name string) (Match, bool) {
 	if l == nil {
 		return Match{}, false
@@ -326,7 +331,7 @@ func (l *List) Match(name string) (Match, bool) {
 		}
 	}
 	if lower {
-		return match(l, name, name)
+		return match(l, name, name, false)
 	}
 	var buf [256]byte
 	for i := 0; i < len(name); i++ {
@@ -336,7 +341,7 @@ func (l *List) Match(name string) (Match, bool) {
 		}
 		buf[i] = c
 	}
-	return match(l, buf[:len(name)], name)
+	return match(l, buf[:len(name)], name, true)
 }
 
 type found struct {
@@ -347,9 +352,9 @@ type found struct {
 }
 
 // match walks the suffixes of s (already lower case, no trailing dot) from
-// the shortest to the full name. orig is the caller's string, used only
-// for regexes when s is a stack buffer.
-func match[T string | []byte](l *List, s T, orig string) (Match, bool) {
+// the shortest to the full name. orig is the caller's string, lowered for
+// regexes when copied is set (s is then a stack buffer).
+func match[T string | []byte](l *List, s T, orig string, copied bool) (Match, bool) {
 	var best found
 	h := uint64(fnvOffset)
 	for i := len(s) - 1; i >= 0; i-- {
@@ -361,11 +366,11 @@ func match[T string | []byte](l *List, s T, orig string) (Match, bool) {
 		full := i == 0
 		bk := (h * golden) >> l.shift
 		tag := uint32(h)
-		for j := l.dir[bk]; j < l.dir[bk+1]; j++ {
-			if l.tags[j] != tag {
+		for _, e := range l.ents[l.dir[bk]:l.dir[bk+1]] {
+			if uint32(e>>32) != tag {
 				continue
 			}
-			sh, _, nm, _ := l.record(l.offs[j])
+			sh, _, nm, _ := l.record(uint32(e))
 			switch sh.kind {
 			case kindExact:
 				if !full {
@@ -381,16 +386,16 @@ func match[T string | []byte](l *List, s T, orig string) (Match, bool) {
 			}
 			// Longer suffixes come later, so >= prefers the most specific.
 			if r := rank(sh.action, sh.important); !best.ok || r >= best.rank {
-				best = found{off: l.offs[j], rank: r, ok: true}
+				best = found{off: uint32(e), rank: r, ok: true}
 			}
+		}
+		if best.ok && l.onlySub && best.rank == l.maxRank {
+			break // nothing longer can win
 		}
 	}
 	if len(l.regexes) > 0 && (!best.ok || best.rank < l.maxRank) {
-		var rs string
-		switch v := any(s).(type) {
-		case string:
-			rs = v
-		default:
+		rs := orig
+		if copied {
 			rs = toLower(orig)
 		}
 		for k := range l.regexes {

@@ -58,9 +58,6 @@ type Stats struct {
 // maxFirstErrors is how many invalid lines Stats.FirstErrors keeps.
 const maxFirstErrors = 5
 
-// maxLine is the longest line parsed; longer lines are invalid.
-const maxLine = 64 << 10
-
 // detectSample is how many rule lines auto-detection looks at.
 const detectSample = 64
 
@@ -157,8 +154,8 @@ func Parse(r io.Reader, source string, format Format, b *Builder) (Stats, error)
 
 var errLineTooLong = errors.New("line too long")
 
-// readLine returns the next line without its line end; a line over
-// maxLine comes back as errLineTooLong's marker (a nil-but-ok slice).
+// readLine returns the next line without its line end; a line longer than
+// the reader's 64 KiB buffer comes back as the tooLong marker.
 func readLine(br *bufio.Reader) ([]byte, error) {
 	line, err := br.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
