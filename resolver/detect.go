@@ -39,6 +39,7 @@ func Detect(det *detect.Detector, store *policy.Store, blockScore float64, now f
 			t := now()
 			res := det.Observe(t, detect.Client{Addr: req.Client.Addr, Name: req.Client.Name,
 				Group: req.Client.Group, Policy: req.Client.Policy}, q.Name, q.Qtype)
+			req.Info.Domain = res.Domain
 			req.Info.Score = res.Score
 			req.Info.Signals = res.Signals
 			req.Info.Alert = res.Alert

@@ -117,6 +117,17 @@ func TestE2EServe(t *testing.T) {
 		}
 	}
 
+	// dnsvalve top reads /api/v1/stats of the running process.
+	out, err := execCommand(bin, "top", "--http", httpAddr).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dnsvalve top: %v\n%s", err, out)
+	}
+	for _, w := range []string{"TOP CLIENTS", "test-workload", "TOP BLOCKED", "www.malware.example.", "malware"} {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("dnsvalve top output lacks %q:\n%s", w, out)
+		}
+	}
+
 	// SIGTERM: graceful stop, exit status 0, every query in the log.
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -293,5 +304,38 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	if answered.Load() == 0 {
 		t.Error("no query answered")
+	}
+}
+
+// TestE2ECheck: dnsvalve check explains decisions with exit status 0
+// (allowed), 1 (blocked) or 2 (error), in text and JSON.
+func TestE2ECheck(t *testing.T) {
+	bin := buildBinary(t)
+	file, _, _, _, _ := e2eConfig(t, "127.0.0.1:1")
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"allowed", []string{"example.com"}, 0, []string{"example.com.", "none", "default"}},
+		{"blocked_subdomain", []string{"a.b.malware.example"}, 1, []string{"block", "malware", "malware.txt:1"}},
+		{"allowlist_group", []string{"--client", "127.0.0.2", "example.com"}, 1, []string{"locked", "sensitive", "allowlist"}},
+		{"json", []string{"--json", "malware.example"}, 1, []string{`"decision": "block"`, `"list": "malware"`, `"line": 1`}},
+		{"bad_client", []string{"--client", "nope", "x.example"}, 2, []string{"--client"}},
+		{"no_names", nil, 2, []string{"NAME"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := execCommand(bin, append([]string{"check", "--config", file}, tc.args...)...)
+			out, _ := cmd.CombinedOutput()
+			if got := cmd.ProcessState.ExitCode(); got != tc.code {
+				t.Errorf("exit status %d, want %d\n%s", got, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +33,7 @@ func (a *app) startHTTP(cfg *Config) error {
 	mux.HandleFunc("GET /readyz", a.readyz)
 	api := http.NewServeMux()
 	api.HandleFunc("GET /api/v1/check", a.apiCheck)
+	api.HandleFunc("GET /api/v1/stats", a.apiStats)
 	mux.Handle("/api/", requireToken(cfg.HTTP.Token, api))
 	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -113,4 +115,21 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// apiStats returns the top clients, blocked domains and scored pairs of
+// the last ?minutes=M (default 5), ?n=N rows each (default 10).
+func (a *app) apiStats(w http.ResponseWriter, r *http.Request) {
+	minutes, n := 5, 10
+	for key, dst := range map[string]*int{"minutes": &minutes, "n": &n} {
+		if v := r.URL.Query().Get(key); v != "" {
+			i, err := strconv.Atoi(v)
+			if err != nil || i <= 0 {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": key + ": want a positive integer"})
+				return
+			}
+			*dst = i
+		}
+	}
+	writeJSON(w, http.StatusOK, a.obs.stats.Top(minutes, n))
 }

@@ -85,3 +85,5 @@ func exitStatus(err error) int {
 	}
 	return 1
 }
+
+func lookupEnv(key string) string { return os.Getenv(key) }

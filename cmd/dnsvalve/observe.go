@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,12 +20,15 @@ import (
 	"github.com/dnsvalve/dnsvalve/resolver"
 	"github.com/dnsvalve/dnsvalve/resolver/query"
 	"github.com/dnsvalve/dnsvalve/resolver/querylog"
+	"github.com/dnsvalve/dnsvalve/resolver/stats"
 )
 
 // observer wires the query log and the detector: the Server's Observer,
 // the detect stage, and the route alerts take (query log, metrics,
 // webhook).
 type observer struct {
+	stats    *stats.Collector
+	webhook  *detect.Webhook
 	qlog     *querylog.Logger
 	ql       *resolver.QueryLog
 	detector *detect.Detector
@@ -35,7 +39,7 @@ type observer struct {
 }
 
 func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*observer, error) {
-	o := &observer{cfg: cfg.Detect, logger: logger}
+	o := &observer{cfg: cfg.Detect, logger: logger, stats: stats.New(stats.DefaultMinutes, time.Now)}
 	sinks, err := querylog.OpenSinks(cfg.Querylog.Sinks, logger)
 	if err != nil {
 		return nil, fmt.Errorf("%w: querylog.sinks: %w", ErrConfig, err)
@@ -56,7 +60,11 @@ func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*
 	dc := detect.Config{AlertScore: cfg.Detect.AlertScore, BlockScore: cfg.Detect.BlockScore, Window: cfg.Detect.Window,
 		MaxPairs: cfg.Detect.MaxPairs, Ignore: append(append([]string(nil), detect.DefaultIgnore...), cfg.Detect.Ignore...),
 		Learn: cfg.Detect.NewlySeen.Learn, Retention: cfg.Detect.NewlySeen.Retention}
-	o.detector, err = detect.New(dc, o.store, detect.AlertFunc(o.alert), detect.NewMetrics(reg), logger)
+	dm := detect.NewMetrics(reg)
+	if cfg.Alerts.Webhook != "" {
+		o.webhook = detect.NewWebhook(cfg.Alerts.Webhook, &http.Client{Timeout: 10 * time.Second}, dm, logger)
+	}
+	o.detector, err = detect.New(dc, o.store, detect.AlertFunc(o.alert), dm, logger)
 	if err != nil {
 		_ = o.store.Close()
 		return nil, fmt.Errorf("%w: detect: %w", ErrConfig, err)
@@ -67,6 +75,7 @@ func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*
 // Observe implements resolver.Observer.
 func (o *observer) Observe(req *query.Request, resp *dns.Msg, latency time.Duration) {
 	o.ql.Observe(req, resp, latency)
+	o.stats.Record(req, resp)
 }
 
 // detectStage is the chain's detect stage over the policy store.
@@ -82,11 +91,18 @@ func (o *observer) alert(a detect.Alert) {
 		action = "BLOCK"
 	}
 	o.qlog.LogAlert(resolver.AlertRecord(a, action))
+	if o.webhook != nil {
+		o.webhook.Alert(a)
+	}
 	o.logger.Warn("tunneling alert", "client", a.Client, "workload", a.ClientName, "domain", a.Domain,
 		"score", a.Score, "signals", a.Signals)
 }
 
 // Close flushes the query log and closes the detector's stores.
 func (o *observer) Close(ctx context.Context) error {
-	return errors.Join(o.qlog.Close(ctx), o.detector.Close(), o.store.Close())
+	var werr error
+	if o.webhook != nil {
+		werr = o.webhook.Close(ctx)
+	}
+	return errors.Join(werr, o.qlog.Close(ctx), o.detector.Close(), o.store.Close())
 }

@@ -113,7 +113,9 @@ type Info struct {
 	Cache    CacheStatus
 	Upstream string // upstream that answered, "" when none
 
-	// Detection results.
+	// Detection results. Domain is the registered domain (eTLD+1) the
+	// detector scored, "" when detection did not run.
+	Domain    string
 	Score     float64
 	Signals   []string
 	Alert     bool
