@@ -303,7 +303,7 @@ func (d *Detector) observe(now time.Time, c Client, qname string, qtype uint16) 
 	if f.Registered == "" {
 		return res, nil
 	}
-	if d.ignore.match(strings.TrimSuffix(qname, ".")) || d.ignore.match(f.Registered) {
+	if d.ignore.match(strings.TrimSuffix(qname, ".")) || hasUpper(qname) && d.ignore.match(f.Registered) {
 		res.Ignored = true
 		d.m.Ignored.Inc()
 		return res, nil

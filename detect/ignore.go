@@ -27,16 +27,20 @@ var DefaultIgnore = []string{
 }
 
 // ignoreSet matches a name against a set of suffixes on label boundaries.
-type ignoreSet map[string]struct{}
+type ignoreSet struct {
+	set    map[string]struct{}
+	maxLen int // longest entry: longer suffixes are not looked up
+}
 
 func newIgnoreSet(lists ...[]string) ignoreSet {
-	s := ignoreSet{}
+	s := ignoreSet{set: map[string]struct{}{}}
 	for _, l := range lists {
 		for _, d := range l {
 			d = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
 			d = strings.TrimPrefix(strings.TrimPrefix(d, "*"), ".")
 			if d != "" {
-				s[d] = struct{}{}
+				s.set[d] = struct{}{}
+				s.maxLen = max(s.maxLen, len(d))
 			}
 		}
 	}
@@ -47,12 +51,14 @@ func newIgnoreSet(lists ...[]string) ignoreSet {
 // parents is in the set. Entries may be deeper or shallower than the
 // registered domain (akamaiedge.net and in-addr.arpa are public suffixes).
 func (s ignoreSet) match(name string) bool {
-	if len(s) == 0 {
+	if len(s.set) == 0 {
 		return false
 	}
 	for i := 0; ; {
-		if _, ok := s[name[i:]]; ok {
-			return true
+		if len(name)-i <= s.maxLen {
+			if _, ok := s.set[name[i:]]; ok {
+				return true
+			}
 		}
 		dot := strings.IndexByte(name[i:], '.')
 		if dot < 0 {

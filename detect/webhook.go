@@ -21,7 +21,8 @@ type Webhook struct {
 	m       *Metrics
 	log     *slog.Logger
 	queue   chan Alert
-	stop    chan struct{}
+	stop    chan struct{} // Close: stop taking from the queue
+	abort   chan struct{} // Close's deadline passed: cancel in-flight delivery
 	done    chan struct{}
 	retries int
 	backoff time.Duration
@@ -44,7 +45,7 @@ func NewWebhook(url string, client *http.Client, m *Metrics, logger *slog.Logger
 		logger = slog.New(slog.DiscardHandler)
 	}
 	w := &Webhook{url: url, client: client, m: m, log: logger, queue: make(chan Alert, webhookQueue),
-		stop: make(chan struct{}), done: make(chan struct{}), retries: 5, backoff: 500 * time.Millisecond}
+		stop: make(chan struct{}), abort: make(chan struct{}), done: make(chan struct{}), retries: 5, backoff: 500 * time.Millisecond}
 	go w.loop()
 	return w
 }
@@ -63,7 +64,10 @@ func (w *Webhook) loop() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
-		<-w.stop
+		select {
+		case <-w.abort:
+		case <-w.done:
+		}
 		cancel()
 	}()
 	for {
@@ -132,7 +136,16 @@ func (w *Webhook) post(ctx context.Context, body []byte) error {
 // not be called after Close.
 func (w *Webhook) Close(ctx context.Context) error {
 	close(w.stop)
-	<-w.done
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-ctx.Done():
+			close(w.abort)
+		case <-finished:
+		}
+	}()
+	<-w.done // the in-flight delivery finishes or is aborted by ctx
 	for {
 		select {
 		case a := <-w.queue:

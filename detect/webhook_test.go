@@ -1,0 +1,82 @@
+package detect
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dnsvalve/dnsvalve/resolver/querylog"
+)
+
+func TestWebhook(t *testing.T) {
+	tests := []struct {
+		name     string
+		failures int32 // first N requests answer 500
+		wantOK   float64
+		wantErr  float64
+	}{
+		{"delivered_first_try", 0, 1, 0},
+		{"retried_after_errors", 2, 1, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int32
+			got := make(chan querylog.Alert, 1)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if calls.Add(1) <= tc.failures {
+					w.WriteHeader(http.StatusInternalServerError)
+					return
+				}
+				var a querylog.Alert
+				if err := json.NewDecoder(r.Body).Decode(&a); err != nil || r.Header.Get("Content-Type") != "application/json" {
+					t.Errorf("bad webhook request: %v", err)
+				}
+				got <- a
+			}))
+			t.Cleanup(srv.Close)
+			m := NewMetrics(prometheus.NewRegistry())
+			w := NewWebhook(srv.URL, srv.Client(), m, nil)
+			w.backoff = time.Millisecond
+			w.Alert(Alert{Time: t0, Client: netip.MustParseAddr("10.0.0.1"), Domain: "evil.com", Score: 0.93,
+				Signals: []string{SignalEntropy}, SampleNames: []string{"abc.t.evil.com"}})
+			a := <-got
+			if a.Type != "alert" || a.Domain != "evil.com" || a.SrcAddr != "10.0.0.1" || a.Score != 0.93 {
+				t.Errorf("alert = %+v", a)
+			}
+			if err := w.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if ok, bad := testutil.ToFloat64(m.WebhookSent.WithLabelValues("ok")), testutil.ToFloat64(m.WebhookSent.WithLabelValues("error")); ok != tc.wantOK || bad != tc.wantErr {
+				t.Errorf("deliveries ok=%v error=%v, want %v %v", ok, bad, tc.wantOK, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestWebhookNeverBlocks(t *testing.T) {
+	block := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block }))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(block) })
+	m := NewMetrics(prometheus.NewRegistry())
+	w := NewWebhook(srv.URL, srv.Client(), m, nil)
+	for i := 0; i < webhookQueue+100; i++ {
+		w.Alert(Alert{Domain: "evil.com"}) // returns at once even with a stuck receiver
+	}
+	if d := testutil.ToFloat64(m.WebhookDropped); d < 99 {
+		t.Errorf("dropped = %v, want >= 99 with a full queue", d)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // deadline already passed: Close drops the rest and returns
+	if err := w.Close(ctx); err == nil {
+		t.Errorf("Close with an expired context returned nil")
+	}
+}
