@@ -1,6 +1,55 @@
 package main
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// recordingRegisterer registers with the wrapped Registerer and remembers
+// the collectors, so tests can list every dnsvalve metric (a registry only
+// gathers vectors that have children).
+type recordingRegisterer struct {
+	prometheus.Registerer
+	mu         sync.Mutex
+	collectors []prometheus.Collector
+}
+
+func (r *recordingRegisterer) Register(c prometheus.Collector) error {
+	if err := r.Registerer.Register(c); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.collectors = append(r.collectors, c)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *recordingRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// descs returns the descriptions of every collector registered.
+func (r *recordingRegisterer) descs() []*prometheus.Desc {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch := make(chan *prometheus.Desc, 64)
+	go func() {
+		for _, c := range r.collectors {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	var out []*prometheus.Desc
+	for d := range ch {
+		out = append(out, d)
+	}
+	return out
+}
 
 // appMetrics are the process-level metrics of the wiring (subsystem "config").
 type appMetrics struct {

@@ -85,6 +85,7 @@ type app struct {
 	flags   *pflag.FlagSet
 	logger  *slog.Logger
 	reg     *prometheus.Registry
+	metReg  *recordingRegisterer // a.reg, remembering what was registered (tests, docs)
 	metrics *appMetrics
 
 	cfg    atomic.Pointer[Config]
@@ -105,10 +106,11 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	a := &app{flags: flags, logger: logger, reg: prometheus.NewRegistry(), reload: make(chan string, 1),
 		started: make(chan struct{})}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a.metrics = newAppMetrics(a.reg)
+	a.metReg = &recordingRegisterer{Registerer: a.reg}
+	a.metrics = newAppMetrics(a.metReg)
 	a.cfg.Store(cfg)
 
-	a.upm = upstream.NewMetrics(a.reg)
+	a.upm = upstream.NewMetrics(a.metReg)
 	g, err := a.buildGroup(cfg)
 	if err != nil {
 		return nil, err
@@ -120,7 +122,7 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	if cfg.Cache.ServeStale == 0 {
 		cc.ServeStale = 0
 	}
-	a.cache, err = cache.New(cc, cache.ExchangerFunc(a.exchange), cache.NewMetrics(a.reg), logger, time.Now)
+	a.cache, err = cache.New(cc, cache.ExchangerFunc(a.exchange), cache.NewMetrics(a.metReg), logger, time.Now)
 	if err != nil {
 		return nil, fmt.Errorf("%w: cache: %w", ErrConfig, err)
 	}
@@ -130,15 +132,15 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 		stateDir = filepath.Join(os.TempDir(), "dnsvalve")
 	}
 	a.lists = lists.NewManager(filepath.Join(stateDir, "lists"), &http.Client{Timeout: 30 * time.Second},
-		lists.NewMetrics(a.reg), logger, time.Now)
+		lists.NewMetrics(a.metReg), logger, time.Now)
 	snap, err := a.compile(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	a.store = policy.NewStore(snap)
-	pm := policy.NewMetrics(a.reg)
+	pm := policy.NewMetrics(a.metReg)
 
-	a.obs, err = newObserver(cfg, a.reg, logger)
+	a.obs, err = newObserver(cfg, a.metReg, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +148,7 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	if err != nil {
 		return nil, err
 	}
-	sm := resolver.NewMetrics(a.reg)
+	sm := resolver.NewMetrics(a.metReg)
 	// The chain, outermost first. Order lives here, not in config:
 	//   access: clients outside server.allow_clients are refused; rate limits.
 	//   detect: scores every query, cache hits included (enforce mode blocks).
