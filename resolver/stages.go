@@ -86,3 +86,24 @@ func record(info *query.Info, d *policy.Decision) {
 		info.Reason = d.Reason
 	}
 }
+
+// MinimalANY answers ANY queries with the single synthesized HINFO record
+// of RFC 8482 instead of forwarding them: ANY is the classic amplification
+// query, and no legitimate client needs the full answer from a forwarder.
+func MinimalANY() Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
+			q := req.Msg.Question[0]
+			if q.Qtype != dns.TypeANY {
+				return next.ServeDNS(ctx, req)
+			}
+			r := rcodeReply(req.Msg, dns.RcodeSuccess)
+			r.Answer = []dns.RR{&dns.HINFO{
+				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHINFO, Class: q.Qclass, Ttl: 8482},
+				Cpu: "RFC8482",
+			}}
+			req.Info.Reason = "rfc8482"
+			return r, nil
+		})
+	}
+}

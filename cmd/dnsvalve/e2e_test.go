@@ -85,6 +85,7 @@ func TestE2EServe(t *testing.T) {
 		{"allowlist_allowed", []string{"-b", "127.0.0.2", "allowed.example", "A"}, []string{"status: NOERROR", "192.0.2.1"}},
 		{"cname_to_blocked", []string{"cname-to-malware.test", "A"}, []string{"status: NXDOMAIN", "EDE: 15"}},
 		{"edns_advertised", []string{"example.com", "A"}, []string{"udp: 1232"}},
+		{"any_minimal", []string{"example.com", "ANY"}, []string{"status: NOERROR", "HINFO", "RFC8482"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := dig(t, dnsAddr, tc.args...)
@@ -141,7 +142,7 @@ func TestE2EServe(t *testing.T) {
 		t.Fatal("no exit within 20s of SIGTERM")
 	}
 	recs := readLog(t, logFile)
-	if want := 9 + 2; len(recs) != want {
+	if want := 10 + 2; len(recs) != want {
 		t.Fatalf("query log has %d records, want %d (one per query)", len(recs), want)
 	}
 	var blocked, workload int

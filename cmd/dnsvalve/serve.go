@@ -154,6 +154,7 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	//   detect: scores every query, cache hits included (enforce mode blocks).
 	//   policy: allow / block / alert per the client's policy; checks the
 	//           answer's CNAME chain and addresses on the way back.
+	//   minimal ANY: ANY gets the RFC 8482 HINFO answer, never forwarded.
 	//   cache+forward (innermost): cached answer, or the upstream group with
 	//           identical misses coalesced.
 	// The Server around the chain observes every outcome (metrics, query log).
@@ -161,6 +162,7 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 		resolver.Access(access, sm, time.Now),
 		a.obs.detectStage(a.store),
 		resolver.Policy(a.store, pm),
+		resolver.MinimalANY(),
 	)
 	a.server = resolver.NewServer(resolver.ServerConfig{
 		Listen: cfg.Server.Listen, TCPIdleTimeout: cfg.Server.TCPIdleTimeout, TCPMaxQueries: cfg.Server.TCPMaxQueries,
