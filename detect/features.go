@@ -124,6 +124,45 @@ func allDigits(s string) bool {
 	return true
 }
 
+// charTab bits: the low 3 bits hold class+1 (0: not alphanumeric).
+const (
+	bDigit = 3 + iota
+	bHex
+	bB32
+	bB64
+	bHyphen
+)
+
+// charTab classifies bytes for subFeatures (read-only after init).
+var charTab = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		var v uint8
+		switch {
+		case c >= 'a' && c <= 'z':
+			v = clsLower + 1 | 1<<bB32 | 1<<bB64
+			if c <= 'f' {
+				v |= 1 << bHex
+			}
+		case c >= 'A' && c <= 'Z':
+			v = clsUpper + 1 | 1<<bB32 | 1<<bB64
+			if c <= 'F' {
+				v |= 1 << bHex
+			}
+		case c >= '0' && c <= '9':
+			v = clsDigit + 1 | 1<<bDigit | 1<<bHex | 1<<bB64
+			if c >= '2' && c <= '7' {
+				v |= 1 << bB32
+			}
+		case c == '-':
+			v = 1<<bHyphen | 1<<bB64
+		case c == '_' || c == '+' || c == '/' || c == '=':
+			v = 1 << bB64
+		}
+		t[c] = v
+	}
+	return t
+}()
+
 // character classes for the switch rate.
 const (
 	clsLower = iota
@@ -160,36 +199,15 @@ func subFeatures(f *Features) {
 		if hist[c] < 255 {
 			hist[c]++
 		}
-		cls := -1
-		switch {
-		case c >= 'a' && c <= 'z':
-			cls, lower = clsLower, true
-			b64++
-			b32++
-			if c <= 'f' {
-				hex++
-			}
-		case c >= 'A' && c <= 'Z':
-			cls, upper = clsUpper, true
-			b64++
-			b32++
-			if c <= 'F' {
-				hex++
-			}
-		case c >= '0' && c <= '9':
-			cls = clsDigit
-			digits++
-			hex++
-			b64++
-			if c >= '2' && c <= '7' {
-				b32++
-			}
-		case c == '-':
-			hyphens++
-			b64++
-		case c == '_' || c == '+' || c == '/' || c == '=':
-			b64++
-		}
+		t := charTab[c]
+		digits += int(t >> bDigit & 1)
+		hex += int(t >> bHex & 1)
+		b32 += int(t >> bB32 & 1)
+		b64 += int(t >> bB64 & 1)
+		hyphens += int(t >> bHyphen & 1)
+		cls := int(t&7) - 1 // clsLower, clsUpper, clsDigit or -1
+		lower = lower || cls == clsLower
+		upper = upper || cls == clsUpper
 		// Switches count only between letter cases and digits: hyphens
 		// and underscores join words in names and are rare in encodings.
 		if cls >= 0 {
