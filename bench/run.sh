@@ -14,6 +14,8 @@
 #                        reference for the variant qps ratio; an empty file part
 #                        means the base config as is
 #   EXTRA_CONFIG=FILE    YAML merged into the base dnsvalve config of every variant
+#                        (per top-level section; "@TMP@" in it and in variant files
+#                        becomes the scratch directory)
 #   DNSVALVE_BIN=PATH    use this binary instead of building ./cmd/dnsvalve
 #   CLIENTS=10           dnsperf -c
 #   OUTSTANDING=500      dnsperf -q in the max-qps pass
@@ -73,6 +75,12 @@ merge_yaml() {
 		!skip { print }
 	' "$2" "$1"
 	cat "$2"
+}
+
+# expand_tmp FILE: FILE with every "@TMP@" replaced by the scratch directory,
+# so variant configs can put query logs, seen stores etc. in it.
+expand_tmp() {
+	sed "s|@TMP@|$BENCH_TMP|g" "$1"
 }
 
 # ---------------------------------------------------------------------------
@@ -207,7 +215,8 @@ querylog:
 EOF
 	if [[ -n $EXTRA_CONFIG ]]; then
 		[[ -f $EXTRA_CONFIG ]] || die "EXTRA_CONFIG $EXTRA_CONFIG not found"
-		merge_yaml "$base" "$EXTRA_CONFIG" >"$base.tmp" && mv "$base.tmp" "$base"
+		expand_tmp "$EXTRA_CONFIG" >"$BENCH_TMP/extra.yaml"
+		merge_yaml "$base" "$BENCH_TMP/extra.yaml" >"$base.tmp" && mv "$base.tmp" "$base"
 	fi
 	local v name file
 	for v in $VARIANTS; do
@@ -217,7 +226,8 @@ EOF
 		[[ $name =~ ^[A-Za-z0-9_-]+$ ]] || die "bad variant name in '$v' (want name:file)"
 		if [[ -n $file ]]; then
 			[[ -f $file ]] || die "variant $name: $file not found"
-			merge_yaml "$base" "$file" >"$BENCH_TMP/dnsvalve-$name.yaml"
+			expand_tmp "$file" >"$BENCH_TMP/variant-$name.yaml"
+			merge_yaml "$base" "$BENCH_TMP/variant-$name.yaml" >"$BENCH_TMP/dnsvalve-$name.yaml"
 		else
 			cp "$base" "$BENCH_TMP/dnsvalve-$name.yaml"
 		fi
@@ -259,8 +269,8 @@ busy_pct() {
 
 # probe PORT: true once the server on PORT answers a query.
 probe() {
-	local i
-	for i in $(seq 1 50); do
+	# 50 tries, 0.2 s apart plus up to 1 s each
+	for _ in $(seq 1 50); do
 		if dnsperf -s 127.0.0.1 -p "$1" -d "$BENCH_TMP/data/probe.txt" -n 1 -t 1 2>/dev/null |
 			grep -Eq 'Queries completed: +1 '; then
 			return 0
@@ -428,7 +438,7 @@ report() {
 		[[ " ${SERVERS} " == *" dnsvalve "* ]] && echo "# dnsvalve variants: $VARIANTS${EXTRA_CONFIG:+ (extra config $EXTRA_CONFIG)}"
 		echo
 		printf '%-18s %9s %8s %7s %8s %11s | %9s %9s %8s %8s %7s %8s | %9s\n' \
-			server max_qps avg_us unans cpu_us/q srv/cpu0/1% rate@${P99_LOAD}% got_qps p50_us p99_us timeout cpu_us/q upstream_q
+			server max_qps avg_us unans cpu_us/q srv/cpu0/1% "rate@${P99_LOAD}%" got_qps p50_us p99_us timeout cpu_us/q upstream_q
 		local r
 		for r in "${ROWS[@]}"; do
 			# shellcheck disable=SC2086
