@@ -340,3 +340,59 @@ func TestE2ECheck(t *testing.T) {
 		})
 	}
 }
+
+// TestE2EEmbeddedDefault runs the README's first command (dnsvalve with no
+// arguments, on its embedded default) inside a loopback-only network
+// namespace, so its upstreams from /etc/resolv.conf are unreachable by
+// construction: it must start, serve 127.0.0.1:5353 and HTTP on
+// 127.0.0.1:9153, and answer SERVFAIL with an Extended DNS Error quickly.
+func TestE2EEmbeddedDefault(t *testing.T) {
+	needTool(t, "dig")
+	needTool(t, "unshare")
+	bin := buildBinary(t)
+	if out, err := execCommand("unshare", "-n", "true").CombinedOutput(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("unshare -n: %v %s", err, out)
+		}
+		t.Skipf("cannot create a network namespace here (%v): run as root", err)
+	}
+	script := `set -e
+ip link set lo up
+"$BIN" > /dev/null 2> "$DIR/stderr" &
+pid=$!
+for i in $(seq 1 100); do grep -q "dnsvalve started" "$DIR/stderr" && break; sleep 0.1; done
+grep -q "dnsvalve started" "$DIR/stderr" || { cat "$DIR/stderr"; exit 1; }
+start=$(date +%s%N)
+dig @127.0.0.1 -p 5353 +time=5 +tries=1 example.com A || true
+end=$(date +%s%N)
+echo "elapsed_ms=$(( (end - start) / 1000000 ))"
+curl -s http://127.0.0.1:9153/healthz 2>/dev/null || wget -qO- http://127.0.0.1:9153/healthz 2>/dev/null || echo "no http client"
+kill -TERM $pid
+wait $pid
+echo "exit=$?"
+`
+	dir := t.TempDir()
+	cmd := execCommand("unshare", "-n", "bash", "-c", script)
+	cmd.Env = append(os.Environ(), "BIN="+bin, "DIR="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		stderr, _ := os.ReadFile(filepath.Join(dir, "stderr"))
+		t.Fatalf("embedded default run: %v\n%s\n%s", err, out, stderr)
+	}
+	for _, w := range []string{"status: SERVFAIL", "EDE:", "exit=0"} {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+	var ms int
+	if i := strings.Index(string(out), "elapsed_ms="); i >= 0 {
+		fmt.Sscanf(string(out)[i:], "elapsed_ms=%d", &ms)
+	}
+	if ms > 4000 {
+		t.Errorf("SERVFAIL took %d ms; the default budget is 2s", ms)
+	}
+	stderr, _ := os.ReadFile(filepath.Join(dir, "stderr"))
+	if !strings.Contains(string(stderr), "127.0.0.1:5353") || !strings.Contains(string(stderr), "127.0.0.1:9153") {
+		t.Errorf("log does not show the default listeners:\n%s", stderr)
+	}
+}

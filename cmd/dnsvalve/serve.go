@@ -182,6 +182,9 @@ func (i storeIdentifier) Identify(addr netip.Addr) (string, string, string) {
 	return i.s.Load().Identify(addr)
 }
 
+// systemdResolvConf lists the upstreams systemd-resolved forwards to.
+const systemdResolvConf = "/run/systemd/resolve/resolv.conf"
+
 func (a *app) buildGroup(cfg *Config) (*upstream.Group, error) {
 	var ups []upstream.Upstream
 	var all []string
@@ -193,7 +196,15 @@ func (a *app) buildGroup(cfg *Config) (*upstream.Group, error) {
 				path = p
 			}
 			var err error
-			if addrs, err = upstream.ParseResolvConf(path); err != nil {
+			addrs, err = upstream.ParseResolvConf(path)
+			if errors.Is(err, upstream.ErrNoNameservers) && s == "resolv.conf" {
+				// Only loopback stubs (systemd-resolved's 127.0.0.53): use
+				// the upstreams the stub itself forwards to.
+				if alt, altErr := upstream.ParseResolvConf(systemdResolvConf); altErr == nil {
+					addrs, err = alt, nil
+				}
+			}
+			if err != nil {
 				return nil, fmt.Errorf("%w: upstream.servers: %w", ErrConfig, err)
 			}
 		}
