@@ -28,6 +28,12 @@ var (
 	ErrDrop = errors.New("drop query")
 	// ErrPanic is what a recovered panic in a stage becomes.
 	ErrPanic = errors.New("panic in handler")
+
+	// errNoReply is what a handler returning neither a reply nor an error
+	// becomes (a broken stage must not crash the server).
+	errNoReply = errors.New("handler returned no reply")
+	// errNotServing reports a listener that stopped before it served.
+	errNotServing = errors.New("listener stopped before serving")
 )
 
 // Observer sees every query after its reply was written (or dropped):
@@ -65,13 +71,12 @@ type Server struct {
 	logger   *slog.Logger
 	now      func() time.Time
 
-	mu        sync.Mutex
-	servers   []*dns.Server
-	addrs     []net.Addr
-	inflight  sync.RWMutex
-	ready     atomic.Bool
-	reqPool   sync.Pool
-	closeOnce sync.Once
+	mu       sync.Mutex
+	servers  []*dns.Server
+	addrs    []net.Addr
+	inflight sync.RWMutex
+	ready    atomic.Bool
+	reqPool  sync.Pool
 }
 
 // NewServer builds a Server. observer may be nil. now defaults to time.Now.
@@ -124,16 +129,38 @@ func (s *Server) Start(ctx context.Context) error {
 			ReadTimeout: s.cfg.TCPIdleTimeout, WriteTimeout: 5 * time.Second}
 		s.servers = append(s.servers, udp, tcp)
 		for _, srv := range []*dns.Server{udp, tcp} {
-			go func() {
-				if err := srv.ActivateAndServe(); err != nil && !errors.Is(err, net.ErrClosed) {
-					s.logger.Error("listener stopped", "addr", tcpAddr, "err", err)
-				}
-			}()
+			if err := s.serve(srv, tcpAddr); err != nil {
+				s.closeLocked()
+				return err
+			}
 		}
 		s.logger.Info("listening", "addr", pc.LocalAddr().String(), "proto", "udp+tcp")
 	}
 	s.ready.Store(true)
 	return nil
+}
+
+// serve runs srv in the background and returns once it is serving, so
+// that a Shutdown right after Start finds it started (miekg/dns refuses to
+// shut down a server that has not started yet, which would leave it
+// serving forever).
+func (s *Server) serve(srv *dns.Server, addr string) error {
+	started := make(chan struct{})
+	stopped := make(chan error, 1)
+	srv.NotifyStartedFunc = func() { close(started) }
+	go func() {
+		err := srv.ActivateAndServe()
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			s.logger.Error("listener stopped", "addr", addr, "err", err)
+		}
+		stopped <- err
+	}()
+	select {
+	case <-started:
+		return nil
+	case err := <-stopped:
+		return fmt.Errorf("serve %s: %w", addr, errors.Join(errNotServing, err))
+	}
 }
 
 // Addrs returns the bound listen addresses (UDP; TCP uses the same ports).
@@ -154,15 +181,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	servers := s.servers
 	s.servers = nil
 	s.mu.Unlock()
-	var errs []error
+	// All listeners at once: shutting them down one by one would keep the
+	// later ones accepting queries while an earlier one drains.
+	errc := make(chan error, len(servers))
 	for _, srv := range servers {
-		if err := srv.ShutdownContext(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		errc <- srv.ShutdownContext(ctx)
+	}
+	var errs []error
+	for range servers {
+		if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
 			errs = append(errs, err)
 		}
 	}
 	done := make(chan struct{})
 	go func() {
-		s.inflight.Lock() // waits for every query holding the read lock
+		// Waits for every query holding the read lock. Unlocked again so
+		// that a second Shutdown (or a late ServeDNS) does not block forever.
+		//lint:ignore SA2001 the empty section is the point: it waits for the readers
+		s.inflight.Lock()
+		s.inflight.Unlock()
 		close(done)
 	}()
 	select {
@@ -272,7 +309,11 @@ func (s *Server) answer(req *query.Request) (resp *dns.Msg, err error) {
 			resp, err = nil, fmt.Errorf("%w: %v", ErrPanic, r)
 		}
 	}()
-	return s.handler.ServeDNS(context.Background(), req)
+	resp, err = s.handler.ServeDNS(context.Background(), req)
+	if resp == nil && err == nil {
+		err = errNoReply
+	}
+	return resp, err
 }
 
 // finish makes resp a proper reply to req: header bits, question, and the
