@@ -197,8 +197,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() {
 		// Waits for every query holding the read lock. Unlocked again so
 		// that a second Shutdown (or a late ServeDNS) does not block forever.
-		//lint:ignore SA2001 the empty section is the point: it waits for the readers
 		s.inflight.Lock()
+		//lint:ignore SA2001 the empty section is the point: it waits for the readers
 		s.inflight.Unlock()
 		close(done)
 	}()
