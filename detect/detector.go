@@ -15,6 +15,7 @@ package detect
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -26,8 +27,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"github.com/dnsvalve/dnsvalve/detect/seen"
 )
@@ -65,7 +64,8 @@ const (
 	rateScale     = 600.0  // queries per window for x=1
 	signalFloor   = 0.2    // below this score, no signals are reported
 	sampleMinEnc  = 0.3    // only names this encoded are kept as alert samples
-	numShards     = 16
+	shardBits     = 4
+	numShards     = 1 << shardBits
 	maxSamples    = 5
 )
 
@@ -169,19 +169,40 @@ type bucket struct {
 	encBytes       float32
 	encSum         float32
 	bits           [4]uint64 // 256-bit linear counter of distinct subdomains
+	uniq           float64   // linearCount(bits), kept current by setBit
 }
 
-func (b *bucket) unique() float64 {
-	zeros := 256 - bits.OnesCount64(b.bits[0]) - bits.OnesCount64(b.bits[1]) -
-		bits.OnesCount64(b.bits[2]) - bits.OnesCount64(b.bits[3])
+// unique is the distinct-subdomain estimate of the bucket.
+func (b *bucket) unique() float64 { return b.uniq }
+
+// setBit sets bit in word w of the linear counter and refreshes uniq when
+// it changed (the logarithm is computed once per new bit, not per query).
+func (b *bucket) setBit(w, bit uint64) {
+	if b.bits[w]&bit != 0 {
+		return
+	}
+	b.bits[w] |= bit
+	b.uniq = linearCount(&b.bits)
+}
+
+// linearCount estimates the number of distinct values hashed into the
+// 256-bit map: -m ln(zeros/m).
+func linearCount(b *[4]uint64) float64 {
+	zeros := 256 - bits.OnesCount64(b[0]) - bits.OnesCount64(b[1]) -
+		bits.OnesCount64(b[2]) - bits.OnesCount64(b[3])
 	if zeros == 0 {
 		zeros = 1
 	}
 	return -256 * math.Log(float64(zeros)/256)
 }
 
+// pair is the state of one (client, registered domain) pair. Pairs live in
+// their shard's slot array; newer/older link the shard's LRU list.
 type pair struct {
-	domain     string
+	key          uint64 // pairHash(addr, domain)
+	addr         netip.Addr
+	domain       string
+	newer, older int32 // slot indexes, -1 for none
 	cur, prev  bucket
 	curStart   int64 // unix ns
 	decAt      int64
@@ -197,14 +218,112 @@ type pair struct {
 	nextSample uint8
 }
 
-type pairKey struct {
-	addr   netip.Addr
-	domain string
+// shard is one lock's worth of the bounded pair table: an LRU of at most
+// max pairs in a slot array (no allocation per pair once grown), indexed
+// by the pair's 64-bit keyed hash.
+type shard struct {
+	mu     sync.Mutex
+	index  map[uint64]int32
+	slots  []pair
+	newest int32 // -1 when empty
+	oldest int32
+	max    int
+	_      [64]byte // keep neighbouring shards' locks off this cache line
 }
 
-type shard struct {
-	mu  sync.Mutex
-	lru *simplelru.LRU[pairKey, *pair]
+func (s *shard) init(max int) {
+	s.index = make(map[uint64]int32, min(max, 1024))
+	s.slots = make([]pair, 0, min(max, 64))
+	s.newest, s.oldest, s.max = -1, -1, max
+}
+
+// peek returns the pair for (h, addr, domain) or nil, without touching
+// its LRU position.
+func (s *shard) peek(h uint64, addr netip.Addr, domain string) *pair {
+	i, ok := s.index[h]
+	if !ok {
+		return nil
+	}
+	p := &s.slots[i]
+	if p.addr != addr || p.domain != domain {
+		return nil // 64-bit hash collision: a different pair owns the slot
+	}
+	return p
+}
+
+// get is peek that marks the pair most recently used.
+func (s *shard) get(h uint64, addr netip.Addr, domain string) *pair {
+	i, ok := s.index[h]
+	if !ok {
+		return nil
+	}
+	p := &s.slots[i]
+	if p.addr != addr || p.domain != domain {
+		return nil
+	}
+	if s.newest != i {
+		s.unlink(i)
+		s.pushNewest(i)
+	}
+	return p
+}
+
+// add inserts a fresh pair (the caller checked it is absent) and reports
+// whether another pair was evicted for it: the least recently used one
+// when the shard is full, or, on a 64-bit hash collision (about 1e-11 per
+// full shard with a random seed), the colliding pair.
+func (s *shard) add(h uint64, addr netip.Addr, domain string, t int64) (p *pair, evicted bool) {
+	var i int32
+	if j, ok := s.index[h]; ok {
+		i, evicted = j, true
+		s.unlink(i)
+	} else if len(s.slots) < s.max {
+		s.slots = append(s.slots, pair{})
+		i = int32(len(s.slots) - 1)
+	} else {
+		i, evicted = s.oldest, true
+		s.unlink(i)
+		delete(s.index, s.slots[i].key)
+	}
+	s.slots[i] = pair{key: h, addr: addr, domain: domain, curStart: t, decAt: t}
+	s.index[h] = i
+	s.pushNewest(i)
+	return &s.slots[i], evicted
+}
+
+func (s *shard) unlink(i int32) {
+	p := &s.slots[i]
+	if p.newer >= 0 {
+		s.slots[p.newer].older = p.older
+	} else {
+		s.newest = p.older
+	}
+	if p.older >= 0 {
+		s.slots[p.older].newer = p.newer
+	} else {
+		s.oldest = p.newer
+	}
+}
+
+func (s *shard) pushNewest(i int32) {
+	p := &s.slots[i]
+	p.newer, p.older = -1, s.newest
+	if s.newest >= 0 {
+		s.slots[s.newest].newer = i
+	} else {
+		s.oldest = i
+	}
+	s.newest = i
+}
+
+// purge drops every pair and returns how many there were.
+func (s *shard) purge() int {
+	n := len(s.slots)
+	clear(s.index)
+	clear(s.slots)
+	s.slots = s.slots[:0]
+	s.newest, s.oldest = -1, -1
+	return n
 }
 
 // Detector scores queries. It is safe for concurrent use.
@@ -245,14 +364,7 @@ func New(cfg Config, store seen.Store, sink AlertSink, m *Metrics, logger *slog.
 	}
 	per := cfg.MaxPairs / numShards
 	for i := range d.shards {
-		l, err := simplelru.NewLRU(per, func(pairKey, *pair) {
-			d.pairs.Add(-1)
-			m.Evictions.Inc()
-		})
-		if err != nil {
-			return nil, fmt.Errorf("detect: pair table: %w", err)
-		}
-		d.shards[i].lru = l
+		d.shards[i].init(per)
 	}
 	for mask := range d.sigs {
 		var s []string
@@ -275,19 +387,29 @@ func (d *Detector) Config() Config { return d.cfg }
 // TrackedPairs is the number of pairs currently tracked.
 func (d *Detector) TrackedPairs() int { return int(d.pairs.Load()) }
 
-func (d *Detector) shardFor(addr netip.Addr, domain string) *shard {
-	var h maphash.Hash
-	h.SetSeed(d.seed)
+// pairHash is the keyed 64-bit hash of a (client, domain) pair: the pair
+// table's key, and its top bits pick the shard.
+func (d *Detector) pairHash(addr netip.Addr, domain string) uint64 {
+	h := maphash.String(d.seed, domain)
 	a := addr.As16()
-	h.Write(a[:])
-	h.WriteString(domain)
-	return &d.shards[h.Sum64()%numShards]
+	h = (h ^ binary.LittleEndian.Uint64(a[:8])) * 0x9e3779b97f4a7c15
+	h = (h ^ binary.LittleEndian.Uint64(a[8:]) ^ uint64(addr.BitLen())) * 0xc2b2ae3d27d4eb4f
+	if z := addr.Zone(); z != "" {
+		h ^= maphash.String(d.seed, z)
+	}
+	h ^= h >> 29
+	h *= 0x165667b19e3779f9
+	return h ^ h>>32
+}
+
+func (d *Detector) shardFor(h uint64) *shard {
+	return &d.shards[h>>(64-shardBits)]
 }
 
 // Observe scores one query at time now (the caller's clock: offline scoring
 // passes record timestamps). qname may have a trailing dot and any case.
 func (d *Detector) Observe(now time.Time, c Client, qname string, qtype uint16) Result {
-	r, a := d.observe(now, c, qname, qtype)
+	r, a := d.observe(now, c, qname, qtype, -1)
 	if a != nil && d.sink != nil {
 		d.sink.Alert(*a)
 	}
@@ -295,28 +417,35 @@ func (d *Detector) Observe(now time.Time, c Client, qname string, qtype uint16) 
 }
 
 // observe is Observe returning the alert raised, if any, instead of
-// handing it to the sink.
-func (d *Detector) observe(now time.Time, c Client, qname string, qtype uint16) (Result, *Alert) {
+// handing it to the sink. An rcode >= 0 is also recorded on the pair after
+// scoring, as ObserveRcode would at the same time (offline scoring knows
+// it with the query).
+func (d *Detector) observe(now time.Time, c Client, qname string, qtype uint16, rcode int) (Result, *Alert) {
 	var f Features
 	extractLower(qname, qtype, &f)
 	res := Result{Domain: f.Registered}
 	if f.Registered == "" {
 		return res, nil
 	}
-	if d.ignore.match(strings.TrimSuffix(qname, ".")) || hasUpper(qname) && d.ignore.match(f.Registered) {
+	if d.ignore.match(strings.TrimSuffix(qname, ".")) || f.upper && d.ignore.match(f.Registered) {
 		res.Ignored = true
 		d.m.Ignored.Inc()
 		return res, nil
 	}
 	d.m.Queries.Inc()
 	t := now.UnixNano()
-	sh := d.shardFor(c.Addr, f.Registered)
+	h := d.pairHash(c.Addr, f.Registered)
+	sh := d.shardFor(h)
 	sh.mu.Lock()
-	p, ok := sh.lru.Get(pairKey{c.Addr, f.Registered})
-	if !ok {
+	p := sh.get(h, c.Addr, f.Registered)
+	if p == nil {
 		dom := strings.Clone(f.Registered)
-		p = &pair{domain: dom, curStart: t, decAt: t}
-		sh.lru.Add(pairKey{c.Addr, dom}, p)
+		var evicted bool
+		p, evicted = sh.add(h, c.Addr, dom, t)
+		if evicted {
+			d.pairs.Add(-1)
+			d.m.Evictions.Inc()
+		}
 		d.m.TrackedPairs.Set(float64(d.pairs.Add(1)))
 		if d.store != nil {
 			first, err := d.store.FirstSeen(context.Background(), dom, now)
@@ -347,6 +476,9 @@ func (d *Detector) observe(now time.Time, c Client, qname string, qtype uint16) 
 		}
 	}
 	res.Alert = t < p.alertUntil
+	if rcode >= 0 {
+		p.countRcode(rcode)
+	}
 	sh.mu.Unlock()
 	d.m.Score.Observe(score)
 	if alert != nil {
@@ -362,17 +494,17 @@ func (d *Detector) observe(now time.Time, c Client, qname string, qtype uint16) 
 // only when the registered domain part has upper-case letters; the
 // subdomain features keep the original case (MixedCase matters).
 func extractLower(qname string, qtype uint16, f *Features) {
-	Extract(qname, qtype, f)
-	if !hasUpper(f.Registered) {
+	extract(qname, qtype, f, true)
+	if !f.upper || !hasUpper(f.Registered) {
 		return
 	}
 	orig := strings.TrimSuffix(qname, ".")
 	var g Features
-	Extract(asciiLower(orig), qtype, &g)
-	*f = Features{QtypeWeight: f.QtypeWeight, NonPrintable: f.NonPrintable, Registered: g.Registered, BadTLD: g.BadTLD}
+	extract(asciiLower(orig), qtype, &g, true)
+	*f = Features{QtypeWeight: f.QtypeWeight, NonPrintable: f.NonPrintable, Registered: g.Registered, BadTLD: g.BadTLD, upper: true}
 	if g.Sub != "" {
 		f.Sub = orig[:len(g.Sub)]
-		subFeatures(f)
+		subFeatures(f, true)
 	}
 }
 
@@ -428,7 +560,7 @@ func (d *Detector) update(p *pair, t int64, f *Features) (float64, uint8) {
 		if cur.bits[w]&bit == 0 && p.prev.bits[w]&bit == 0 {
 			novel = true
 		}
-		cur.bits[w] |= bit
+		cur.setBit(w, bit)
 	}
 	if novel {
 		e := f.Encoded
@@ -483,7 +615,7 @@ func (d *Detector) update(p *pair, t int64, f *Features) (float64, uint8) {
 	score = clamp01(score)
 
 	var mask uint8
-	if enc >= 0.5 && f.Entropy >= 3 {
+	if enc >= 0.5 && f.entropy() >= 3 {
 		mask |= sigEntropy
 	}
 	if f.MaxLabel >= 40 || f.SubLen >= 100 {
@@ -544,19 +676,37 @@ func (d *Detector) buildAlert(now time.Time, c Client, p *pair, score float64, s
 // a registered domain) from client, for the pair's NXDOMAIN share. It does
 // not create pairs.
 func (d *Detector) ObserveRcode(now time.Time, client netip.Addr, domain string, rcode int) {
+	// The resolver passes Result.Domain: a tracked pair's domain is a
+	// registered domain, which Extract maps to itself, so an exact hit
+	// needs no feature extraction.
+	name := strings.TrimSuffix(domain, ".")
+	t := now.UnixNano()
+	if d.countRcode(t, client, name, rcode) {
+		return
+	}
 	var f Features
 	extractLower(domain, 1, &f)
-	if f.Registered == "" {
-		return
+	if f.Registered != "" && f.Registered != name {
+		d.countRcode(t, client, f.Registered, rcode)
 	}
-	sh := d.shardFor(client, f.Registered)
+}
+
+// countRcode records rcode on the pair (client, domain) if it is tracked.
+func (d *Detector) countRcode(t int64, client netip.Addr, domain string, rcode int) bool {
+	h := d.pairHash(client, domain)
+	sh := d.shardFor(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	p, ok := sh.lru.Peek(pairKey{client, f.Registered})
-	if !ok {
-		return
+	p := sh.peek(h, client, domain)
+	if p == nil {
+		return false
 	}
-	d.roll(p, now.UnixNano())
+	d.roll(p, t)
+	p.countRcode(rcode)
+	return true
+}
+
+func (p *pair) countRcode(rcode int) {
 	p.cur.rcodes++
 	if rcode == 3 {
 		p.cur.nx++
@@ -570,8 +720,10 @@ func (d *Detector) Close() error {
 	}
 	for i := range d.shards {
 		d.shards[i].mu.Lock()
-		d.shards[i].lru.Purge()
+		n := d.shards[i].purge()
 		d.shards[i].mu.Unlock()
+		d.pairs.Add(-int64(n))
+		d.m.Evictions.Add(float64(n))
 	}
 	d.m.TrackedPairs.Set(0)
 	return nil

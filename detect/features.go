@@ -46,6 +46,59 @@ type Features struct {
 	Encoded float64
 
 	switchRate float64 // character-class switches per character of Sub
+	upper      bool    // the qname has an ASCII upper-case letter
+	// lazyEntropy: extract took the lite path, Entropy is not filled in.
+	lazyEntropy bool
+}
+
+// entropy returns f.Entropy, computing it if extract skipped it.
+func (f *Features) entropy() float64 {
+	if f.lazyEntropy {
+		f.Entropy, f.lazyEntropy = shannon(f.Sub), false
+	}
+	return f.Entropy
+}
+
+// shannon is the entropy (bits per character) of s without dots, computed
+// exactly as subFeatures does.
+func shannon(s string) float64 {
+	var hist [256]uint8
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c != '.' {
+			n++
+			if hist[c] < 255 {
+				hist[c]++
+			}
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	var sum float64
+	for i := 0; i < len(s); i++ {
+		if c := hist[s[i]]; c > 0 && s[i] != '.' {
+			sum += nlog2n[c]
+			hist[s[i]] = 0
+		}
+	}
+	return math.Log2(float64(n)) - sum/float64(n)
+}
+
+// shortLabels fills Labels and MaxLabel of s into f and reports whether
+// no label is longer than liteMaxLabel.
+func shortLabels(f *Features, s string) bool {
+	f.Labels = 1
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == '.' {
+			f.Labels++
+			f.MaxLabel = max(f.MaxLabel, i-start)
+			start = i + 1
+		}
+	}
+	f.MaxLabel = max(f.MaxLabel, len(s)-start)
+	return f.MaxLabel <= liteMaxLabel
 }
 
 // QtypeWeight returns the weight of a query type: 1 for everyday types,
@@ -75,12 +128,22 @@ func QtypeWeight(qtype uint16) float64 {
 // is looked up as is and will usually come out as BadTLD; Detector.Observe
 // lower-cases such names first.
 func Extract(qname string, qtype uint16, f *Features) {
+	extract(qname, qtype, f, false)
+}
+
+// extract is Extract; with lite set, a short subdomain of short labels
+// (which cannot be encoded: Encoded is 0 by the length rule) gets only
+// SubLen, Labels and MaxLabel, and Entropy is left for entropy() to
+// compute on demand.
+func extract(qname string, qtype uint16, f *Features, lite bool) {
 	*f = Features{QtypeWeight: QtypeWeight(qtype)}
 	name := strings.TrimSuffix(qname, ".")
 	for i := 0; i < len(name); i++ {
-		if c := name[i]; c < 0x21 || c > 0x7e {
+		c := name[i]
+		if c < 0x21 || c > 0x7e {
 			f.NonPrintable++
 		}
+		f.upper = f.upper || c-'A' < 26
 	}
 	if name == "" {
 		return
@@ -108,7 +171,7 @@ func Extract(qname string, qtype uint16, f *Features) {
 		return
 	}
 	f.Sub = name[:dot]
-	subFeatures(f)
+	subFeatures(f, lite)
 }
 
 // allDigits reports whether s is non-empty and only digits.
@@ -170,9 +233,19 @@ const (
 	clsDigit
 )
 
-func subFeatures(f *Features) {
+// Below these the length score, and so Encoded, is 0 (see encodedness).
+const (
+	liteMaxLabel = 12
+	liteMaxSub   = 24
+)
+
+func subFeatures(f *Features, lite bool) {
 	s := f.Sub
 	f.SubLen = len(s)
+	if lite && len(s) <= liteMaxSub && f.NonPrintable < 4 && shortLabels(f, s) {
+		f.lazyEntropy = true
+		return
+	}
 	var hist [256]uint8
 	var n, digits, hex, b32, b64, switches, hyphens int
 	labelLen, lower, upper, uuids := 0, false, false, 0

@@ -29,11 +29,13 @@ var DefaultIgnore = []string{
 // ignoreSet matches a name against a set of suffixes on label boundaries.
 type ignoreSet struct {
 	set    map[string]struct{}
-	maxLen int // longest entry: longer suffixes are not looked up
+	tails  map[string]struct{} // last two labels of each entry with two or more
+	single bool                // some entry is a single label
+	maxLen int                 // longest entry: longer suffixes are not looked up
 }
 
 func newIgnoreSet(lists ...[]string) ignoreSet {
-	s := ignoreSet{set: map[string]struct{}{}}
+	s := ignoreSet{set: map[string]struct{}{}, tails: map[string]struct{}{}}
 	for _, l := range lists {
 		for _, d := range l {
 			d = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
@@ -41,6 +43,11 @@ func newIgnoreSet(lists ...[]string) ignoreSet {
 			if d != "" {
 				s.set[d] = struct{}{}
 				s.maxLen = max(s.maxLen, len(d))
+				if t, ok := lastTwoLabels(d); ok {
+					s.tails[t] = struct{}{}
+				} else {
+					s.single = true
+				}
 			}
 		}
 	}
@@ -54,6 +61,18 @@ func (s ignoreSet) match(name string) bool {
 	if len(s.set) == 0 {
 		return false
 	}
+	// Any matching entry of two or more labels ends in the name's last
+	// two labels: one lookup rejects almost every name.
+	if t, ok := lastTwoLabels(name); ok {
+		if _, hit := s.tails[t]; !hit {
+			if !s.single {
+				return false
+			}
+			if _, hit := s.set[name[strings.LastIndexByte(name, '.')+1:]]; !hit {
+				return false
+			}
+		}
+	}
 	for i := 0; ; {
 		if len(name)-i <= s.maxLen {
 			if _, ok := s.set[name[i:]]; ok {
@@ -66,4 +85,14 @@ func (s ignoreSet) match(name string) bool {
 		}
 		i += dot + 1
 	}
+}
+
+// lastTwoLabels returns the last two labels of name, and false when name
+// has a single label.
+func lastTwoLabels(name string) (string, bool) {
+	dot := strings.LastIndexByte(name, '.')
+	if dot < 0 {
+		return name, false
+	}
+	return name[strings.LastIndexByte(name[:dot], '.')+1:], true
 }

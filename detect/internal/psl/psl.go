@@ -32,7 +32,12 @@ loop:
 		if lo == hi {
 			break
 		}
-		f := find(s[1+dot:], lo, hi)
+		var f uint32
+		if lo == 0 && hi == numTLD {
+			f = findTLD(s[1+dot:])
+		} else {
+			f = find(s[1+dot:], lo, hi)
+		}
 		if f == notFound {
 			break
 		}
@@ -78,14 +83,32 @@ const notFound uint32 = 1<<32 - 1
 func find(label string, lo, hi uint32) uint32 {
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		s := nodeLabel(mid)
-		if s < label {
+		switch c := strings.Compare(nodeLabel(mid), label); {
+		case c < 0:
 			lo = mid + 1
-		} else if s == label {
+		case c == 0:
 			return mid
-		} else {
+		default:
 			hi = mid
 		}
+	}
+	return notFound
+}
+
+// tldIndex maps each top-level label to its node (read-only after init):
+// one hash lookup instead of a binary search over the TLDs, the step every
+// lookup takes.
+var tldIndex = func() map[string]uint32 {
+	m := make(map[string]uint32, numTLD)
+	for i := uint32(0); i < numTLD; i++ {
+		m[nodeLabel(i)] = i
+	}
+	return m
+}()
+
+func findTLD(label string) uint32 {
+	if i, ok := tldIndex[label]; ok {
+		return i
 	}
 	return notFound
 }
