@@ -203,19 +203,19 @@ type pair struct {
 	addr         netip.Addr
 	domain       string
 	newer, older int32 // slot indexes, -1 for none
-	cur, prev  bucket
-	curStart   int64 // unix ns
-	decAt      int64
-	dNovel     float64
-	dEnc       float64
-	dEncBytes  float64
-	dBytes     float64
-	alertUntil int64
-	lastAlert  int64
-	newly      bool
-	samples    [maxSamples]string
-	nSamples   uint8
-	nextSample uint8
+	cur, prev    bucket
+	curStart     int64 // unix ns
+	decAt        int64
+	dNovel       float64
+	dEnc         float64
+	dEncBytes    float64
+	dBytes       float64
+	alertUntil   int64
+	lastAlert    int64
+	newly        bool
+	samples      [maxSamples]string
+	nSamples     uint8
+	nextSample   uint8
 }
 
 // shard is one lock's worth of the bounded pair table: an LRU of at most
