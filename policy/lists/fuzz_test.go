@@ -14,6 +14,12 @@ func fuzzParse(f *testing.F, format Format, seeds ...string) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b := NewBuilder()
+		type added struct {
+			k    kind
+			name string
+		}
+		var entries []added
+		b.onAdd = func(k kind, name string) { entries = append(entries, added{k, strings.Clone(name)}) }
 		st, err := Parse(bytes.NewReader(data), "fuzz", format, b)
 		if err != nil {
 			t.Fatalf("Parse: %v", err)
@@ -28,21 +34,20 @@ func fuzzParse(f *testing.F, format Format, seeds ...string) {
 		for _, line := range strings.Split(string(data), "\n") {
 			l.Match(strings.TrimSpace(line)) // must not panic
 		}
-		for _, e := range l.ents {
-			sh, _, name, rule := l.record(uint32(e))
-			q := name
-			if sh.kind == kindWild {
-				q = "sub." + name
+		for _, e := range entries {
+			q := e.name
+			if e.k == kindWild {
+				q = "sub." + e.name
 			}
 			if len(q) > 253 {
 				continue
 			}
 			m, ok := l.Match(q)
 			if !ok {
-				t.Fatalf("entry %q (name %q) not matched by %q", rule, name, q)
+				t.Fatalf("entry %q (kind %d) not matched by %q", e.name, e.k, q)
 			}
-			if m.Rule == "" {
-				t.Fatalf("empty rule for %q", q)
+			if m.Rule == "" || m.Source != "fuzz" || m.Line < 1 {
+				t.Fatalf("Match(%q) = %+v", q, m)
 			}
 		}
 	})

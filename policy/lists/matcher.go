@@ -1,9 +1,11 @@
 package lists
 
 import (
-	"encoding/binary"
+	"hash/maphash"
+	"math/bits"
 	"regexp"
 	"slices"
+	"strings"
 	"unsafe"
 )
 
@@ -18,9 +20,10 @@ const (
 
 // shape is everything an entry shares with many others: how its rule text
 // wraps the name, what it does and where it came from. Shapes are interned
-// per list so each entry stores only a small shape id.
+// per list so an entry stores at most a small shape id (nothing at all
+// when the whole list has one shape, the common case).
 type shape struct {
-	pre, post uint8 // bytes of rule text before and after the name
+	pre, post string // rule text before and after the name ("@@||", "^$important")
 	kind      kind
 	action    Action
 	important bool
@@ -40,9 +43,24 @@ func rank(a Action, important bool) int {
 	return r
 }
 
-// maxEntries is the most entries one List can hold (32-bit offsets keep
-// the matcher compact); further entries are dropped.
+// maxEntries is the most entries one List can hold (32-bit directory
+// offsets keep the matcher compact); further entries are dropped.
 const maxEntries = 1<<32 - 2
+
+// Entry key layout: the top fpBits hold the name hash bits just below the
+// directory bits (the fingerprint), the low lineBits the line number.
+// Lines that do not fit are stored as lineMask plus an overflow map.
+const (
+	lineBits = 24
+	lineMask = 1<<lineBits - 1
+	fpBits   = 64 - lineBits
+	// maxShapes bounds the shape id kept next to the line while building.
+	maxShapes = 1 << 24
+	// bucketLoad is the average number of entries per directory bucket:
+	// 4 keys are 32 bytes, so a probe reads one cache line of keys most of
+	// the time, and the directory is an eighth of the keys' size.
+	bucketLoad = 4
+)
 
 // regexEntry is one compiled /regex/ rule.
 type regexEntry struct {
@@ -56,21 +74,28 @@ type regexEntry struct {
 
 // Builder collects entries from one or more sources and compiles them into
 // a List. A Builder is not safe for concurrent use; Build resets it.
+//
+// Entries are kept as two words each (name hash; line and shape id), never
+// as text: see List for what that costs and saves.
 type Builder struct {
-	arena   []byte   // per entry: uvarint shape, uvarint line, byte nlen, rule text
-	hashes  []uint64 // name hash per entry
-	offs    []uint32 // arena offset per entry
-	shapes  []shape
-	shapeID map[shape]uint32
-	srcIdx  map[string]uint32
-	sources []string
-	regexes []regexEntry
-	dropped int
+	hash      hasher
+	hashes    []uint64 // name hash per entry
+	meta      []uint64 // line << 24 | shape id, per entry
+	shapes    []shape
+	shapeID   map[shape]uint32
+	lastShape shape
+	lastID    uint32
+	srcIdx    map[string]uint32
+	sources   []string
+	regexes   []regexEntry
+	dropped   int
+	// onAdd, when set (tests only), sees every hashed entry added.
+	onAdd func(k kind, name string)
 }
 
 // NewBuilder returns an empty Builder.
 func NewBuilder() *Builder {
-	return &Builder{shapeID: map[shape]uint32{}, srcIdx: map[string]uint32{}}
+	return &Builder{hash: newHasher(), shapeID: map[shape]uint32{}, srcIdx: map[string]uint32{}, lastID: ^uint32(0)}
 }
 
 func (b *Builder) source(s string) uint32 {
@@ -84,41 +109,51 @@ func (b *Builder) source(s string) uint32 {
 }
 
 // add records one entry. name must be normalised and valid; pre and post
-// are the rule text around it (e.g. "||" and "^").
+// are the rule text around it (e.g. "||" and "^"). Only a hash of name is
+// kept, so name may alias a buffer the caller reuses.
 func (b *Builder) add(src uint32, line int, k kind, a Action, important bool, pre, name, post string) {
-	if len(b.offs) >= maxEntries || len(b.arena) > 1<<32-1024 {
+	if len(b.hashes) >= maxEntries {
 		b.dropped++
 		return
 	}
-	sh := shape{pre: uint8(len(pre)), post: uint8(len(post)), kind: k, action: a, important: important, src: src}
-	id, ok := b.shapeID[sh]
-	if !ok {
-		id = uint32(len(b.shapes))
-		b.shapes = append(b.shapes, sh)
-		b.shapeID[sh] = id
+	sh := shape{pre: pre, post: post, kind: k, action: a, important: important, src: src}
+	id := b.lastID
+	if id == ^uint32(0) || sh != b.lastShape {
+		var ok bool
+		if id, ok = b.shapeID[sh]; !ok {
+			if len(b.shapes) >= maxShapes {
+				b.dropped++
+				return
+			}
+			id = uint32(len(b.shapes))
+			sh.pre, sh.post = strings.Clone(pre), strings.Clone(post)
+			b.shapes = append(b.shapes, sh)
+			b.shapeID[sh] = id
+		}
+		b.lastShape, b.lastID = b.shapes[id], id
 	}
-	b.offs = append(b.offs, uint32(len(b.arena)))
-	b.hashes = append(b.hashes, hashName(name))
-	b.arena = binary.AppendUvarint(b.arena, uint64(id))
-	b.arena = binary.AppendUvarint(b.arena, uint64(line))
-	b.arena = append(b.arena, byte(len(name)))
-	b.arena = append(b.arena, pre...)
-	b.arena = append(b.arena, name...)
-	b.arena = append(b.arena, post...)
+	if b.onAdd != nil {
+		b.onAdd(k, name)
+	}
+	ln := uint64(line)
+	if line < 0 || ln >= 1<<(64-24) {
+		ln = 1<<(64-24) - 1
+	}
+	b.hashes = append(b.hashes, b.hash.name(name))
+	b.meta = append(b.meta, ln<<24|uint64(id))
 }
 
 // builderMark is a rollback point.
-type builderMark struct{ arena, offs, regexes int }
+type builderMark struct{ entries, regexes int }
 
 func (b *Builder) mark() builderMark {
-	return builderMark{len(b.arena), len(b.offs), len(b.regexes)}
+	return builderMark{len(b.hashes), len(b.regexes)}
 }
 
 // rollback drops every entry added since mk.
 func (b *Builder) rollback(mk builderMark) {
-	b.arena = b.arena[:mk.arena]
-	b.offs = b.offs[:mk.offs]
-	b.hashes = b.hashes[:mk.offs]
+	b.hashes = b.hashes[:mk.entries]
+	b.meta = b.meta[:mk.entries]
 	b.regexes = b.regexes[:mk.regexes]
 }
 
@@ -126,37 +161,180 @@ func (b *Builder) addRegex(src uint32, line int, re *regexp.Regexp, rule string,
 	b.regexes = append(b.regexes, regexEntry{re: re, rule: rule, src: src, line: line, action: a, important: important})
 }
 
-// FNV-1a, run from the last byte of the name to the first so that the hash
-// of every suffix falls out of one pass at match time.
+// Name hashing. A name is hashed label by label from the right: each
+// label's bytes are folded into the running state with a wyhash-style
+// multiply-mix keyed by per-List random secrets, so the hash of every
+// suffix that starts at a label falls out of one pass over the query name,
+// and nobody can compute in advance a name that collides with a list
+// entry (the secrets are not reproducible across builds).
+type hasher struct{ k0, k1, k2 uint64 }
+
+func newHasher() hasher {
+	seed := maphash.MakeSeed()
+	return hasher{
+		k0: maphash.String(seed, "k0") | 1,
+		k1: maphash.String(seed, "k1"),
+		k2: maphash.String(seed, "k2"),
+	}
+}
+
 const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
-	golden    = 0x9E3779B97F4A7C15
+	hashInit = 0x243F6A8885A308D3
 )
 
-func hashName(s string) uint64 {
-	h := uint64(fnvOffset)
-	for i := len(s) - 1; i >= 0; i-- {
-		h ^= uint64(s[i])
-		h *= fnvPrime
+// mum is the 64x64->128 multiply folded to 64 bits.
+func mum(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+func r8(s string, i int) uint64 {
+	_ = s[i+7]
+	return uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+}
+
+func r4(s string, i int) uint64 {
+	_ = s[i+3]
+	return uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24
+}
+
+// label folds one label (any length, possibly empty) into state h. For a
+// given length the (a, b) words determine the bytes uniquely, and the
+// length enters through a secret multiple, so equal hashes of different
+// label sequences happen only by chance (~2^-64), never by construction.
+func (x hasher) label(h uint64, s string) uint64 {
+	n := len(s)
+	var a, b uint64
+	switch {
+	case n == 0:
+	case n < 4:
+		a = uint64(s[0]) | uint64(s[n>>1])<<8 | uint64(s[n-1])<<16
+	case n <= 8:
+		a = r4(s, 0)
+		b = r4(s, n-4)
+	case n <= 16:
+		a = r8(s, 0)
+		b = r8(s, n-8)
+	default:
+		i := 0
+		for ; n-i > 16; i += 16 {
+			h = mum(r8(s, i)^x.k1, r8(s, i+8)^h)
+		}
+		a = r8(s, n-16)
+		b = r8(s, n-8)
 	}
-	return h
+	return mum(a^h^x.k1, b^(uint64(n)*x.k0)^x.k2)
+}
+
+// lastDot returns the index of the last '.' in s[:end], or -1. It tests
+// eight bytes at a time: (b&0x7f)+0x7f sets the high bit of every byte
+// whose low seven bits are non-zero, without carries between bytes.
+func lastDot(s string, end int) int {
+	const lo7, dots = 0x7f7f7f7f7f7f7f7f, 0x2e2e2e2e2e2e2e2e
+	for ; end >= 8; end -= 8 {
+		x := r8(s, end-8) ^ dots
+		if m := ^((x&lo7 + lo7) | x | lo7); m != 0 {
+			return end - 8 + (63-bits.LeadingZeros64(m))>>3
+		}
+	}
+	for end--; end >= 0; end-- {
+		if s[end] == '.' {
+			break
+		}
+	}
+	return end
+}
+
+func (x hasher) name(s string) uint64 {
+	h := uint64(hashInit)
+	end := len(s)
+	for {
+		i := lastDot(s, end) + 1
+		h = x.label(h, s[i:end])
+		if i == 0 {
+			return h
+		}
+		end = i - 1
+	}
+}
+
+// shapeIndex maps an entry to its shape id, in the narrowest width that
+// holds every id; empty when the list has a single shape.
+type shapeIndex struct {
+	w8  []uint8
+	w16 []uint16
+	w32 []uint32
+}
+
+func (x *shapeIndex) at(i uint32) uint32 {
+	switch {
+	case x.w8 != nil:
+		return uint32(x.w8[i])
+	case x.w16 != nil:
+		return uint32(x.w16[i])
+	case x.w32 != nil:
+		return x.w32[i]
+	}
+	return 0
+}
+
+func (x *shapeIndex) set(i, id uint32) {
+	switch {
+	case x.w8 != nil:
+		x.w8[i] = uint8(id)
+	case x.w16 != nil:
+		x.w16[i] = uint16(id)
+	case x.w32 != nil:
+		x.w32[i] = id
+	}
+}
+
+func (x *shapeIndex) truncate(n int) {
+	switch {
+	case x.w8 != nil:
+		x.w8 = slices.Clip(x.w8[:n])
+	case x.w16 != nil:
+		x.w16 = slices.Clip(x.w16[:n])
+	case x.w32 != nil:
+		x.w32 = slices.Clip(x.w32[:n])
+	}
 }
 
 // List is an immutable compiled list; safe for concurrent use.
 //
-// Names live in one string arena; a bucketed hash directory (dir, tags,
-// offs) finds them with one or two cache lines per probed suffix. Regex
-// rules are kept apart and only run when the hashed entries did not
+// Entry names are not stored. Each hashed entry is one uint64 key (40
+// bits of name hash, 24 bits of line number) in an array sorted by hash,
+// with a directory of uint32 offsets indexed by the top bits of the hash;
+// a probe reads the directory and, usually, one cache line of keys. With
+// ~4 entries per bucket that is about 9 bytes per entry, against the 20-30
+// bytes of the names themselves. The matched rule is rebuilt from the
+// query: the entry's name is the suffix of the query that matched, and the
+// rule's decoration ("||", "^", "*.", "@@", "$important") comes from the
+// entry's shape.
+//
+// The trade-off: an entry matches when directory bits plus 40 fingerprint
+// bits of the seeded 64-bit hash agree, not when the text does. With n
+// entries spread over ~n/4 buckets, a name that is not in the list
+// falsely matches with probability about 4 × 2^-40 ≈ 4e-12 per probed
+// suffix (a few probes per query), and two distinct list names merge as
+// one with probability about n²/2^(bits+41), ~1e-6 for 2M names. The hash
+// seed is random per List, so collisions cannot be aimed at and are not
+// reproducible across builds. Verifying against stored text would remove
+// that risk at the cost of the text itself (~40 MB for 2M names).
+//
+// Regex rules are kept apart and only run when the hashed entries did not
 // already give the strongest possible answer.
 type List struct {
 	name, category string
 	sources        []string
-	arena          string
+	hash           hasher
 	shapes         []shape
-	dir            []uint32 // bucket b holds ents[dir[b]:dir[b+1]]
-	ents           []uint64 // low 32 bits of the name hash << 32 | arena offset
-	shift          uint     // bucket = (h*golden) >> shift
+	sids           shapeIndex     // shape id per key; empty when len(shapes) <= 1
+	dir            []uint32       // bucket b holds keys[dir[b]:dir[b+1]]
+	keys           []uint64       // fingerprint << lineBits | line, sorted per bucket
+	bits           uint           // directory bits: bucket = h >> (64-bits)
+	bigLines       map[uint32]int // key index -> line, for lines >= lineMask
 	regexes        []regexEntry
 	maxRank        int  // the strongest rank of any entry
 	onlySub        bool // every hashed entry is a name-and-subdomains entry
@@ -169,7 +347,7 @@ func (l *List) Name() string { return l.name }
 func (l *List) Category() string { return l.category }
 
 // Len returns the number of distinct entries, regexes included.
-func (l *List) Len() int { return len(l.ents) + len(l.regexes) }
+func (l *List) Len() int { return len(l.keys) + len(l.regexes) }
 
 // Regexps returns the number of regex rules; each one costs a regexp
 // evaluation on every Match that the hashed entries do not settle.
@@ -178,32 +356,16 @@ func (l *List) Regexps() int { return len(l.regexes) }
 // Sources returns the sources the entries came from, in load order.
 func (l *List) Sources() []string { return slices.Clone(l.sources) }
 
-// record decodes the entry at arena offset off.
-func (l *List) record(off uint32) (sh *shape, line int, name, rule string) {
-	a := l.arena[off:]
-	id, n := uvarint(a)
-	a = a[n:]
-	ln, n := uvarint(a)
-	a = a[n:]
-	nlen := int(a[0])
-	sh = &l.shapes[id]
-	rule = a[1 : 1+int(sh.pre)+nlen+int(sh.post)]
-	name = rule[sh.pre : int(sh.pre)+nlen]
-	return sh, int(ln), name, rule
+func (l *List) shapeAt(i uint32) *shape {
+	return &l.shapes[l.sids.at(i)]
 }
 
-func uvarint(s string) (uint64, int) {
-	var x uint64
-	var shift uint
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x80 {
-			return x | uint64(c)<<shift, i + 1
-		}
-		x |= uint64(c&0x7f) << shift
-		shift += 7
+func (l *List) line(i uint32) int {
+	ln := int(l.keys[i] & lineMask)
+	if ln == lineMask {
+		return l.bigLines[i]
 	}
-	return 0, len(s)
+	return ln
 }
 
 // Build compiles everything added so far into a List and resets b.
@@ -211,86 +373,98 @@ func (b *Builder) Build(name, category string) *List {
 	if category == "" {
 		category = name
 	}
-	n := len(b.offs)
-	// The tags and offs scratch arrays are freed once ents is built.
-	nb := 1
-	for nb*4 < n {
-		nb <<= 1
+	l := &List{name: name, category: category, sources: b.sources, shapes: b.shapes, regexes: b.regexes, hash: b.hash}
+	hs, meta := b.hashes, b.meta
+	n := len(hs)
+	b.hashes, b.meta = nil, nil
+	for n>>l.bits > bucketLoad {
+		l.bits++
 	}
-	bits := uint(0)
-	for 1<<bits < nb {
-		bits++
-	}
-	l := &List{name: name, category: category, sources: b.sources, shapes: b.shapes, regexes: b.regexes}
-	l.shift = 64 - bits
-	if bits == 0 {
-		l.shift = 63 // one bucket; (h*golden)>>63 is 0 or 1, so use two
-		nb = 2
-	}
-	// The arena is never written again, so it can back a string without a copy.
-	if len(b.arena) > 0 {
-		l.arena = unsafe.String(unsafe.SliceData(b.arena), len(b.arena))
-	}
+	nb := 1 << l.bits
 
-	// Counting sort by bucket.
 	dir := make([]uint32, nb+1)
-	for _, h := range b.hashes {
-		dir[(h*golden)>>l.shift+1]++
-	}
-	for i := 1; i <= nb; i++ {
-		dir[i] += dir[i-1]
-	}
-	pos := slices.Clone(dir[:nb])
-	tags := make([]uint32, n)
-	offs := make([]uint32, n)
-	for i, h := range b.hashes {
-		bk := (h * golden) >> l.shift
-		p := pos[bk]
-		pos[bk]++
-		tags[p] = uint32(h)
-		offs[p] = b.offs[i]
-	}
-	b.hashes = nil
-	b.offs = nil
+	sortBuckets(hs, meta, l.bits, dir)
 
-	// Deduplicate within buckets: equal name and kind keep the strongest
-	// rank, and among equals the first added.
+	// Within each bucket: sort by hash, then source and line (the order the
+	// entries were added in), and keep one entry per (name, kind): the
+	// strongest, the first added among equals. Keys are written in place.
+	if len(b.shapes) > 1 {
+		switch {
+		case len(b.shapes) <= 1<<8:
+			l.sids.w8 = make([]uint8, n)
+		case len(b.shapes) <= 1<<16:
+			l.sids.w16 = make([]uint16, n)
+		default:
+			l.sids.w32 = make([]uint32, n)
+		}
+	}
+	shapeOf := func(m uint64) *shape { return &b.shapes[uint32(m&(maxShapes-1))] }
+	less := func(i, j int) bool {
+		if hs[i] != hs[j] {
+			return hs[i] < hs[j]
+		}
+		si, sj := shapeOf(meta[i]).src, shapeOf(meta[j]).src
+		if si != sj {
+			return si < sj
+		}
+		return meta[i]>>24 < meta[j]>>24
+	}
 	w := uint32(0)
-	for bk := 0; bk < nb; bk++ {
-		start, end := dir[bk], dir[bk+1]
-		dir[bk] = w
-		seg := w
-		for i := start; i < end; i++ {
-			sh, _, nm, _ := l.record(offs[i])
-			dup := false
-			for j := seg; j < w; j++ {
-				if tags[j] != tags[i] {
-					continue
-				}
-				sh2, _, nm2, _ := l.record(offs[j])
-				if sh2.kind != sh.kind || nm2 != nm {
-					continue
-				}
-				dup = true
-				if rank(sh.action, sh.important) > rank(sh2.action, sh2.important) ||
-					(rank(sh.action, sh.important) == rank(sh2.action, sh2.important) && offs[i] < offs[j]) {
-					offs[j] = offs[i]
-				}
-				break
+	for bk := range nb {
+		start, end := int(dir[bk]), int(dir[bk+1])
+		for i := start + 1; i < end; i++ { // insertion sort: ~4 per bucket
+			for j := i; j > start && less(j, j-1); j-- {
+				hs[j], hs[j-1] = hs[j-1], hs[j]
+				meta[j], meta[j-1] = meta[j-1], meta[j]
 			}
-			if !dup {
-				tags[w] = tags[i]
-				offs[w] = offs[i]
+		}
+		dir[bk] = w
+		for i := start; i < end; {
+			// Run of equal hashes: one winner per kind, in kind order.
+			h := hs[i] // the run's hash: hs[i:j] may be overwritten below
+			j := i + 1
+			for j < end && hs[j] == h {
+				j++
+			}
+			for k := kindSub; k <= kindWild; k++ {
+				best := -1
+				for x := i; x < j; x++ {
+					sh := shapeOf(meta[x])
+					if sh.kind != k {
+						continue
+					}
+					if best < 0 || rank(sh.action, sh.important) > rank(shapeOf(meta[best]).action, shapeOf(meta[best]).important) {
+						best = x
+					}
+				}
+				if best < 0 {
+					continue
+				}
+				m := meta[best]
+				line := m >> 24
+				if line >= lineMask {
+					if l.bigLines == nil {
+						l.bigLines = map[uint32]int{}
+					}
+					l.bigLines[w] = int(line)
+					line = lineMask
+				}
+				// w <= i, so this never overwrites an unread pair.
+				hs[w] = (h<<l.bits)>>lineBits<<lineBits | line
+				l.sids.set(w, uint32(m&(maxShapes-1)))
 				w++
 			}
+			i = j
 		}
 	}
 	dir[nb] = w
+	meta = nil
 	l.dir = dir
-	l.ents = make([]uint64, w)
-	for i := range l.ents {
-		l.ents[i] = uint64(tags[i])<<32 | uint64(offs[i])
+	l.keys = hs[:w:w]
+	if cap(hs)-int(w) > int(w)/32 {
+		l.keys = slices.Clone(hs[:w]) // do not keep append slack or dropped duplicates
 	}
+	l.sids.truncate(int(w))
 	l.onlySub = true
 	for _, sh := range l.shapes {
 		if sh.kind != kindSub {
@@ -305,6 +479,79 @@ func (b *Builder) Build(name, category string) *List {
 	return l
 }
 
+// sortBuckets orders the (hash, meta) pairs by the top bits of the hash
+// and fills dir (len 1<<bits + 1) with the bucket offsets. Two passes keep
+// memory traffic cache friendly without a second full-size array: an
+// in-place 256-way partition on the top 8 bits (256 write streams stay in
+// cache), then a counting sort of each partition on the remaining bits
+// through a scratch buffer the size of one partition.
+func sortBuckets(hs, meta []uint64, bits uint, dir []uint32) {
+	r1 := min(bits, 8)
+	n1 := 1 << r1
+	shift1 := 64 - r1
+	var cnt [257]uint32
+	for _, h := range hs {
+		cnt[h>>shift1+1]++
+	}
+	for i := 1; i <= n1; i++ {
+		cnt[i] += cnt[i-1]
+	}
+	var next [256]uint32
+	copy(next[:], cnt[:n1])
+	for bk := range n1 {
+		end := cnt[bk+1]
+		for i := next[bk]; i < end; i = next[bk] {
+			h, m := hs[i], meta[i]
+			for t := h >> shift1; t != uint64(bk); t = h >> shift1 {
+				j := next[t]
+				next[t]++
+				h, hs[j] = hs[j], h
+				m, meta[j] = meta[j], m
+			}
+			hs[i], meta[i] = h, m
+			next[bk]++
+		}
+	}
+	r2 := bits - r1
+	if r2 == 0 {
+		for i := range n1 + 1 {
+			dir[i] = cnt[i]
+		}
+		return
+	}
+	n2 := 1 << r2
+	mask2 := uint64(n2 - 1)
+	shift2 := 64 - bits
+	var scratchH, scratchM []uint64
+	pos := make([]uint32, n2+1)
+	for top := range n1 {
+		a, b := cnt[top], cnt[top+1]
+		ph, pm := hs[a:b], meta[a:b]
+		clear(pos)
+		for _, h := range ph {
+			pos[(h>>shift2)&mask2+1]++
+		}
+		for i := 1; i <= n2; i++ {
+			pos[i] += pos[i-1]
+		}
+		d := dir[top<<r2:]
+		for i := range n2 {
+			d[i] = a + pos[i]
+		}
+		scratchH = slices.Grow(scratchH[:0], len(ph))[:len(ph)]
+		scratchM = slices.Grow(scratchM[:0], len(ph))[:len(ph)]
+		for i, h := range ph {
+			sb := (h >> shift2) & mask2
+			p := pos[sb]
+			pos[sb]++
+			scratchH[p], scratchM[p] = h, pm[i]
+		}
+		copy(ph, scratchH)
+		copy(pm, scratchM)
+	}
+	dir[1<<bits] = uint32(len(hs))
+}
+
 // Match reports the entry that matches name (any case, with or without
 // trailing dot). Exceptions (Action==Allow) and blocks are both returned:
 // if both an exception and a block match, the exception wins unless the
@@ -312,7 +559,13 @@ func (b *Builder) Build(name, category string) *List {
 // entries of equal strength the most specific (longest) name wins, except
 // in lists made only of name-and-subdomain entries of one strength, where
 // the walk stops at the first (shortest) matching suffix.
-// Match does not allocate (regex lists: unless name has upper case).
+//
+// Match does not allocate when nothing matches, nor when the matched rule
+// is a bare name (hosts, plain domains, RPZ names, bare adblock domains)
+// and that part of name is lower case: Rule is then a substring of name.
+// It allocates Rule when the rule is decorated ("||name^", "*.name") or
+// the matched part of name has upper case, and a lower-cased copy of name
+// when regexes run on a name with upper case.
 func (l *List) Match(name string) (Match, bool) {
 	if l == nil {
 		return Match{}, false
@@ -323,17 +576,17 @@ func (l *List) Match(name string) (Match, bool) {
 	if len(name) == 0 || len(name) > 253 {
 		return Match{}, false
 	}
-	lower := true
-	for i := 0; i < len(name); i++ {
+	lastUpper := -1
+	for i := len(name) - 1; i >= 0; i-- {
 		if c := name[i]; 'A' <= c && c <= 'Z' {
-			lower = false
+			lastUpper = i
 			break
 		}
 	}
-	if lower {
-		return match(l, name, name, false)
+	if lastUpper < 0 {
+		return l.match(name, name, -1)
 	}
-	var buf [256]byte
+	var buf [253]byte
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		if 'A' <= c && c <= 'Z' {
@@ -341,62 +594,103 @@ func (l *List) Match(name string) (Match, bool) {
 		}
 		buf[i] = c
 	}
-	return match(l, buf[:len(name)], name, true)
+	// s lives on this stack frame: match only hashes it and copies from it.
+	return l.match(unsafe.String(&buf[0], len(name)), name, lastUpper)
+}
+
+// probeBatch is how many suffixes are hashed, and have their memory loads
+// issued, before the first of them is examined: the loads do not depend on
+// each other, so their cache misses overlap instead of adding up.
+const probeBatch = 8
+
+type probe struct {
+	fp          uint64 // fingerprint to look for
+	first, last uint64 // the bucket's first and last keys
+	lo, hi      uint32 // the bucket: keys[lo:hi]
+	start       int    // where the suffix starts in the name
+}
+
+// probe looks up every suffix of s that starts at a label, shortest first,
+// and returns the best hashed entry.
+func (l *List) probe(s string) found {
+	var best found
+	var ps [probeBatch]probe
+	shift := 64 - l.bits
+	h := uint64(hashInit)
+	end := len(s)
+	for end >= 0 {
+		n := 0
+		for n < probeBatch && end >= 0 {
+			i := lastDot(s, end) + 1
+			h = l.hash.label(h, s[i:end])
+			bk := h >> shift
+			ps[n] = probe{fp: (h << l.bits) >> lineBits, lo: l.dir[bk], hi: l.dir[bk+1], start: i}
+			n++
+			end = i - 1 // -1 after the full name
+		}
+		for k := range n {
+			if p := &ps[k]; p.lo < p.hi {
+				p.first, p.last = l.keys[p.lo], l.keys[p.hi-1]
+			}
+		}
+		for k := range n {
+			p := &ps[k]
+			if p.lo == p.hi || p.first>>lineBits > p.fp || p.last>>lineBits < p.fp {
+				continue
+			}
+			for j := p.lo; j < p.hi; j++ {
+				fp := l.keys[j] >> lineBits
+				if fp < p.fp {
+					continue
+				}
+				if fp > p.fp {
+					break
+				}
+				sh := l.shapeAt(j)
+				switch sh.kind {
+				case kindExact:
+					if p.start != 0 {
+						continue
+					}
+				case kindWild:
+					if p.start == 0 {
+						continue
+					}
+				}
+				// Longer suffixes come later, so >= prefers the most specific.
+				if r := rank(sh.action, sh.important); !best.ok || r >= best.rank {
+					best = found{idx: j, start: p.start, rank: r, ok: true}
+				}
+			}
+			if best.ok && l.onlySub && best.rank == l.maxRank {
+				return best // nothing longer can win
+			}
+		}
+	}
+	return best
 }
 
 type found struct {
-	off  uint32
-	rank int
-	ok   bool
-	re   int // index+1 into regexes when the match is a regex
+	idx   uint32 // key index of the winning entry
+	start int    // where the matched suffix starts in the name
+	rank  int
+	ok    bool
+	re    int // index+1 into regexes when the match is a regex
 }
 
-// match walks the suffixes of s (already lower case, no trailing dot) from
-// the shortest to the full name. orig is the caller's string, lowered for
-// regexes when copied is set (s is then a stack buffer).
-func match[T string | []byte](l *List, s T, orig string, copied bool) (Match, bool) {
+// match walks the suffixes of s (lower case, no trailing dot) from the
+// shortest to the full name. orig is the caller's name (same length);
+// lastUpper is the index of its last upper-case byte, -1 for none (s is
+// then orig). s must not be retained: it may point into Match's frame.
+func (l *List) match(s, orig string, lastUpper int) (Match, bool) {
 	var best found
-	h := uint64(fnvOffset)
-	for i := len(s) - 1; i >= 0; i-- {
-		h ^= uint64(s[i])
-		h *= fnvPrime
-		if i > 0 && s[i-1] != '.' {
-			continue
-		}
-		full := i == 0
-		bk := (h * golden) >> l.shift
-		tag := uint32(h)
-		for _, e := range l.ents[l.dir[bk]:l.dir[bk+1]] {
-			if uint32(e>>32) != tag {
-				continue
-			}
-			sh, _, nm, _ := l.record(uint32(e))
-			switch sh.kind {
-			case kindExact:
-				if !full {
-					continue
-				}
-			case kindWild:
-				if full {
-					continue
-				}
-			}
-			if nm != string(s[i:]) {
-				continue
-			}
-			// Longer suffixes come later, so >= prefers the most specific.
-			if r := rank(sh.action, sh.important); !best.ok || r >= best.rank {
-				best = found{off: uint32(e), rank: r, ok: true}
-			}
-		}
-		if best.ok && l.onlySub && best.rank == l.maxRank {
-			break // nothing longer can win
-		}
+	if len(l.keys) > 0 {
+		best = l.probe(s)
 	}
 	if len(l.regexes) > 0 && (!best.ok || best.rank < l.maxRank) {
 		rs := orig
-		if copied {
-			rs = toLower(orig)
+		if lastUpper >= 0 {
+			rs = strings.Clone(s)
 		}
 		for k := range l.regexes {
 			re := &l.regexes[k]
@@ -416,16 +710,15 @@ func match[T string | []byte](l *List, s T, orig string, copied bool) (Match, bo
 		re := &l.regexes[best.re-1]
 		return Match{Rule: re.rule, Source: l.sources[re.src], Line: re.line, Action: re.action, Important: re.important}, true
 	}
-	sh, line, _, rule := l.record(best.off)
-	return Match{Rule: rule, Source: l.sources[sh.src], Line: line, Action: sh.action, Important: sh.important}, true
-}
-
-func toLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
+	sh := l.shapeAt(best.idx)
+	var rule string
+	switch {
+	case sh.pre == "" && sh.post == "" && lastUpper < best.start:
+		rule = orig[best.start:]
+	case sh.pre == "" && sh.post == "":
+		rule = strings.Clone(s[best.start:])
+	default:
+		rule = sh.pre + s[best.start:] + sh.post
 	}
-	return string(b)
+	return Match{Rule: rule, Source: l.sources[sh.src], Line: l.line(best.idx), Action: sh.action, Important: sh.important}, true
 }

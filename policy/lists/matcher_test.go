@@ -1,0 +1,198 @@
+package lists
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// buildSources parses each source text, in order, into one List.
+func buildSources(tb testing.TB, f Format, srcs ...[2]string) *List {
+	tb.Helper()
+	b := NewBuilder()
+	for _, s := range srcs {
+		if _, err := Parse(strings.NewReader(s[1]), s[0], f, b); err != nil {
+			tb.Fatalf("Parse %s: %v", s[0], err)
+		}
+	}
+	return b.Build("test", "")
+}
+
+// TestMatchFields pins Rule, Source, Line, Action and Important for every
+// format: the rule is rebuilt from the query name and the entry's shape,
+// so each decoration and each input form (case, trailing dot) is checked.
+func TestMatchFields(t *testing.T) {
+	tests := []struct {
+		name   string
+		format Format
+		srcs   [][2]string
+		query  string
+		want   Match
+	}{
+		{name: "hosts_subdomain", format: FormatHosts,
+			srcs:  [][2]string{{"h.txt", "# c\n0.0.0.0 ads.example.com\n"}},
+			query: "www.ads.example.com.", want: Match{Rule: "ads.example.com", Source: "h.txt", Line: 2}},
+		{name: "hosts_upper_case_prefix", format: FormatHosts,
+			srcs:  [][2]string{{"h.txt", "0.0.0.0 ads.example.com\n"}},
+			query: "WWW.ads.example.com", want: Match{Rule: "ads.example.com", Source: "h.txt", Line: 1}},
+		{name: "hosts_upper_case_match", format: FormatHosts,
+			srcs:  [][2]string{{"h.txt", "0.0.0.0 ads.example.com\n"}},
+			query: "www.ADS.Example.COM.", want: Match{Rule: "ads.example.com", Source: "h.txt", Line: 1}},
+		{name: "domains_plain", format: FormatDomains,
+			srcs:  [][2]string{{"d.txt", "\n\nexample.org\n"}},
+			query: "example.org", want: Match{Rule: "example.org", Source: "d.txt", Line: 3}},
+		{name: "wildcard_decorated", format: FormatWildcard,
+			srcs:  [][2]string{{"w.txt", "*.wild.example\n"}},
+			query: "A.Wild.Example.", want: Match{Rule: "*.wild.example", Source: "w.txt", Line: 1}},
+		{name: "adblock_block", format: FormatAdblock,
+			srcs:  [][2]string{{"a.txt", "! x\n||ads.example^\n"}},
+			query: "x.ads.example", want: Match{Rule: "||ads.example^", Source: "a.txt", Line: 2}},
+		{name: "adblock_exception_pipe", format: FormatAdblock,
+			srcs:  [][2]string{{"a.txt", "||ads.example^\n@@||ok.ads.example^|\n"}},
+			query: "ok.ads.example", want: Match{Rule: "@@||ok.ads.example^", Source: "a.txt", Line: 2, Action: Allow}},
+		{name: "adblock_important", format: FormatAdblock,
+			srcs:  [][2]string{{"a.txt", "@@||x.imp.example^\n||imp.example^$important\n"}},
+			query: "x.imp.example", want: Match{Rule: "||imp.example^$important", Source: "a.txt", Line: 2, Important: true}},
+		{name: "adblock_important_exception", format: FormatAdblock,
+			srcs:  [][2]string{{"a.txt", "||imp.example^$important\n@@||imp.example^$important\n"}},
+			query: "imp.example", want: Match{Rule: "@@||imp.example^$important", Source: "a.txt", Line: 2, Action: Allow, Important: true}},
+		{name: "adblock_exact", format: FormatAdblock,
+			srcs:  [][2]string{{"a.txt", "|exact.example^\n"}},
+			query: "EXACT.example", want: Match{Rule: "|exact.example^", Source: "a.txt", Line: 1}},
+		{name: "adblock_wildcard", format: FormatAdblock,
+			srcs:  [][2]string{{"a.txt", "||*.w.example^\n"}},
+			query: "a.b.w.example", want: Match{Rule: "||*.w.example^", Source: "a.txt", Line: 1}},
+		{name: "adblock_bare_domain", format: FormatAdblock,
+			srcs:  [][2]string{{"a.txt", "||x.example^\nbare.example\n"}},
+			query: "www.bare.example", want: Match{Rule: "bare.example", Source: "a.txt", Line: 2}},
+		{name: "adblock_regex", format: FormatAdblock,
+			srcs:  [][2]string{{"a.txt", "||x.example^\n/^ad[0-9]+\\./\n"}},
+			query: "AD7.example", want: Match{Rule: "/^ad[0-9]+\\./", Source: "a.txt", Line: 2}},
+		{name: "rpz_exact", format: FormatRPZ,
+			srcs:  [][2]string{{"r.zone", "$TTL 60\nnx.example CNAME .\n"}},
+			query: "nx.example.", want: Match{Rule: "nx.example", Source: "r.zone", Line: 2, Action: BlockNXDomain}},
+		{name: "rpz_wildcard", format: FormatRPZ,
+			srcs:  [][2]string{{"r.zone", "$TTL 60\nnx.example CNAME .\n*.nx.example CNAME *.\n"}},
+			query: "a.nx.example", want: Match{Rule: "*.nx.example", Source: "r.zone", Line: 3, Action: BlockNoData}},
+		{name: "rpz_passthru", format: FormatRPZ,
+			srcs:  [][2]string{{"r.zone", "*.nx.example CNAME .\nok.nx.example CNAME rpz-passthru.\n"}},
+			query: "ok.nx.example", want: Match{Rule: "ok.nx.example", Source: "r.zone", Line: 2, Action: Allow}},
+		{name: "second_source", format: FormatDomains,
+			srcs:  [][2]string{{"one.txt", "a.example\n"}, {"two.txt", "# c\nb.example\n"}},
+			query: "x.b.example", want: Match{Rule: "b.example", Source: "two.txt", Line: 2}},
+		{name: "duplicate_first_source_wins", format: FormatDomains,
+			srcs:  [][2]string{{"one.txt", "x\nx\ndup.example\n"}, {"two.txt", "dup.example\n"}},
+			query: "dup.example", want: Match{Rule: "dup.example", Source: "one.txt", Line: 3}},
+		{name: "duplicate_first_line_wins", format: FormatDomains,
+			srcs:  [][2]string{{"one.txt", "dup.example\ndup.example\n"}},
+			query: "dup.example", want: Match{Rule: "dup.example", Source: "one.txt", Line: 1}},
+		{name: "duplicate_stronger_wins", format: FormatAdblock,
+			srcs:  [][2]string{{"one.txt", "||dup.example^\n"}, {"two.txt", "@@||dup.example^\n"}},
+			query: "dup.example", want: Match{Rule: "@@||dup.example^", Source: "two.txt", Line: 1, Action: Allow}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := buildSources(t, tc.format, tc.srcs...)
+			got, ok := l.Match(tc.query)
+			if !ok || got != tc.want {
+				t.Errorf("Match(%q) = %+v, %v; want %+v", tc.query, got, ok, tc.want)
+			}
+		})
+	}
+}
+
+// TestMatchManyShapes uses more sources than a one-byte shape id holds.
+func TestMatchManyShapes(t *testing.T) {
+	b := NewBuilder()
+	const n = 300
+	for i := range n {
+		src := fmt.Sprintf("src%d.txt", i)
+		if _, err := Parse(strings.NewReader(fmt.Sprintf("# %d\nn%d.example\n", i, i)), src, FormatDomains, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := b.Build("many", "")
+	if l.sids.w16 == nil {
+		t.Fatalf("expected 16-bit shape ids for %d shapes", len(l.shapes))
+	}
+	for i := range n {
+		q := fmt.Sprintf("www.n%d.example", i)
+		m, ok := l.Match(q)
+		want := Match{Rule: fmt.Sprintf("n%d.example", i), Source: fmt.Sprintf("src%d.txt", i), Line: 2}
+		if !ok || m != want {
+			t.Fatalf("Match(%q) = %+v, %v; want %+v", q, m, ok, want)
+		}
+	}
+}
+
+// TestMatchBigLines checks line numbers that do not fit in a key.
+func TestMatchBigLines(t *testing.T) {
+	b := NewBuilder()
+	src := b.source("big.txt")
+	lines := map[string]int{"a.example": lineMask - 1, "b.example": lineMask, "c.example": 1<<32 + 7, "d.example": 3}
+	for name, line := range lines {
+		b.add(src, line, kindSub, Block, false, "", name, "")
+	}
+	l := b.Build("big", "")
+	for name, line := range lines {
+		m, ok := l.Match("x." + name)
+		if !ok || m.Line != line || m.Rule != name || m.Source != "big.txt" {
+			t.Errorf("Match(x.%s) = %+v, %v; want line %d", name, m, ok, line)
+		}
+	}
+}
+
+func TestMatchAllocs(t *testing.T) {
+	l := buildSources(t, FormatDomains, [2]string{"d.txt", "ads.example.com\n*.wild.example\n"})
+	for _, tc := range []struct {
+		query  string
+		allocs float64
+	}{
+		{"www.ads.example.com.", 0}, // Rule is a substring of the query
+		{"WWW.ads.example.com", 0},  // upper case outside the matched part
+		{"miss.example.org", 0},
+		{"MISS.EXAMPLE.ORG", 0},
+		{"www.ADS.example.com", 1}, // lower-cased copy of the matched part
+		{"a.wild.example", 1},      // "*." + name
+	} {
+		if got := testing.AllocsPerRun(100, func() { l.Match(tc.query) }); got != tc.allocs {
+			t.Errorf("Match(%q): %v allocs, want %v", tc.query, got, tc.allocs)
+		}
+	}
+}
+
+func TestLastDot(t *testing.T) {
+	for _, s := range []string{"", ".", "a", "a.b", "abcdefgh.ijklmnop.qrs", "........", "/////////.////////",
+		"0123456789abcdef", "a.0123456789abcdef/", "\x80\xae.\xff\x2f", "-..-.-..-.-..-.-..-..."} {
+		for end := 0; end <= len(s); end++ {
+			if got, want := lastDot(s, end), strings.LastIndexByte(s[:end], '.'); got != want {
+				t.Errorf("lastDot(%q, %d) = %d, want %d", s, end, got, want)
+			}
+		}
+	}
+}
+
+// TestHashSuffixes checks that the incremental hash of each suffix seen
+// by a Match walk equals the hash of that suffix computed on its own,
+// including empty labels.
+func TestHashSuffixes(t *testing.T) {
+	x := newHasher()
+	for _, s := range []string{"a", "a.b", "www.ads.example.co.uk", "x..y", ".lead", strings.Repeat("abcdefghij", 6) + ".long.example"} {
+		h := uint64(hashInit)
+		end := len(s)
+		for {
+			i := lastDot(s, end) + 1
+			h = x.label(h, s[i:end])
+			if want := x.name(s[i:]); h != want {
+				t.Errorf("suffix %q of %q: %x != %x", s[i:], s, h, want)
+			}
+			if i == 0 {
+				break
+			}
+			end = i - 1
+		}
+	}
+	if x.name("ab.c") == x.name("a.bc") || x.name("a") == x.name("aaa") || x.name("a.b") == x.name("b.a") {
+		t.Error("label boundaries, lengths or order do not change the hash")
+	}
+}
