@@ -20,7 +20,7 @@ func EDEFor(err error) (uint16, string) {
 	switch {
 	case errors.As(err, &e):
 		return e.EDE()
-	case errors.Is(err, ErrPanic):
+	case errors.Is(err, ErrPanic), errors.Is(err, errNoReply):
 		return dns.ExtendedErrorCodeOther, "internal error"
 	case errors.Is(err, context.DeadlineExceeded):
 		return dns.ExtendedErrorCodeNoReachableAuthority, "upstream timeout"

@@ -185,7 +185,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// later ones accepting queries while an earlier one drains.
 	errc := make(chan error, len(servers))
 	for _, srv := range servers {
-		errc <- srv.ShutdownContext(ctx)
+		go func() { errc <- srv.ShutdownContext(ctx) }()
 	}
 	var errs []error
 	for range servers {

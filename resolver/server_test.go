@@ -1,0 +1,757 @@
+package resolver_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dnsvalve/dnsvalve/resolver"
+	"github.com/dnsvalve/dnsvalve/resolver/cache"
+	"github.com/dnsvalve/dnsvalve/resolver/query"
+	"github.com/dnsvalve/dnsvalve/resolver/upstream"
+)
+
+func TestServerForwards(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessConfig{handler: byType(t, map[uint16][]string{
+		dns.TypeA:    {"@ 300 IN A 192.0.2.10", "@ 300 IN A 192.0.2.11"},
+		dns.TypeAAAA: {"@ 300 IN AAAA 2001:db8::10"},
+		dns.TypeTXT:  {`@ 300 IN TXT "v=spf1 -all" "second string"`},
+	})})
+	cases := []struct {
+		name    string
+		network string
+		qname   string
+		qtype   uint16
+		want    []string // rdata, in order
+	}{
+		{"a_udp", "udp", "www.example.com.", dns.TypeA, []string{"192.0.2.10", "192.0.2.11"}},
+		{"a_tcp", "tcp", "tcp.example.com.", dns.TypeA, []string{"192.0.2.10", "192.0.2.11"}},
+		{"aaaa_udp_mixed_case", "udp", "WwW.ExAmPlE.CoM.", dns.TypeAAAA, []string{"2001:db8::10"}},
+		{"txt_tcp_mixed_case", "tcp", "Mail.Example.ORG.", dns.TypeTXT, []string{`"v=spf1 -all" "second string"`}},
+		{"nodata_mx", "udp", "nomx.example.com.", dns.TypeMX, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := msg(c.qname, c.qtype, 0, false)
+			m.Id = 0x1d2e
+			r := h.exchange(t, c.network, m)
+			wantRcode(t, r, dns.RcodeSuccess)
+			if r.Id != m.Id {
+				t.Errorf("ID = %#x, want %#x", r.Id, m.Id)
+			}
+			if len(r.Question) != 1 || r.Question[0].Name != c.qname || r.Question[0].Qtype != c.qtype {
+				t.Errorf("question = %v, want %s exactly as asked", r.Question, c.qname)
+			}
+			if !r.RecursionAvailable || !r.RecursionDesired || !r.Response {
+				t.Errorf("RA=%v RD=%v QR=%v, want all set", r.RecursionAvailable, r.RecursionDesired, r.Response)
+			}
+			if len(r.Answer) != len(c.want) {
+				t.Fatalf("answer = %v, want %d records", r.Answer, len(c.want))
+			}
+			for i, rr := range r.Answer {
+				if !strings.EqualFold(rr.Header().Name, c.qname) || rr.Header().Rrtype != c.qtype {
+					t.Errorf("answer[%d] = %v, want owner %s type %s", i, rr, c.qname, dns.TypeToString[c.qtype])
+				}
+				if got := strings.TrimPrefix(rr.String(), rr.Header().String()); got != c.want[i] {
+					t.Errorf("answer[%d] rdata = %q, want %q", i, got, c.want[i])
+				}
+			}
+			if c.want == nil && (len(r.Ns) != 1 || r.Ns[0].Header().Rrtype != dns.TypeSOA) {
+				t.Errorf("NODATA authority = %v, want the SOA", r.Ns)
+			}
+		})
+	}
+}
+
+func TestServerCacheTTL(t *testing.T) {
+	t.Parallel()
+	soa := "@ 3600 IN SOA ns.example. host.example. 1 7200 900 1209600 600"
+	cases := []struct {
+		name     string
+		cfg      cache.Config
+		rcode    int
+		ans, ns  []string
+		step     time.Duration
+		wantTTL0 uint32 // TTL of the first answer (or of the SOA for negative answers)
+		wantTTL1 uint32 // after step, from the cache
+	}{
+		{"decrement", cache.Config{}, dns.RcodeSuccess, []string{"@ 300 IN A 192.0.2.1"}, nil, 100 * time.Second, 300, 200},
+		{"decrement_to_one", cache.Config{}, dns.RcodeSuccess, []string{"@ 300 IN A 192.0.2.1"}, nil, 299 * time.Second, 300, 1},
+		{"min_ttl_clamp", cache.Config{MinTTL: time.Minute}, dns.RcodeSuccess, []string{"@ 5 IN A 192.0.2.1"}, nil, 10 * time.Second, 60, 50},
+		{"max_ttl_clamp", cache.Config{MaxTTL: time.Hour}, dns.RcodeSuccess, []string{"@ 86400 IN A 192.0.2.1"}, nil, 1800 * time.Second, 3600, 1800},
+		{"negative_nxdomain", cache.Config{}, dns.RcodeNameError, nil, []string{soa}, 100 * time.Second, 600, 500},
+		{"negative_nodata", cache.Config{}, dns.RcodeSuccess, nil, []string{soa}, 60 * time.Second, 600, 540},
+		{"negative_ttl_cap", cache.Config{NegativeTTL: 2 * time.Minute}, dns.RcodeNameError, nil, []string{soa}, 20 * time.Second, 120, 100},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, harnessConfig{cache: c.cfg, handler: answer(t, c.rcode, c.ans, c.ns)})
+			ttl := func(r *dns.Msg) uint32 {
+				t.Helper()
+				wantRcode(t, r, c.rcode)
+				if len(c.ans) > 0 {
+					if len(r.Answer) != 1 {
+						t.Fatalf("answer = %v, want 1 record", r.Answer)
+					}
+					return r.Answer[0].Header().Ttl
+				}
+				if len(r.Ns) != 1 || r.Ns[0].Header().Rrtype != dns.TypeSOA {
+					t.Fatalf("authority = %v, want the SOA", r.Ns)
+				}
+				return r.Ns[0].Header().Ttl
+			}
+			if got := ttl(h.exchange(t, "udp", msg("ttl.example.", dns.TypeA, 0, false))); got != c.wantTTL0 {
+				t.Errorf("first TTL = %d, want %d", got, c.wantTTL0)
+			}
+			h.clock.step(c.step)
+			if got := ttl(h.exchange(t, "tcp", msg("TTL.example.", dns.TypeA, 0, false))); got != c.wantTTL1 {
+				t.Errorf("TTL after %v = %d, want %d", c.step, got, c.wantTTL1)
+			}
+			if n := h.up.hits.Load(); n != 1 {
+				t.Errorf("upstream asked %d times, want 1 (second answer from the cache)", n)
+			}
+			// Past expiry the next query goes upstream again.
+			h.clock.step(time.Duration(c.wantTTL1) * time.Second)
+			ttl(h.exchange(t, "udp", msg("ttl.example.", dns.TypeA, 0, false)))
+			if n := h.up.hits.Load(); n != 2 {
+				t.Errorf("after expiry upstream asked %d times, want 2", n)
+			}
+		})
+	}
+}
+
+func TestServerEDNS(t *testing.T) {
+	t.Parallel()
+	// The upstream adds options that must not reach clients: NSID, a
+	// cookie and padding.
+	h := newHarness(t, harnessConfig{handler: func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		ttl := "300"
+		if strings.HasPrefix(r.Question[0].Name, "zero.") {
+			ttl = "0" // uncacheable: passed through
+		}
+		rr, _ := dns.NewRR(r.Question[0].Name + " " + ttl + " IN A 192.0.2.7")
+		m.Answer = []dns.RR{rr}
+		opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+		opt.SetUDPSize(4096)
+		if ro := r.IsEdns0(); ro != nil && ro.Do() {
+			opt.SetDo()
+		}
+		opt.Option = []dns.EDNS0{
+			&dns.EDNS0_NSID{Code: dns.EDNS0NSID, Nsid: "6e73312e7570"},
+			&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708a1a2a3a4a5a6a7a8"},
+			&dns.EDNS0_PADDING{Padding: make([]byte, 16)},
+		}
+		m.Extra = append(m.Extra, opt)
+		_ = w.WriteMsg(m)
+	}})
+	cases := []struct {
+		name    string
+		qname   string
+		network string
+		bufsize uint16
+		do      bool
+	}{
+		{"no_edns_udp", "plain.example.", "udp", 0, false},
+		{"no_edns_tcp", "plain-tcp.example.", "tcp", 0, false},
+		{"edns_4096", "big.example.", "udp", 4096, false},
+		{"edns_do", "do.example.", "udp", 1232, true},
+		{"edns_do_tcp", "do-tcp.example.", "tcp", 1232, true},
+		{"edns_small_bufsize", "small.example.", "udp", 100, false},
+		{"passthrough_no_edns", "zero.a.example.", "udp", 0, false},
+		{"passthrough_edns_do", "zero.b.example.", "udp", 1232, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for round := range 2 { // miss, then hit (or a second passthrough)
+				r := h.exchange(t, c.network, msg(c.qname, dns.TypeA, c.bufsize, c.do))
+				wantRcode(t, r, dns.RcodeSuccess)
+				opt := r.IsEdns0()
+				if c.bufsize == 0 {
+					if opt != nil {
+						t.Fatalf("round %d: client without EDNS0 got OPT %v", round, opt)
+					}
+					continue
+				}
+				if opt == nil {
+					t.Fatalf("round %d: EDNS0 client got no OPT\n%v", round, r)
+				}
+				if opt.UDPSize() != resolver.AdvertisedUDPSize || opt.Do() != c.do || opt.Version() != 0 {
+					t.Errorf("round %d: OPT size %d DO %v version %d, want %d, %v, 0", round, opt.UDPSize(), opt.Do(), opt.Version(), resolver.AdvertisedUDPSize, c.do)
+				}
+				if len(opt.Option) != 0 {
+					t.Errorf("round %d: upstream options passed on: %v", round, opt.Option)
+				}
+				n := 0
+				for _, rr := range r.Extra {
+					if rr.Header().Rrtype == dns.TypeOPT {
+						n++
+					}
+				}
+				if n != 1 {
+					t.Errorf("round %d: %d OPT records, want 1", round, n)
+				}
+			}
+		})
+	}
+}
+
+func TestServerTruncation(t *testing.T) {
+	t.Parallel()
+	const n = 100 // about 1.6 KB: bigger than 1232
+	h := newHarness(t, harnessConfig{handler: answer(t, dns.RcodeSuccess, manyA(n), nil)})
+	// Prime the cache over TCP: the resolver's upstream got the full
+	// answer by retrying the truncated UDP reply over TCP.
+	if r := h.exchange(t, "tcp", msg("big.example.", dns.TypeA, 0, false)); len(r.Answer) != n {
+		t.Fatalf("TCP answer has %d records, want %d", len(r.Answer), n)
+	}
+	cases := []struct {
+		name    string
+		bufsize uint16 // 0: no EDNS0
+		limit   int
+	}{
+		{"no_edns_512", 0, 512},
+		{"edns_512", 512, 512},
+		{"edns_below_512_means_512", 200, 512},
+		{"edns_1232", 1232, 1232},
+		{"edns_1400", 1400, 1400},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			q := msg("Big.Example.", dns.TypeA, c.bufsize, false)
+			wire, err := q.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw := rawUDP(t, h.addr, wire, 10*time.Second)
+			if raw == nil {
+				t.Fatal("no reply")
+			}
+			if len(raw) > c.limit {
+				t.Errorf("reply is %d bytes, client can take %d", len(raw), c.limit)
+			}
+			r := new(dns.Msg)
+			if err := r.Unpack(raw); err != nil {
+				t.Fatalf("unpack reply: %v", err)
+			}
+			if !r.Truncated {
+				t.Errorf("TC not set on a partial answer (%d of %d records)", len(r.Answer), n)
+			}
+			if len(r.Answer) >= n {
+				t.Errorf("%d records in a %d-byte reply", len(r.Answer), len(raw))
+			}
+			if r.Id != q.Id || r.Question[0].Name != "Big.Example." {
+				t.Errorf("id %#x question %v, want the client's", r.Id, r.Question)
+			}
+			if (r.IsEdns0() != nil) != (c.bufsize != 0) {
+				t.Errorf("OPT present = %v, client sent EDNS0 = %v", r.IsEdns0() != nil, c.bufsize != 0)
+			}
+		})
+	}
+	t.Run("tcp_whole_answer", func(t *testing.T) {
+		t.Parallel()
+		r := h.exchange(t, "tcp", msg("big.example.", dns.TypeA, 1232, false))
+		if r.Truncated || len(r.Answer) != n {
+			t.Errorf("TCP: TC=%v with %d records, want the whole %d", r.Truncated, len(r.Answer), n)
+		}
+	})
+	t.Run("udp_small_answer_not_truncated", func(t *testing.T) {
+		t.Parallel()
+		h2 := newHarness(t, harnessConfig{handler: answer(t, dns.RcodeSuccess, manyA(20), nil)})
+		r := h2.exchange(t, "udp", msg("twenty.example.", dns.TypeA, 0, false))
+		if r.Truncated || len(r.Answer) != 20 {
+			t.Errorf("TC=%v with %d records, want all 20 untruncated", r.Truncated, len(r.Answer))
+		}
+	})
+}
+
+func TestServerMalformed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessConfig{})
+	pack := func(m *dns.Msg) []byte {
+		t.Helper()
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatalf("pack: %v", err)
+		}
+		return b
+	}
+	withOpcode := func(op int) []byte {
+		m := msg("example.", dns.TypeSOA, 0, false)
+		m.Opcode = op
+		return pack(m)
+	}
+	zeroQ := msg("example.", dns.TypeA, 0, false)
+	zeroQ.Question = nil
+	zeroQEDNS := msg("example.", dns.TypeA, 1232, false)
+	zeroQEDNS.Question = nil
+	twoQ := msg("a.example.", dns.TypeA, 0, false)
+	twoQ.Question = append(twoQ.Question, dns.Question{Name: "b.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+	badVers := msg("example.", dns.TypeA, 1232, true)
+	badVers.IsEdns0().SetVersion(1)
+	resp := msg("example.", dns.TypeA, 0, false)
+	resp.Response = true
+	hugeCounts := pack(msg("example.", dns.TypeA, 0, false))
+	hugeCounts[7] = 200 // ANCOUNT 200 with no answers following
+
+	cases := []struct {
+		name      string
+		wire      []byte
+		wantRcode int // -1: no reply; -2: no reply or any reply (garbage)
+		wantQ     int // questions in the reply
+	}{
+		{"zero_questions", pack(zeroQ), dns.RcodeFormatError, 0},
+		{"zero_questions_edns", pack(zeroQEDNS), dns.RcodeFormatError, 0},
+		{"two_questions", pack(twoQ), dns.RcodeFormatError, 0},
+		{"opcode_update", withOpcode(dns.OpcodeUpdate), dns.RcodeNotImplemented, 1},
+		{"opcode_notify", withOpcode(dns.OpcodeNotify), dns.RcodeNotImplemented, 1},
+		{"opcode_status", withOpcode(dns.OpcodeStatus), dns.RcodeNotImplemented, 1},
+		{"opcode_iquery", withOpcode(dns.OpcodeIQuery), dns.RcodeNotImplemented, 1},
+		{"edns_version_1", pack(badVers), dns.RcodeBadVers, 1},
+		{"response_ignored", pack(resp), -1, 0},
+		{"absurd_counts", hugeCounts, dns.RcodeFormatError, 0},
+		{"short_header", []byte{0xbe, 0xef, 0x01}, -1, 0},
+		{"garbage_ascii", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), -2, 0},
+		{"garbage_truncated_question", append(pack(msg("example.", dns.TypeA, 0, false))[:14], 0xff, 0xff), -2, 0},
+		{"garbage_zeros", make([]byte, 64), -2, 0},
+		{"garbage_ones", []byte(strings.Repeat("\xff", 40)), -2, 0},
+		{"compression_loop", []byte{0xbe, 0xef, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01}, -2, 0},
+	}
+	t.Run("malformed", func(t *testing.T) {
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				t.Parallel()
+				checkMalformed(t, h.addr, c.wire, c.wantRcode, c.wantQ)
+			})
+		}
+	})
+	// After the parallel cases above: the server still answers, and none of
+	// them reached the upstream.
+	wantRcode(t, h.exchange(t, "udp", msg("after.example.", dns.TypeA, 0, false)), dns.RcodeSuccess)
+	if n := h.up.hits.Load(); n != 1 {
+		t.Errorf("upstream asked %d times, want only the final good query", n)
+	}
+}
+
+// checkMalformed sends wire over UDP and checks the reply: wantRcode -1
+// means no reply, -2 no reply or a harmless one (garbage).
+func checkMalformed(t *testing.T, addr string, wire []byte, rcode, questions int) {
+	t.Helper()
+	wait := 10 * time.Second
+	if rcode < 0 {
+		wait = noReplyWait
+	}
+	raw := rawUDP(t, addr, wire, wait)
+	if len(raw) > len(wire) {
+		t.Errorf("reply of %d bytes to a %d-byte malformed query (amplification)", len(raw), len(wire))
+	}
+	switch {
+	case rcode == -1:
+		if raw != nil {
+			t.Fatalf("got a %d-byte reply, want none", len(raw))
+		}
+		return
+	case rcode == -2:
+		if raw != nil {
+			r := new(dns.Msg)
+			if err := r.Unpack(raw); err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) > 0 {
+				t.Errorf("garbage got an answer: %v", r)
+			}
+		}
+		return
+	}
+	if raw == nil {
+		t.Fatal("no reply")
+	}
+	r := new(dns.Msg)
+	if err := r.Unpack(raw); err != nil {
+		t.Fatalf("unpack reply: %v", err)
+	}
+	wantRcode(t, r, rcode)
+	if !r.Response || r.Id != 0xbeef {
+		t.Errorf("QR=%v id=%#x, want a reply to 0xbeef", r.Response, r.Id)
+	}
+	if len(r.Question) != questions || len(r.Answer) != 0 || len(r.Ns) != 0 {
+		t.Errorf("reply sections: %d questions (want %d), %d answers, %d authority", len(r.Question), questions, len(r.Answer), len(r.Ns))
+	}
+	if rcode == dns.RcodeBadVers {
+		if opt := r.IsEdns0(); opt == nil || opt.Version() != 0 {
+			t.Errorf("BADVERS reply OPT = %v, want one with version 0", opt)
+		}
+	}
+}
+
+// panicOn is a Middleware that panics for one name.
+func panicOn(name string) resolver.Middleware {
+	return func(next resolver.Handler) resolver.Handler {
+		return resolver.HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
+			if strings.EqualFold(req.Question().Name, name) {
+				panic("boom for " + name)
+			}
+			return next.ServeDNS(ctx, req)
+		})
+	}
+}
+
+func TestServerPanicRecovery(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessConfig{inner: []resolver.Middleware{panicOn("boom.example.")}})
+	cases := []struct {
+		name    string
+		network string
+		bufsize uint16
+	}{
+		{"udp_edns", "udp", 1232},
+		{"tcp_edns", "tcp", 1232},
+		{"udp_no_edns", "udp", 0},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := h.exchange(t, c.network, msg("boom.example.", dns.TypeA, c.bufsize, false))
+			wantRcode(t, r, dns.RcodeServerFailure)
+			if c.bufsize > 0 {
+				wantEDE(t, r, dns.ExtendedErrorCodeOther)
+			} else if r.IsEdns0() != nil {
+				t.Errorf("client without EDNS0 got an OPT: %v", r.IsEdns0())
+			}
+			if got := testutil.ToFloat64(h.metrics.Panics); got != float64(i+1) {
+				t.Errorf("panics_total = %v, want %d", got, i+1)
+			}
+			o := h.obs.next(t)
+			if o.Info.Reason != "panic" || o.Rcode != dns.RcodeServerFailure {
+				t.Errorf("observed reason %q rcode %d, want panic SERVFAIL", o.Info.Reason, o.Rcode)
+			}
+			// The server keeps answering.
+			wantRcode(t, h.exchange(t, c.network, msg("fine.example.", dns.TypeA, c.bufsize, false)), dns.RcodeSuccess)
+			h.obs.next(t)
+		})
+	}
+}
+
+// nilReply is a stage that breaks the Handler contract by returning
+// neither a message nor an error.
+func nilReply(name string) resolver.Middleware {
+	return func(next resolver.Handler) resolver.Handler {
+		return resolver.HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
+			if strings.EqualFold(req.Question().Name, name) {
+				return nil, nil
+			}
+			return next.ServeDNS(ctx, req)
+		})
+	}
+}
+
+func TestServerNilReplyIsServfail(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessConfig{inner: []resolver.Middleware{nilReply("nil.example.")}})
+	r := h.exchange(t, "udp", msg("nil.example.", dns.TypeA, 1232, false))
+	wantRcode(t, r, dns.RcodeServerFailure)
+	wantEDE(t, r, dns.ExtendedErrorCodeOther)
+	wantRcode(t, h.exchange(t, "udp", msg("fine.example.", dns.TypeA, 0, false)), dns.RcodeSuccess)
+}
+
+// blackhole is a UDP socket that reads and drops every query.
+func blackhole(tb testing.TB) string {
+	tb.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	tb.Cleanup(func() { pc.Close(); <-done })
+	return pc.LocalAddr().String()
+}
+
+// closedPort returns a loopback UDP port nobody listens on.
+func closedPort(tb testing.TB) string {
+	tb.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	return addr
+}
+
+func TestServerAllUpstreamsFail(t *testing.T) {
+	t.Parallel()
+	const groupTimeout = 400 * time.Millisecond
+	cases := []struct {
+		name      string
+		upstreams func(t *testing.T) []string
+		strategy  string
+	}{
+		{"blackhole_then_closed", func(t *testing.T) []string {
+			return []string{"udp://" + blackhole(t), "udp://" + closedPort(t)}
+		}, upstream.StrategyFailover},
+		{"closed_then_blackhole", func(t *testing.T) []string {
+			return []string{"udp://" + closedPort(t), "udp://" + blackhole(t)}
+		}, upstream.StrategyFailover},
+		{"parallel", func(t *testing.T) []string {
+			return []string{"udp://" + blackhole(t), "tcp://" + closedPort(t)}
+		}, upstream.StrategyParallel},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, harnessConfig{
+				upstreams: c.upstreams(t),
+				upOpts:    upstream.Options{Timeout: 150 * time.Millisecond},
+				group:     upstream.GroupConfig{Strategy: c.strategy, Timeout: groupTimeout},
+			})
+			for _, network := range []string{"udp", "tcp"} {
+				start := time.Now()
+				r := h.exchange(t, network, msg("fail-"+network+".example.", dns.TypeA, 1232, false))
+				elapsed := time.Since(start)
+				wantRcode(t, r, dns.RcodeServerFailure)
+				e := ede(r)
+				if len(e) != 1 || (e[0].InfoCode != dns.ExtendedErrorCodeNoReachableAuthority && e[0].InfoCode != dns.ExtendedErrorCodeNetworkError) {
+					t.Errorf("%s: EDE = %v, want No Reachable Authority or Network Error", network, e)
+				}
+				if elapsed > groupTimeout+2*time.Second {
+					t.Errorf("%s: SERVFAIL after %v, group timeout is %v", network, elapsed, groupTimeout)
+				}
+				o := h.obs.next(t)
+				if o.Info.Reason != "upstream_failed" || o.Info.Cache != query.CacheMiss {
+					t.Errorf("%s: observed reason %q cache %v, want upstream_failed miss", network, o.Info.Reason, o.Info.Cache)
+				}
+			}
+		})
+	}
+}
+
+func TestServerServeStale(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		bufsize uint16
+		network string
+	}{
+		{"udp_edns", 1232, "udp"},
+		{"tcp_edns_do", 1232, "tcp"},
+		{"udp_no_edns", 0, "udp"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, harnessConfig{
+				cache:  cache.Config{ServeStale: time.Hour},
+				upOpts: upstream.Options{Timeout: 300 * time.Millisecond},
+				group:  upstream.GroupConfig{Timeout: 500 * time.Millisecond},
+			})
+			r := h.exchange(t, c.network, msg("stale.example.", dns.TypeA, c.bufsize, false))
+			wantRcode(t, r, dns.RcodeSuccess)
+			if len(r.Answer) != 1 || r.Answer[0].Header().Ttl != 300 {
+				t.Fatalf("fresh answer = %v, want one A with TTL 300", r.Answer)
+			}
+			h.obs.next(t)
+			h.up.stop()
+			h.clock.step(10 * time.Minute)
+			r = h.exchange(t, c.network, msg("Stale.Example.", dns.TypeA, c.bufsize, false))
+			wantRcode(t, r, dns.RcodeSuccess)
+			if len(r.Answer) != 1 || r.Answer[0].Header().Ttl != 30 {
+				t.Fatalf("stale answer = %v, want one A with TTL 30", r.Answer)
+			}
+			if a, ok := r.Answer[0].(*dns.A); !ok || a.A.String() != "192.0.2.1" {
+				t.Errorf("stale answer = %v, want 192.0.2.1", r.Answer[0])
+			}
+			if r.Question[0].Name != "Stale.Example." {
+				t.Errorf("question %v, want the client's spelling", r.Question)
+			}
+			if c.bufsize > 0 {
+				wantEDE(t, r, dns.ExtendedErrorCodeStaleAnswer)
+			} else if r.IsEdns0() != nil {
+				t.Errorf("client without EDNS0 got an OPT")
+			}
+			if o := h.obs.next(t); o.Info.Cache != query.CacheStale {
+				t.Errorf("observed cache status %v, want stale", o.Info.Cache)
+			}
+		})
+	}
+}
+
+func TestServerCoalescesMisses(t *testing.T) {
+	t.Parallel()
+	const clients = 100
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var entered sync.WaitGroup
+	entered.Add(clients)
+	// count marks each query reaching the cache stage.
+	count := func(next resolver.Handler) resolver.Handler {
+		return resolver.HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
+			entered.Done()
+			return next.ServeDNS(ctx, req)
+		})
+	}
+	h := newHarness(t, harnessConfig{
+		handler: blocking(answer(t, dns.RcodeSuccess, []string{"@ 300 IN A 192.0.2.99"}, nil), arrived, release),
+		inner:   []resolver.Middleware{count},
+		cache:   cache.Config{UpstreamTimeout: 30 * time.Second},
+		upOpts:  upstream.Options{Timeout: 30 * time.Second},
+		group:   upstream.GroupConfig{Timeout: 30 * time.Second},
+	})
+	unblock := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(unblock)
+	type result struct {
+		r   *dns.Msg
+		err error
+	}
+	results := make(chan result, clients)
+	for i := range clients {
+		network := "udp"
+		if i%4 == 0 {
+			network = "tcp"
+		}
+		go func() {
+			m := msg("coalesce.example.", dns.TypeA, 0, false)
+			m.Id = uint16(i)
+			r, err := tryExchange(network, h.addr, m)
+			if err == nil && r.Id != uint16(i) {
+				err = errors.New("reply has another query's ID")
+			}
+			results <- result{r, err}
+		}()
+	}
+	<-arrived      // the one upstream query is in flight
+	entered.Wait() // every client's query reached the cache
+	unblock()
+	for range clients {
+		res := <-results
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		if res.r.Rcode != dns.RcodeSuccess || len(res.r.Answer) != 1 {
+			t.Fatalf("reply %v", res.r)
+		}
+	}
+	if n := h.up.hits.Load(); n != 1 {
+		t.Errorf("upstream asked %d times for one name, want 1", n)
+	}
+	var miss int
+	for range clients {
+		if h.obs.next(t).Info.Cache == query.CacheMiss {
+			miss++
+		}
+	}
+	t.Logf("%d of %d clients shared the in-flight exchange, the rest were cache hits", miss, clients)
+	if miss == 0 {
+		t.Error("no client was answered by the upstream exchange")
+	}
+}
+
+func TestServerGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			t.Parallel()
+			arrived := make(chan struct{}, 1)
+			release := make(chan struct{})
+			h := newHarness(t, harnessConfig{
+				handler: blocking(answer(t, dns.RcodeSuccess, []string{"@ 300 IN A 192.0.2.5"}, nil), arrived, release),
+				upOpts:  upstream.Options{Timeout: 30 * time.Second},
+				group:   upstream.GroupConfig{Timeout: 30 * time.Second},
+			})
+			unblock := sync.OnceFunc(func() { close(release) })
+			t.Cleanup(unblock) // before the harness shuts down, should the test fail
+			inflight := make(chan *dns.Msg, 1)
+			go func() {
+				r, err := tryExchange(network, h.addr, msg("slow.example.", dns.TypeA, 0, false))
+				if err != nil {
+					t.Errorf("in-flight query: %v", err)
+				}
+				inflight <- r
+			}()
+			<-arrived
+			shut := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				shut <- h.srv.Shutdown(ctx)
+			}()
+			waitUntil(t, "Ready() false", func() bool { return !h.srv.Ready() })
+			// New connections are refused while the slow query drains.
+			waitUntil(t, "TCP listener closed", func() bool {
+				c, err := net.DialTimeout("tcp", h.addr, time.Second)
+				if err != nil {
+					return true
+				}
+				c.Close()
+				return false
+			})
+			select {
+			case err := <-shut:
+				t.Fatalf("Shutdown returned (%v) with a query in flight", err)
+			default:
+			}
+			unblock()
+			if r := <-inflight; r == nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+				t.Fatalf("in-flight query got %v, want its answer", r)
+			}
+			if err := <-shut; err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			if _, err := tryExchangeTimeout("tcp", h.addr, msg("after.example.", dns.TypeA, 0, false), noReplyWait); err == nil {
+				t.Error("TCP query answered after Shutdown")
+			}
+			if _, err := tryExchangeTimeout("udp", h.addr, msg("after.example.", dns.TypeA, 0, false), noReplyWait); err == nil {
+				t.Error("UDP query answered after Shutdown")
+			}
+		})
+	}
+}
+
+func tryExchangeTimeout(network, addr string, m *dns.Msg, timeout time.Duration) (*dns.Msg, error) {
+	c := &dns.Client{Net: network, Timeout: timeout}
+	r, _, err := c.Exchange(m, addr)
+	return r, err
+}
+
+// TestServerShutdownRightAfterStart stops a server whose listeners may not
+// have begun serving yet: Shutdown must still succeed and free the port.
+func TestServerShutdownRightAfterStart(t *testing.T) {
+	t.Parallel()
+	for i := range 20 {
+		srv := resolver.NewServer(resolver.ServerConfig{Listen: []string{"127.0.0.1:0"}},
+			resolver.HandlerFunc(func(context.Context, *query.Request) (*dns.Msg, error) { return new(dns.Msg), nil }),
+			nil, nil, nil, nil)
+		if err := srv.Start(context.Background()); err != nil {
+			if strings.Contains(err.Error(), "address already in use") {
+				continue // the TCP side of the UDP port was taken
+			}
+			t.Fatalf("round %d: Start: %v", i, err)
+		}
+		addr := srv.Addrs()[0].String()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := srv.Shutdown(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: Shutdown: %v", i, err)
+		}
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			t.Fatalf("round %d: TCP port still accepting after Shutdown", i)
+		}
+	}
+}
