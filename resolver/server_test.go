@@ -342,6 +342,14 @@ func TestServerMalformed(t *testing.T) {
 	if n := h.up.hits.Load(); n != 1 {
 		t.Errorf("upstream asked %d times, want only the final good query", n)
 	}
+	for _, m := range []struct {
+		reason string
+		min    float64
+	}{{"response", 1}, {"counts", 2}, {"unpack", 2}} {
+		if got := testutil.ToFloat64(h.metrics.Malformed.WithLabelValues(m.reason)); got < m.min {
+			t.Errorf("malformed_total{reason=%q} = %v, want at least %v", m.reason, got, m.min)
+		}
+	}
 }
 
 // checkMalformed sends wire over UDP and checks the reply: wantRcode -1
