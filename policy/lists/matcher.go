@@ -60,6 +60,8 @@ const (
 	// 4 keys are 32 bytes, so a probe reads one cache line of keys most of
 	// the time, and the directory is an eighth of the keys' size.
 	bucketLoad = 4
+	// noText marks an entry without stored text.
+	noText = ^uint32(0)
 )
 
 // regexEntry is one compiled /regex/ rule.
@@ -78,9 +80,15 @@ type regexEntry struct {
 // Entries are kept as two words each (name hash; line and shape id), never
 // as text: see List for what that costs and saves.
 type Builder struct {
-	hash      hasher
-	hashes    []uint64 // name hash per entry
-	meta      []uint64 // line << 24 | shape id, per entry
+	hash   hasher
+	hashes []uint64 // name hash per entry
+	meta   []uint64 // line << 24 | shape id, per entry
+	// Decorated entries ("||name^", "*.name") keep their name text so
+	// Match can return the rule without allocating: tOff is the offset in
+	// text of a length byte and the name, noText for bare names; nil until
+	// the first decorated entry.
+	text      []byte
+	tOff      []uint32
 	shapes    []shape
 	shapeID   map[shape]uint32
 	lastShape shape
@@ -132,6 +140,23 @@ func (b *Builder) add(src uint32, line int, k kind, a Action, important bool, pr
 		}
 		b.lastShape, b.lastID = b.shapes[id], id
 	}
+	if pre != "" || post != "" {
+		if len(b.text)+len(name)+1 > 1<<32-2 {
+			b.dropped++
+			return
+		}
+		if b.tOff == nil {
+			b.tOff = make([]uint32, len(b.hashes), cap(b.hashes))
+			for i := range b.tOff {
+				b.tOff[i] = noText
+			}
+		}
+		b.tOff = append(b.tOff, uint32(len(b.text)))
+		b.text = append(b.text, byte(len(name)))
+		b.text = append(b.text, name...)
+	} else if b.tOff != nil {
+		b.tOff = append(b.tOff, noText)
+	}
 	if b.onAdd != nil {
 		b.onAdd(k, name)
 	}
@@ -144,16 +169,20 @@ func (b *Builder) add(src uint32, line int, k kind, a Action, important bool, pr
 }
 
 // builderMark is a rollback point.
-type builderMark struct{ entries, regexes int }
+type builderMark struct{ entries, regexes, text int }
 
 func (b *Builder) mark() builderMark {
-	return builderMark{len(b.hashes), len(b.regexes)}
+	return builderMark{len(b.hashes), len(b.regexes), len(b.text)}
 }
 
 // rollback drops every entry added since mk.
 func (b *Builder) rollback(mk builderMark) {
 	b.hashes = b.hashes[:mk.entries]
 	b.meta = b.meta[:mk.entries]
+	b.text = b.text[:mk.text]
+	if len(b.tOff) > mk.entries {
+		b.tOff = b.tOff[:mk.entries]
+	}
 	b.regexes = b.regexes[:mk.regexes]
 }
 
@@ -308,10 +337,12 @@ func (x *shapeIndex) truncate(n int) {
 // with a directory of uint32 offsets indexed by the top bits of the hash;
 // a probe reads the directory and, usually, one cache line of keys. With
 // ~4 entries per bucket that is about 9 bytes per entry, against the 20-30
-// bytes of the names themselves. The matched rule is rebuilt from the
-// query: the entry's name is the suffix of the query that matched, and the
-// rule's decoration ("||", "^", "*.", "@@", "$important") comes from the
-// entry's shape.
+// bytes of the names themselves. For a bare-name entry (hosts, plain
+// domains, RPZ names) the matched rule is the suffix of the query that
+// matched, so it is not stored. Decorated rules ("||name^", "*.name",
+// "@@||name^$important") do keep their text (plus 4 bytes of offset per
+// entry) so that Match can return them without allocating: an adblock list
+// costs about as much as the names' text.
 //
 // The trade-off: an entry matches when directory bits plus 40 fingerprint
 // bits of the seeded 64-bit hash agree, not when the text does. With n
@@ -335,6 +366,8 @@ type List struct {
 	keys           []uint64       // fingerprint << lineBits | line, sorted per bucket
 	bits           uint           // directory bits: bucket = h >> (64-bits)
 	bigLines       map[uint32]int // key index -> line, for lines >= lineMask
+	rules          string         // decorated rules' text, in key order
+	ruleOff        []uint32       // key j's rule is rules[ruleOff[j]:ruleOff[j+1]]; empty for bare names
 	regexes        []regexEntry
 	maxRank        int  // the strongest rank of any entry
 	onlySub        bool // every hashed entry is a name-and-subdomains entry
@@ -374,16 +407,16 @@ func (b *Builder) Build(name, category string) *List {
 		category = name
 	}
 	l := &List{name: name, category: category, sources: b.sources, shapes: b.shapes, regexes: b.regexes, hash: b.hash}
-	hs, meta := b.hashes, b.meta
+	hs, meta, tOff, text := b.hashes, b.meta, b.tOff, b.text
 	n := len(hs)
-	b.hashes, b.meta = nil, nil
+	b.hashes, b.meta, b.tOff, b.text = nil, nil, nil, nil
 	for n>>l.bits > bucketLoad {
 		l.bits++
 	}
 	nb := 1 << l.bits
 
 	dir := make([]uint32, nb+1)
-	sortBuckets(hs, meta, l.bits, dir)
+	sortBuckets(hs, meta, tOff, l.bits, dir)
 
 	// Within each bucket: sort by hash, then source and line (the order the
 	// entries were added in), and keep one entry per (name, kind): the
@@ -397,6 +430,10 @@ func (b *Builder) Build(name, category string) *List {
 		default:
 			l.sids.w32 = make([]uint32, n)
 		}
+	}
+	var rules []byte
+	if tOff != nil {
+		l.ruleOff = make([]uint32, 0, n+1)
 	}
 	shapeOf := func(m uint64) *shape { return &b.shapes[uint32(m&(maxShapes-1))] }
 	less := func(i, j int) bool {
@@ -416,6 +453,9 @@ func (b *Builder) Build(name, category string) *List {
 			for j := i; j > start && less(j, j-1); j-- {
 				hs[j], hs[j-1] = hs[j-1], hs[j]
 				meta[j], meta[j-1] = meta[j-1], meta[j]
+				if tOff != nil {
+					tOff[j], tOff[j-1] = tOff[j-1], tOff[j]
+				}
 			}
 		}
 		dir[bk] = w
@@ -452,13 +492,26 @@ func (b *Builder) Build(name, category string) *List {
 				// w <= i, so this never overwrites an unread pair.
 				hs[w] = (h<<l.bits)>>lineBits<<lineBits | line
 				l.sids.set(w, uint32(m&(maxShapes-1)))
+				if l.ruleOff != nil {
+					l.ruleOff = append(l.ruleOff, uint32(len(rules)))
+					if t := tOff[best]; t != noText {
+						sh := shapeOf(m)
+						rules = append(rules, sh.pre...)
+						rules = append(rules, text[t+1:t+1+uint32(text[t])]...)
+						rules = append(rules, sh.post...)
+					}
+				}
 				w++
 			}
 			i = j
 		}
 	}
 	dir[nb] = w
-	meta = nil
+	meta, tOff, text = nil, nil, nil
+	if l.ruleOff != nil {
+		l.ruleOff = slices.Clip(append(l.ruleOff, uint32(len(rules))))
+		l.rules = string(rules)
+	}
 	l.dir = dir
 	l.keys = hs[:w:w]
 	if cap(hs)-int(w) > int(w)/32 {
@@ -485,7 +538,7 @@ func (b *Builder) Build(name, category string) *List {
 // in-place 256-way partition on the top 8 bits (256 write streams stay in
 // cache), then a counting sort of each partition on the remaining bits
 // through a scratch buffer the size of one partition.
-func sortBuckets(hs, meta []uint64, bits uint, dir []uint32) {
+func sortBuckets(hs, meta []uint64, aux []uint32, bits uint, dir []uint32) {
 	r1 := min(bits, 8)
 	n1 := 1 << r1
 	shift1 := 64 - r1
@@ -502,13 +555,23 @@ func sortBuckets(hs, meta []uint64, bits uint, dir []uint32) {
 		end := cnt[bk+1]
 		for i := next[bk]; i < end; i = next[bk] {
 			h, m := hs[i], meta[i]
+			var x uint32
+			if aux != nil {
+				x = aux[i]
+			}
 			for t := h >> shift1; t != uint64(bk); t = h >> shift1 {
 				j := next[t]
 				next[t]++
 				h, hs[j] = hs[j], h
 				m, meta[j] = meta[j], m
+				if aux != nil {
+					x, aux[j] = aux[j], x
+				}
 			}
 			hs[i], meta[i] = h, m
+			if aux != nil {
+				aux[i] = x
+			}
 			next[bk]++
 		}
 	}
@@ -523,6 +586,7 @@ func sortBuckets(hs, meta []uint64, bits uint, dir []uint32) {
 	mask2 := uint64(n2 - 1)
 	shift2 := 64 - bits
 	var scratchH, scratchM []uint64
+	var scratchA []uint32
 	pos := make([]uint32, n2+1)
 	for top := range n1 {
 		a, b := cnt[top], cnt[top+1]
@@ -540,14 +604,23 @@ func sortBuckets(hs, meta []uint64, bits uint, dir []uint32) {
 		}
 		scratchH = slices.Grow(scratchH[:0], len(ph))[:len(ph)]
 		scratchM = slices.Grow(scratchM[:0], len(ph))[:len(ph)]
+		var pa []uint32
+		if aux != nil {
+			pa = aux[a:b]
+			scratchA = slices.Grow(scratchA[:0], len(ph))[:len(ph)]
+		}
 		for i, h := range ph {
 			sb := (h >> shift2) & mask2
 			p := pos[sb]
 			pos[sb]++
 			scratchH[p], scratchM[p] = h, pm[i]
+			if aux != nil {
+				scratchA[p] = pa[i]
+			}
 		}
 		copy(ph, scratchH)
 		copy(pm, scratchM)
+		copy(pa, scratchA)
 	}
 	dir[1<<bits] = uint32(len(hs))
 }
@@ -560,12 +633,12 @@ func sortBuckets(hs, meta []uint64, bits uint, dir []uint32) {
 // in lists made only of name-and-subdomain entries of one strength, where
 // the walk stops at the first (shortest) matching suffix.
 //
-// Match does not allocate when nothing matches, nor when the matched rule
-// is a bare name (hosts, plain domains, RPZ names, bare adblock domains)
-// and that part of name is lower case: Rule is then a substring of name.
-// It allocates Rule when the rule is decorated ("||name^", "*.name") or
-// the matched part of name has upper case, and a lower-cased copy of name
-// when regexes run on a name with upper case.
+// Match does not allocate when nothing matches, when the matched rule is
+// decorated ("||name^", "*.name": stored text), nor when it is a bare name
+// (hosts, plain domains, RPZ names) and that part of name is lower case:
+// Rule is then a substring of name. It allocates Rule for a bare name
+// whose matched part has upper case, and a lower-cased copy of name when
+// regexes run on a name with upper case.
 func (l *List) Match(name string) (Match, bool) {
 	if l == nil {
 		return Match{}, false
@@ -713,6 +786,8 @@ func (l *List) match(s, orig string, lastUpper int) (Match, bool) {
 	sh := l.shapeAt(best.idx)
 	var rule string
 	switch {
+	case l.ruleOff != nil && l.ruleOff[best.idx] != l.ruleOff[best.idx+1]:
+		rule = l.rules[l.ruleOff[best.idx]:l.ruleOff[best.idx+1]]
 	case sh.pre == "" && sh.post == "" && lastUpper < best.start:
 		rule = orig[best.start:]
 	case sh.pre == "" && sh.post == "":

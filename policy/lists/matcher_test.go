@@ -153,7 +153,8 @@ func TestMatchAllocs(t *testing.T) {
 		{"miss.example.org", 0},
 		{"MISS.EXAMPLE.ORG", 0},
 		{"www.ADS.example.com", 1}, // lower-cased copy of the matched part
-		{"a.wild.example", 1},      // "*." + name
+		{"a.wild.example", 0},      // "*." + name: stored text
+		{"A.WILD.example", 0},
 	} {
 		if got := testing.AllocsPerRun(100, func() { l.Match(tc.query) }); got != tc.allocs {
 			t.Errorf("Match(%q): %v allocs, want %v", tc.query, got, tc.allocs)
@@ -194,5 +195,35 @@ func TestHashSuffixes(t *testing.T) {
 	}
 	if x.name("ab.c") == x.name("a.bc") || x.name("a") == x.name("aaa") || x.name("a.b") == x.name("b.a") {
 		t.Error("label boundaries, lengths or order do not change the hash")
+	}
+}
+
+// TestRollbackDecorated drops a parsed source's entries, stored rule text
+// included, the way Manager does for a rejected copy.
+func TestRollbackDecorated(t *testing.T) {
+	b := NewBuilder()
+	parse := func(src, text string) {
+		t.Helper()
+		if _, err := Parse(strings.NewReader(text), src, FormatAdblock, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	parse("a.txt", "bare.example\n||keep.example^\n")
+	mk := b.mark()
+	parse("b.txt", "||dropped.example^\n||zzzzzzzzzzzzzzzzzzzzzz.example^\n")
+	b.rollback(mk)
+	parse("c.txt", "!\n@@||new.example^$important\n")
+	l := b.Build("rb", "")
+	if m, ok := l.Match("dropped.example"); ok {
+		t.Errorf("rolled back entry matched: %+v", m)
+	}
+	for q, want := range map[string]Match{
+		"x.bare.example": {Rule: "bare.example", Source: "a.txt", Line: 1},
+		"keep.example":   {Rule: "||keep.example^", Source: "a.txt", Line: 2},
+		"new.example":    {Rule: "@@||new.example^$important", Source: "c.txt", Line: 2, Action: Allow, Important: true},
+	} {
+		if m, ok := l.Match(q); !ok || m != want {
+			t.Errorf("Match(%q) = %+v, %v; want %+v", q, m, ok, want)
+		}
 	}
 }
