@@ -87,3 +87,44 @@ func BenchmarkObserveRealistic(b *testing.B) {
 		i++
 	}
 }
+
+func TestObserveAllocatesNothing(t *testing.T) {
+	d, _, _ := newTestDetector(t, Config{}, nil)
+	qs := realisticQueries(t, 256)
+	for _, q := range qs { // create the pairs
+		d.Observe(t0, q.c, q.name, q.qtype)
+	}
+	i := 0
+	n := testing.AllocsPerRun(1000, func() {
+		q := &qs[i%len(qs)]
+		d.Observe(t0.Add(time.Duration(i)*time.Millisecond), q.c, q.name, q.qtype)
+		d.ObserveRcode(t0.Add(time.Duration(i)*time.Millisecond), q.c.Addr, q.name, 0)
+		i++
+	})
+	if n != 0 {
+		t.Errorf("Observe+ObserveRcode on tracked pairs allocate %v times per call", n)
+	}
+}
+
+// TestObserveRcodeDomainOrName checks that ObserveRcode given the
+// registered domain (as the resolver passes Result.Domain) and given the
+// qname count the same.
+func TestObserveRcodeDomainOrName(t *testing.T) {
+	byDomain, _, _ := newTestDetector(t, Config{}, nil)
+	byName, _, _ := newTestDetector(t, Config{}, nil)
+	s := corpus.Tunnels(21, 1)[2]
+	for _, q := range s.Queries {
+		now := t0.Add(q.At)
+		c := Client{Addr: s.Client}
+		a, b := byDomain.Observe(now, c, q.Name, q.Qtype), byName.Observe(now, c, q.Name, q.Qtype)
+		if a.Score != b.Score || a.Alert != b.Alert {
+			t.Fatalf("%s: by domain %+v, by name %+v", q.Name, a, b)
+		}
+		rc := 0
+		if q.NX {
+			rc = 3
+		}
+		byDomain.ObserveRcode(now, s.Client, a.Domain+".", rc)
+		byName.ObserveRcode(now, s.Client, strings.ToUpper(q.Name), rc)
+	}
+}
