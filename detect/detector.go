@@ -219,12 +219,13 @@ type pair struct {
 }
 
 // shard is one lock's worth of the bounded pair table: an LRU of at most
-// max pairs in a slot array (no allocation per pair once grown), indexed
-// by the pair's 64-bit keyed hash.
+// max pairs in fixed-size chunks of slots (no allocation per pair, no
+// copying as it grows), indexed by the pair's 64-bit keyed hash.
 type shard struct {
 	mu     sync.Mutex
 	index  map[uint64]int32
-	slots  []pair
+	chunks []*[chunkSize]pair
+	n      int32 // slots in use
 	newest int32 // -1 when empty
 	oldest int32
 	max    int
@@ -233,7 +234,6 @@ type shard struct {
 
 func (s *shard) init(max int) {
 	s.index = make(map[uint64]int32, min(max, 1024))
-	s.slots = make([]pair, 0, min(max, 64))
 	s.newest, s.oldest, s.max = -1, -1, max
 }
 
@@ -244,7 +244,7 @@ func (s *shard) peek(h uint64, addr netip.Addr, domain string) *pair {
 	if !ok {
 		return nil
 	}
-	p := &s.slots[i]
+	p := s.slot(i)
 	if p.addr != addr || p.domain != domain {
 		return nil // 64-bit hash collision: a different pair owns the slot
 	}
@@ -257,7 +257,7 @@ func (s *shard) get(h uint64, addr netip.Addr, domain string) *pair {
 	if !ok {
 		return nil
 	}
-	p := &s.slots[i]
+	p := s.slot(i)
 	if p.addr != addr || p.domain != domain {
 		return nil
 	}
@@ -277,39 +277,48 @@ func (s *shard) add(h uint64, addr netip.Addr, domain string, t int64) (p *pair,
 	if j, ok := s.index[h]; ok {
 		i, evicted = j, true
 		s.unlink(i)
-	} else if len(s.slots) < s.max {
-		s.slots = append(s.slots, pair{})
-		i = int32(len(s.slots) - 1)
+	} else if int(s.n) < s.max {
+		if int(s.n)%chunkSize == 0 {
+			s.chunks = append(s.chunks, new([chunkSize]pair))
+		}
+		i = s.n
+		s.n++
 	} else {
 		i, evicted = s.oldest, true
 		s.unlink(i)
-		delete(s.index, s.slots[i].key)
+		delete(s.index, s.slot(i).key)
 	}
-	s.slots[i] = pair{key: h, addr: addr, domain: domain, curStart: t, decAt: t}
+	p = s.slot(i)
+	*p = pair{key: h, addr: addr, domain: domain, curStart: t, decAt: t}
 	s.index[h] = i
 	s.pushNewest(i)
-	return &s.slots[i], evicted
+	return p, evicted
 }
 
+// chunkSize is the number of pair slots allocated at a time.
+const chunkSize = 256
+
+func (s *shard) slot(i int32) *pair { return &s.chunks[i/chunkSize][i%chunkSize] }
+
 func (s *shard) unlink(i int32) {
-	p := &s.slots[i]
+	p := s.slot(i)
 	if p.newer >= 0 {
-		s.slots[p.newer].older = p.older
+		s.slot(p.newer).older = p.older
 	} else {
 		s.newest = p.older
 	}
 	if p.older >= 0 {
-		s.slots[p.older].newer = p.newer
+		s.slot(p.older).newer = p.newer
 	} else {
 		s.oldest = p.newer
 	}
 }
 
 func (s *shard) pushNewest(i int32) {
-	p := &s.slots[i]
+	p := s.slot(i)
 	p.newer, p.older = -1, s.newest
 	if s.newest >= 0 {
-		s.slots[s.newest].newer = i
+		s.slot(s.newest).newer = i
 	} else {
 		s.oldest = i
 	}
@@ -318,10 +327,9 @@ func (s *shard) pushNewest(i int32) {
 
 // purge drops every pair and returns how many there were.
 func (s *shard) purge() int {
-	n := len(s.slots)
+	n := int(s.n)
 	clear(s.index)
-	clear(s.slots)
-	s.slots = s.slots[:0]
+	s.chunks, s.n = nil, 0
 	s.newest, s.oldest = -1, -1
 	return n
 }
