@@ -72,7 +72,9 @@ type Server struct {
 	now      func() time.Time
 
 	mu       sync.Mutex
-	servers  []*dns.Server
+	servers  []*dns.Server // TCP listeners
+	udpConns []*net.UDPConn
+	stopping atomic.Bool // set by Shutdown: UDP readers exit on their next read error
 	addrs    []net.Addr
 	inflight sync.RWMutex
 	ready    atomic.Bool
@@ -119,7 +121,14 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("listen tcp %s: %w", tcpAddr, err)
 		}
 		s.addrs = append(s.addrs, pc.LocalAddr())
-		udp := &dns.Server{PacketConn: pc, Handler: s, MsgAcceptFunc: s.accept, MsgInvalidFunc: s.invalid, UDPSize: 65535}
+		uc, ok := pc.(*net.UDPConn)
+		if !ok {
+			pc.Close()
+			l.Close()
+			s.closeLocked()
+			return fmt.Errorf("listen udp %s: not a UDP socket", addr)
+		}
+		s.udpConns = append(s.udpConns, uc)
 		maxq := s.cfg.TCPMaxQueries
 		if maxq <= 0 {
 			maxq = -1
@@ -127,13 +136,12 @@ func (s *Server) Start(ctx context.Context) error {
 		tcp := &dns.Server{Listener: l, Handler: s, MsgAcceptFunc: s.accept, MsgInvalidFunc: s.invalid,
 			IdleTimeout: func() time.Duration { return s.cfg.TCPIdleTimeout }, MaxTCPQueries: maxq,
 			ReadTimeout: s.cfg.TCPIdleTimeout, WriteTimeout: 5 * time.Second}
-		s.servers = append(s.servers, udp, tcp)
-		for _, srv := range []*dns.Server{udp, tcp} {
-			if err := s.serve(srv, tcpAddr); err != nil {
-				s.closeLocked()
-				return err
-			}
+		s.servers = append(s.servers, tcp)
+		if err := s.serve(tcp, tcpAddr); err != nil {
+			s.closeLocked()
+			return err
 		}
+		newUDPLoop(s, uc).start()
 		s.logger.Info("listening", "addr", pc.LocalAddr().String(), "proto", "udp+tcp")
 	}
 	s.ready.Store(true)
@@ -178,16 +186,27 @@ func (s *Server) Ready() bool { return s.ready.Load() }
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.ready.Store(false)
 	s.mu.Lock()
-	servers := s.servers
-	s.servers = nil
+	servers, udpConns := s.servers, s.udpConns
+	s.servers, s.udpConns = nil, nil
 	s.mu.Unlock()
+	// UDP readers stop reading at once; the sockets stay open until the
+	// queries in flight have written their replies.
+	var errs []error
+	s.stopping.Store(true)
+	for _, c := range udpConns {
+		_ = c.SetReadDeadline(time.Unix(1, 0))
+	}
+	defer func() {
+		for _, c := range udpConns {
+			_ = c.Close()
+		}
+	}()
 	// All listeners at once: shutting them down one by one would keep the
 	// later ones accepting queries while an earlier one drains.
 	errc := make(chan error, len(servers))
 	for _, srv := range servers {
 		go func() { errc <- srv.ShutdownContext(ctx) }()
 	}
-	var errs []error
 	for range servers {
 		if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
 			errs = append(errs, err)
@@ -214,7 +233,10 @@ func (s *Server) closeLocked() {
 	for _, srv := range s.servers {
 		_ = srv.Shutdown()
 	}
-	s.servers = nil
+	for _, c := range s.udpConns {
+		_ = c.Close()
+	}
+	s.servers, s.udpConns = nil, nil
 }
 
 // accept decides, from the header alone, what miekg/dns does with a message.
@@ -400,6 +422,11 @@ func (s *Server) errorReply(req *query.Request, err error) *dns.Msg {
 }
 
 func setClient(req *query.Request, w dns.ResponseWriter) {
+	if uw, ok := w.(*udpWriter); ok {
+		req.Proto = query.UDP
+		req.Client.Addr, req.Client.Port = uw.remote.Addr(), uw.remote.Port()
+		return
+	}
 	switch a := w.RemoteAddr().(type) {
 	case *net.UDPAddr:
 		req.Proto = query.UDP

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -35,6 +36,14 @@ func (a *app) startHTTP(cfg *Config) error {
 	api.HandleFunc("GET /api/v1/check", a.apiCheck)
 	api.HandleFunc("GET /api/v1/stats", a.apiStats)
 	mux.Handle("/api/", requireToken(cfg.HTTP.Token, api))
+	// Profiling, for "why is it slow?": same protection as /api/.
+	dbg := http.NewServeMux()
+	dbg.HandleFunc("/debug/pprof/", pprof.Index)
+	dbg.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	dbg.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	dbg.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	dbg.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.Handle("/debug/pprof/", requireToken(cfg.HTTP.Token, dbg))
 	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
