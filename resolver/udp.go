@@ -20,12 +20,15 @@ import (
 // growth (about a fifth of the CPU time of a cache hit). Here each reader
 // goroutine reads a packet and answers it itself, keeping its grown stack
 // and its buffers. While every reader is busy (slow upstreams), one more is
-// started, up to maxReaders; readers beyond the minimum leave again when
-// most are idle.
+// started, up to maxReaders; readers beyond the minimum leave again after a
+// long streak of mostly idle traffic.
 
 const (
 	udpReadBuf = 4096 // queries are small; larger packets are malformed for us
 	maxReaders = 8192
+	// shrinkStreak is how many mostly-idle packets in a row make an extra
+	// reader leave.
+	shrinkStreak = 10000
 )
 
 type udpLoop struct {
@@ -39,7 +42,7 @@ type udpLoop struct {
 }
 
 func newUDPLoop(s *Server, conn *net.UDPConn) *udpLoop {
-	l := &udpLoop{s: s, conn: conn, local: conn.LocalAddr(), min: int32(max(2, runtime.GOMAXPROCS(0)))}
+	l := &udpLoop{s: s, conn: conn, local: conn.LocalAddr(), min: int32(4 * runtime.GOMAXPROCS(0))}
 	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok && ua.IP.IsUnspecified() {
 		// Ask for the destination address of each packet, to answer from it.
 		err6 := ipv6.NewPacketConn(conn).SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true)
@@ -60,6 +63,7 @@ func (l *udpLoop) reader() {
 	w := &udpWriter{conn: l.conn, local: l.local, buf: make([]byte, 0, 4096)}
 	buf := make([]byte, udpReadBuf)
 	var oob []byte
+	idle := 0
 	if l.wildcard {
 		oob = make([]byte, 128)
 	}
@@ -91,9 +95,16 @@ func (l *udpLoop) reader() {
 		}
 		w.remote = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		l.s.servePacket(w, buf[:n])
+		// A reader beyond the minimum leaves after a long streak of packets
+		// during which most readers were idle, so the pool does not churn
+		// (a new reader pays for its buffers and its stack growth again).
 		busy := l.busy.Add(-1)
-		if r := l.readers.Load(); r > l.min && busy*2 < r && l.readers.CompareAndSwap(r, r-1) {
-			return
+		if r := l.readers.Load(); r > l.min && busy*4 < r {
+			if idle++; idle >= shrinkStreak && l.readers.CompareAndSwap(r, r-1) {
+				return
+			}
+		} else {
+			idle = 0
 		}
 	}
 }
