@@ -76,7 +76,7 @@ func TestParseFileSpec(t *testing.T) {
 	if path != "/var/log/q.log" || o != want {
 		t.Errorf("got %q %+v, want %+v", path, o, want)
 	}
-	if _, o, _ := ParseFileSpec("/q.log"); o != DefaultFileOptions() || !o.Compress || o.MaxSizeMB != 100 || o.MaxAgeDays != 30 || o.MaxBackups != 10 {
+	if _, o, _ := ParseFileSpec("/q.log"); o != DefaultFileOptions() || o.Compress || o.MaxSizeMB != 100 || o.MaxAgeDays != 30 || o.MaxBackups != 10 {
 		t.Errorf("defaults = %+v", o)
 	}
 }
@@ -92,8 +92,10 @@ func TestFileSinkOpenError(t *testing.T) {
 	}
 }
 
-// TestFileSinkRotation logs through the Logger while the file is rotated
-// twice, and finds every record exactly once across the files.
+// TestFileSinkRotation logs through the Logger while the file is rotated,
+// and finds every record exactly once across the files. (One rotation:
+// lumberjack names backups by the millisecond, so two rotations within
+// one millisecond would overwrite each other, which only a test can do.)
 func TestFileSinkRotation(t *testing.T) {
 	dir := t.TempDir()
 	o := DefaultFileOptions()
@@ -109,7 +111,7 @@ func TestFileSinkRotation(t *testing.T) {
 	for i := range n {
 		r.Question.Name = fmt.Sprintf("q%d.example.", i)
 		l.Log(&r)
-		if i == 1000 || i == 2000 {
+		if i == 1500 {
 			if err := fs.Rotate(); err != nil { // concurrent with the writer goroutine
 				t.Fatal(err)
 			}
@@ -122,8 +124,8 @@ func TestFileSinkRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) < 3 {
-		t.Fatalf("files = %v, want the live file and 2 rotated ones", files)
+	if len(files) < 2 {
+		t.Fatalf("files = %v, want the live file and a rotated one", files)
 	}
 	seen := make(map[string]int, n)
 	for _, f := range files {
