@@ -56,8 +56,14 @@ type ServerConfig struct {
 	TCPIdleTimeout time.Duration
 	// TCPMaxQueries per TCP connection; 0 = unlimited (default 0).
 	TCPMaxQueries int
-	// UDPWorkers is unused by miekg/dns and reserved.
-	// ErrorEDE chooses whether SERVFAIL replies carry an Extended DNS Error.
+	// TrustedForwarders may tell who the real client is (ECS, PROXY v2).
+	TrustedForwarders []netip.Prefix
+	// ECSClient takes the client address from a full-length EDNS Client
+	// Subnet option (/32, /128) of queries from TrustedForwarders.
+	ECSClient bool
+	// ProxyProtocol reads a PROXY protocol v2 header in front of TCP
+	// streams and UDP datagrams from TrustedForwarders.
+	ProxyProtocol bool
 }
 
 // Server owns the listeners, runs each query through the handler chain and
@@ -121,6 +127,9 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("listen tcp %s: %w", tcpAddr, err)
 		}
 		s.addrs = append(s.addrs, pc.LocalAddr())
+		if s.cfg.ProxyProtocol && len(s.cfg.TrustedForwarders) > 0 {
+			l = &proxyListener{Listener: l, trusted: s.cfg.TrustedForwarders, timeout: s.cfg.TCPIdleTimeout}
+		}
 		uc, ok := pc.(*net.UDPConn)
 		if !ok {
 			pc.Close()
@@ -269,6 +278,9 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, m *dns.Msg) {
 	req := s.reqPool.Get().(*query.Request)
 	*req = query.Request{Msg: m, Start: s.now()}
 	setClient(req, w)
+	if s.cfg.ECSClient && req.Client.Addr.IsValid() && containsAddr(s.cfg.TrustedForwarders, req.Client.Addr) {
+		ecsClient(req)
+	}
 	if idp := s.identify.Load(); idp != nil && req.Client.Addr.IsValid() {
 		req.Client.Group, req.Client.Policy, req.Client.Name = (*idp).Identify(req.Client.Addr)
 	}
@@ -317,6 +329,12 @@ func (s *Server) answer(req *query.Request) (resp *dns.Msg, err error) {
 		}
 	}
 	switch {
+	case len(m.Question) == 1 && (m.Question[0].Qtype == 0 || m.Question[0].Qclass == 0):
+		// miekg/dns accepts a question cut short after its name and leaves
+		// type and class 0 (both reserved): echoing it back would make the
+		// reply larger than the query.
+		req.Info.Reason = "formerr"
+		return rcodeReply(m, dns.RcodeFormatError), nil
 	case m.Opcode != dns.OpcodeQuery:
 		req.Info.Reason = "notimp"
 		return rcodeReply(m, dns.RcodeNotImplemented), nil
@@ -424,10 +442,17 @@ func (s *Server) errorReply(req *query.Request, err error) *dns.Msg {
 func setClient(req *query.Request, w dns.ResponseWriter) {
 	if uw, ok := w.(*udpWriter); ok {
 		req.Proto = query.UDP
-		req.Client.Addr, req.Client.Port = uw.remote.Addr(), uw.remote.Port()
+		req.Client.Addr, req.Client.Port = uw.client.Addr(), uw.client.Port()
+		if uw.client != uw.remote {
+			req.Client.Via = uw.remote.Addr()
+		}
 		return
 	}
 	switch a := w.RemoteAddr().(type) {
+	case proxiedAddr:
+		req.Proto = query.TCP
+		req.Client.Addr, req.Client.Port = a.src.Addr(), a.src.Port()
+		req.Client.Via = a.via.Addr()
 	case *net.UDPAddr:
 		req.Proto = query.UDP
 		req.Client.Addr, req.Client.Port = addrPort(a.IP, a.Port)
@@ -447,6 +472,31 @@ func setClient(req *query.Request, w dns.ResponseWriter) {
 func addrPort(ip net.IP, port int) (netip.Addr, uint16) {
 	a, _ := netip.AddrFromSlice(ip)
 	return a.Unmap(), uint16(port)
+}
+
+// ecsClient replaces the client address with a full-length EDNS Client
+// Subnet source address, remembering the forwarder as Via.
+func ecsClient(req *query.Request) {
+	opt := req.Msg.IsEdns0()
+	if opt == nil {
+		return
+	}
+	for _, o := range opt.Option {
+		sn, ok := o.(*dns.EDNS0_SUBNET)
+		if !ok {
+			continue
+		}
+		a, ok := netip.AddrFromSlice(sn.Address)
+		if !ok {
+			return
+		}
+		a = a.Unmap()
+		if (a.Is4() && sn.SourceNetmask == 32) || (a.Is6() && sn.SourceNetmask == 128) {
+			req.Client.Via = req.Client.Addr
+			req.Client.Addr = a
+		}
+		return
+	}
 }
 
 // rcodeReply is a reply to m with rcode and no records.

@@ -94,7 +94,21 @@ func (l *udpLoop) reader() {
 			}
 		}
 		w.remote = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		l.s.servePacket(w, buf[:n])
+		w.client = w.remote
+		data := buf[:n]
+		if l.s.cfg.ProxyProtocol && n > 16 && data[0] == '\r' && containsAddr(l.s.cfg.TrustedForwarders, w.remote.Addr()) {
+			src, hl, err := parseProxyV2(data)
+			if err != nil {
+				l.s.metrics.malformed("proxy")
+				l.busy.Add(-1)
+				continue
+			}
+			if src.IsValid() {
+				w.client = src
+			}
+			data = data[hl:]
+		}
+		l.s.servePacket(w, data)
 		// A reader beyond the minimum leaves after a long streak of packets
 		// during which most readers were idle, so the pool does not churn
 		// (a new reader pays for its buffers and its stack growth again).
@@ -160,7 +174,8 @@ func (s *Server) servePacket(w *udpWriter, data []byte) {
 type udpWriter struct {
 	conn   *net.UDPConn
 	local  net.Addr
-	remote netip.AddrPort
+	remote netip.AddrPort // where the packet came from and the reply goes
+	client netip.AddrPort // who asked: remote, or the PROXY header's source
 	oob    []byte
 	buf    []byte
 }

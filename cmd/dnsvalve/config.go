@@ -54,6 +54,12 @@ type ServerConfig struct {
 	TCPIdleTimeout time.Duration   `mapstructure:"tcp_idle_timeout"`
 	TCPMaxQueries  int             `mapstructure:"tcp_max_queries"`
 	RateLimit      RateLimitConfig `mapstructure:"rate_limit"`
+	// TrustedForwarders may name the real client: ECSClient takes it from a
+	// full-length EDNS Client Subnet option, ProxyProtocol from a PROXY v2
+	// header (TCP streams and UDP datagrams).
+	TrustedForwarders []string `mapstructure:"trusted_forwarders"`
+	ECSClient         bool     `mapstructure:"ecs_client"`
+	ProxyProtocol     bool     `mapstructure:"proxy_protocol"`
 }
 
 type RateLimitConfig struct {
@@ -319,6 +325,14 @@ func (c *Config) validate() error {
 		bad(key, "%q is not one of %s", val, strings.Join(allowed, ", "))
 	}
 	oneOf("server.refuse_action", c.Server.RefuseAction, "refuse", "drop")
+	for i, p := range c.Server.TrustedForwarders {
+		if _, err := parsePrefix(p); err != nil {
+			bad(fmt.Sprintf("server.trusted_forwarders[%d]", i), "%v", err)
+		}
+	}
+	if (c.Server.ECSClient || c.Server.ProxyProtocol) && len(c.Server.TrustedForwarders) == 0 {
+		bad("server.trusted_forwarders", "ecs_client and proxy_protocol need at least one trusted forwarder")
+	}
 	oneOf("server.rate_limit.action", c.Server.RateLimit.Action, "refuse", "drop")
 	if c.Server.RateLimit.QPS < 0 {
 		bad("server.rate_limit.qps", "must not be negative")

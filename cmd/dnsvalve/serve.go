@@ -164,9 +164,18 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 		resolver.Policy(a.store, pm),
 		resolver.MinimalANY(),
 	)
-	a.server = resolver.NewServer(resolver.ServerConfig{
+	scfg := resolver.ServerConfig{
 		Listen: cfg.Server.Listen, TCPIdleTimeout: cfg.Server.TCPIdleTimeout, TCPMaxQueries: cfg.Server.TCPMaxQueries,
-	}, h, a.obs, sm, logger, time.Now)
+		ECSClient: cfg.Server.ECSClient, ProxyProtocol: cfg.Server.ProxyProtocol,
+	}
+	for _, f := range cfg.Server.TrustedForwarders {
+		p, err := parsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%w: server.trusted_forwarders: %w", ErrConfig, err)
+		}
+		scfg.TrustedForwarders = append(scfg.TrustedForwarders, p)
+	}
+	a.server = resolver.NewServer(scfg, h, a.obs, sm, logger, time.Now)
 	a.server.SetIdentifier(storeIdentifier{a.store})
 	return a, nil
 }

@@ -48,6 +48,10 @@ type Client struct {
 	Group string
 	// Policy is the name of the policy that applies to the client.
 	Policy string
+	// Via is the trusted forwarder or load balancer that relayed the query
+	// when Addr came from its EDNS Client Subnet or PROXY header; invalid
+	// when the query came straight from the client.
+	Via netip.Addr
 }
 
 // CacheStatus says how the cache took part in an answer.

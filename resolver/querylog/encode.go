@@ -96,6 +96,11 @@ func AppendJSON(dst []byte, r *Record) []byte {
 		dst = appendECS(dst, sn)
 		dst = append(dst, '"')
 	}
+	if r.Client.Via.IsValid() {
+		dst = append(dst, `,"forwarder":"`...)
+		dst = appendAddr(dst, r.Client.Via)
+		dst = append(dst, '"')
+	}
 	dst = appendOptString(dst, `,"instance":`, r.Instance)
 	// Drop the comma in front of the first dnsvalve key (latency_us is
 	// always written, so there is one).

@@ -56,9 +56,10 @@ type Extra struct {
 	Signals   []string `json:"signals,omitempty"`
 	Alert     bool     `json:"alert"`
 	NewlySeen bool     `json:"newly_seen"`
-	Reason    string   `json:"reason,omitempty"`   // e.g. rate_limited, not_allowed, upstream_failed
-	ECS       string   `json:"ecs,omitempty"`      // client subnet from EDNS0, when used
-	Instance  string   `json:"instance,omitempty"` // the dnsvalve instance (hostname) that answered
+	Reason    string   `json:"reason,omitempty"`    // e.g. rate_limited, not_allowed, upstream_failed
+	ECS       string   `json:"ecs,omitempty"`       // client subnet from EDNS0, when used
+	Forwarder string   `json:"forwarder,omitempty"` // trusted forwarder or load balancer that relayed the query (client from ECS or PROXY v2)
+	Instance  string   `json:"instance,omitempty"`  // the dnsvalve instance (hostname) that answered
 }
 
 // Alert is a separate record with "type":"alert", written to the same

@@ -60,6 +60,14 @@ func testRecord(tb testing.TB, name string) Record {
 		opt := r.Req.IsEdns0()
 		opt.Option = append(opt.Option, ecs)
 		r.Info = query.Info{Cache: query.CacheHit}
+	case "via_forwarder":
+		// The client came from a trusted forwarder's full-length ECS option.
+		r.Client.Via = netip.MustParseAddr("10.0.0.2")
+		r.Req, r.Resp = exchange(tb, "api.example.com.", dns.TypeA, dns.RcodeSuccess, "api.example.com. 60 IN A 192.0.2.10")
+		r.Req.SetEdns0(1232, false)
+		opt := r.Req.IsEdns0()
+		opt.Option = append(opt.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 32, Address: net.ParseIP("10.0.8.5").To4()})
+		r.Info = query.Info{Cache: query.CacheMiss, Upstream: "udp://10.0.0.53:53"}
 	case "blocked_nxdomain":
 		r.Client = query.Client{Addr: netip.MustParseAddr("fd00::17"), Port: 40001, Group: "default", Policy: "default"}
 		r.Proto = query.TCP
@@ -101,7 +109,7 @@ func testRecord(tb testing.TB, name string) Record {
 	return r
 }
 
-var recordCases = []string{"cache_hit_a", "blocked_nxdomain", "refused", "servfail_upstream_failed", "txt_answer", "mx_dot_stale", "dropped_rate_limited"}
+var recordCases = []string{"cache_hit_a", "via_forwarder", "blocked_nxdomain", "refused", "servfail_upstream_failed", "txt_answer", "mx_dot_stale", "dropped_rate_limited"}
 
 func testAlert() Alert {
 	return Alert{

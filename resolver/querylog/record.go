@@ -87,6 +87,9 @@ func NewEntry(r *Record) Entry {
 	if sn := ecsOption(r.Req); sn != nil {
 		x.ECS = string(appendECS(nil, sn))
 	}
+	if r.Client.Via.IsValid() {
+		x.Forwarder = r.Client.Via.String()
+	}
 	x.Instance = r.Instance
 	return e
 }
