@@ -52,6 +52,10 @@ log "staticcheck"
 log "go test -race ./..."
 CI=${CI:-} go test -race -count=1 -timeout 15m ./...
 
+# --- Kubernetes manifests: a nested module (kustomize + Kubernetes API types) ---
+log "deploy/kubernetes/validate"
+(cd deploy/kubernetes/validate && go vet ./... && "$GOBIN/staticcheck" ./... && CI=${CI:-} go test -count=1 ./...)
+
 # --- fuzzing: a short run of every fuzz target on its committed corpus --------
 FUZZTIME=${FUZZTIME:-10s}
 if [ "$FUZZTIME" != 0 ]; then
