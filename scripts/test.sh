@@ -50,7 +50,13 @@ log "staticcheck"
 
 # --- tests --------------------------------------------------------------------
 log "go test -race ./..."
-CI=${CI:-} go test -race -count=1 -timeout 15m ./...
+go build -o "${TMPDIR:-/tmp}/dnsvalve-testsummary" ./scripts/testsummary
+set +e
+summary="${TMPDIR:-/tmp}/dnsvalve-test-summary.txt"
+CI=${CI:-} go test -race -count=1 -timeout 15m -json ./... | "${TMPDIR:-/tmp}/dnsvalve-testsummary" | tee "$summary"
+status=${PIPESTATUS[1]}
+set -e
+[ "$status" -eq 0 ] || { echo "go test failed"; exit 1; }
 
 # --- Kubernetes manifests: a nested module (kustomize + Kubernetes API types) ---
 log "deploy/kubernetes/validate"
@@ -77,3 +83,5 @@ if compgen -G "deploy/prometheus/*_test.yml" >/dev/null; then
 fi
 
 log "all tests passed"
+# The go test summary ("N passed, N failed, N skipped") closes the output.
+tail -n 1 "$summary"
