@@ -228,6 +228,15 @@ func TestE2EReload(t *testing.T) {
 	if m := httpGet(t, "http://"+httpAddr+"/metrics"); !strings.Contains(m, `dnsvalve_config_reloads_total{result="error"}`) {
 		t.Error("reloads_total{result=\"error\"} missing from /metrics")
 	}
+
+	// A change to the config file is picked up without a signal (file
+	// watch): restore the good file and wait for the reload it triggers.
+	if err := os.WriteFile(file, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if line := p.waitLog(t, "configuration reloaded"); !strings.Contains(line, "file change") {
+		t.Errorf("reload not triggered by the file watch: %s", line)
+	}
 }
 
 // TestE2EConfigErrorExit: the binary exits 2 naming the key and the file.

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"encoding/base32"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// TestAPIToken: with http.token set, /api/ and /debug/pprof/ need the
+// bearer token; /metrics and the health endpoints stay open.
+func TestAPIToken(t *testing.T) {
+	cfg, err := loadConfig("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Upstream.Servers = []string{"udp://127.0.0.1:1"}
+	cfg.StateDir = t.TempDir()
+	cfg.HTTP.Listen = freePort(t)
+	cfg.HTTP.Token = "s3cret"
+	a := newTestApp(t, cfg)
+	if err := a.startHTTP(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.http.Shutdown(context.Background()) })
+	base := "http://" + cfg.HTTP.Listen
+	for _, tc := range []struct {
+		name, path, token string
+		want              int
+	}{
+		{"check_without_token", "/api/v1/check?name=example.com", "", http.StatusUnauthorized},
+		{"check_wrong_token", "/api/v1/check?name=example.com", "guess", http.StatusUnauthorized},
+		{"check_with_token", "/api/v1/check?name=example.com", "s3cret", http.StatusOK},
+		{"stats_with_token", "/api/v1/stats", "s3cret", http.StatusOK},
+		{"pprof_without_token", "/debug/pprof/", "", http.StatusUnauthorized},
+		{"check_bad_qtype", "/api/v1/check?name=example.com&qtype=BOGUS", "s3cret", http.StatusBadRequest},
+		{"metrics_open", "/metrics", "", http.StatusOK},
+		{"healthz_open", "/healthz", "", http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, base+tc.path, nil)
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("GET %s: %d, want %d", tc.path, resp.StatusCode, tc.want)
+			}
+		})
+	}
+}
+
+// TestDetectEnforce: a policy in enforce mode blocks a tunnel session once
+// its score reaches detect.block_score (NXDOMAIN, EDE 15, category
+// tunneling), while observe mode only scores; ordinary names pass.
+func TestDetectEnforce(t *testing.T) {
+	up := startFakeUpstream(t)
+	for _, tc := range []struct {
+		mode      string
+		wantBlock bool
+	}{
+		{"enforce", true},
+		{"observe", false},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			cfg, err := loadConfig("", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Upstream.Servers = []string{"udp://" + up.addr}
+			cfg.StateDir = t.TempDir()
+			cfg.HTTP.Listen = ""
+			cfg.Server.Listen = []string{"127.0.0.1:0"}
+			cfg.Querylog.Sinks = nil
+			p := cfg.Policies["default"]
+			p.Detect = tc.mode
+			cfg.Policies["default"] = p
+			a := newTestApp(t, cfg)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- a.run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
+			<-a.started
+			addr := a.server.Addrs()[0].String()
+			c := &dns.Client{Timeout: 5 * time.Second}
+			ask := func(name string, qt uint16) *dns.Msg {
+				m := new(dns.Msg)
+				m.SetQuestion(name, qt)
+				m.SetEdns0(1232, false)
+				r, _, err := c.Exchange(m, addr)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				return r
+			}
+			if r := ask("www.example.com.", dns.TypeA); r.Rcode != dns.RcodeSuccess {
+				t.Fatalf("ordinary name: %s", dns.RcodeToString[r.Rcode])
+			}
+			// A tunnel's payload is compressed or encrypted: random bytes,
+			// base32 in two labels, TXT queries (iodine/dnstt style).
+			enc := base32.StdEncoding.WithPadding(base32.NoPadding)
+			rng := rand.New(rand.NewPCG(1, 2))
+			blockedAt := -1
+			var blocked *dns.Msg
+			for i := range 200 {
+				payload := make([]byte, 40)
+				for j := range payload {
+					payload[j] = byte(rng.Uint32())
+				}
+				label := strings.ToLower(enc.EncodeToString(payload))
+				name := fmt.Sprintf("%s.%s.t.tunnel-example.com.", label[:60], label[60:])
+				if r := ask(name, dns.TypeTXT); r.Rcode == dns.RcodeNameError {
+					blockedAt, blocked = i, r
+					break
+				}
+			}
+			if !tc.wantBlock {
+				if blockedAt >= 0 {
+					t.Fatalf("observe mode blocked query %d", blockedAt)
+				}
+				return
+			}
+			if blockedAt < 0 {
+				t.Fatal("enforce mode never blocked the tunnel session")
+			}
+			opt := blocked.IsEdns0()
+			var ede *dns.EDNS0_EDE
+			for _, o := range opt.Option {
+				if e, ok := o.(*dns.EDNS0_EDE); ok {
+					ede = e
+				}
+			}
+			if ede == nil || ede.InfoCode != dns.ExtendedErrorCodeBlocked || !strings.Contains(ede.ExtraText, "tunneling") {
+				t.Errorf("block EDE = %+v, want 15 mentioning tunneling", ede)
+			}
+			t.Logf("tunnel blocked at query %d", blockedAt+1)
+			if r := ask("www.example.com.", dns.TypeA); r.Rcode != dns.RcodeSuccess {
+				t.Errorf("ordinary name after the block: %s", dns.RcodeToString[r.Rcode])
+			}
+		})
+	}
+}
