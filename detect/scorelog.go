@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -318,7 +317,7 @@ func appendEntry(dst []byte, r *fastRecord, res *Result) []byte {
 	dst = append(dst, `,"latency_us":`...)
 	dst = strconv.AppendInt(dst, r.latency, 10)
 	dst = append(dst, `,"score":`...)
-	dst = appendJSONFloat(dst, math2(res.Score))
+	dst = querylog.AppendFloat(dst, math2(res.Score))
 	if len(res.Signals) > 0 {
 		dst = append(dst, `,"signals":[`...)
 		for i, s := range res.Signals {
@@ -352,25 +351,6 @@ func appendOpt(dst []byte, prefix string, v []byte) []byte {
 		return dst
 	}
 	return append(appendField(dst, prefix, v), '"')
-}
-
-// appendJSONFloat formats f as encoding/json does (ES6 number formatting).
-func appendJSONFloat(dst []byte, f float64) []byte {
-	abs := math.Abs(f)
-	format := byte('f')
-	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		format = 'e'
-	}
-	dst = strconv.AppendFloat(dst, f, format, -1, 64)
-	if format == 'e' {
-		// e-09 -> e-9, as encoding/json.
-		n := len(dst)
-		if n >= 4 && dst[n-4] == 'e' && dst[n-3] == '-' && dst[n-2] == '0' {
-			dst[n-2] = dst[n-1]
-			dst = dst[:n-1]
-		}
-	}
-	return dst
 }
 
 // tsCache parses query timestamps. Records come in time order, so most

@@ -176,7 +176,10 @@ func finite(f float64) float64 {
 	return f
 }
 
-// appendFloat formats f as encoding/json does (ES6 number formatting).
+// AppendFloat formats f as encoding/json does (ES6 number formatting);
+// NaN and infinities, which JSON cannot carry, are written as 0 or ±max.
+func AppendFloat(dst []byte, f float64) []byte { return appendFloat(dst, f) }
+
 func appendFloat(dst []byte, f float64) []byte {
 	f = finite(f)
 	abs := math.Abs(f)
