@@ -1,0 +1,38 @@
+package resolver
+
+import (
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// TestIPv6Listeners: a "[::1]:0" listen address serves UDP and TCP over
+// IPv6, and the client is seen with its IPv6 address.
+func TestIPv6Listeners(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	} else {
+		c.Close()
+	}
+	s := NewServer(ServerConfig{Listen: []string{"[::1]:0"}}, whoami, nil, nil, nil, nil)
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
+	addr := s.Addrs()[0].String()
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			m := new(dns.Msg)
+			m.SetQuestion("whoami.test.", dns.TypeTXT)
+			r, _, err := (&dns.Client{Net: network}).Exchange(m, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := identity(t, r); !strings.HasPrefix(got, "::1 ") {
+				t.Errorf("client seen as %q, want ::1", got)
+			}
+		})
+	}
+}
