@@ -36,3 +36,28 @@ func TestIPv6Listeners(t *testing.T) {
 		})
 	}
 }
+
+// TestWildcardListenerAnswersFromDestination: bound to 0.0.0.0, a reply
+// leaves from the address the query was sent to (IP_PKTINFO), so a client
+// that asked 127.0.0.2 (a connected UDP socket) accepts it.
+func TestWildcardListenerAnswersFromDestination(t *testing.T) {
+	s := NewServer(ServerConfig{Listen: []string{"0.0.0.0:0"}}, whoami, nil, nil, nil, nil)
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
+	_, port, _ := net.SplitHostPort(s.Addrs()[0].String())
+	for _, ip := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.53"} {
+		t.Run(ip, func(t *testing.T) {
+			m := new(dns.Msg)
+			m.SetQuestion("whoami.test.", dns.TypeTXT)
+			r, _, err := (&dns.Client{Net: "udp"}).Exchange(m, net.JoinHostPort(ip, port))
+			if err != nil {
+				t.Fatalf("query to %s: %v", ip, err)
+			}
+			if got := identity(t, r); !strings.HasPrefix(got, "127.0.0.") {
+				t.Errorf("client seen as %q", got)
+			}
+		})
+	}
+}
