@@ -319,6 +319,10 @@ func (s *Server) release(req *query.Request) {
 func (s *Server) answer(req *query.Request) (resp *dns.Msg, err error) {
 	m := req.Msg
 	req.UDPSize = dns.MinMsgSize
+	if len(m.Extra) > 1 && multipleOPT(m.Extra) {
+		req.Info.Reason = "formerr" // RFC 6891 section 6.1.1: MUST
+		return rcodeReply(m, dns.RcodeFormatError), nil
+	}
 	if opt := m.IsEdns0(); opt != nil {
 		if opt.Version() != 0 {
 			req.Info.Reason = "badvers"
@@ -354,6 +358,17 @@ func (s *Server) answer(req *query.Request) (resp *dns.Msg, err error) {
 		err = errNoReply
 	}
 	return resp, err
+}
+
+// multipleOPT reports whether extra holds more than one OPT record.
+func multipleOPT(extra []dns.RR) bool {
+	n := 0
+	for _, rr := range extra {
+		if rr.Header().Rrtype == dns.TypeOPT {
+			n++
+		}
+	}
+	return n > 1
 }
 
 // finish makes resp a proper reply to req: header bits, question, and the
@@ -413,10 +428,13 @@ func fixOPT(req, resp *dns.Msg) {
 	resp.Extra = append(resp.Extra, opt)
 }
 
-// write truncates for UDP clients and sends the reply.
+// write truncates for UDP clients and sends the reply. UDP replies never
+// exceed AdvertisedUDPSize, whatever buffer size the client claims (as
+// Unbound's and BIND's max-udp-size): no IP fragmentation, and a minimal
+// query cannot be amplified beyond about 41 times.
 func (s *Server) write(w dns.ResponseWriter, req *query.Request, resp *dns.Msg) {
 	if req.Proto == query.UDP {
-		resp.Truncate(int(req.UDPSize))
+		resp.Truncate(min(int(req.UDPSize), AdvertisedUDPSize))
 	}
 	if err := w.WriteMsg(resp); err != nil {
 		s.metrics.WriteErrors.Inc()
