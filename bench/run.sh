@@ -53,35 +53,11 @@ RESULTS_DIR=${RESULTS_DIR-$BENCH_DIR/results}
 export DURATION SETS BASELINE_ONLY SERVERS VARIANTS EXTRA_CONFIG CLIENTS OUTSTANDING P99_LOAD \
 	SERVER_CPU LOAD_CPU HITS_N MISSES_N MIX_N POPULAR CACHE_SIZE RESULTS_DIR
 
-# Fixed loopback ports inside the namespace.
-UPSTREAM_ADDR=127.0.0.1:5399
-DNSVALVE_PORT=5300
-DNSVALVE_HTTP=127.0.0.1:9300
-UNBOUND_PORT=5301
-CONST_PORT=5302
-
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-	log "ERROR: $*"
-	exit 1
-}
-
-# merge_yaml BASE EXTRA: prints BASE with every top-level section that EXTRA
-# also has replaced by EXTRA's (section-level merge, not a deep merge).
-merge_yaml() {
-	awk '
-		FNR == NR { if ($0 ~ /^[A-Za-z_][A-Za-z0-9_]*:/) { k = $0; sub(/:.*/, "", k); over[k] = 1 } next }
-		/^[A-Za-z_][A-Za-z0-9_]*:/ { k = $0; sub(/:.*/, "", k); skip = (k in over) }
-		!skip { print }
-	' "$2" "$1"
-	cat "$2"
-}
-
-# expand_tmp FILE: FILE with every "@TMP@" replaced by the scratch directory,
-# so variant configs can put query logs, seen stores etc. in it.
-expand_tmp() {
-	sed "s|@TMP@|$BENCH_TMP|g" "$1"
-}
+BENCH_NAME=bench
+# Ports, log/die, merge_yaml, expand_tmp, process and CPU helpers, probe,
+# start_upstream/stop_upstream, dnsperf_stat: shared with the other scripts.
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 # ---------------------------------------------------------------------------
 # Outer part: install, build, generate data, then re-exec in a fresh netns.
@@ -116,6 +92,8 @@ outer() {
 			fi
 		fi
 		write_dnsvalve_configs
+		# Variant files that name @TMP@/genlist-N.txt get that block list.
+		gen_lists_for "$BENCH_TMP"/dnsvalve-*.yaml
 	fi
 
 	log "generating query sets"
@@ -237,67 +215,6 @@ EOF
 # ---------------------------------------------------------------------------
 # Inner part: runs inside the namespace; only loopback exists here.
 # ---------------------------------------------------------------------------
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do
-		kill "$p" 2>/dev/null || true
-	done
-	wait 2>/dev/null || true
-}
-
-CLK_TCK=$(getconf CLK_TCK)
-
-# cpu_ticks PID: utime+stime of PID in clock ticks.
-cpu_ticks() {
-	# Fields after "pid (comm) ": state is 1, utime 12, stime 13.
-	local stat rest
-	stat=$(<"/proc/$1/stat")
-	rest=${stat##*) }
-	awk '{ print $12 + $13 }' <<<"$rest"
-}
-
-# cpu_busy CPU: "busy total" jiffies of CPU from /proc/stat (all processes).
-cpu_busy() {
-	awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
-}
-
-# busy_pct "B0 T0" "B1 T1": percent busy between two cpu_busy samples.
-busy_pct() {
-	awk -v a="$1" -v b="$2" 'BEGIN { split(a, x); split(b, y); d = y[2] - x[2]; printf "%.0f", d ? (y[1] - x[1]) * 100 / d : 0 }'
-}
-
-# probe PORT: true once the server on PORT answers a query.
-probe() {
-	# 50 tries, 0.2 s apart plus up to 1 s each
-	for _ in $(seq 1 50); do
-		if dnsperf -s 127.0.0.1 -p "$1" -d "$BENCH_TMP/data/probe.txt" -n 1 -t 1 2>/dev/null |
-			grep -Eq 'Queries completed: +1 '; then
-			return 0
-		fi
-		sleep 0.2
-	done
-	return 1
-}
-
-# start_upstream: starts the fake upstream on LOAD_CPU; sets UPSTREAM_PID.
-start_upstream() {
-	taskset -c "$LOAD_CPU" "$BENCH_TMP/fakeupstream" -listen "$UPSTREAM_ADDR" -stats \
-		2>"$BENCH_TMP/upstream.log" &
-	UPSTREAM_PID=$!
-	PIDS+=("$UPSTREAM_PID")
-	probe "${UPSTREAM_ADDR#*:}" || die "fake upstream did not answer"
-}
-
-# stop_upstream: stops it and sets UPSTREAM_ANSWERED to the queries it
-# answered. Not for $(...): a subshell cannot wait for the process.
-stop_upstream() {
-	kill -TERM "$UPSTREAM_PID"
-	wait "$UPSTREAM_PID" 2>/dev/null || true
-	UPSTREAM_ANSWERED=$(awk '/answered/ { print $3 }' "$BENCH_TMP/upstream.log")
-	UPSTREAM_ANSWERED=${UPSTREAM_ANSWERED:-?}
-}
-
 # start_server LABEL: starts the server on SERVER_CPU; sets SERVER_PID, SERVER_PORT.
 start_server() {
 	local label=$1 log=$BENCH_TMP/server-$1.log
@@ -328,11 +245,6 @@ start_server() {
 stop_server() {
 	kill -TERM "$SERVER_PID" 2>/dev/null || true
 	wait "$SERVER_PID" 2>/dev/null || true
-}
-
-# dnsperf_stat FILE KEY: the first number after "KEY:" in dnsperf output.
-dnsperf_stat() {
-	awk -v k="$2:" 'index($0, k) { sub(/.*: */, ""); print $1 + 0; exit }' "$1"
 }
 
 # measure SET LABEL: one row of results for LABEL on SET, appended to $ROWS.

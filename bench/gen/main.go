@@ -15,6 +15,12 @@
 //	popular  the -popular names of the mix set, each once (a warm-up file).
 //	tunnel   -n queries shaped like DNS tunnelling: long random base32 labels
 //	         under a handful of tunnel domains, mostly TXT.
+//	list     -n distinct domain names, one per line, no type and no trailing
+//	         dot: a plain-domains block list for the policy benchmarks
+//	         (bench/lists.sh). Names are "<6 random chars><i in base 36>" under
+//	         one of 16 second-level labels of -zone, so they share a zone but
+//	         not a registered-domain label; -set list -n N -seed S is a prefix
+//	         of the same with a larger N.
 //
 // Query types: hits and popular names use A, AAAA and TXT in a fixed 7:2:1
 // pattern by index; unique names are A or AAAA at random.
@@ -24,6 +30,7 @@
 //	gen -set hits -n 1000 -o hits.txt
 //	gen -set misses -n 2000000 -seed 2 -o misses.txt
 //	gen -set mix -n 1000000 -popular 10000 -unique 0.2 -zipf 1.1 -o mix.txt
+//	gen -set list -n 2000000 -zone list.test. -o list-2m.txt
 package main
 
 import (
@@ -111,8 +118,12 @@ func generate(w io.Writer, o options) error {
 		for range o.n {
 			g.tunnel()
 		}
+	case "list":
+		for i := range o.n {
+			g.listName(i)
+		}
 	default:
-		return fmt.Errorf("generate: unknown set %q (hits, misses, mix, popular, tunnel): %w", o.set, errUsage)
+		return fmt.Errorf("generate: unknown set %q (hits, misses, mix, popular, tunnel, list): %w", o.set, errUsage)
 	}
 	if err := g.w.Flush(); err != nil {
 		return fmt.Errorf("generate: write: %w", err)
@@ -188,10 +199,27 @@ func (g *gen) tunnel() {
 	_, _ = g.w.Write(b)
 }
 
+// listName writes "<6 random chars><i in base 36>.s<i%16>.<zone without dot>"
+// and a newline: a block-list line. The index makes names distinct.
+func (g *gen) listName(i int) {
+	b := g.buf[:0]
+	for range 6 {
+		b = append(b, alphabet[g.rng.IntN(26)])
+	}
+	b = strconv.AppendInt(b, int64(i), 36)
+	b = append(b, ".s"...)
+	b = strconv.AppendInt(b, int64(i%16), 10)
+	b = append(b, '.')
+	b = append(b, g.o.zone[:len(g.o.zone)-1]...)
+	b = append(b, '\n')
+	g.buf = b
+	_, _ = g.w.Write(b)
+}
+
 func main() {
 	var o options
 	var out string
-	flag.StringVar(&o.set, "set", "hits", "query set: hits, misses, mix, popular, tunnel")
+	flag.StringVar(&o.set, "set", "hits", "query set: hits, misses, mix, popular, tunnel, list")
 	flag.IntVar(&o.n, "n", 1000, "number of lines (not used by -set popular)")
 	flag.Uint64Var(&o.seed, "seed", 1, "random seed; the same seed gives the same file")
 	flag.StringVar(&o.zone, "zone", "bench.test.", "zone every name lies under")

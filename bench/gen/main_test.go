@@ -150,6 +150,39 @@ func TestMissesDisjointAcrossSeeds(t *testing.T) {
 	}
 }
 
+func TestGenerateList(t *testing.T) {
+	o := defaults("list", 5000)
+	o.zone = "list.test."
+	var buf bytes.Buffer
+	if err := generate(&buf, o); err != nil {
+		t.Fatalf("generate: %v", err)
+	}
+	var names []string
+	for line := range strings.Lines(buf.String()) {
+		name := strings.TrimSuffix(line, "\n")
+		if strings.HasSuffix(name, ".") || strings.ContainsAny(name, " \t") {
+			t.Fatalf("line %q: want a bare domain name", line)
+		}
+		if _, ok := dns.IsDomainName(name); !ok || !dns.IsSubDomain("list.test.", dns.Fqdn(name)) {
+			t.Fatalf("line %q: not a domain name under list.test", line)
+		}
+		names = append(names, name)
+	}
+	if len(names) != 5000 || len(distinct(names)) != 5000 {
+		t.Fatalf("%d names, %d distinct, want 5000 and 5000", len(names), len(distinct(names)))
+	}
+	// A shorter list with the same seed is a prefix of the longer one.
+	short := o
+	short.n = 100
+	var sb bytes.Buffer
+	if err := generate(&sb, short); err != nil {
+		t.Fatalf("generate: %v", err)
+	}
+	if !strings.HasPrefix(buf.String(), sb.String()) {
+		t.Error("-n 100 is not a prefix of -n 5000 with the same seed")
+	}
+}
+
 func TestGenerateRejectsBadOptions(t *testing.T) {
 	tests := []struct {
 		name string
