@@ -85,6 +85,10 @@ type Config struct {
 	NoDefaultIgnore bool
 	Learn           time.Duration // newly-seen learning period after a fresh store (default 24h; <0 disables)
 	Retention       time.Duration // newly-seen retention (default 30 days; used by callers opening the store)
+	// Shared, when set, adds other instances' counters of each pair to its
+	// score (a fleet of resolvers sharing state; see Shared). nil: this
+	// instance's state only.
+	Shared Shared
 }
 
 func (c *Config) defaults() error {
@@ -212,6 +216,8 @@ type pair struct {
 	dBytes       float64
 	alertUntil   int64
 	lastAlert    int64
+	remQ, remU   float32 // other instances' window queries and unique subdomains at the last query (Shared)
+	remB         float32
 	newly        bool
 	samples      [maxSamples]string
 	nSamples     uint8
@@ -470,7 +476,7 @@ func (d *Detector) observe(now time.Time, c Client, qname string, qtype uint16, 
 		}
 	}
 	res.Domain = p.domain
-	score, mask := d.update(p, t, &f)
+	score, mask := d.update(p, t, &f, d.cfg.Shared)
 	if mask != 0 && score >= signalFloor {
 		res.Signals = d.sigs[mask]
 	}
@@ -556,14 +562,17 @@ func (d *Detector) roll(p *pair, t int64) {
 	}
 }
 
-// update adds the query to the pair and returns the pair's score and signals.
-func (d *Detector) update(p *pair, t int64, f *Features) (float64, uint8) {
+// update adds the query to the pair and returns the pair's score and
+// signals. With shared set, the fleet's counters of the pair are added to
+// the local ones (shared.Record only touches memory).
+func (d *Detector) update(p *pair, t int64, f *Features, shared Shared) (float64, uint8) {
 	d.roll(p, t)
 	cur := &p.cur
 	cur.queries++
 	novel := false
+	var h uint64
 	if f.SubLen > 0 {
-		h := subHash(f.Sub)
+		h = subHash(f.Sub)
 		w, bit := (h>>6)&3, uint64(1)<<(h&63)
 		if cur.bits[w]&bit == 0 && p.prev.bits[w]&bit == 0 {
 			novel = true
@@ -591,20 +600,37 @@ func (d *Detector) update(p *pair, t int64, f *Features) (float64, uint8) {
 
 	w := 1 - float64(t-p.curStart)/float64(d.window)
 	prev := &p.prev
-	// The pair's encodedness: byte-weighted mean over its novel names, in
-	// the window or (low-and-slow) over the decayed history.
 	encBytes := float64(cur.encBytes) + w*float64(prev.encBytes)
-	enc := 0.0
-	if b := float64(cur.bytes) + w*float64(prev.bytes); b > 0 {
-		enc = encBytes / b
-	}
-	if p.dBytes > 0 {
-		enc = math.Max(enc, p.dEncBytes/p.dBytes)
-	}
+	bytes := float64(cur.bytes) + w*float64(prev.bytes)
 	uniq := cur.unique() + w*prev.unique()
 	queries := float64(cur.queries) + w*float64(prev.queries)
+	dEncBytes, dBytes := p.dEncBytes, p.dBytes
+	if shared != nil {
+		dl := Delta{Time: t, Novel: novel, SubHash: h}
+		if novel {
+			dl.Bytes, dl.EncBytes = float64(f.SubLen), f.Encoded*float64(f.SubLen)
+		}
+		r := shared.Record(PairKey{Hash: p.key, Addr: p.addr, Domain: p.domain}, dl)
+		rw := remoteWindow(&r, t, d.window)
+		encBytes += rw.EncBytes
+		bytes += rw.Bytes
+		uniq += rw.Unique
+		queries += rw.Queries
+		dEncBytes += decayTo(r.DecEncBytes, r.At, t)
+		dBytes += decayTo(r.DecBytes, r.At, t)
+		p.remQ, p.remU, p.remB = float32(rw.Queries), float32(rw.Unique), float32(rw.Bytes)
+	}
+	// The pair's encodedness: byte-weighted mean over its novel names, in
+	// the window or (low-and-slow) over the decayed history.
+	enc := 0.0
+	if bytes > 0 {
+		enc = encBytes / bytes
+	}
+	if dBytes > 0 {
+		enc = math.Max(enc, dEncBytes/dBytes)
+	}
 	xU := uniq / uniqueScale
-	xB := math.Max(encBytes/encBytesScale, p.dEncBytes/decBytesScale)
+	xB := math.Max(encBytes/encBytesScale, dEncBytes/decBytesScale)
 	xR := queries / rateScale
 	x := math.Max(xU, math.Max(xB, xR))
 	v := 1 - math.Exp(-x)
@@ -666,9 +692,9 @@ func (d *Detector) buildAlert(now time.Time, c Client, p *pair, score float64, s
 	a := &Alert{
 		Time: now, Client: c.Addr, ClientName: c.Name, Group: c.Group, Policy: c.Policy,
 		Domain: p.domain, Score: score, Signals: signals,
-		Queries: int64(math.Round(float64(p.cur.queries) + w*float64(p.prev.queries))),
-		Unique:  int64(math.Round(p.cur.unique() + w*p.prev.unique())),
-		Bytes:   int64(math.Round(float64(p.cur.bytes) + w*float64(p.prev.bytes))),
+		Queries: int64(math.Round(float64(p.cur.queries) + w*float64(p.prev.queries) + float64(p.remQ))),
+		Unique:  int64(math.Round(p.cur.unique() + w*p.prev.unique() + float64(p.remU))),
+		Bytes:   int64(math.Round(float64(p.cur.bytes) + w*float64(p.prev.bytes) + float64(p.remB))),
 	}
 	if a.Signals == nil {
 		a.Signals = []string{}

@@ -1,8 +1,10 @@
 // Package seen is the first-seen store behind dnsvalve's "newly seen
 // domain" signal: it remembers when each registered domain was last asked
 // for, so the detector can flag the first query for a domain nobody asked
-// for within the retention period. Stores: "memory:" (lost on restart) and
-// "file:PATH" (bbolt, survives restarts). "redis://" is reserved.
+// for within the retention period. Stores: "memory:" (lost on restart),
+// "file:PATH" (bbolt, survives restarts; one machine) and "redis://..." /
+// "rediss://..." (RedisStore: shared by a fleet of resolvers, survives
+// restarts).
 package seen
 
 import (
@@ -12,9 +14,6 @@ import (
 	"strings"
 	"time"
 )
-
-// ErrNotSupported is returned by Open for store kinds not implemented yet.
-var ErrNotSupported = errors.New("seen: store not supported yet")
 
 // ErrClosed is returned by a store after Close.
 var ErrClosed = errors.New("seen: store closed")
@@ -34,7 +33,8 @@ type Store interface {
 }
 
 // Open opens the store named by spec: "memory:", "file:PATH" or
-// "redis://..." (ErrNotSupported). Retention is how long a domain stays
+// "redis://..." (OpenRedis with default options, waiting at most 2s for
+// Redis). Retention is how long a domain stays
 // "seen" after its last query (0 means 30 days); now is the clock.
 func Open(spec string, retention time.Duration, now func() time.Time) (Store, error) {
 	if retention <= 0 {
@@ -53,7 +53,9 @@ func Open(spec string, retention time.Duration, now func() time.Time) (Store, er
 		}
 		return openBolt(path, retention, now)
 	case strings.HasPrefix(spec, "redis://") || strings.HasPrefix(spec, "rediss://"):
-		return nil, fmt.Errorf("seen: open %q: %w (use memory: or file:PATH)", spec, ErrNotSupported)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return OpenRedis(ctx, spec, retention, now, RedisOptions{})
 	default:
 		return nil, fmt.Errorf("seen: open %q: unknown store (want memory:, file:PATH or redis://)", spec)
 	}

@@ -1,0 +1,319 @@
+package seen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dnsvalve/dnsvalve/detect/internal/redisconn"
+)
+
+// RedisOptions tune a Redis store. Zero fields take the defaults.
+type RedisOptions struct {
+	Prefix string        // key prefix (default "dnsvalve:")
+	Sync   time.Duration // push/pull interval (default 500ms)
+	CAFile string        // rediss://: extra trusted CAs (PEM)
+	// Up and Errors, when set, mirror the store's health (1 / 0) and count
+	// failed rounds.
+	Up     prometheus.Gauge
+	Errors prometheus.Counter
+	Logger *slog.Logger
+}
+
+// pullMargin is how far back each pull reaches before the previous one,
+// covering clock skew between instances and the other instances' sync
+// interval.
+const pullMargin = 5 * time.Second
+
+// loadChunk is the number of domains read per call when loading the set.
+const loadChunk = 10000
+
+// maxQueued bounds first-seen records waiting for Redis; more are dropped
+// (and counted as errors) while Redis is down.
+const maxQueued = 200000
+
+// RedisStore is a first-seen store shared by a fleet through Redis. It
+// keeps the set of known domains in memory, so FirstSeen never waits on
+// the network: a domain unknown locally is new, is recorded locally and
+// queued. A background goroutine, every RedisOptions.Sync, pipelines the
+// queued records to the sorted set PREFIX "seen" (member = domain, score =
+// last seen, unix ms; ZADD GT, so the first-seen write is the ZADD that
+// creates the member, the SET NX of the set) and pulls the members other
+// instances added or refreshed since the previous pull, so a domain
+// first seen on one instance is known to the others within about two sync
+// intervals. Open loads the whole set (the restart keeps its knowledge);
+// members older than the retention are trimmed with ZREMRANGEBYSCORE.
+// When Redis is down the store works on local knowledge, queues records
+// (bounded) and catches up, loading the set again, on recovery.
+type RedisStore struct {
+	client    *redis.Client
+	key       string
+	created   string
+	retention time.Duration
+	now       func() time.Time
+	sync      time.Duration
+	health    *redisconn.Health
+	logger    *slog.Logger
+
+	mu        sync.Mutex
+	known     map[string]int64 // domain -> last seen, unix ns
+	queue     map[string]int64 // domain -> last seen to write
+	nextSweep int64
+	closed    bool
+	createdAt time.Time
+	fresh     bool
+
+	syncMu    sync.Mutex // one round at a time; guards the fields below
+	loaded    bool
+	lastPull  int64
+	lastTrim  int64
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+var _ Store = (*RedisStore)(nil)
+
+// OpenRedis opens the first-seen store at url (redis://[user:pass@]host:port[/db]
+// or rediss://...). It tries Redis within ctx to learn the store's creation
+// time and load the known domains; a Redis that does not answer is not an
+// error (the store starts empty, not fresh, and catches up later). Only a
+// bad URL or CA file is.
+func OpenRedis(ctx context.Context, url string, retention time.Duration, now func() time.Time, o RedisOptions) (*RedisStore, error) {
+	if retention <= 0 {
+		retention = 30 * 24 * time.Hour
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if o.Prefix == "" {
+		o.Prefix = "dnsvalve:"
+	}
+	if o.Sync <= 0 {
+		o.Sync = 500 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	opts, err := redisconn.Options(url, o.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("seen: %w", err)
+	}
+	s := &RedisStore{client: redis.NewClient(opts), key: o.Prefix + "seen", created: o.Prefix + "seen:created",
+		retention: retention, now: now, sync: o.Sync, logger: o.Logger,
+		health: redisconn.NewHealth("seen", o.Up, o.Errors, o.Logger),
+		known:  map[string]int64{}, queue: map[string]int64{}, createdAt: now(),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	s.nextSweep = s.createdAt.Add(retention / 8).UnixNano()
+	if err := s.init(ctx); err != nil {
+		s.health.Fail(now(), err)
+	} else {
+		s.health.OK(now())
+	}
+	go s.loop()
+	return s, nil
+}
+
+// init reads (or sets) the creation time and loads the set.
+func (s *RedisStore) init(ctx context.Context) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	c := s.now()
+	set, err := s.client.SetNX(ctx, s.created, c.UnixMilli(), 0).Result()
+	if err != nil {
+		return fmt.Errorf("seen: redis init: %w", err)
+	}
+	ms, err := s.client.Get(ctx, s.created).Int64()
+	if err != nil {
+		return fmt.Errorf("seen: redis init: %w", err)
+	}
+	s.mu.Lock()
+	s.fresh, s.createdAt = set, time.UnixMilli(ms)
+	s.mu.Unlock()
+	return s.load(ctx)
+}
+
+// load reads every member seen within the retention into the known set.
+func (s *RedisStore) load(ctx context.Context) error {
+	t := s.now()
+	min := strconv.FormatInt(t.Add(-s.retention).UnixMilli(), 10)
+	n := 0
+	for off := int64(0); ; off += loadChunk {
+		zs, err := s.client.ZRangeByScoreWithScores(ctx, s.key, &redis.ZRangeBy{Min: min, Max: "+inf", Offset: off, Count: loadChunk}).Result()
+		if err != nil {
+			return fmt.Errorf("seen: redis load: %w", err)
+		}
+		s.merge(zs)
+		n += len(zs)
+		if len(zs) < loadChunk {
+			break
+		}
+	}
+	s.loaded, s.lastPull = true, t.UnixNano()
+	s.logger.Debug("first-seen set loaded from redis", "domains", n)
+	return nil
+}
+
+// merge adds members (score: last seen, unix ms) to the known set.
+func (s *RedisStore) merge(zs []redis.Z) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, z := range zs {
+		d, _ := z.Member.(string)
+		t := int64(z.Score) * int64(time.Millisecond)
+		if l, ok := s.known[d]; !ok || t > l {
+			s.known[d] = t
+		}
+	}
+}
+
+// FirstSeen reports whether domain is unknown to this instance (nor
+// learned from the fleet) within the retention, records it and queues the
+// record for Redis. It never does I/O.
+func (s *RedisStore) FirstSeen(_ context.Context, domain string, now time.Time) (bool, error) {
+	t := now.UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false, ErrClosed
+	}
+	if t >= s.nextSweep {
+		cut := t - int64(s.retention)
+		for d, l := range s.known {
+			if l < cut {
+				delete(s.known, d)
+			}
+		}
+		s.nextSweep = t + int64(s.retention/8)
+	}
+	l, ok := s.known[domain]
+	first := !ok || t-l > int64(s.retention)
+	if first || t-l >= int64(refreshEvery) {
+		d := domain
+		if !ok {
+			d = strings.Clone(domain)
+		}
+		s.known[d] = t
+		if len(s.queue) < maxQueued {
+			s.queue[d] = t
+		} else {
+			s.health.Fail(now, errQueueFull)
+		}
+	}
+	return first, nil
+}
+
+var errQueueFull = errors.New("seen: redis queue full, first-seen records dropped")
+
+// Fresh reports whether this store created the shared set (no instance had
+// before); false too when Redis did not answer at Open.
+func (s *RedisStore) Fresh() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.fresh }
+
+// Created is when the shared set was created (Open's time when Redis did
+// not answer).
+func (s *RedisStore) Created() time.Time { s.mu.Lock(); defer s.mu.Unlock(); return s.createdAt }
+
+// Up reports whether the last round with Redis succeeded.
+func (s *RedisStore) Up() bool { return s.health.Up() }
+
+// Status is the store's health, for /readyz.
+func (s *RedisStore) Status() redisconn.Status { return s.health.Status() }
+
+// Known is the number of domains known locally.
+func (s *RedisStore) Known() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.known) }
+
+func (s *RedisStore) loop() {
+	defer close(s.done)
+	tick := time.NewTicker(s.sync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-tick.C:
+			ctx, cancel := context.WithTimeout(context.Background(), max(s.sync, time.Second))
+			if err := s.Sync(ctx); err != nil {
+				s.health.Fail(s.now(), err)
+			} else {
+				s.health.OK(s.now())
+			}
+			cancel()
+		}
+	}
+}
+
+// Sync runs one round: push queued records, pull what the fleet recorded
+// since the last pull, trim expired members now and then. The background
+// goroutine calls it every RedisOptions.Sync.
+func (s *RedisStore) Sync(ctx context.Context) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	t := s.now()
+	if !s.loaded {
+		if err := s.load(ctx); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	q := s.queue
+	if len(q) > 0 {
+		s.queue = make(map[string]int64, len(q))
+	}
+	s.mu.Unlock()
+	pipe := s.client.Pipeline()
+	if len(q) > 0 {
+		zs := make([]redis.Z, 0, len(q))
+		for d, at := range q {
+			zs = append(zs, redis.Z{Score: float64(at / int64(time.Millisecond)), Member: d})
+		}
+		pipe.ZAddGT(ctx, s.key, zs...)
+	}
+	from := strconv.FormatInt((s.lastPull-int64(pullMargin)-int64(s.sync))/int64(time.Millisecond), 10)
+	pull := pipe.ZRangeByScoreWithScores(ctx, s.key, &redis.ZRangeBy{Min: from, Max: "+inf"})
+	if t.UnixNano()-s.lastTrim > int64(s.retention/8) || s.lastTrim == 0 {
+		pipe.ZRemRangeByScore(ctx, s.key, "-inf", "("+strconv.FormatInt(t.Add(-s.retention).UnixMilli(), 10))
+		s.lastTrim = t.UnixNano()
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		s.mu.Lock()
+		for d, at := range q { // keep them for the next round
+			if _, ok := s.queue[d]; !ok && len(s.queue) < maxQueued {
+				s.queue[d] = at
+			}
+		}
+		s.mu.Unlock()
+		s.loaded = false // reload on recovery: records written meanwhile may be older than the pull margin
+		return fmt.Errorf("seen: redis sync: %w", err)
+	}
+	s.merge(pull.Val())
+	s.lastPull = t.UnixNano()
+	return nil
+}
+
+// Close stops the background rounds after a last push (bounded by ctx)
+// and closes the client.
+func (s *RedisStore) Close() error {
+	err := ErrClosed
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		<-s.done
+		if s.health.Up() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = s.Sync(ctx)
+			cancel()
+		}
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		err = s.client.Close()
+	})
+	return err
+}

@@ -1,0 +1,124 @@
+package seen
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dnsvalve/dnsvalve/detect/internal/redistest"
+)
+
+// openRedisT opens a Redis store whose background rounds never fire (the
+// test calls Sync).
+func openRedisT(tb testing.TB, url string, c *clock, o RedisOptions) *RedisStore {
+	tb.Helper()
+	o.Sync = time.Hour
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := OpenRedis(ctx, url, 24*time.Hour, c.now, o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func syncT(tb testing.TB, ss ...*RedisStore) {
+	tb.Helper()
+	for _, s := range ss {
+		if err := s.Sync(context.Background()); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+func TestRedisFleetFirstSeen(t *testing.T) {
+	r := redistest.Start(t)
+	c := &clock{t: t0}
+	a := openRedisT(t, r.URL(), c, RedisOptions{})
+	b := openRedisT(t, r.URL(), c, RedisOptions{})
+	if !a.Fresh() || b.Fresh() || !b.Created().Equal(a.Created()) {
+		t.Errorf("Fresh a, b = %v, %v; Created %v, %v: want the first opener fresh, one creation time",
+			a.Fresh(), b.Fresh(), a.Created(), b.Created())
+	}
+	steps := []struct {
+		name   string
+		store  *RedisStore
+		domain string
+		at     time.Duration
+		want   bool
+	}{
+		{"new_on_a", a, "example.com", 0, true},
+		{"known_on_b_after_sync", b, "example.com", time.Second, false},
+		{"new_on_b", b, "other.org", 2 * time.Second, true},
+		{"known_on_a", a, "other.org", 3 * time.Second, false},
+		{"expired", a, "example.com", 30 * time.Hour, true},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			c.set(t0.Add(st.at))
+			if got := firstSeen(t, st.store, st.domain, t0.Add(st.at)); got != st.want {
+				t.Errorf("FirstSeen(%s) = %v, want %v", st.domain, got, st.want)
+			}
+			syncT(t, a, b, a) // either order: within two rounds
+		})
+	}
+}
+
+func TestRedisRestartKeepsKnowledge(t *testing.T) {
+	r := redistest.Start(t)
+	c := &clock{t: t0}
+	a := openRedisT(t, r.URL(), c, RedisOptions{Prefix: "x:"})
+	firstSeen(t, a, "kept.example", t0)
+	if err := a.Close(); err != nil { // flushes the queue
+		t.Fatal(err)
+	}
+	b := openRedisT(t, r.URL(), c, RedisOptions{Prefix: "x:"})
+	if b.Known() != 1 || firstSeen(t, b, "kept.example", t0.Add(time.Minute)) {
+		t.Errorf("reopened store knows %d domains and calls kept.example new", b.Known())
+	}
+	other := openRedisT(t, r.URL(), c, RedisOptions{Prefix: "y:"})
+	if !firstSeen(t, other, "kept.example", t0.Add(time.Minute)) {
+		t.Error("a store with another prefix shares the set")
+	}
+}
+
+func TestRedisDownKeepsAnswering(t *testing.T) {
+	r := redistest.Start(t)
+	c := &clock{t: t0}
+	up := prometheus.NewGauge(prometheus.GaugeOpts{Name: "up"})
+	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "errors"})
+	a := openRedisT(t, r.URL(), c, RedisOptions{Up: up, Errors: errs})
+	b := openRedisT(t, r.URL(), c, RedisOptions{})
+	r.Stop()
+	if !firstSeen(t, a, "during.outage", t0) || firstSeen(t, a, "during.outage", t0) {
+		t.Error("local knowledge wrong while Redis is down")
+	}
+	if err := a.Sync(context.Background()); err == nil {
+		t.Fatal("Sync succeeded with Redis down")
+	}
+	r.Restart()
+	syncT(t, a, b)
+	if testutil.ToFloat64(up) != 1 || !a.Up() {
+		t.Error("store not up after Redis came back")
+	}
+	if firstSeen(t, b, "during.outage", t0.Add(time.Second)) {
+		t.Error("a record queued during the outage did not reach the fleet")
+	}
+}
+
+func TestRedisFirstSeenAllocatesNothingWhenKnown(t *testing.T) {
+	r := redistest.Start(t)
+	c := &clock{t: t0}
+	a := openRedisT(t, r.URL(), c, RedisOptions{})
+	firstSeen(t, a, "known.example", t0)
+	allocs := testing.AllocsPerRun(1000, func() {
+		_, _ = a.FirstSeen(context.Background(), "known.example", t0)
+	})
+	if allocs != 0 {
+		t.Errorf("FirstSeen of a known domain allocates %v times", allocs)
+	}
+}
