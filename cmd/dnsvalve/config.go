@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -132,6 +133,11 @@ type DetectConfig struct {
 	MaxPairs   int             `mapstructure:"max_pairs"`
 	Ignore     []string        `mapstructure:"ignore"`
 	NewlySeen  NewlySeenConfig `mapstructure:"newly_seen"`
+	// Shared state of a fleet of resolvers (docs/deploy.md).
+	Shared       string        `mapstructure:"shared"`        // "" (off) | redis://... | rediss://...
+	SharedSync   time.Duration `mapstructure:"shared_sync"`   // push/pull interval
+	SharedPrefix string        `mapstructure:"shared_prefix"` // Redis key prefix
+	SharedTLSCA  string        `mapstructure:"shared_tls_ca"` // PEM CA file for rediss://
 }
 
 type NewlySeenConfig struct {
@@ -448,12 +454,42 @@ func (c *Config) validate() error {
 	if s := c.Detect.NewlySeen.Store; s != "memory:" && !strings.HasPrefix(s, "file:") && !strings.HasPrefix(s, "redis://") && !strings.HasPrefix(s, "rediss://") {
 		bad("detect.newly_seen.store", "%q is not memory:, file:PATH or redis://HOST:PORT/DB", s)
 	}
+	isRedis := func(u string) bool { return strings.HasPrefix(u, "redis://") || strings.HasPrefix(u, "rediss://") }
+	if s := c.Detect.Shared; s != "" {
+		if !isRedis(s) {
+			bad("detect.shared", "must be \"\" (off), redis://[USER:PASSWORD@]HOST:PORT[/DB] or rediss://...")
+		} else if _, err := url.Parse(s); err != nil {
+			bad("detect.shared", "not a URL (%v)", redactErr(err))
+		}
+	}
+	if c.Detect.SharedSync < 50*time.Millisecond || c.Detect.SharedSync > 10*time.Second {
+		bad("detect.shared_sync", "%s is not within [50ms, 10s]", c.Detect.SharedSync)
+	}
+	if c.Detect.SharedPrefix == "" {
+		bad("detect.shared_prefix", "must not be empty")
+	}
+	if ca := c.Detect.SharedTLSCA; ca != "" {
+		if !strings.HasPrefix(c.Detect.Shared, "rediss://") && !strings.HasPrefix(c.Detect.NewlySeen.Store, "rediss://") {
+			bad("detect.shared_tls_ca", "set, but neither detect.shared nor detect.newly_seen.store is a rediss:// URL")
+		} else if _, err := os.Stat(ca); err != nil {
+			bad("detect.shared_tls_ca", "%v", err)
+		}
+	}
 	if c.Querylog.Buffer < 1 {
 		bad("querylog.buffer", "must be at least 1")
 	}
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf("log.format", c.Log.Format, "text", "json")
 	return errors.Join(errs...)
+}
+
+// redactErr drops the URL (which may hold a password) from a url.Parse error.
+func redactErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // parsePrefix accepts a CIDR or a bare address (a /32 or /128).

@@ -80,6 +80,7 @@ func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
 	body := map[string]any{"listeners": listeners, "upstreams": g.Status()}
 	code := http.StatusOK
 	body["ready"] = listeners && upstreams
+	body["shared_state"] = a.obs.sharedStatus()
 	if !(listeners && upstreams) {
 		code = http.StatusServiceUnavailable
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dnsvalve/dnsvalve/detect"
+	"github.com/dnsvalve/dnsvalve/detect/fleet"
 	"github.com/dnsvalve/dnsvalve/detect/seen"
 	"github.com/dnsvalve/dnsvalve/policy"
 	"github.com/dnsvalve/dnsvalve/resolver"
@@ -33,6 +34,8 @@ type observer struct {
 	ql       *resolver.QueryLog
 	detector *detect.Detector
 	store    seen.Store
+	syncer   *fleet.Syncer // nil unless detect.shared is set
+	fm       *fleet.Metrics
 	cfg      DetectConfig
 	logger   *slog.Logger
 	policies func() *policy.Snapshot
@@ -53,13 +56,34 @@ func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*
 			return nil, fmt.Errorf("detect.newly_seen.store: %w", err)
 		}
 	}
-	o.store, err = seen.Open(cfg.Detect.NewlySeen.Store, cfg.Detect.NewlySeen.Retention, time.Now)
+	o.fm = fleet.NewMetrics(reg)
+	if st := cfg.Detect.NewlySeen.Store; strings.HasPrefix(st, "redis://") || strings.HasPrefix(st, "rediss://") {
+		// Waits at most 3s for Redis to load the fleet's known domains; a
+		// Redis that is down is a degraded state, not a start failure.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		o.store, err = seen.OpenRedis(ctx, st, cfg.Detect.NewlySeen.Retention, time.Now, seen.RedisOptions{
+			Prefix: cfg.Detect.SharedPrefix, Sync: cfg.Detect.SharedSync, CAFile: cfg.Detect.SharedTLSCA,
+			Up: o.fm.Up.WithLabelValues(fleet.ComponentSeen), Errors: o.fm.Errors.WithLabelValues(fleet.ComponentSeen),
+			Logger: logger})
+		cancel()
+	} else {
+		o.store, err = seen.Open(st, cfg.Detect.NewlySeen.Retention, time.Now)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: detect.newly_seen.store: %w", ErrConfig, err)
 	}
 	dc := detect.Config{AlertScore: cfg.Detect.AlertScore, BlockScore: cfg.Detect.BlockScore, Window: cfg.Detect.Window,
 		MaxPairs: cfg.Detect.MaxPairs, Ignore: append(append([]string(nil), detect.DefaultIgnore...), cfg.Detect.Ignore...),
 		Learn: cfg.Detect.NewlySeen.Learn, Retention: cfg.Detect.NewlySeen.Retention}
+	if cfg.Detect.Shared != "" {
+		o.syncer, err = fleet.New(fleet.Config{URL: cfg.Detect.Shared, CAFile: cfg.Detect.SharedTLSCA,
+			Prefix: cfg.Detect.SharedPrefix, Window: cfg.Detect.Window, Sync: cfg.Detect.SharedSync}, o.fm, logger)
+		if err != nil {
+			_ = o.store.Close()
+			return nil, fmt.Errorf("%w: detect.shared: %w", ErrConfig, err)
+		}
+		dc.Shared = o.syncer
+	}
 	dm := detect.NewMetrics(reg)
 	if cfg.Alerts.Webhook != "" {
 		o.webhook = detect.NewWebhook(cfg.Alerts.Webhook, &http.Client{Timeout: 10 * time.Second}, dm, logger)
@@ -67,6 +91,9 @@ func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*
 	o.detector, err = detect.New(dc, o.store, detect.AlertFunc(o.alert), dm, logger)
 	if err != nil {
 		_ = o.store.Close()
+		if o.syncer != nil {
+			_ = o.syncer.Close(context.Background())
+		}
 		return nil, fmt.Errorf("%w: detect: %w", ErrConfig, err)
 	}
 	return o, nil
@@ -104,5 +131,24 @@ func (o *observer) Close(ctx context.Context) error {
 	if o.webhook != nil {
 		werr = o.webhook.Close(ctx)
 	}
-	return errors.Join(werr, o.qlog.Close(ctx), o.detector.Close(), o.store.Close())
+	var serr error
+	if o.syncer != nil {
+		serr = o.syncer.Close(ctx)
+	}
+	return errors.Join(werr, o.qlog.Close(ctx), o.detector.Close(), serr, o.store.Close())
+}
+
+// sharedStatus is /readyz's "shared_state": whether the fleet's shared
+// detector state (Redis) answers. It never makes the instance unready: DNS
+// is answered on local state meanwhile.
+func (o *observer) sharedStatus() map[string]any {
+	st := map[string]any{"enabled": o.syncer != nil}
+	if o.syncer != nil {
+		st["counters"] = o.syncer.Status()
+	}
+	if rs, ok := o.store.(*seen.RedisStore); ok {
+		st["enabled"] = true
+		st["seen"] = rs.Status()
+	}
+	return st
 }
