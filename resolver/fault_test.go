@@ -291,7 +291,9 @@ func answeredBy(r *dns.Msg) string {
 func TestFaultyUpstreamSkipped(t *testing.T) {
 	t.Parallel()
 	const maxFails = 3
-	for _, f := range []fault{faultTimeout, faultServfail, faultReset, faultGarbage, faultWrongID} {
+	// A SERVFAIL-answering upstream is alive: it is failed over but never
+	// marked down (TestServfailDoesNotMarkDown), so it is not in this list.
+	for _, f := range []fault{faultTimeout, faultReset, faultGarbage, faultWrongID} {
 		t.Run(f.String(), func(t *testing.T) {
 			t.Parallel()
 			bad := startFaulty(t, faultyIP, f)
@@ -581,5 +583,32 @@ func sendMany(t *testing.T, addr string, n, workers int) {
 	}
 	if got := answered.Load(); got != int64(n) {
 		t.Fatalf("%d of %d queries answered", got, n)
+	}
+}
+
+// TestServfailDoesNotMarkDown: an upstream that answers SERVFAIL is failed
+// over (every client query still answered by the next one) but stays up:
+// otherwise any client could take every upstream down with a few queries
+// for a name that legitimately fails.
+func TestServfailDoesNotMarkDown(t *testing.T) {
+	t.Parallel()
+	bad := startFaulty(t, faultyIP, faultServfail)
+	good := startFaulty(t, healthyIP, faultNone)
+	badURL := "udp://" + bad.addr
+	h := newFaultHarness(t, faultConfig{
+		upstreams: []string{badURL, "udp://" + good.addr},
+		group:     upstream.GroupConfig{MaxFails: 3, Timeout: 3 * time.Second},
+		upTimeout: 250 * time.Millisecond,
+	})
+	for i := range 10 {
+		if by := answeredBy(h.ask(t, fmt.Sprintf("sf-%d.example.", i), 0)); by != healthyIP.String() {
+			t.Fatalf("query %d answered by %q, want the second upstream", i, by)
+		}
+	}
+	if got := h.healthy(badURL); got != 1 {
+		t.Errorf("healthy gauge of the SERVFAIL upstream = %v, want 1 (alive)", got)
+	}
+	if n := bad.hits.Load(); n < 10 {
+		t.Errorf("SERVFAIL upstream asked %d times, want every query (it is not marked down)", n)
 	}
 }

@@ -249,6 +249,8 @@ func TestSanitize(t *testing.T) {
 		{"follows_dname", "www.a.example.", []string{"a.example. 300 IN DNAME b.example.", "www.a.example. 300 IN CNAME www.b.example.", "www.b.example. 300 IN A 192.0.2.1", "x.example. 300 IN A 203.0.113.66"}, nil, nil, []string{"a.example./DNAME", "www.a.example./CNAME", "www.b.example./A"}, 0, 0},
 		{"keeps_rrsig_of_chain", "a.example.", []string{"a.example. 300 IN A 192.0.2.1", "a.example. 300 IN RRSIG A 8 2 300 20300101000000 20200101000000 12345 example. AAAA", "b.example. 300 IN RRSIG A 8 2 300 20300101000000 20200101000000 12345 example. AAAA"}, nil, nil, []string{"a.example./A", "a.example./RRSIG"}, 0, 0},
 		{"all_outside_not_cached", "a.example.", []string{"bank.example. 300 IN A 203.0.113.66"}, nil, nil, nil, 0, 0},
+		{"drops_other_types_of_owner", "a.example.", []string{"a.example. 300 IN A 192.0.2.1", "a.example. 300 IN TXT \"injected\"", "a.example. 300 CH A 192.0.2.9"}, nil, nil, []string{"a.example./A"}, 0, 0},
+		{"only_wrong_type_not_cached", "a.example.", []string{"a.example. 300 IN TXT \"injected\""}, nil, nil, nil, 0, 0},
 		{"chain_too_long_not_cached", "c0.example.", longChain(maxChain + 1), nil, nil, nil, 0, 0},
 		{"chain_at_limit_cached", "c0.example.", longChain(maxChain - 1), nil, nil, chainOwners(maxChain - 1), 0, 0},
 		{"conflicting_cnames_not_cached", "a.example.", []string{"a.example. 300 IN CNAME b.example.", "a.example. 300 IN CNAME c.example.", "b.example. 300 IN A 192.0.2.1"}, nil, nil, nil, 0, 0},

@@ -155,6 +155,7 @@ func (c *Cache) newEntry(k key, resp *dns.Msg, now time.Time) (*entry, string) {
 	if !ok {
 		return nil, reasonCNAMEClash
 	}
+	answer = ofQuestion(answer, k.qtype, k.qclass)
 	if len(answer) == 0 && hasRecords(resp.Answer) {
 		return nil, reasonOutOfChain
 	}
@@ -310,6 +311,29 @@ func copyClamped(rrs []dns.RR, rng ttlRange, qname string) []dns.RR {
 			h.Name = qname
 		}
 		out[i] = cp
+	}
+	return out
+}
+
+// ofQuestion keeps the chain's records that can answer the question: its
+// class, and its type or the chain's CNAME/DNAME and their signatures
+// (everything for ANY), as Unbound's scrubber does. A misbehaving upstream
+// could otherwise have an A record cached for a TXT question.
+func ofQuestion(rrs []dns.RR, qtype, qclass uint16) []dns.RR {
+	out := rrs[:0:0]
+	for _, rr := range rrs {
+		h := rr.Header()
+		if qclass != dns.ClassANY && h.Class != qclass {
+			continue
+		}
+		switch h.Rrtype {
+		case qtype, dns.TypeCNAME, dns.TypeDNAME, dns.TypeRRSIG:
+		default:
+			if qtype != dns.TypeANY {
+				continue
+			}
+		}
+		out = append(out, rr)
 	}
 	return out
 }

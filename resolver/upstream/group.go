@@ -324,12 +324,18 @@ func (g *Group) try(ctx context.Context, mb *member, m *dns.Msg) (*dns.Msg, erro
 		return nil, err
 	}
 	mb.countRcode(r.Rcode)
+	// SERVFAIL and REFUSED fail over to the next upstream but do not count
+	// toward marking this one down: the answer proves it is alive, and a
+	// client could otherwise take every upstream down with a few queries
+	// for a name that legitimately fails (a DNSSEC-bogus domain).
 	switch r.Rcode {
 	case dns.RcodeServerFailure:
-		g.failed(mb, kindServfail)
+		mb.errs[kindServfail].Inc()
+		g.succeeded(mb)
 		return nil, fmt.Errorf("upstream %s: answered SERVFAIL", mb.name)
 	case dns.RcodeRefused:
-		g.failed(mb, kindRefused)
+		mb.errs[kindRefused].Inc()
+		g.succeeded(mb)
 		return nil, fmt.Errorf("upstream %s: answered REFUSED", mb.name)
 	}
 	g.succeeded(mb)

@@ -93,8 +93,11 @@ func TestGroup_failover(t *testing.T) {
 		name     string
 		first    func(t *testing.T) string
 		wantKind string
+		// wantFails: a timeout counts toward marking the upstream down;
+		// a SERVFAIL or REFUSED answer proves it alive and does not.
+		wantFails int
 	}{
-		{name: "silent", first: func(t *testing.T) string { return "udp://" + dropUDP(t) }, wantKind: "timeout"},
+		{name: "silent", first: func(t *testing.T) string { return "udp://" + dropUDP(t) }, wantKind: "timeout", wantFails: 1},
 		{name: "servfail", first: func(t *testing.T) string { return "udp://" + startDNS(t, answer(dns.RcodeServerFailure, "")).Addr }, wantKind: "servfail"},
 		{name: "refused", first: func(t *testing.T) string { return "udp://" + startDNS(t, answer(dns.RcodeRefused, "")).Addr }, wantKind: "refused"},
 	}
@@ -120,7 +123,7 @@ func TestGroup_failover(t *testing.T) {
 				t.Errorf("requests_total{second,NOERROR} = %v, want 1", got)
 			}
 			st := g.Status()
-			if !st[0].Healthy || st[0].ConsecutiveFails != 1 || st[1].ConsecutiveFails != 0 {
+			if !st[0].Healthy || st[0].ConsecutiveFails != tc.wantFails || st[1].ConsecutiveFails != 0 {
 				t.Errorf("status = %+v", st)
 			}
 		})
@@ -239,19 +242,18 @@ func TestGroup_callerCancelNotCountedAsFailure(t *testing.T) {
 // down upstreams are skipped, all down fails fast, and a successful probe
 // brings it back.
 func TestGroup_healthDownAndProbe(t *testing.T) {
-	var serving atomic.Bool // false: SERVFAIL
+	var serving atomic.Bool // false: no answer (timeout)
 	var queries atomic.Int64
 	srv := startDNS(t, func(w dns.ResponseWriter, r *dns.Msg) {
 		queries.Add(1)
 		if !serving.Load() {
-			_ = w.WriteMsg(reply(r, dns.RcodeServerFailure, ""))
 			return
 		}
 		_ = w.WriteMsg(reply(r, dns.RcodeSuccess, ""))
 	})
 	m := NewMetrics(nil)
 	clock := newClock()
-	up := mustNew(t, "udp://"+srv.Addr, Options{})
+	up := mustNew(t, "udp://"+srv.Addr, Options{Timeout: 100 * time.Millisecond})
 	g := newTestGroup(t, []Upstream{up}, GroupConfig{MaxFails: 2, Timeout: 5 * time.Second}, m, clock)
 	healthy := m.Healthy.WithLabelValues(up.String())
 	q := newQuery("example.org.", dns.TypeA)
