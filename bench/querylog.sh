@@ -128,7 +128,7 @@ EOF
 		echo
 		echo "dnsperf_queries_sent        $sent"
 		echo "dnsperf_queries_completed   $completed"
-		echo "dnsperf_queries_lost        $lost (includes the queries in flight when -l stopped it)"
+		echo "dnsperf_queries_lost        $lost (dnsperf 2.10 waits for queries in flight at the end: these are real losses)"
 		echo "dnsperf_qps                 $qps"
 		echo "kernel_udp_rcvbuf_errors    $kdrop (namespace /proc/net/snmp: datagrams dropped before dnsvalve read them)"
 		echo "kernel_udp_in_errors        $kinerr"
