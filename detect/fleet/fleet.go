@@ -56,6 +56,7 @@ const (
 	maxHashes  = 1024 // distinct-subdomain hashes kept per pending bucket
 	chunkPairs = 512  // pairs per pipeline
 	decayTTL   = 2 * time.Hour
+	pullRounds = 4 // rounds an idle pair seen by others is still pulled
 )
 
 // Config configures a Syncer. Zero fields take the documented defaults.
@@ -198,6 +199,12 @@ func (s *Syncer) Record(k detect.PairKey, d detect.Delta) detect.Remote {
 	return r
 }
 
+// shared reports whether the last pull found other instances' counters.
+func (e *entry) shared() bool {
+	r := &e.remote
+	return r.Cur.Queries > 0 || r.Prev.Queries > 0 || r.DecBytes > 0
+}
+
 // pendFor returns the pending slot of bucket b, dropping the older slot
 // when both hold other buckets (Redis unreachable for over a window).
 func (e *entry) pendFor(b int64, m *Metrics) *pending {
@@ -276,8 +283,15 @@ func (s *Syncer) Sync(ctx context.Context) {
 			if !e.dirty {
 				if now-e.last > 2*s.window && e.pend[0].bucket == 0 && e.pend[1].bucket == 0 {
 					delete(sh.pairs, h)
+					continue
 				}
-				continue
+				// A pair other instances also see stays pulled for a few
+				// rounds after its last local query, so its next query
+				// here scores with fresh totals; a pair only this instance
+				// sees is not pulled while idle.
+				if !e.shared() || now-e.last > pullRounds*int64(s.cfg.Sync) {
+					continue
+				}
 			}
 			if e.name == "" {
 				e.name = e.addr.String() + "|" + e.domain
