@@ -80,6 +80,7 @@ type Server struct {
 	mu       sync.Mutex
 	servers  []*dns.Server // TCP listeners
 	udpConns []*net.UDPConn
+	loops    []*udpLoop
 	stopping atomic.Bool // set by Shutdown: UDP readers exit on their next read error
 	addrs    []net.Addr
 	inflight sync.RWMutex
@@ -150,7 +151,9 @@ func (s *Server) Start(ctx context.Context) error {
 			s.closeLocked()
 			return err
 		}
-		newUDPLoop(s, uc).start()
+		loop := newUDPLoop(s, uc)
+		s.loops = append(s.loops, loop)
+		loop.start()
 		s.logger.Info("listening", "addr", pc.LocalAddr().String(), "proto", "udp+tcp")
 	}
 	s.ready.Store(true)

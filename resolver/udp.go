@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync/atomic"
+	"time"
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
@@ -20,15 +21,16 @@ import (
 // growth (about a fifth of the CPU time of a cache hit). Here each reader
 // goroutine reads a packet and answers it itself, keeping its grown stack
 // and its buffers. While every reader is busy (slow upstreams), one more is
-// started, up to maxReaders; readers beyond the minimum leave again after a
-// long streak of mostly idle traffic.
+// started, up to maxReaders; readers beyond the minimum leave again once
+// no reader has been short for shrinkAfter (checked every few packets, so
+// an idle server keeps its readers parked, which costs only their stacks).
 
 const (
 	udpReadBuf = 4096 // queries are small; larger packets are malformed for us
 	maxReaders = 8192
-	// shrinkStreak is how many mostly-idle packets in a row make an extra
-	// reader leave.
-	shrinkStreak = 10000
+	// shrinkAfter is how long after the last moment every reader was busy
+	// the extra readers leave.
+	shrinkAfter = 30 * time.Second
 )
 
 type udpLoop struct {
@@ -38,11 +40,13 @@ type udpLoop struct {
 	wildcard bool // bound to 0.0.0.0/::: replies need the query's destination as source
 	readers  atomic.Int32
 	busy     atomic.Int32
+	pressure atomic.Int64 // unix nanos of the last time every reader was busy
 	min      int32
 }
 
 func newUDPLoop(s *Server, conn *net.UDPConn) *udpLoop {
 	l := &udpLoop{s: s, conn: conn, local: conn.LocalAddr(), min: int32(runtime.GOMAXPROCS(0))}
+	growReadBuffer(conn)
 	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok && ua.IP.IsUnspecified() {
 		// Ask for the destination address of each packet, to answer from it.
 		err6 := ipv6.NewPacketConn(conn).SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true)
@@ -63,7 +67,7 @@ func (l *udpLoop) reader() {
 	w := &udpWriter{conn: l.conn, local: l.local, buf: make([]byte, 0, 4096)}
 	buf := make([]byte, udpReadBuf)
 	var oob []byte
-	idle := 0
+	handled := 0
 	if l.wildcard {
 		oob = make([]byte, 128)
 	}
@@ -89,6 +93,7 @@ func (l *udpLoop) reader() {
 			continue
 		}
 		if busy := l.busy.Add(1); busy >= l.readers.Load() {
+			l.pressure.Store(time.Now().UnixNano())
 			if r := l.readers.Load(); r < maxReaders && l.readers.CompareAndSwap(r, r+1) {
 				go l.reader()
 			}
@@ -109,16 +114,15 @@ func (l *udpLoop) reader() {
 			data = data[hl:]
 		}
 		l.s.servePacket(w, data)
-		// A reader beyond the minimum leaves after a long streak of packets
-		// during which most readers were idle, so the pool does not churn
-		// (a new reader pays for its buffers and its stack growth again).
-		busy := l.busy.Add(-1)
-		if r := l.readers.Load(); r > l.min && busy*4 < r {
-			if idle++; idle >= shrinkStreak && l.readers.CompareAndSwap(r, r-1) {
+		// A reader beyond the minimum leaves once the pool has not been
+		// short for a while (checked every 64 packets: the clock is cheap
+		// but not free).
+		l.busy.Add(-1)
+		if handled++; handled&63 == 0 {
+			if r := l.readers.Load(); r > l.min && time.Now().UnixNano()-l.pressure.Load() > int64(shrinkAfter) &&
+				l.readers.CompareAndSwap(r, r-1) {
 				return
 			}
-		} else {
-			idle = 0
 		}
 	}
 }
