@@ -272,15 +272,30 @@ func (l *Logger) run(s *runner) {
 	defer close(s.done)
 	t := time.NewTicker(l.opts.FlushInterval)
 	defer t.Stop()
+	// One item, reused: sinks do not retain what Write gets, and a fresh
+	// one per record would be a heap allocation per query.
+	it := new(item)
 	for {
 		select {
-		case it, ok := <-s.ch:
+		case v, ok := <-s.ch:
 			if !ok {
 				l.flush(s)
 				s.cerr = s.sink.Close()
 				return
 			}
-			l.write(s, &it)
+			*it = v
+			l.write(s, it)
+			// Drain what is already queued with plain receives, cheaper
+			// than a select per record under load.
+			for n := len(s.ch); n > 0; n-- {
+				v, ok := <-s.ch
+				if !ok {
+					break // closed: the select above sees it next
+				}
+				*it = v
+				l.write(s, it)
+			}
+			*it = item{} // don't keep the last messages alive
 		case <-t.C:
 			l.flush(s)
 		}
