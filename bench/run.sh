@@ -393,6 +393,22 @@ inner() {
 	others=$(ip -o link show | awk -F': ' '$2 != "lo" { print $2 }')
 	[[ -z $others ]] || die "network namespace has non-loopback links: $others"
 
+	# BENCH_REDIS_PORT: a redis-server for variants with shared state
+	# (bench/configs/shared-redis.yaml), on loopback inside the namespace.
+	if [[ -n ${BENCH_REDIS_PORT:-} ]]; then
+		command -v redis-server >/dev/null || die "redis-server is not installed (apt-get install redis-server)"
+		taskset -c "$LOAD_CPU" redis-server --port "$BENCH_REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+			>"$BENCH_TMP/redis.log" 2>&1 &
+		PIDS+=($!)
+		REDIS_PID=$!
+		local i
+		for i in $(seq 50); do
+			redis-cli -p "$BENCH_REDIS_PORT" ping 2>/dev/null | grep -q PONG && break
+			sleep 0.1
+		done
+		log "redis-server on 127.0.0.1:$BENCH_REDIS_PORT (pid $REDIS_PID)"
+	fi
+
 	local labels=() s v
 	for s in $SERVERS; do
 		if [[ $s == dnsvalve ]]; then
