@@ -12,18 +12,23 @@ import (
 
 // synthNames returns n distinct names shaped like real blocklist entries
 // (one or two labels under a registrable domain, ~20 bytes on average).
-func synthNames(n int) []string {
-	r := rand.New(rand.NewPCG(1, 2))
+func synthNames(n int) []string { return synthNamesFrom(0, n) }
+
+// synthNamesFrom returns the names numbered start to start+n-1 (the same
+// as synthNames for start 0; other starts draw their own random parts).
+func synthNamesFrom(start, n int) []string {
+	r := rand.New(rand.NewPCG(1, 2+uint64(start)))
 	tlds := []string{"com", "net", "org", "io", "ru", "xyz", "co.uk", "de"}
 	out := make([]string, n)
-	for i := range out {
+	for k := range out {
+		i := start + k
 		switch i % 3 {
 		case 0:
-			out[i] = fmt.Sprintf("d%x-%d.%s", r.Uint32()&0xfff, i, tlds[i%len(tlds)])
+			out[k] = fmt.Sprintf("d%x-%d.%s", r.Uint32()&0xfff, i, tlds[i%len(tlds)])
 		case 1:
-			out[i] = fmt.Sprintf("ads%d.track%x-%d.%s", i%97, r.Uint32()&0xff, i, tlds[i%len(tlds)])
+			out[k] = fmt.Sprintf("ads%d.track%x-%d.%s", i%97, r.Uint32()&0xff, i, tlds[i%len(tlds)])
 		default:
-			out[i] = fmt.Sprintf("x%d-%x.cdn.%s", i, r.Uint32()&0xffff, tlds[i%len(tlds)])
+			out[k] = fmt.Sprintf("x%d-%x.cdn.%s", i, r.Uint32()&0xffff, tlds[i%len(tlds)])
 		}
 	}
 	return out

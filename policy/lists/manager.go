@@ -14,6 +14,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -153,6 +155,33 @@ type Manager struct {
 	mu    sync.Mutex
 	lists map[string]*listState
 	cur   map[string]*List // replaced, never mutated
+	// parsedBytes counts source bytes parsed into rebuilt lists since
+	// memory was last returned to the OS (see releaseMemory).
+	parsedBytes int64
+}
+
+// releaseAfter is how many source bytes a rebuild must have parsed for
+// releaseMemory to hand freed memory back to the OS.
+const releaseAfter = 4 << 20
+
+// releaseMemory returns freed memory to the OS after lists were rebuilt
+// from a few MB of sources or more. Building a big list leaves its
+// builder's arrays (and, on a refresh, the replaced list) as free heap;
+// the runtime would keep those pages mapped until its background
+// scavenger slowly gets to them, so after a 2M-name load the process
+// would sit on ~100 MB it no longer uses, and every refresh would add a
+// peak that never came down. A rebuild is rare (startup, config reload,
+// a changed source), so a forced GC and scavenge (a few ms with list-sized
+// heaps) is cheap there. It runs without mu held, after the caller had a
+// chance to drop the old lists (Run calls it after onChange).
+func (m *Manager) releaseMemory() {
+	m.mu.Lock()
+	n := m.parsedBytes
+	m.parsedBytes = 0
+	m.mu.Unlock()
+	if n >= releaseAfter {
+		debug.FreeOSMemory()
+	}
 }
 
 // NewManager returns a Manager. cacheDir "" keeps last good copies in
@@ -208,7 +237,13 @@ func (m *Manager) Load(ctx context.Context, cfgs []Config) (map[string]*List, er
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("load lists: %w", err)
 	}
+	cur := m.load(ctx, norm, formats)
+	m.releaseMemory()
+	return cur, nil
+}
 
+// load loads the validated configs; see Load.
+func (m *Manager) load(ctx context.Context, norm []Config, formats []Format) map[string]*List {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	next := make(map[string]*listState, len(norm))
@@ -236,7 +271,7 @@ func (m *Manager) Load(ctx context.Context, cfgs []Config) (map[string]*List, er
 	}
 	m.lists = next
 	m.publish()
-	return m.cur, nil
+	return m.cur
 }
 
 // publish rebuilds the current map from the list states. Callers hold mu.
@@ -252,12 +287,15 @@ func (m *Manager) publish() {
 
 // Run refreshes lists on their timers until ctx is done, calling onChange
 // with the full current set after any list changed. onChange runs on
-// Run's goroutine.
+// Run's goroutine; once it returns, the memory of lists it replaced is
+// returned to the OS (see releaseMemory), so it should drop its
+// references to the old lists before returning.
 func (m *Manager) Run(ctx context.Context, onChange func(map[string]*List)) {
 	for {
 		if lists, changed := m.refreshDue(ctx); changed && onChange != nil {
 			onChange(lists)
 		}
+		m.releaseMemory()
 		t := time.NewTimer(m.nextWait())
 		select {
 		case <-ctx.Done():
@@ -309,17 +347,26 @@ func (m *Manager) refreshDue(ctx context.Context) (map[string]*List, bool) {
 
 // fetched is the outcome of fetching one source.
 type fetched struct {
-	data   []byte // new content when result is ok
 	result string
 	err    error
 	meta   cacheMeta
 	mod    time.Time
 	size   int64
+	// body is a URL source's new content when result is ok, spooled while
+	// it was downloaded. A file source has none: it is read from the file
+	// while it is parsed.
+	body *spool
 }
 
 // loadList fetches every source of ls and recompiles it when anything
 // changed; skipURLs treats URL sources as unchanged. It reports whether
 // ls.list was replaced. Callers hold mu.
+//
+// Sources are streamed: a changed file is parsed straight from the file,
+// a changed URL from the spool its body was written to, an unchanged or
+// failed source from its last good copy on disk. The only full copy of a
+// source that stays in memory is the last good copy when there is no
+// cache directory (or it cannot be written).
 func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bool {
 	start := m.now()
 	c := ls.cfg
@@ -349,27 +396,30 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bo
 	if rebuild {
 		accepted := ls.list == nil
 		b := NewBuilder()
+		var parsed int64
 		for i, src := range c.Sources {
 			st := ls.sources[src]
 			r := &results[i]
 			if r.result == resultOK {
 				mark := b.mark()
-				stats, err := Parse(bytes.NewReader(r.data), src, ls.format, b)
+				stats, sp, n, err := m.parseNew(c, src, ls.format, b, r)
+				parsed += n
 				if err == nil && stats.Entries == 0 && st.entries > 0 {
 					err = ErrEmpty
 				}
 				if err == nil {
 					m.logStats(c.Name, src, stats)
 					m.metrics.parseErrors.WithLabelValues(c.Name).Add(float64(stats.Invalid))
-					m.keep(src, st, r, stats.Entries)
+					m.keep(src, st, r, sp, stats.Entries)
 					accepted = true
 					continue
 				}
+				sp.discard()
 				b.rollback(mark)
 				r.result, r.err = resultError, err
 			}
 			// Not modified or failed: parse the last good copy.
-			data, err := m.lastGood(src, st)
+			rc, size, err := m.lastGood(src, st)
 			if err != nil {
 				if r.err == nil {
 					r.err = err
@@ -377,7 +427,10 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bo
 				}
 				continue
 			}
-			stats, err := Parse(bytes.NewReader(data), src, ls.format, b)
+			at, _ := rc.(io.ReaderAt)
+			stats, err := parse(rc, src, ls.format, b, size, at)
+			rc.Close()
+			parsed += size
 			if err != nil {
 				m.log.Warn("parse last good copy", "list", c.Name, "source", src, "err", err)
 			}
@@ -390,6 +443,7 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bo
 		} else {
 			ls.list = b.Build(c.Name, c.Category)
 		}
+		m.parsedBytes += parsed
 		m.metrics.entries.WithLabelValues(c.Name).Set(float64(ls.list.Len()))
 		m.metrics.regexes.WithLabelValues(c.Name).Set(float64(ls.list.Regexps()))
 		if n := ls.list.Regexps(); n > 0 {
@@ -410,6 +464,37 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bo
 	}
 	m.metrics.refreshDuration.WithLabelValues(c.Name).Observe(m.now().Sub(start).Seconds())
 	return rebuild
+}
+
+// parseNew parses a source's new content into b: a URL's spooled body, or
+// a file read (under the size cap) while a copy is spooled for the cache.
+// It returns the spool, to keep or discard, and the bytes parsed.
+func (m *Manager) parseNew(c Config, src string, format Format, b *Builder, r *fetched) (Stats, *spool, int64, error) {
+	if r.body != nil {
+		rd, size, err := r.body.reader()
+		if err != nil {
+			return Stats{}, r.body, 0, err
+		}
+		at, _ := rd.(io.ReaderAt)
+		st, err := parse(rd, src, format, b, size, at)
+		return st, r.body, size, err
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return Stats{}, nil, 0, fmt.Errorf("fetch %s: %w", src, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return Stats{}, nil, 0, fmt.Errorf("fetch %s: %w", src, err)
+	}
+	if fi.Size() > c.MaxBytes {
+		return Stats{}, nil, 0, fmt.Errorf("fetch %s: %d bytes: %w", src, fi.Size(), ErrTooLarge)
+	}
+	r.mod, r.size = fi.ModTime(), fi.Size() // what is actually read
+	sp := m.newSpool(fi.Size())
+	st, err := parse(io.TeeReader(&capReader{r: f, left: c.MaxBytes, limit: c.MaxBytes}, sp), src, format, b, fi.Size(), f)
+	return st, sp, fi.Size(), err
 }
 
 func (m *Manager) logStats(list, src string, s Stats) {
@@ -436,16 +521,8 @@ func (m *Manager) fetch(ctx context.Context, c Config, src string, st *sourceSta
 	if fi.Size() > c.MaxBytes {
 		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %d bytes: %w", src, fi.Size(), ErrTooLarge)}
 	}
-	f, err := os.Open(src)
-	if err != nil {
-		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", src, err)}
-	}
-	defer f.Close()
-	data, err := readCapped(f, c.MaxBytes)
-	if err != nil {
-		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", src, err)}
-	}
-	return fetched{data: data, result: resultOK, mod: fi.ModTime(), size: fi.Size(),
+	// Changed: parseNew reads it.
+	return fetched{result: resultOK, mod: fi.ModTime(), size: fi.Size(),
 		meta: cacheMeta{Source: src, Fetched: m.now()}}
 }
 
@@ -477,24 +554,121 @@ func (m *Manager) fetchURL(ctx context.Context, c Config, src string, st *source
 	if resp.ContentLength > c.MaxBytes {
 		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %d bytes: %w", src, resp.ContentLength, ErrTooLarge)}
 	}
-	data, err := readCapped(resp.Body, c.MaxBytes)
+	// Spool the body (to the cache directory) rather than hold it: it is
+	// parsed from there, and becomes the last good copy if accepted.
+	sp := m.newSpool(resp.ContentLength)
+	_, err = io.Copy(sp, &capReader{r: resp.Body, left: c.MaxBytes, limit: c.MaxBytes})
+	if err == nil {
+		err = sp.err
+	}
 	if err != nil {
+		sp.discard()
 		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", src, err)}
 	}
-	return fetched{data: data, result: resultOK, meta: cacheMeta{
+	return fetched{body: sp, result: resultOK, meta: cacheMeta{
 		Source: src, ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"), Fetched: m.now(),
 	}}
 }
 
-func readCapped(r io.Reader, limit int64) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read: %w", err)
+// capReader reads at most limit bytes from r; reading more is an
+// ErrTooLarge error.
+type capReader struct {
+	r           io.Reader
+	left, limit int64
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.left < 0 {
+		return 0, fmt.Errorf("read: over %d bytes: %w", c.limit, ErrTooLarge)
 	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("over %d bytes: %w", limit, ErrTooLarge)
+	if int64(len(p)) > c.left+1 {
+		p = p[:c.left+1]
 	}
-	return data, nil
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	if c.left < 0 {
+		return n, fmt.Errorf("read: over %d bytes: %w", c.limit, ErrTooLarge)
+	}
+	return n, err
+}
+
+// spool receives a source's new content while it is downloaded or parsed.
+// Accepted, it becomes the source's last good copy (renamed into the
+// cache directory, or kept in memory when there is none); rejected, it is
+// discarded. It never fails a write: the first error is kept in err and
+// later writes are dropped, so a full disk cannot fail a parse.
+type spool struct {
+	f   *os.File // temp file in the cache directory; nil: in memory
+	mem []byte
+	n   int64
+	err error
+}
+
+// maxSpoolHint caps how much memory a spool reserves up front.
+const maxSpoolHint = 256 << 20
+
+// newSpool returns a spool in the cache directory, in memory when there
+// is none or the temp file cannot be created. hint is the expected size
+// (<= 0: unknown).
+func (m *Manager) newSpool(hint int64) *spool {
+	if m.cacheDir != "" {
+		err := os.MkdirAll(m.cacheDir, 0o755)
+		if err == nil {
+			var f *os.File
+			if f, err = os.CreateTemp(m.cacheDir, ".tmp-spool-*"); err == nil {
+				return &spool{f: f}
+			}
+		}
+		m.log.Warn("list cache unwritable; keeping new copies in memory", "dir", m.cacheDir, "err", err)
+	}
+	sp := &spool{}
+	if hint > 0 {
+		sp.mem = make([]byte, 0, min(hint, maxSpoolHint))
+	}
+	return sp
+}
+
+func (s *spool) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return len(p), nil
+	}
+	if s.f != nil {
+		if _, err := s.f.Write(p); err != nil {
+			s.err = fmt.Errorf("spool: %w", err)
+			return len(p), nil
+		}
+	} else {
+		s.mem = append(s.mem, p...)
+	}
+	s.n += int64(len(p))
+	return len(p), nil
+}
+
+// reader returns the spooled content from its start, and its size.
+func (s *spool) reader() (io.Reader, int64, error) {
+	if s.err != nil {
+		return nil, 0, s.err
+	}
+	if s.f == nil {
+		return bytes.NewReader(s.mem), s.n, nil
+	}
+	if _, err := s.f.Seek(0, io.SeekStart); err != nil {
+		return nil, 0, fmt.Errorf("spool: %w", err)
+	}
+	return s.f, s.n, nil
+}
+
+// discard drops a spool that did not become a last good copy.
+func (s *spool) discard() {
+	if s == nil {
+		return
+	}
+	if s.f != nil {
+		s.f.Close()
+		os.Remove(s.f.Name())
+		s.f = nil
+	}
+	s.mem = nil
 }
 
 // cachePath is where a source's last good copy lives: a hash of the
@@ -527,31 +701,58 @@ func (m *Manager) restore(src string) *sourceState {
 	return st
 }
 
-// keep records a newly fetched copy as the source's last good copy.
-func (m *Manager) keep(src string, st *sourceState, r *fetched, entries int) {
+// keep records a newly fetched copy, spooled in sp, as the source's last
+// good copy: renamed into the cache directory, or kept in memory when
+// there is none or it cannot be written. sp is nil only when a file could
+// not be opened, which is never accepted.
+func (m *Manager) keep(src string, st *sourceState, r *fetched, sp *spool, entries int) {
 	st.meta, st.modTime, st.size, st.entries, st.good = r.meta, r.mod, r.size, entries, true
 	st.mem = nil
-	if m.cacheDir == "" {
-		st.mem = r.data
+	if sp.f == nil {
+		st.mem = slices.Clip(sp.mem)
 		return
 	}
-	if err := m.writeCache(src, r.data, r.meta); err != nil {
-		m.log.Warn("write list cache; keeping the copy in memory", "source", src, "err", err)
-		st.mem = r.data
+	tmp := sp.f.Name()
+	err := sp.err
+	if err == nil {
+		err = sp.f.Sync()
 	}
+	if cerr := sp.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("spool: %w", cerr)
+	}
+	sp.f = nil
+	p := m.cachePath(src)
+	renamed := false
+	if err == nil {
+		if err = os.Rename(tmp, p+".data"); err == nil {
+			renamed = true
+			err = m.writeMeta(p, r.meta)
+		}
+	}
+	if err == nil {
+		return
+	}
+	m.log.Warn("write list cache; keeping the copy in memory", "source", src, "err", err)
+	from := tmp
+	if renamed {
+		from = p + ".data"
+	}
+	if sp.err == nil {
+		if data, rerr := os.ReadFile(from); rerr == nil {
+			st.mem = data
+		}
+	}
+	// No cached copy that disagrees with what was loaded: a file source
+	// without one falls back to the file itself while it is unchanged.
+	os.Remove(tmp)
+	os.Remove(p + ".data")
+	os.Remove(p + ".meta")
 }
 
-func (m *Manager) writeCache(src string, data []byte, meta cacheMeta) error {
-	if err := os.MkdirAll(m.cacheDir, 0o755); err != nil {
-		return fmt.Errorf("write cache: %w", err)
-	}
-	p := m.cachePath(src)
+func (m *Manager) writeMeta(p string, meta cacheMeta) error {
 	mj, err := json.Marshal(meta)
 	if err != nil {
 		return fmt.Errorf("write cache: %w", err)
-	}
-	if err := atomicWrite(p+".data", data); err != nil {
-		return err
 	}
 	return atomicWrite(p+".meta", mj)
 }
@@ -584,17 +785,34 @@ func atomicWrite(path string, data []byte) error {
 // errNoCopy means a source failed and has no last good copy anywhere.
 var errNoCopy = errors.New("no last good copy")
 
-// lastGood returns a source's last good copy: memory, then disk.
-func (m *Manager) lastGood(src string, st *sourceState) ([]byte, error) {
+// lastGood opens a source's last good copy (memory, then the cache
+// directory, then for a file source the file itself if it has not changed
+// since it was loaded) and returns its size.
+func (m *Manager) lastGood(src string, st *sourceState) (io.ReadCloser, int64, error) {
 	if st.mem != nil {
-		return st.mem, nil
+		return io.NopCloser(bytes.NewReader(st.mem)), int64(len(st.mem)), nil
 	}
+	var cacheErr error
 	if m.cacheDir != "" && st.good {
-		data, err := os.ReadFile(m.cachePath(src) + ".data")
+		f, err := os.Open(m.cachePath(src) + ".data")
 		if err == nil {
-			return data, nil
+			if fi, err := f.Stat(); err == nil {
+				return f, fi.Size(), nil
+			}
+			f.Close()
 		}
-		return nil, fmt.Errorf("read last good copy of %s: %w", src, err)
+		cacheErr = fmt.Errorf("read last good copy of %s: %w", src, err)
 	}
-	return nil, fmt.Errorf("%s: %w", src, errNoCopy)
+	if !isURL(src) && st.good && !st.modTime.IsZero() {
+		if f, err := os.Open(src); err == nil {
+			if fi, err := f.Stat(); err == nil && fi.ModTime().Equal(st.modTime) && fi.Size() == st.size {
+				return f, fi.Size(), nil
+			}
+			f.Close()
+		}
+	}
+	if cacheErr != nil {
+		return nil, 0, cacheErr
+	}
+	return nil, 0, fmt.Errorf("%s: %w", src, errNoCopy)
 }

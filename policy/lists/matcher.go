@@ -97,6 +97,9 @@ type Builder struct {
 	sources   []string
 	regexes   []regexEntry
 	dropped   int
+	// remaining, set while a source is parsed, estimates how many more
+	// entries it will add (0 = unknown): grow sizes the arrays with it.
+	remaining func() int
 	// onAdd, when set (tests only), sees every hashed entry added.
 	onAdd func(k kind, name string)
 }
@@ -164,8 +167,32 @@ func (b *Builder) add(src uint32, line int, k kind, a Action, important bool, pr
 	if line < 0 || ln >= 1<<(64-24) {
 		ln = 1<<(64-24) - 1
 	}
+	if len(b.hashes) == cap(b.hashes) {
+		b.grow()
+	}
 	b.hashes = append(b.hashes, b.hash.name(name))
 	b.meta = append(b.meta, ln<<24|uint64(id))
+}
+
+// grow makes room for more entries in the per-entry arrays. With an
+// estimate of what the source being parsed still holds, it allocates that
+// much (plus a little) once, so a 2M-entry list is not copied over and
+// over by append's doubling, nor left with up to 25 % of slack; without
+// one it doubles.
+func (b *Builder) grow() {
+	n := len(b.hashes)
+	more := max(n, 256)
+	if b.remaining != nil {
+		if r := b.remaining(); r > 0 {
+			more = r
+		}
+	}
+	more = min(more, maxEntries-n+1)
+	b.hashes = slices.Grow(b.hashes, more)
+	b.meta = slices.Grow(b.meta, more)
+	if b.tOff != nil {
+		b.tOff = slices.Grow(b.tOff, more)
+	}
 }
 
 // builderMark is a rollback point.

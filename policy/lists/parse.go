@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"regexp"
 	"strings"
+	"unicode/utf8"
+	"unsafe"
 
 	"golang.org/x/net/idna"
 )
@@ -68,10 +71,17 @@ type parser struct {
 	source string
 	st     Stats
 	lineNo int
+	// sizing hint: the source's size, bytes read so far, and how many
+	// entries the builder held before this source
+	size, read  int64
+	first       int
+	lineDensity float64 // sampled lines per byte; 0 = unknown
 	// RPZ state
 	origin     string
 	parenDepth int
-	owner      string
+	owner      string // aliases ownerBuf
+	ownerBuf   []byte
+	fields     [8]string // scratch for splitFields
 }
 
 func (p *parser) invalid(reason string) {
@@ -84,7 +94,48 @@ func (p *parser) invalid(reason string) {
 // Parse reads one source in the given format (FormatAuto detects it) and
 // adds its entries to b. Bad lines are counted in Stats, never fatal: the
 // error is only for a failing reader.
+//
+// Parse streams: it holds one 64 KiB buffer and allocates nothing per line
+// except for entries whose text is kept (decorated rules, regexes). When r
+// tells its size (bytes.Reader, strings.Reader, *os.File), the builder's
+// arrays are sized from it instead of growing by repeated copies.
 func Parse(r io.Reader, source string, format Format, b *Builder) (Stats, error) {
+	size := sizeOf(r)
+	var at io.ReaderAt
+	if ra, ok := r.(io.ReaderAt); ok && size > 0 {
+		at = ra // bytes.Reader, strings.Reader: ReadAt is relative to the start
+		if f, ok := r.(*os.File); ok {
+			if off, err := f.Seek(0, io.SeekCurrent); err != nil || off != 0 {
+				at = nil // ReadAt would sample bytes before the reading position
+			}
+		}
+	}
+	return parse(r, source, format, b, size, at)
+}
+
+// sizeOf returns how many bytes r has left to read, or 0 when unknown.
+func sizeOf(r io.Reader) int64 {
+	switch r := r.(type) {
+	case interface{ Len() int }:
+		return int64(r.Len())
+	case *os.File:
+		fi, err := r.Stat()
+		if err != nil || !fi.Mode().IsRegular() {
+			return 0
+		}
+		off, err := r.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return 0
+		}
+		return max(fi.Size()-off, 0)
+	}
+	return 0
+}
+
+// parse is Parse with the source size in bytes (0 = unknown) as a hint
+// for sizing b, and, when at is not nil, random access to the same bytes
+// (from offset 0) to sample how many lines they hold.
+func parse(r io.Reader, source string, format Format, b *Builder, size int64, at io.ReaderAt) (Stats, error) {
 	if format == "" {
 		format = FormatAuto
 	}
@@ -92,14 +143,20 @@ func Parse(r io.Reader, source string, format Format, b *Builder) (Stats, error)
 		return Stats{}, err
 	}
 	br := bufio.NewReaderSize(r, 64<<10)
-	p := &parser{b: b, src: b.source(source), source: source}
+	p := &parser{b: b, src: b.source(source), source: source, size: size, first: len(b.hashes)}
+	if at != nil && size > 0 {
+		p.lineDensity = sampleLineDensity(at, size)
+	}
+	b.remaining = p.remaining
+	defer func() { b.remaining = nil }()
 
 	// Read ahead enough lines to detect the format, then replay them.
 	var pending [][]byte
 	var readErr error
 	first := true
 	next := func() ([]byte, bool) {
-		line, err := readLine(br)
+		line, n, err := readLine(br)
+		p.read += int64(n)
 		if err != nil {
 			if err != io.EOF {
 				readErr = err
@@ -152,42 +209,94 @@ func Parse(r io.Reader, source string, format Format, b *Builder) (Stats, error)
 	return p.st, nil
 }
 
+// remaining estimates how many more entries this source will add; 0 when
+// unknown or too early to tell. The builder asks when its arrays are full.
+// Entries per line come from the lines read so far; lines per byte from
+// samples spread over the whole source when it can be read at random
+// (names often grow longer down a list), else from the bytes read so far.
+func (p *parser) remaining() int {
+	added := len(p.b.hashes) - p.first
+	if p.size <= 0 || p.read < 32<<10 || added < 256 || p.read >= p.size {
+		return 0
+	}
+	density := float64(p.lineNo) / float64(p.read)
+	if p.lineDensity > 0 {
+		density = p.lineDensity
+	}
+	est := float64(added) / float64(p.lineNo) * float64(p.size-p.read) * density
+	return int(est*1.01) + 256
+}
+
+// sampleLineDensity estimates lines per byte of a source from 16 windows
+// of 4 KiB spread evenly over it; 0 when it cannot tell.
+func sampleLineDensity(at io.ReaderAt, size int64) float64 {
+	const windows, window = 16, 4 << 10
+	if size < 4*windows*window {
+		return 0
+	}
+	var buf [window]byte
+	lines, read := 0, 0
+	for i := range int64(windows) {
+		n, err := at.ReadAt(buf[:], i*(size-window)/(windows-1))
+		if n < window && err != nil && err != io.EOF {
+			return 0
+		}
+		lines += bytes.Count(buf[:n], []byte{'\n'})
+		read += n
+	}
+	if lines == 0 || read == 0 {
+		return 0
+	}
+	return float64(lines) / float64(read)
+}
+
 var errLineTooLong = errors.New("line too long")
 
-// readLine returns the next line without its line end; a line longer than
-// the reader's 64 KiB buffer comes back as the tooLong marker.
-func readLine(br *bufio.Reader) ([]byte, error) {
+// readLine returns the next line without its line end, and how many bytes
+// it consumed; a line longer than the reader's 64 KiB buffer comes back as
+// the tooLong marker. The line aliases the reader's buffer: it is valid
+// until the next read.
+func readLine(br *bufio.Reader) ([]byte, int, error) {
 	line, err := br.ReadSlice('\n')
+	n := len(line)
 	if errors.Is(err, bufio.ErrBufferFull) {
 		// Drain the rest of an overlong line.
 		for errors.Is(err, bufio.ErrBufferFull) {
-			_, err = br.ReadSlice('\n')
+			line, err = br.ReadSlice('\n')
+			n += len(line)
 		}
 		if err != nil && err != io.EOF {
-			return nil, err
+			return nil, n, err
 		}
-		return tooLong, nil
+		return tooLong, n, nil
 	}
 	if err != nil && len(line) == 0 {
-		return nil, err
+		return nil, n, err
 	}
 	line = bytes.TrimSuffix(line, []byte("\n"))
 	line = bytes.TrimSuffix(line, []byte("\r"))
 	if err == io.EOF {
-		return line, nil
+		return line, n, nil
 	}
-	return line, err
+	return line, n, err
 }
 
 // tooLong stands in for a line over the buffer size.
 var tooLong = []byte("\x00line too long")
 
+// line hands one line to the format's handler as a string that aliases
+// raw (no copy): handlers must not keep it, or any substring of it, past
+// their return. What they keep (regex rules, the RPZ owner) they copy;
+// Builder.add copies the little text it stores.
 func (p *parser) line(raw []byte, handle func(string)) {
-	if len(raw) > 0 && raw[0] == 0 && bytes.Equal(raw, tooLong) {
+	if len(raw) == 0 {
+		return // blank in every format
+	}
+	if raw[0] == 0 && bytes.Equal(raw, tooLong) {
 		p.invalid(errLineTooLong.Error())
 		return
 	}
-	handle(string(raw))
+	handle(unsafe.String(&raw[0], len(raw)))
 }
 
 func (p *parser) handler(f Format) func(string) {
@@ -259,6 +368,35 @@ func isRPZRecord(t string) bool {
 	return false
 }
 
+// splitFields splits s around runs of white space like strings.Fields,
+// into the parser's scratch array when the fields fit, so a hosts or RPZ
+// line costs no allocation. The fields alias s.
+func (p *parser) splitFields(s string) []string {
+	f := p.fields[:0]
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			return strings.Fields(s) // Unicode white space: the general rules
+		}
+		if asciiSpace[c] {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(s) && s[j] < utf8.RuneSelf && !asciiSpace[s[j]] {
+			j++
+		}
+		if j < len(s) && s[j] >= utf8.RuneSelf {
+			return strings.Fields(s)
+		}
+		f = append(f, s[i:j])
+		i = j
+	}
+	return f
+}
+
+var asciiSpace = [256]bool{'\t': true, '\n': true, '\v': true, '\f': true, '\r': true, ' ': true}
+
 // stripComment cuts an inline "#" comment.
 func stripComment(s string) string {
 	if i := strings.IndexByte(s, '#'); i >= 0 {
@@ -279,7 +417,7 @@ func (p *parser) hostsLine(s string) {
 	if s == "" || s[0] == '!' {
 		return
 	}
-	f := strings.Fields(s)
+	f := p.splitFields(s)
 	if _, err := netip.ParseAddr(f[0]); err != nil {
 		if len(f) == 1 {
 			// A bare name in a hosts file: accept it like the domains format.
@@ -349,6 +487,7 @@ func (p *parser) regexLine(s string) {
 }
 
 func (p *parser) addRegex(rule string, a Action, important bool) {
+	rule = strings.Clone(rule) // kept by the List and by the compiled regexp
 	body := rule[strings.IndexByte(rule, '/')+1 : strings.LastIndexByte(rule, '/')]
 	re, err := regexp.Compile(body)
 	if err != nil {
@@ -485,7 +624,7 @@ func (p *parser) rpzLine(s string) {
 		return
 	}
 	continued := s[0] == ' ' || s[0] == '\t'
-	f := strings.Fields(s)
+	f := p.splitFields(s)
 	if f[0] == "$TTL" || f[0] == "$INCLUDE" {
 		return
 	}
@@ -494,7 +633,7 @@ func (p *parser) rpzLine(s string) {
 			p.invalid("$ORIGIN without a name")
 			return
 		}
-		p.origin = strings.ToLower(strings.TrimSuffix(f[1], "."))
+		p.origin = strings.ToLower(strings.Clone(strings.TrimSuffix(f[1], ".")))
 		return
 	}
 	if strings.HasPrefix(f[0], "$") {
@@ -502,7 +641,10 @@ func (p *parser) rpzLine(s string) {
 		return
 	}
 	if !continued {
-		p.owner = f[0]
+		// The owner applies to the continuation lines that follow: keep a
+		// copy, in a buffer reused from record to record.
+		p.ownerBuf = append(p.ownerBuf[:0], f[0]...)
+		p.owner = unsafe.String(unsafe.SliceData(p.ownerBuf), len(p.ownerBuf))
 		f = f[1:]
 	}
 	// Skip TTL and class to reach the type.
