@@ -54,7 +54,7 @@ const (
 	lineBits = 24
 	lineMask = 1<<lineBits - 1
 	fpBits   = 64 - lineBits
-	// maxShapes bounds the shape id kept next to the line while building.
+	// maxShapes bounds the number of shapes of one list.
 	maxShapes = 1 << 24
 	// bucketLoad is the average number of entries per directory bucket:
 	// 4 keys are 32 bytes, so a probe reads one cache line of keys most of
@@ -77,12 +77,21 @@ type regexEntry struct {
 // Builder collects entries from one or more sources and compiles them into
 // a List. A Builder is not safe for concurrent use; Build resets it.
 //
-// Entries are kept as two words each (name hash; line and shape id), never
-// as text: see List for what that costs and saves.
+// Entries are kept as 12 bytes each (name hash; sequence number), never as
+// text: see List for what that costs and saves. The sequence number is the
+// entry's line plus an offset per parsed source, so it grows in the order
+// entries are added; the shape and line of an entry are found from it in
+// runs, a short table with a row each time the shape or source changes
+// (one row for a plain list), which keeps the builder's peak, when a big
+// list is refreshed next to the one it replaces, at 12 bytes per entry.
 type Builder struct {
 	hash   hasher
 	hashes []uint64 // name hash per entry
-	meta   []uint64 // line << 24 | shape id, per entry
+	seqs   []uint32 // sequence number per entry: seqBase + line
+	runs   []shapeRun
+	// seqBase is added to the line numbers of the source being parsed;
+	// seqLast is the highest sequence number given out.
+	seqBase, seqLast uint32
 	// Decorated entries ("||name^", "*.name") keep their name text so
 	// Match can return the rule without allocating: tOff is the offset in
 	// text of a length byte and the name, noText for bare names; nil until
@@ -104,12 +113,19 @@ type Builder struct {
 	onAdd func(k kind, name string)
 }
 
+// shapeRun says that entries from sequence number start on have shape id
+// and line number seq - base, up to the next run.
+type shapeRun struct{ start, id, base uint32 }
+
 // NewBuilder returns an empty Builder.
 func NewBuilder() *Builder {
 	return &Builder{hash: newHasher(), shapeID: map[shape]uint32{}, srcIdx: map[string]uint32{}, lastID: ^uint32(0)}
 }
 
+// source starts a source: its lines get sequence numbers after every
+// entry added so far. It returns the source's index.
 func (b *Builder) source(s string) uint32 {
+	b.seqBase = b.seqLast
 	if i, ok := b.srcIdx[s]; ok {
 		return i
 	}
@@ -123,9 +139,16 @@ func (b *Builder) source(s string) uint32 {
 // are the rule text around it (e.g. "||" and "^"). Only a hash of name is
 // kept, so name may alias a buffer the caller reuses.
 func (b *Builder) add(src uint32, line int, k kind, a Action, important bool, pre, name, post string) {
-	if len(b.hashes) >= maxEntries {
+	decorated := pre != "" || post != ""
+	if len(b.hashes) >= maxEntries || (decorated && len(b.text)+len(name)+1 > 1<<32-2) {
 		b.dropped++
 		return
+	}
+	// Line numbers past what 32 bits hold (a source of 4 GiB or more)
+	// saturate.
+	seq := ^uint32(0)
+	if line >= 0 && uint64(line) <= uint64(^uint32(0)-b.seqBase) {
+		seq = b.seqBase + uint32(line)
 	}
 	sh := shape{pre: pre, post: post, kind: k, action: a, important: important, src: src}
 	id := b.lastID
@@ -143,11 +166,24 @@ func (b *Builder) add(src uint32, line int, k kind, a Action, important bool, pr
 		}
 		b.lastShape, b.lastID = b.shapes[id], id
 	}
-	if pre != "" || post != "" {
-		if len(b.text)+len(name)+1 > 1<<32-2 {
-			b.dropped++
-			return
+	if n := len(b.runs); n == 0 || b.runs[n-1].id != id || b.runs[n-1].base != b.seqBase {
+		if n > 0 && seq <= b.seqLast {
+			// A new shape on the line of the previous entry: a run needs a
+			// sequence number of its own, so shift this source's numbers
+			// by one (lines are seq - base, so they do not change).
+			if seq == ^uint32(0) {
+				b.dropped++
+				return
+			}
+			b.seqBase++
+			seq++
 		}
+		b.runs = append(b.runs, shapeRun{start: seq, id: id, base: b.seqBase})
+	}
+	if len(b.hashes) == cap(b.hashes) {
+		b.grow()
+	}
+	if decorated {
 		if b.tOff == nil {
 			b.tOff = make([]uint32, len(b.hashes), cap(b.hashes))
 			for i := range b.tOff {
@@ -163,15 +199,9 @@ func (b *Builder) add(src uint32, line int, k kind, a Action, important bool, pr
 	if b.onAdd != nil {
 		b.onAdd(k, name)
 	}
-	ln := uint64(line)
-	if line < 0 || ln >= 1<<(64-24) {
-		ln = 1<<(64-24) - 1
-	}
-	if len(b.hashes) == cap(b.hashes) {
-		b.grow()
-	}
 	b.hashes = append(b.hashes, b.hash.name(name))
-	b.meta = append(b.meta, ln<<24|uint64(id))
+	b.seqs = append(b.seqs, seq)
+	b.seqLast = max(b.seqLast, seq)
 }
 
 // grow makes room for more entries in the per-entry arrays. With an
@@ -189,23 +219,24 @@ func (b *Builder) grow() {
 	}
 	more = min(more, maxEntries-n+1)
 	b.hashes = slices.Grow(b.hashes, more)
-	b.meta = slices.Grow(b.meta, more)
+	b.seqs = slices.Grow(b.seqs, more)
 	if b.tOff != nil {
 		b.tOff = slices.Grow(b.tOff, more)
 	}
 }
 
 // builderMark is a rollback point.
-type builderMark struct{ entries, regexes, text int }
+type builderMark struct{ entries, regexes, text, runs int }
 
 func (b *Builder) mark() builderMark {
-	return builderMark{len(b.hashes), len(b.regexes), len(b.text)}
+	return builderMark{len(b.hashes), len(b.regexes), len(b.text), len(b.runs)}
 }
 
 // rollback drops every entry added since mk.
 func (b *Builder) rollback(mk builderMark) {
 	b.hashes = b.hashes[:mk.entries]
-	b.meta = b.meta[:mk.entries]
+	b.seqs = b.seqs[:mk.entries]
+	b.runs = b.runs[:mk.runs]
 	b.text = b.text[:mk.text]
 	if len(b.tOff) > mk.entries {
 		b.tOff = b.tOff[:mk.entries]
@@ -434,18 +465,18 @@ func (b *Builder) Build(name, category string) *List {
 		category = name
 	}
 	l := &List{name: name, category: category, sources: b.sources, shapes: b.shapes, regexes: b.regexes, hash: b.hash}
-	hs, meta, tOff, text := b.hashes, b.meta, b.tOff, b.text
+	hs, seqs, tOff, text, runs := b.hashes, b.seqs, b.tOff, b.text, b.runs
 	n := len(hs)
-	b.hashes, b.meta, b.tOff, b.text = nil, nil, nil, nil
+	b.hashes, b.seqs, b.tOff, b.text = nil, nil, nil, nil
 	for n>>l.bits > bucketLoad {
 		l.bits++
 	}
 	nb := 1 << l.bits
 
 	dir := make([]uint32, nb+1)
-	sortBuckets(hs, meta, tOff, l.bits, dir)
+	sortBuckets(hs, seqs, tOff, l.bits, dir)
 
-	// Within each bucket: sort by hash, then source and line (the order the
+	// Within each bucket: sort by hash, then sequence number (the order the
 	// entries were added in), and keep one entry per (name, kind): the
 	// strongest, the first added among equals. Keys are written in place.
 	if len(b.shapes) > 1 {
@@ -462,16 +493,26 @@ func (b *Builder) Build(name, category string) *List {
 	if tOff != nil {
 		l.ruleOff = make([]uint32, 0, n+1)
 	}
-	shapeOf := func(m uint64) *shape { return &b.shapes[uint32(m&(maxShapes-1))] }
+	// runOf finds the run of a sequence number: the last one starting at
+	// or before it.
+	runOf := func(seq uint32) *shapeRun {
+		if len(runs) == 1 {
+			return &runs[0]
+		}
+		i, _ := slices.BinarySearchFunc(runs, seq, func(r shapeRun, seq uint32) int {
+			if r.start <= seq {
+				return -1
+			}
+			return 1
+		})
+		return &runs[i-1]
+	}
+	shapeOf := func(x int) *shape { return &b.shapes[runOf(seqs[x]).id] }
 	less := func(i, j int) bool {
 		if hs[i] != hs[j] {
 			return hs[i] < hs[j]
 		}
-		si, sj := shapeOf(meta[i]).src, shapeOf(meta[j]).src
-		if si != sj {
-			return si < sj
-		}
-		return meta[i]>>24 < meta[j]>>24
+		return seqs[i] < seqs[j]
 	}
 	w := uint32(0)
 	for bk := range nb {
@@ -479,7 +520,7 @@ func (b *Builder) Build(name, category string) *List {
 		for i := start + 1; i < end; i++ { // insertion sort: ~4 per bucket
 			for j := i; j > start && less(j, j-1); j-- {
 				hs[j], hs[j-1] = hs[j-1], hs[j]
-				meta[j], meta[j-1] = meta[j-1], meta[j]
+				seqs[j], seqs[j-1] = seqs[j-1], seqs[j]
 				if tOff != nil {
 					tOff[j], tOff[j-1] = tOff[j-1], tOff[j]
 				}
@@ -495,20 +536,21 @@ func (b *Builder) Build(name, category string) *List {
 			}
 			for k := kindSub; k <= kindWild; k++ {
 				best := -1
+				var bestRun *shapeRun
 				for x := i; x < j; x++ {
-					sh := shapeOf(meta[x])
+					r := runOf(seqs[x])
+					sh := &b.shapes[r.id]
 					if sh.kind != k {
 						continue
 					}
-					if best < 0 || rank(sh.action, sh.important) > rank(shapeOf(meta[best]).action, shapeOf(meta[best]).important) {
-						best = x
+					if best < 0 || rank(sh.action, sh.important) > rank(shapeOf(best).action, shapeOf(best).important) {
+						best, bestRun = x, r
 					}
 				}
 				if best < 0 {
 					continue
 				}
-				m := meta[best]
-				line := m >> 24
+				line := uint64(seqs[best] - bestRun.base)
 				if line >= lineMask {
 					if l.bigLines == nil {
 						l.bigLines = map[uint32]int{}
@@ -518,11 +560,11 @@ func (b *Builder) Build(name, category string) *List {
 				}
 				// w <= i, so this never overwrites an unread pair.
 				hs[w] = (h<<l.bits)>>lineBits<<lineBits | line
-				l.sids.set(w, uint32(m&(maxShapes-1)))
+				l.sids.set(w, bestRun.id)
 				if l.ruleOff != nil {
 					l.ruleOff = append(l.ruleOff, uint32(len(rules)))
 					if t := tOff[best]; t != noText {
-						sh := shapeOf(m)
+						sh := &b.shapes[bestRun.id]
 						rules = append(rules, sh.pre...)
 						rules = append(rules, text[t+1:t+1+uint32(text[t])]...)
 						rules = append(rules, sh.post...)
@@ -534,7 +576,7 @@ func (b *Builder) Build(name, category string) *List {
 		}
 	}
 	dir[nb] = w
-	meta, tOff, text = nil, nil, nil
+	seqs, tOff, text = nil, nil, nil
 	if l.ruleOff != nil {
 		l.ruleOff = slices.Clip(append(l.ruleOff, uint32(len(rules))))
 		l.rules = string(rules)
@@ -559,13 +601,13 @@ func (b *Builder) Build(name, category string) *List {
 	return l
 }
 
-// sortBuckets orders the (hash, meta) pairs by the top bits of the hash
+// sortBuckets orders the (hash, sequence number) pairs by the top bits of the hash
 // and fills dir (len 1<<bits + 1) with the bucket offsets. Two passes keep
 // memory traffic cache friendly without a second full-size array: an
 // in-place 256-way partition on the top 8 bits (256 write streams stay in
 // cache), then a counting sort of each partition on the remaining bits
 // through a scratch buffer the size of one partition.
-func sortBuckets(hs, meta []uint64, aux []uint32, bits uint, dir []uint32) {
+func sortBuckets(hs []uint64, meta, aux []uint32, bits uint, dir []uint32) {
 	r1 := min(bits, 8)
 	n1 := 1 << r1
 	shift1 := 64 - r1
@@ -612,8 +654,8 @@ func sortBuckets(hs, meta []uint64, aux []uint32, bits uint, dir []uint32) {
 	n2 := 1 << r2
 	mask2 := uint64(n2 - 1)
 	shift2 := 64 - bits
-	var scratchH, scratchM []uint64
-	var scratchA []uint32
+	var scratchH []uint64
+	var scratchM, scratchA []uint32
 	pos := make([]uint32, n2+1)
 	for top := range n1 {
 		a, b := cnt[top], cnt[top+1]

@@ -125,16 +125,18 @@ func TestMatchManyShapes(t *testing.T) {
 	}
 }
 
-// TestMatchBigLines checks line numbers that do not fit in a key.
+// TestMatchBigLines checks line numbers that do not fit in a key, and
+// that lines past 32 bits (a source of 4 GiB or more) saturate.
 func TestMatchBigLines(t *testing.T) {
 	b := NewBuilder()
 	src := b.source("big.txt")
-	lines := map[string]int{"a.example": lineMask - 1, "b.example": lineMask, "c.example": 1<<32 + 7, "d.example": 3}
+	lines := map[string]int{"a.example": lineMask - 1, "b.example": lineMask, "c.example": 1<<32 - 1, "d.example": 3, "e.example": 1<<32 + 7}
 	for name, line := range lines {
 		b.add(src, line, kindSub, Block, false, "", name, "")
 	}
 	l := b.Build("big", "")
 	for name, line := range lines {
+		line = min(line, 1<<32-1)
 		m, ok := l.Match("x." + name)
 		if !ok || m.Line != line || m.Rule != name || m.Source != "big.txt" {
 			t.Errorf("Match(x.%s) = %+v, %v; want line %d", name, m, ok, line)
@@ -224,6 +226,60 @@ func TestRollbackDecorated(t *testing.T) {
 	} {
 		if m, ok := l.Match(q); !ok || m != want {
 			t.Errorf("Match(%q) = %+v, %v; want %+v", q, m, ok, want)
+		}
+	}
+}
+
+// TestBuilderShapeRuns checks that each entry keeps its shape and line
+// through the run table: shapes that change within a line, between
+// sources, a source added twice, and a rolled-back source.
+func TestBuilderShapeRuns(t *testing.T) {
+	b := NewBuilder()
+	type add struct {
+		line      int
+		pre, name string
+		a         Action
+	}
+	type want struct {
+		query, rule, source string
+		line                int
+		a                   Action
+	}
+	feed := func(source string, adds []add) {
+		src := b.source(source)
+		for _, e := range adds {
+			b.add(src, e.line, kindSub, e.a, false, e.pre, e.name, "")
+		}
+	}
+	feed("one.txt", []add{
+		{1, "", "a.example", Block},
+		{1, "@@||", "b.example", Allow}, // new shape on the same line
+		{1, "", "c.example", Block},     // and back
+		{2, "", "d.example", Block},
+	})
+	mk := b.mark()
+	feed("gone.txt", []add{{1, "@@||", "gone.example", Allow}, {5, "", "gone2.example", Block}})
+	b.rollback(mk)
+	feed("two.txt", []add{{7, "||", "e.example", Block}, {9, "", "f.example", Block}})
+	feed("one.txt", []add{{3, "", "g.example", Block}}) // the same source again
+	l := b.Build("runs", "")
+	for _, w := range []want{
+		{"a.example", "a.example", "one.txt", 1, Block},
+		{"b.example", "@@||b.example", "one.txt", 1, Allow},
+		{"c.example", "c.example", "one.txt", 1, Block},
+		{"d.example", "d.example", "one.txt", 2, Block},
+		{"e.example", "||e.example", "two.txt", 7, Block},
+		{"f.example", "f.example", "two.txt", 9, Block},
+		{"g.example", "g.example", "one.txt", 3, Block},
+	} {
+		m, ok := l.Match("x." + w.query)
+		if !ok || m.Rule != w.rule || m.Source != w.source || m.Line != w.line || m.Action != w.a {
+			t.Errorf("Match(x.%s) = %+v, %v; want %+v", w.query, m, ok, w)
+		}
+	}
+	for _, q := range []string{"gone.example", "gone2.example"} {
+		if m, ok := l.Match(q); ok {
+			t.Errorf("rolled-back entry %s matched: %+v", q, m)
 		}
 	}
 }
