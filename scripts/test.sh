@@ -23,8 +23,17 @@ if [ "${#need_pkgs[@]}" -gt 0 ] && [ "${SKIP_INSTALL:-}" != 1 ]; then
   log "installing ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  # The prometheus package would start a server on :9090; tests only need promtool.
+  # The packages' services (unbound would prime its trust anchor from the
+  # internet, prometheus and redis would listen) must not start: the tests
+  # start their own instances on loopback. policy-rc.d says so to dpkg.
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    guard=1
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  [ -z "$guard" ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 # Packages with services (unbound, prometheus, redis) must not keep running
 # on this machine: the tests start their own instances on loopback.
