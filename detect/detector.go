@@ -580,7 +580,7 @@ func (d *Detector) update(p *pair, t int64, f *Features, shared Shared) (float64
 		cur.setBit(w, bit)
 	}
 	if novel {
-		e := f.Encoded
+		e := f.Encoded * f.bpc // payload-weighted (mixed-case base64 packs 6 bits a character)
 		cur.novel++
 		cur.bytes += float32(f.SubLen)
 		cur.encSum += float32(e)

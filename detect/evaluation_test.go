@@ -108,6 +108,8 @@ func TestEvaluation(t *testing.T) {
 				hits++
 				a.delays = append(a.delays, at[i])
 				a.queries = append(a.queries, first[i]+1)
+			} else if s.Slow {
+				t.Errorf("low-and-slow %s session %d not alerted within 30 min (%d queries, first alert query %d at %v)", key, i, len(s.Queries), first[i], at[i])
 			} else {
 				t.Logf("missed %s session %d (%d queries, first alert query %d at %v)", key, i, len(s.Queries), first[i], at[i])
 			}

@@ -45,6 +45,7 @@ type Features struct {
 	// alerts; the detector weighs it with per-pair volume.
 	Encoded float64
 
+	bpc        float64 // payload bits per character / 5: 1.2 for mixed case, else 1 (0 when Encoded is 0)
 	switchRate float64 // character-class switches per character of Sub
 	upper      bool    // the qname has an ASCII upper-case letter
 	// lazyEntropy: extract took the lite path, Entropy is not filled in.
@@ -345,13 +346,13 @@ func isUUID(s string) bool {
 
 // encodedness combines length and randomness into [0,1].
 func encodedness(f *Features, n, hyphens int) float64 {
+	f.bpc = 1
 	if f.NonPrintable >= 4 {
 		return clamp01(float64(f.MaxLabel-8) / 24)
 	}
 	// Length: tools fill labels to 57-63 characters and names to ~250.
 	// Random-looking service ids (API gateway, RDS, ELB) are 10-20.
-	lenScore := math.Max(clamp01(float64(f.MaxLabel-12)/28), clamp01(float64(f.SubLen-24)/56))
-	if lenScore == 0 {
+	if f.MaxLabel <= 12 && f.SubLen <= 24 {
 		return 0
 	}
 	// Alphabet the string seems to be drawn from, for the expected entropy
@@ -365,6 +366,16 @@ func encodedness(f *Features, n, hyphens int) float64 {
 	case f.Base32Share >= 0.95:
 		k = 32
 	}
+	// Past the id allowance, length counts by the payload bits each
+	// character carries, relative to base32's 5: mixed-case base64(url)
+	// packs 6, so the same chunk is 1/1.2 as long (low-and-slow
+	// DNSExfiltrator). Only mixed case counts: lower-case host names with
+	// hyphens also pass the base64 share test above.
+	if f.MixedCase {
+		f.bpc = 1.2
+	}
+	bpc := f.bpc
+	lenScore := math.Max(clamp01(float64(f.MaxLabel-12)*bpc/28), clamp01(float64(f.SubLen-24)*bpc/56))
 	nf := float64(n)
 	expH := math.Log2(k) - (k-1)/(2*nf*math.Ln2)
 	if expH < 1 {
