@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"encoding/base32"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -16,102 +14,9 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/dnsvalve/dnsvalve/internal/redistest"
 )
-
-// redisProc is a redis-server child on a fixed loopback port (so it can be
-// killed and started again at the same address), without persistence.
-type redisProc struct {
-	t    testing.TB
-	port int
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startRedisProc(t testing.TB) *redisProc {
-	t.Helper()
-	needTool(t, "redis-server")
-	_, p, _ := net.SplitHostPort(freePort(t))
-	port, _ := strconv.Atoi(p)
-	r := &redisProc{t: t, port: port}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *redisProc) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
-
-func (r *redisProc) start() {
-	r.t.Helper()
-	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no")
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatalf("redis-server: %v", err)
-	}
-	r.done = make(chan struct{})
-	go func(c *exec.Cmd, done chan struct{}) { _ = c.Wait(); close(done) }(r.cmd, r.done)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := r.do("PING"); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("redis-server did not answer on %s", r.addr())
-		}
-		time.Sleep(20 * time.Millisecond) // polling a child process's readiness
-	}
-}
-
-func (r *redisProc) stop() {
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	<-r.done
-	r.cmd = nil
-}
-
-// do sends one command and returns the first reply line (bulk: payload).
-func (r *redisProc) do(args ...string) (string, error) {
-	c, err := net.DialTimeout("tcp", r.addr(), time.Second)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := c.Write([]byte(b.String())); err != nil {
-		return "", err
-	}
-	br := bufio.NewReader(c)
-	line, err := br.ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	line = strings.TrimRight(line, "\r\n")
-	if strings.HasPrefix(line, "-") {
-		return "", fmt.Errorf("redis: %s", line[1:])
-	}
-	if strings.HasPrefix(line, "$") {
-		n, _ := strconv.Atoi(line[1:])
-		if n < 0 {
-			return "", nil
-		}
-		buf := make([]byte, n+2)
-		for got := 0; got < len(buf); {
-			m, err := br.Read(buf[got:])
-			if err != nil {
-				return "", err
-			}
-			got += m
-		}
-		return string(buf[:n]), nil
-	}
-	return line, nil
-}
 
 // fleetNode is one dnsvalve of the fleet.
 type fleetNode struct {
@@ -249,11 +154,11 @@ func waitMetric(t testing.TB, httpAddr, sample string, want float64) {
 }
 
 // waitSeenInRedis waits until a first-seen record of domain reached Redis.
-func waitSeenInRedis(t testing.TB, r *redisProc, domain string) {
+func waitSeenInRedis(t testing.TB, r *redistest.Server, domain string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if s, err := r.do("ZSCORE", "dnsvalve:seen", domain); err == nil && s != "" {
+		if s, err := r.Do("ZSCORE", "dnsvalve:seen", domain); err == nil && s != "" {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -292,8 +197,8 @@ func TestE2EFleet(t *testing.T) {
 	needTool(t, "redis-server")
 	bin := buildBinary(t)
 	up := startFakeUpstream(t)
-	r := startRedisProc(t)
-	url := "redis://" + r.addr() + "/0"
+	r := redistest.Start(t)
+	url := r.URL()
 	a := newFleetNode(t, bin, "A", up.addr, url)
 	b := newFleetNode(t, bin, "B", up.addr, url)
 	waitMetric(t, a.http, `dnsvalve_detect_shared_up{component="counters"}`, 1)
@@ -373,13 +278,13 @@ func TestE2EFleet(t *testing.T) {
 			}
 		})
 		<-killAt
-		r.stop()
+		r.Stop()
 		waitMetric(t, a.http, `dnsvalve_detect_shared_up{component="counters"}`, 0)
 		if body := httpGet(t, "http://"+a.http+"/readyz"); !strings.Contains(body, `"shared_state"`) || !strings.Contains(body, `"ready": true`) {
 			t.Errorf("/readyz during the outage:\n%s", body)
 		}
 		<-backAt
-		r.start()
+		r.Restart()
 		wg.Wait()
 		for _, f := range failures {
 			t.Error(f)

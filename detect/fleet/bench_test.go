@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/dnsvalve/dnsvalve/detect"
-	"github.com/dnsvalve/dnsvalve/detect/internal/redistest"
+	"github.com/dnsvalve/dnsvalve/internal/redistest"
 )
 
 // cacheHitNames is a query mix like a busy resolver's cache hits: 2,000

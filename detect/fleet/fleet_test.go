@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dnsvalve/dnsvalve/detect"
-	"github.com/dnsvalve/dnsvalve/detect/internal/redistest"
+	"github.com/dnsvalve/dnsvalve/internal/redistest"
 )
 
 var t0 = time.Date(2026, 3, 1, 0, 0, 30, 0, time.UTC)

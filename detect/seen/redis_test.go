@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/dnsvalve/dnsvalve/detect/internal/redistest"
+	"github.com/dnsvalve/dnsvalve/internal/redistest"
 )
 
 // openRedisT opens a Redis store whose background rounds never fire (the
