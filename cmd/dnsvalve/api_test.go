@@ -150,3 +150,42 @@ func TestDetectEnforce(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadForgetsRemovedUpstreams: after a reload replaces the upstreams,
+// the removed one's series leave /metrics (it must not stay "down"), and
+// the failed-reload counter exists at 0 from the start.
+func TestReloadForgetsRemovedUpstreams(t *testing.T) {
+	dir := t.TempDir()
+	write := func(up string) string {
+		return writeFile(t, dir, "dnsvalve.yaml", fmt.Sprintf("upstream:\n  servers: [%q]\nstate_dir: %s\nquerylog:\n  sinks: []\n", up, dir))
+	}
+	file := write("udp://127.0.0.1:1")
+	cfg, err := loadConfig(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newTestApp(t, cfg)
+	gather := func() string {
+		mfs, err := a.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for _, mf := range mfs {
+			b.WriteString(mf.String())
+		}
+		return b.String()
+	}
+	if m := gather(); !strings.Contains(m, "udp://127.0.0.1:1") || !strings.Contains(m, `value:"error"`) {
+		t.Fatalf("before the reload: upstream or reloads_total{result=error} series missing")
+	}
+	write("udp://127.0.0.1:2")
+	a.reloadConfig(context.Background(), "test")
+	m := gather()
+	if strings.Contains(m, "udp://127.0.0.1:1") {
+		t.Error("the removed upstream's series are still exported")
+	}
+	if !strings.Contains(m, "udp://127.0.0.1:2") {
+		t.Error("the new upstream's series are missing")
+	}
+}

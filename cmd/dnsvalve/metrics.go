@@ -69,5 +69,9 @@ func newAppMetrics(reg prometheus.Registerer) *appMetrics {
 		}),
 	}
 	reg.MustRegister(m.reloads, m.lastReload)
+	// Both results exist from the start (at 0), so alert rules can use
+	// increase() on the first failed reload too.
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("error")
 	return m
 }

@@ -384,6 +384,7 @@ func (a *app) reloadConfig(ctx context.Context, why string) {
 				a.store.Swap(snap)
 				if g != nil {
 					prev := a.group.Swap(g)
+					a.forgetUpstreams(prev, g)
 					// Let queries already using the old group finish first.
 					time.AfterFunc(2*old.Upstream.Timeout, func() { _ = prev.Close() })
 				}
@@ -473,4 +474,25 @@ func (a *app) watchConfig(ctx context.Context) {
 func upstreamChanged(a, b UpstreamConfig) bool {
 	return !slices.Equal(a.Servers, b.Servers) || a.Strategy != b.Strategy || a.Timeout != b.Timeout ||
 		a.MaxFails != b.MaxFails || a.TryTimeout != b.TryTimeout || a.MaxConcurrent != b.MaxConcurrent || a.CaseRandomization != b.CaseRandomization
+}
+
+// forgetUpstreams deletes the metric series of upstreams that the new
+// group no longer has, so a removed upstream does not stay "down" (or
+// "up") in dnsvalve_upstream_healthy until the next restart.
+func (a *app) forgetUpstreams(prev, next *upstream.Group) {
+	keep := map[string]bool{}
+	for _, st := range next.Status() {
+		keep[st.Name] = true
+	}
+	for _, st := range prev.Status() {
+		if keep[st.Name] {
+			continue
+		}
+		l := prometheus.Labels{"upstream": st.Name}
+		a.upm.Healthy.DeletePartialMatch(l)
+		a.upm.Requests.DeletePartialMatch(l)
+		a.upm.Errors.DeletePartialMatch(l)
+		a.upm.Duration.DeletePartialMatch(l)
+		a.upm.InvalidResponses.DeletePartialMatch(l)
+	}
 }

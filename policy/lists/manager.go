@@ -452,6 +452,11 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bo
 	}
 
 	now := float64(m.now().UnixNano()) / 1e9
+	// Every result series exists from the first load (at 0), so alert
+	// rules can use increase() on the first failure too.
+	for _, res := range []string{resultOK, resultNotModified, resultError} {
+		m.metrics.refreshes.WithLabelValues(c.Name, res)
+	}
 	for i, src := range c.Sources {
 		r := results[i]
 		m.metrics.refreshes.WithLabelValues(c.Name, r.result).Inc()
