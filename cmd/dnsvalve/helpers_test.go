@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -217,17 +219,25 @@ func (p *proc) waitLog(t testing.TB, s string) string {
 // binary, which has to be told its port).
 func freePort(t testing.TB) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Ports below Linux's ephemeral range (32768-60999): other tests bind
+	// ":0" concurrently, and the kernel could hand them a port taken from
+	// that range between this check and the binary's own bind.
+	for range 200 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			continue
+		}
+		l, err := net.Listen("tcp", addr)
+		pc.Close()
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return addr
 	}
-	defer pc.Close()
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		return freePort(t)
-	}
-	l.Close()
-	return pc.LocalAddr().String()
+	t.Fatal("no free loopback port found")
+	return ""
 }
 
 // dig runs dig against addr and returns its output.
