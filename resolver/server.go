@@ -198,13 +198,16 @@ func (s *Server) Ready() bool { return s.ready.Load() }
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.ready.Store(false)
 	s.mu.Lock()
-	servers, udpConns := s.servers, s.udpConns
-	s.servers, s.udpConns = nil, nil
+	servers, udpConns, loops := s.servers, s.udpConns, s.loops
+	s.servers, s.udpConns, s.loops = nil, nil, nil
 	s.mu.Unlock()
 	// UDP readers stop reading at once; the sockets stay open until the
 	// queries in flight have written their replies.
 	var errs []error
 	s.stopping.Store(true)
+	for _, l := range loops {
+		close(l.stop)
+	}
 	for _, c := range udpConns {
 		_ = c.SetReadDeadline(time.Unix(1, 0))
 	}
@@ -248,7 +251,10 @@ func (s *Server) closeLocked() {
 	for _, c := range s.udpConns {
 		_ = c.Close()
 	}
-	s.servers, s.udpConns = nil, nil
+	for _, l := range s.loops {
+		close(l.stop)
+	}
+	s.servers, s.udpConns, s.loops = nil, nil, nil
 }
 
 // accept decides, from the header alone, what miekg/dns does with a message.

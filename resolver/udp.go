@@ -31,6 +31,8 @@ const (
 	// shrinkAfter is how long after the last moment every reader was busy
 	// the extra readers leave.
 	shrinkAfter = 30 * time.Second
+	// watchTick is how often the pool checks whether every reader is stuck.
+	watchTick = time.Millisecond
 )
 
 type udpLoop struct {
@@ -41,11 +43,13 @@ type udpLoop struct {
 	readers  atomic.Int32
 	busy     atomic.Int32
 	pressure atomic.Int64 // unix nanos of the last time every reader was busy
+	served   atomic.Uint64
 	min      int32
+	stop     chan struct{}
 }
 
 func newUDPLoop(s *Server, conn *net.UDPConn) *udpLoop {
-	l := &udpLoop{s: s, conn: conn, local: conn.LocalAddr(), min: int32(runtime.GOMAXPROCS(0))}
+	l := &udpLoop{s: s, conn: conn, local: conn.LocalAddr(), min: int32(runtime.GOMAXPROCS(0)), stop: make(chan struct{})}
 	growReadBuffer(conn)
 	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok && ua.IP.IsUnspecified() {
 		// Ask for the destination address of each packet, to answer from it.
@@ -60,6 +64,33 @@ func (l *udpLoop) start() {
 	for range l.min {
 		l.readers.Add(1)
 		go l.reader()
+	}
+	go l.watch()
+}
+
+// watch adds a reader when every reader has been busy for a whole tick
+// without finishing a packet (slow upstreams), so the socket keeps being
+// read. It does not react to readers that are merely busy with fast
+// answers: an extra reader there only contends for the socket's read lock
+// and adds a scheduler wake-up per packet.
+func (l *udpLoop) watch() {
+	t := time.NewTicker(watchTick)
+	defer t.Stop()
+	last := l.served.Load()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		served := l.served.Load()
+		if r := l.readers.Load(); l.busy.Load() >= r && served == last && r < maxReaders {
+			l.pressure.Store(time.Now().UnixNano())
+			if l.readers.CompareAndSwap(r, r+1) {
+				go l.reader()
+			}
+		}
+		last = served
 	}
 }
 
@@ -92,12 +123,7 @@ func (l *udpLoop) reader() {
 			}
 			continue
 		}
-		if busy := l.busy.Add(1); busy >= l.readers.Load() {
-			l.pressure.Store(time.Now().UnixNano())
-			if r := l.readers.Load(); r < maxReaders && l.readers.CompareAndSwap(r, r+1) {
-				go l.reader()
-			}
-		}
+		l.busy.Add(1)
 		w.remote = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		w.client = w.remote
 		data := buf[:n]
@@ -114,6 +140,7 @@ func (l *udpLoop) reader() {
 			data = data[hl:]
 		}
 		l.s.servePacket(w, data)
+		l.served.Add(1)
 		// A reader beyond the minimum leaves once the pool has not been
 		// short for a while (checked every 64 packets: the clock is cheap
 		// but not free).
