@@ -5,17 +5,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/dnsvalve/dnsvalve/policy"
-	"github.com/dnsvalve/dnsvalve/policy/lists"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -52,12 +48,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	a := &app{logger: logger}
-	stateDir := cfg.StateDir
-	if stateDir == "" {
-		stateDir = filepath.Join(os.TempDir(), "dnsvalve")
-	}
-	a.lists = lists.NewManager(filepath.Join(stateDir, "lists"), &http.Client{Timeout: 30 * time.Second},
-		lists.NewMetrics(prometheus.NewRegistry()), logger, time.Now)
+	a.lists = newListsManager(cfg, prometheus.NewRegistry(), logger)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	snap, err := a.compile(ctx, cfg)

@@ -127,12 +127,7 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 		return nil, fmt.Errorf("%w: cache: %w", ErrConfig, err)
 	}
 
-	stateDir := cfg.StateDir
-	if stateDir == "" {
-		stateDir = filepath.Join(os.TempDir(), "dnsvalve")
-	}
-	a.lists = lists.NewManager(filepath.Join(stateDir, "lists"), &http.Client{Timeout: 30 * time.Second},
-		lists.NewMetrics(a.metReg), logger, time.Now)
+	a.lists = newListsManager(cfg, a.metReg, logger)
 	snap, err := a.compile(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -495,4 +490,15 @@ func (a *app) forgetUpstreams(prev, next *upstream.Group) {
 		a.upm.Duration.DeletePartialMatch(l)
 		a.upm.InvalidResponses.DeletePartialMatch(l)
 	}
+}
+
+// newListsManager builds the list manager for cfg: last good copies of the
+// sources under state_dir/lists (a temp dir when state_dir is empty).
+func newListsManager(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) *lists.Manager {
+	stateDir := cfg.StateDir
+	if stateDir == "" {
+		stateDir = filepath.Join(os.TempDir(), "dnsvalve")
+	}
+	return lists.NewManager(filepath.Join(stateDir, "lists"), &http.Client{Timeout: 30 * time.Second},
+		lists.NewMetrics(reg), logger, time.Now)
 }
