@@ -83,6 +83,7 @@ type UpstreamConfig struct {
 	MaxFails          int           `mapstructure:"max_fails"`
 	MaxConcurrent     int           `mapstructure:"max_concurrent"`
 	CaseRandomization bool          `mapstructure:"case_randomization"`
+	SocketLifetime    time.Duration `mapstructure:"udp_socket_lifetime"`
 }
 
 type CacheConfig struct {
@@ -362,6 +363,9 @@ func (c *Config) validate() error {
 	}
 	if c.Upstream.TryTimeout < 0 || c.Upstream.TryTimeout > c.Upstream.Timeout {
 		bad("upstream.try_timeout", "must be within [0, upstream.timeout]")
+	}
+	if c.Upstream.SocketLifetime < 0 {
+		bad("upstream.udp_socket_lifetime", "must not be negative")
 	}
 	if c.Upstream.MaxFails < 1 {
 		bad("upstream.max_fails", "must be at least 1")

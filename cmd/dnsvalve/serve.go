@@ -221,7 +221,8 @@ func (a *app) buildGroup(cfg *Config) (*upstream.Group, error) {
 		try = max(cfg.Upstream.Timeout/time.Duration(len(all)), min(cfg.Upstream.Timeout, 500*time.Millisecond))
 	}
 	for _, addr := range all {
-		u, err := upstream.New(addr, upstream.Options{Timeout: try, Randomize0x20: cfg.Upstream.CaseRandomization, Metrics: a.upm})
+		u, err := upstream.New(addr, upstream.Options{Timeout: try, Randomize0x20: cfg.Upstream.CaseRandomization,
+			SocketLifetime: cfg.Upstream.SocketLifetime, Metrics: a.upm})
 		if err != nil {
 			return nil, fmt.Errorf("%w: upstream.servers: %w", ErrConfig, err)
 		}
@@ -468,7 +469,8 @@ func (a *app) watchConfig(ctx context.Context) {
 
 func upstreamChanged(a, b UpstreamConfig) bool {
 	return !slices.Equal(a.Servers, b.Servers) || a.Strategy != b.Strategy || a.Timeout != b.Timeout ||
-		a.MaxFails != b.MaxFails || a.TryTimeout != b.TryTimeout || a.MaxConcurrent != b.MaxConcurrent || a.CaseRandomization != b.CaseRandomization
+		a.MaxFails != b.MaxFails || a.TryTimeout != b.TryTimeout || a.MaxConcurrent != b.MaxConcurrent || a.CaseRandomization != b.CaseRandomization ||
+		a.SocketLifetime != b.SocketLifetime
 }
 
 // forgetUpstreams deletes the metric series of upstreams that the new

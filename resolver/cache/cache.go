@@ -162,7 +162,6 @@ type Cache struct {
 	mu     sync.Mutex
 	calls  map[key]*call // in-flight upstream exchanges
 	closed bool
-	stop   chan struct{} // closed by Close
 	wg     sync.WaitGroup
 
 	joined func() // test hook: called each time a Resolve joins a flight
@@ -172,7 +171,12 @@ type Cache struct {
 // most one prefetch) for its key. The fields are written before done is
 // closed and read-only afterwards.
 type call struct {
-	done     chan struct{}
+	done chan struct{}
+	// ctx bounds the exchange (UpstreamTimeout; Close cancels it). It
+	// keeps the values of the context of the Resolve that started it, not
+	// its cancellation.
+	ctx      context.Context
+	cancel   context.CancelFunc
 	e        *entry   // the stored entry, when the reply was cacheable
 	resp     *dns.Msg // the uncacheable reply (read-only), when e is nil
 	upstream string
@@ -205,7 +209,6 @@ func New(cfg Config, next Exchanger, m *Metrics, logger *slog.Logger, now func()
 	return &Cache{
 		cfg: cfg, next: next, m: m, logger: logger, now: now, lru: l,
 		calls: make(map[key]*call),
-		stop:  make(chan struct{}),
 	}, nil
 }
 
@@ -240,8 +243,23 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 		return reply(req, e, now.Sub(e.stored), false), query.CacheHit, "", nil
 	}
 
-	cl, err := c.join(ctx, k)
-	if err == nil {
+	cl, leader, err := c.join(ctx, k)
+	inline := leader && ctx.Done() == nil
+	switch {
+	case leader && inline:
+		// A caller that cannot give up (the server passes a context that
+		// is never cancelled) runs the exchange itself: its goroutine
+		// already has the stack the exchange needs, and a goroutine per
+		// miss spent more growing its stack than the handoff saved.
+		c.run(k, cl)
+	case leader:
+		go c.run(k, cl)
+	}
+	switch {
+	case err != nil:
+	case inline:
+		err = cl.err
+	default:
 		select {
 		case <-cl.done:
 			err = cl.err
@@ -308,48 +326,38 @@ func (c *Cache) bypass(ctx context.Context, req *dns.Msg) (*dns.Msg, query.Cache
 	return passthrough(req, resp), query.CacheMiss, up, nil
 }
 
-// join returns the in-flight exchange for k, starting one if there is none.
-// The exchange runs in its own goroutine with a context detached from ctx's
-// cancellation (its values are kept) and bounded by UpstreamTimeout, so a
-// caller giving up does not fail the others.
-func (c *Cache) join(ctx context.Context, k key) (*call, error) {
+// join returns the in-flight exchange for k, creating one if there is
+// none; leader is then true and the caller must run it (c.run). The
+// exchange's context is detached from ctx's cancellation (its values are
+// kept) and bounded by UpstreamTimeout, so a caller giving up does not
+// fail the others.
+func (c *Cache) join(ctx context.Context, k key) (cl *call, leader bool, err error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return nil, ErrClosed
+		return nil, false, ErrClosed
 	}
 	cl, ok := c.calls[k]
 	if !ok {
 		cl = &call{done: make(chan struct{})}
+		cl.ctx, cl.cancel = context.WithTimeout(context.WithoutCancel(ctx), c.cfg.UpstreamTimeout)
 		c.calls[k] = cl
 		c.wg.Add(1)
 	}
 	c.mu.Unlock()
-	if !ok {
-		go c.run(context.WithoutCancel(ctx), k, cl)
-	}
 	if c.joined != nil {
 		c.joined()
 	}
-	return cl, nil
+	return cl, !ok, nil
 }
 
 // run performs the upstream exchange of cl, stores a cacheable reply and
 // releases the waiters.
-func (c *Cache) run(ctx context.Context, k key, cl *call) {
+func (c *Cache) run(k key, cl *call) {
 	defer c.wg.Done()
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.UpstreamTimeout)
-	defer cancel()
-	go func() { // Close cancels in-flight exchanges.
-		select {
-		case <-c.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-
+	defer cl.cancel()
 	m := upstreamQuery(k)
-	resp, up, err := c.next.Exchange(ctx, m)
+	resp, up, err := c.next.Exchange(cl.ctx, m)
 	cl.upstream = up
 	switch {
 	case err != nil:
@@ -409,8 +417,12 @@ func sameQuestion(resp, q *dns.Msg) bool {
 // the entry's prefetching flag). The client is answered from the cache
 // without waiting.
 func (c *Cache) prefetch(ctx context.Context, k key) {
-	if _, err := c.join(ctx, k); err != nil {
+	cl, leader, err := c.join(ctx, k)
+	if err != nil {
 		return
+	}
+	if leader {
+		go c.run(k, cl)
 	}
 	c.m.prefetches.Inc()
 }
@@ -432,7 +444,9 @@ func (c *Cache) Close() {
 	c.mu.Lock()
 	if !c.closed {
 		c.closed = true
-		close(c.stop)
+		for _, cl := range c.calls {
+			cl.cancel()
+		}
 	}
 	c.mu.Unlock()
 	c.wg.Wait()

@@ -90,7 +90,7 @@ func (d *dohUpstream) Close() error {
 
 // Exchange implements Upstream.
 func (d *dohUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	ctx, cancel := withTimeout(ctx, d.timeout)
 	defer cancel()
 	// RFC 8484 4.1: ID 0 makes the request cacheable by HTTP caches.
 	p, err := prepare(m, d.pools, 0, nil, false, false)

@@ -199,7 +199,7 @@ func NewGroup(ups []Upstream, cfg GroupConfig, m *Metrics, logger *slog.Logger, 
 // concurrency cap is reached, with one wrapping ErrOverloaded. m is not
 // modified; the reply is owned by the caller.
 func (g *Group) Exchange(ctx context.Context, m *dns.Msg) (resp *dns.Msg, upstream string, err error) {
-	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	ctx, cancel := withTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
 	var arr [8]*member
 	healthy := arr[:0]

@@ -69,7 +69,7 @@ func (s *streamUpstream) proto() string {
 
 // Exchange implements Upstream.
 func (s *streamUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	ctx, cancel := withTimeout(ctx, s.timeout)
 	defer cancel()
 	p, err := prepare(m, s.pools, uint16(s.rnd.Uint64()), s.rnd, false, false)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -14,8 +15,22 @@ import (
 )
 
 // udpUpstream is a plain DNS over UDP upstream. Each query gets a fresh
-// random ID and a fresh connected socket (so a fresh random source port),
-// and truncated replies are retried over TCP to the same server.
+// random ID and a connected socket of its own for the whole exchange, and
+// truncated replies are retried over TCP to the same server.
+//
+// Sockets: opening and closing a socket per query costs about a quarter
+// of a cache miss's CPU (socket, connect, getsockname, epoll registration
+// and their undoing). So a socket whose exchange ended with a valid reply
+// goes back to an idle pool and serves later queries, one at a time, until
+// it is SocketLifetime old; then it is closed and a new one, on a new
+// random port chosen by the kernel, takes its place. Port entropy per
+// query is then that of the pool rather than a fresh port each time,
+// which for a forwarder talking to fixed upstreams (an off-path attacker
+// must still guess the 16-bit ID, the port of one of the pooled sockets,
+// and the question) is the trade-off CoreDNS's forward plugin makes too.
+// SocketLifetime 0 restores a fresh socket per query. A socket whose
+// exchange failed in any way (timeout, error, cancellation) is closed, so
+// a late reply can never be read as the answer to a later query.
 //
 // EDNS0: the caller's OPT record is forwarded as is. When the caller sent
 // none, the upstream copy carries one advertising 1232 bytes so that large
@@ -31,7 +46,28 @@ type udpUpstream struct {
 	invalid prometheus.Counter // nil when no Metrics
 	raddr   *net.UDPAddr
 	tcp     *streamUpstream // for truncated replies
+
+	lifetime time.Duration // how long a socket is reused; 0: never
+	now      func() time.Time
+	mu       sync.Mutex
+	idle     []*udpSock // FIFO: head at idle[0]
+	closed   bool
 }
+
+// udpSock is one connected socket and what its last exchange left behind.
+type udpSock struct {
+	c    *net.UDPConn
+	born time.Time
+	// lastID is the ID of the last query answered on this socket: a
+	// duplicate of that reply arriving late is dropped without counting
+	// it as invalid.
+	lastID   uint16
+	answered bool // lastID is set
+	used     bool // a deadline may be left on the socket
+}
+
+// maxIdleUDP bounds the idle pool of one upstream (file descriptors).
+const maxIdleUDP = 1024
 
 func newUDP(addr string, server netip.AddrPort, opts Options) *udpUpstream {
 	u := &udpUpstream{
@@ -42,6 +78,11 @@ func newUDP(addr string, server netip.AddrPort, opts Options) *udpUpstream {
 		x20:     opts.Randomize0x20,
 		rnd:     newRandSource(),
 		pools:   newBufPools(),
+		now:     time.Now,
+	}
+	u.lifetime = opts.SocketLifetime
+	if u.lifetime < 0 {
+		u.lifetime = 0
 	}
 	if opts.Metrics != nil {
 		u.invalid = opts.Metrics.InvalidResponses.WithLabelValues(addr)
@@ -54,12 +95,78 @@ func newUDP(addr string, server netip.AddrPort, opts Options) *udpUpstream {
 
 func (u *udpUpstream) String() string { return u.addr }
 
-// Close closes the pooled TCP connections of the fallback path.
-func (u *udpUpstream) Close() error { return u.tcp.Close() }
+// Close closes the idle UDP sockets and the pooled TCP connections of the
+// fallback path. Sockets in use are closed when their exchange ends.
+func (u *udpUpstream) Close() error {
+	u.mu.Lock()
+	idle := u.idle
+	u.idle, u.closed = nil, true
+	u.mu.Unlock()
+	for _, s := range idle {
+		_ = s.c.Close()
+	}
+	return u.tcp.Close()
+}
+
+// get returns a socket for one exchange: the oldest idle one that is still
+// young enough, or a new one.
+func (u *udpUpstream) get() (*udpSock, error) {
+	if u.lifetime > 0 {
+		now := u.now()
+		var stale []*udpSock
+		var s *udpSock
+		u.mu.Lock()
+		for len(u.idle) > 0 {
+			c := u.idle[0]
+			u.idle[0] = nil
+			u.idle = u.idle[1:]
+			if now.Sub(c.born) < u.lifetime {
+				s = c
+				break
+			}
+			stale = append(stale, c)
+		}
+		u.mu.Unlock()
+		for _, c := range stale {
+			_ = c.c.Close()
+		}
+		if s != nil {
+			return s, nil
+		}
+	}
+	// Connecting a UDP socket does not block, so no ctx is needed; the
+	// pre-parsed address skips the resolver path of net.Dialer.
+	c, err := net.DialUDP("udp", nil, u.raddr)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	return &udpSock{c: c, born: u.now()}, nil
+}
+
+// put ends an exchange on s: ok says it ended with a valid reply, and only
+// then may s be reused.
+func (u *udpUpstream) put(s *udpSock, ok bool) {
+	if ok && u.lifetime > 0 && u.now().Sub(s.born) < u.lifetime {
+		u.mu.Lock()
+		if !u.closed && len(u.idle) < maxIdleUDP {
+			if len(u.idle) == cap(u.idle) && cap(u.idle) > 0 {
+				// Slide the live part to the front rather than growing
+				// the backing array forever as the head advances.
+				n := copy(u.idle[:cap(u.idle)], u.idle)
+				u.idle = u.idle[:n]
+			}
+			u.idle = append(u.idle, s)
+			u.mu.Unlock()
+			return
+		}
+		u.mu.Unlock()
+	}
+	_ = s.c.Close()
+}
 
 // Exchange implements Upstream.
 func (u *udpUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, u.timeout)
+	ctx, cancel := withTimeout(ctx, u.timeout)
 	defer cancel()
 	p, err := prepare(m, u.pools, uint16(u.rnd.Uint64()), u.rnd, u.x20, true)
 	if err != nil {
@@ -79,22 +186,33 @@ func (u *udpUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error
 	return r, nil
 }
 
-// exchange sends p on a new connected UDP socket and reads until a valid
-// reply arrives or ctx ends. Packets that do not match the query are
+// exchange sends p on a connected UDP socket of its own and reads until a
+// valid reply arrives or ctx ends. Packets that do not match the query are
 // counted and ignored, so a spoofed reply cannot displace the real one.
 func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, error) {
-	// Connecting a UDP socket does not block, so no ctx is needed; the
-	// pre-parsed address skips the resolver path of net.Dialer.
-	conn, err := net.DialUDP("udp", nil, u.raddr)
+	s, err := u.get()
 	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
+		return nil, err
 	}
-	defer conn.Close()
+	reuse := false // set once a valid reply was read
+	defer func() { u.put(s, reuse) }()
+	conn := s.c
 	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
+		_ = conn.SetReadDeadline(dl)
+	} else if s.used {
+		_ = conn.SetReadDeadline(time.Time{})
 	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	s.used = true
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+		defer func() {
+			if !stop() {
+				// The hook ran (or is running): the socket's deadlines are
+				// in the past, so it must not be reused.
+				reuse = false
+			}
+		}()
+	}
 
 	if _, err := conn.Write(p.wire()); err != nil {
 		return nil, fmt.Errorf("write: %w", ctxErr(ctx, err))
@@ -112,9 +230,14 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 			}
 			return nil, fmt.Errorf("read: %w", err)
 		}
+		if s.answered && n >= 2 && uint16(buf[0])<<8|uint16(buf[1]) == s.lastID && s.lastID != p.id {
+			continue // a late duplicate of the previous exchange's reply
+		}
 		r := new(dns.Msg)
 		if err := r.Unpack(buf[:n]); err == nil {
 			if err = p.validate(r); err == nil {
+				s.lastID, s.answered = p.id, true
+				reuse = true
 				return r, nil
 			}
 		}

@@ -68,6 +68,10 @@ type Options struct {
 	// query name's letters get random case, the reply must echo it
 	// exactly, and the caller's case is restored in the reply.
 	Randomize0x20 bool
+	// SocketLifetime is how long a udp:// socket is reused for later
+	// queries (one at a time) after an exchange that ended with a valid
+	// reply; 0 opens a fresh socket, on a fresh random port, per query.
+	SocketLifetime time.Duration
 	// MaxIdleConns is the number of idle connections kept per tcp:// or
 	// tls:// upstream; 0 means 4.
 	MaxIdleConns int
@@ -192,3 +196,14 @@ var (
 	_ Upstream = (*streamUpstream)(nil)
 	_ Upstream = (*dohUpstream)(nil)
 )
+
+// withTimeout is context.WithTimeout(ctx, d), except that when ctx already
+// ends no later than d from now it returns ctx itself: on a cache miss the
+// cache, the group and the transport each bound the exchange, and the
+// timer and child context of each level cost a few percent of the miss.
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
+}
