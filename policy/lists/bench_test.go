@@ -142,3 +142,75 @@ func BenchmarkParseAdblock(b *testing.B) {
 		bl.Build("b", "")
 	}
 }
+
+// BenchmarkMatchCached measures Match's compute alone: the same query
+// shapes as BenchmarkMatch2M against a list small enough (4096 names,
+// ~40 KB of matcher) to stay in L1/L2, so memory latency drops out.
+func BenchmarkMatchCached(b *testing.B) {
+	names := synthNames(4096)
+	bl := NewBuilder()
+	if _, err := Parse(bytes.NewReader(synthList(names)), "synthetic", FormatDomains, bl); err != nil {
+		b.Fatal(err)
+	}
+	l := bl.Build("small", "")
+	r := rand.New(rand.NewPCG(3, 4))
+	const q = 1 << 10
+	hits := make([]string, q)
+	misses := make([]string, q)
+	upper := make([]string, q)
+	for i := range hits {
+		hits[i] = "www." + names[r.IntN(len(names))] + "."
+		misses[i] = fmt.Sprintf("miss%d.example%d.com.", i, r.Uint32())
+		upper[i] = strings.ToUpper(hits[i])
+	}
+	for _, bc := range []struct {
+		name string
+		qs   []string
+		ok   bool
+	}{{"hit", hits, true}, {"miss", misses, false}, {"hit_uppercase", upper, true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, ok := l.Match(bc.qs[i&(q-1)]); ok != bc.ok {
+					b.Fatalf("Match(%q) = %v", bc.qs[i&(q-1)], ok)
+				}
+				i++
+			}
+		})
+	}
+}
+
+// BenchmarkLoadFloor measures the memory floor under a hit: the latency
+// of one load from a random cache line of an array, as a chain of
+// dependent loads so each op pays one full miss. "20MB_all" visits every
+// line of an array the size of a 2M-entry matcher; "20MB_ws128k" cycles
+// over 131072 of its lines, the working set BenchmarkMatch2M's 65536 hit
+// queries touch when each probes two random lines; "2MB" is an array the
+// size of a one-byte-per-entry prefilter.
+func BenchmarkLoadFloor(b *testing.B) {
+	for _, bc := range []struct {
+		name      string
+		size, use int // bytes; lines visited (0: all)
+	}{{"20MB_all", 20 << 20, 0}, {"20MB_ws128k", 20 << 20, 1 << 17}, {"2MB", 2 << 20, 0}, {"512KB", 512 << 10, 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			lines := bc.size / 64
+			arr := make([]uint64, lines*8)
+			r := rand.New(rand.NewPCG(5, 6))
+			// A random cycle through the lines used: arr[8*line] holds the
+			// next line's index.
+			perm := r.Perm(lines)
+			if bc.use > 0 {
+				perm = perm[:bc.use]
+			}
+			for i, ln := range perm {
+				arr[ln*8] = uint64(perm[(i+1)%len(perm)]) * 8
+			}
+			p := uint64(perm[0]) * 8
+			for b.Loop() {
+				p = arr[p]
+			}
+			runtime.KeepAlive(p)
+		})
+	}
+}

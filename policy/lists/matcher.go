@@ -718,13 +718,7 @@ func (l *List) Match(name string) (Match, bool) {
 	if len(name) == 0 || len(name) > 253 {
 		return Match{}, false
 	}
-	lastUpper := -1
-	for i := len(name) - 1; i >= 0; i-- {
-		if c := name[i]; 'A' <= c && c <= 'Z' {
-			lastUpper = i
-			break
-		}
-	}
+	lastUpper := lastUpperIndex(name)
 	if lastUpper < 0 {
 		return l.match(name, name, -1)
 	}
@@ -738,6 +732,28 @@ func (l *List) Match(name string) (Match, bool) {
 	}
 	// s lives on this stack frame: match only hashes it and copies from it.
 	return l.match(unsafe.String(&buf[0], len(name)), name, lastUpper)
+}
+
+// lastUpperIndex returns the index of the last byte of s in 'A'..'Z', or
+// -1. It tests eight bytes at a time: with the high bits cleared, adding
+// 0x3f sets a byte's high bit when it is >= 'A' and adding 0x25 when it is
+// > 'Z', without carries between bytes; bytes >= 0x80 are masked out.
+func lastUpperIndex(s string) int {
+	const lo7, hi, geA, gtZ = 0x7f7f7f7f7f7f7f7f, 0x8080808080808080, 0x3f3f3f3f3f3f3f3f, 0x2525252525252525
+	end := len(s)
+	for ; end >= 8; end -= 8 {
+		w := r8(s, end-8)
+		x := w & lo7
+		if m := (x + geA) &^ (x + gtZ) &^ w & hi; m != 0 {
+			return end - 8 + (63-bits.LeadingZeros64(m))>>3
+		}
+	}
+	for end--; end >= 0; end-- {
+		if c := s[end]; 'A' <= c && c <= 'Z' {
+			break
+		}
+	}
+	return end
 }
 
 // probeBatch is how many suffixes are hashed, and have their memory loads

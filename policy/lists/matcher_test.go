@@ -283,3 +283,27 @@ func TestBuilderShapeRuns(t *testing.T) {
 		}
 	}
 }
+
+func TestLastUpperIndex(t *testing.T) {
+	want := func(s string) int {
+		for i := len(s) - 1; i >= 0; i-- {
+			if 'A' <= s[i] && s[i] <= 'Z' {
+				return i
+			}
+		}
+		return -1
+	}
+	var all [256]byte
+	for i := range all {
+		all[i] = byte(i)
+	}
+	for _, s := range []string{"", "a", "A", "Z", "@", "[", "abcdefgh", "Abcdefgh", "abcdefgH", "abcdefghI",
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "www.EXAMPLE.com", "\xc1\xda\xdb\x80\xff@[`{", "\xc1\xda.example.com.\xc1\xda\xff",
+		string(all[:]), string(all[:91]), string(all[:90]), string(all[64:])} {
+		for end := 0; end <= len(s); end++ {
+			if got, w := lastUpperIndex(s[:end]), want(s[:end]); got != w {
+				t.Errorf("lastUpperIndex(%q) = %d, want %d", s[:end], got, w)
+			}
+		}
+	}
+}
