@@ -62,7 +62,23 @@ const (
 	bucketLoad = 4
 	// noText marks an entry without stored text.
 	noText = ^uint32(0)
+	// bloomBitsPerEntry sizes the prefilter: 8 bits per entry (2 MB for
+	// 2M names, small enough to stay in cache) with bloomK bits set per
+	// entry in one 64-bit word pass ~3.4% of names that are not in the
+	// list.
+	bloomBitsPerEntry = 8
+	bloomK            = 4
 )
+
+// bloomWord returns the prefilter word of hash h among nw words: the top
+// 32 bits scaled onto the word count.
+func bloomWord(h, nw uint64) uint64 { return (h >> 32 * nw) >> 32 }
+
+// bloomMask returns the bloomK bits hash h sets in its prefilter word,
+// from its low 24 bits.
+func bloomMask(h uint64) uint64 {
+	return 1<<(h&63) | 1<<(h>>6&63) | 1<<(h>>12&63) | 1<<(h>>18&63)
+}
 
 // regexEntry is one compiled /regex/ rule.
 type regexEntry struct {
@@ -412,6 +428,14 @@ func (x *shapeIndex) truncate(n int) {
 // reproducible across builds. Verifying against stored text would remove
 // that risk at the cost of the text itself (~40 MB for 2M names).
 //
+// In front of the keys sits a prefilter: a Bloom filter of one 64-bit
+// word per probe (8 bits per entry, ~2 MB for 2M names, so it stays in
+// cache) built from the same hashes. A probed suffix whose bits are not
+// all set is not in the list and costs no directory or key load; ~3.4% of
+// absent names pass it and are then settled by the keys. The prefilter
+// only removes candidates, so the false-match analysis above is that of
+// the keys alone.
+//
 // Regex rules are kept apart and only run when the hashed entries did not
 // already give the strongest possible answer.
 type List struct {
@@ -422,6 +446,7 @@ type List struct {
 	sids           shapeIndex     // shape id per key; empty when len(shapes) <= 1
 	dir            []uint32       // bucket b holds keys[dir[b]:dir[b+1]]
 	keys           []uint64       // fingerprint << lineBits | line, sorted per bucket
+	bloom          []uint64       // prefilter: bloomMask(h) set in word bloomWord(h)
 	bits           uint           // directory bits: bucket = h >> (64-bits)
 	bigLines       map[uint32]int // key index -> line, for lines >= lineMask
 	rules          string         // decorated rules' text, in key order
@@ -514,6 +539,8 @@ func (b *Builder) Build(name, category string) *List {
 		}
 		return seqs[i] < seqs[j]
 	}
+	l.bloom = make([]uint64, max(1, n*bloomBitsPerEntry/64))
+	nw := uint64(len(l.bloom))
 	w := uint32(0)
 	for bk := range nb {
 		start, end := int(dir[bk]), int(dir[bk+1])
@@ -560,6 +587,7 @@ func (b *Builder) Build(name, category string) *List {
 				}
 				// w <= i, so this never overwrites an unread pair.
 				hs[w] = (h<<l.bits)>>lineBits<<lineBits | line
+				l.bloom[bloomWord(h, nw)] |= bloomMask(h)
 				l.sids.set(w, bestRun.id)
 				if l.ruleOff != nil {
 					l.ruleOff = append(l.ruleOff, uint32(len(rules)))
@@ -774,17 +802,30 @@ func (l *List) probe(s string) found {
 	var best found
 	var ps [probeBatch]probe
 	shift := 64 - l.bits
+	bloom := l.bloom
+	nw := uint64(len(bloom))
 	h := uint64(hashInit)
 	end := len(s)
 	for end >= 0 {
+		// Hash the suffixes and test them against the prefilter; only
+		// those that pass are kept (n counts them without a branch, so a
+		// pass costs no misprediction).
 		n := 0
 		for n < probeBatch && end >= 0 {
 			i := lastDot(s, end) + 1
 			h = l.hash.label(h, s[i:end])
-			bk := h >> shift
-			ps[n] = probe{fp: (h << l.bits) >> lineBits, lo: l.dir[bk], hi: l.dir[bk+1], start: i}
-			n++
+			m := bloomMask(h)
+			ps[n] = probe{fp: h, start: i}
+			if bloom[bloomWord(h, nw)]&m == m {
+				n++
+			}
 			end = i - 1 // -1 after the full name
+		}
+		for k := range n {
+			p := &ps[k]
+			bk := p.fp >> shift
+			p.fp = (p.fp << l.bits) >> lineBits
+			p.lo, p.hi = l.dir[bk], l.dir[bk+1]
 		}
 		for k := range n {
 			if p := &ps[k]; p.lo < p.hi {
