@@ -43,23 +43,32 @@ func rank(a Action, important bool) int {
 	return r
 }
 
-// maxEntries is the most entries one List can hold (32-bit directory
-// offsets keep the matcher compact); further entries are dropped.
-const maxEntries = 1<<32 - 2
+// maxEntries is the most entries one List can hold (32-bit slot numbers
+// keep the matcher compact, and the table has ~1.25 slots per entry);
+// further entries are dropped.
+const maxEntries = 3 << 30
 
-// Entry key layout: the top fpBits hold the name hash bits just below the
-// directory bits (the fingerprint), the low lineBits the line number.
-// Lines that do not fit are stored as lineMask plus an overflow map.
+// Entry key layout: the top fpBits hold the low fpBits of the name hash
+// (the fingerprint; the bucket comes from the top bits), the low lineBits
+// the line number. Lines that do not fit are stored as lineMask plus an
+// overflow map. A fingerprint of 0 is stored as 1, so no entry's key is 0
+// and 0 marks an empty slot.
 const (
 	lineBits = 24
 	lineMask = 1<<lineBits - 1
 	fpBits   = 64 - lineBits
+	fpMask   = 1<<fpBits - 1
 	// maxShapes bounds the number of shapes of one list.
 	maxShapes = 1 << 24
-	// bucketLoad is the average number of entries per directory bucket:
-	// 4 keys are 32 bytes, so a probe reads one cache line of keys most of
-	// the time, and the directory is an eighth of the keys' size.
-	bucketLoad = 4
+	// sortLoad is the average number of entries per radix bucket of the
+	// build's sort (the buckets are then sorted by insertion).
+	sortLoad = 4
+	// slotsPerBucket keys make one 64-byte cache line: a table bucket.
+	slotsPerBucket = 8
+	// loadNum/loadDen is the table's target load (entries per slot):
+	// high enough to cost ~10 bytes per entry, low enough that a bucket
+	// seldom spills into the next one.
+	loadNum, loadDen = 4, 5
 	// noText marks an entry without stored text.
 	noText = ^uint32(0)
 	// bloomBitsPerEntry sizes the prefilter: 8 bits per entry (2 MB for
@@ -393,37 +402,45 @@ func (x *shapeIndex) set(i, id uint32) {
 	}
 }
 
-func (x *shapeIndex) truncate(n int) {
+// grow extends the index to n entries (new ones 0).
+func (x *shapeIndex) grow(n int) {
 	switch {
 	case x.w8 != nil:
-		x.w8 = slices.Clip(x.w8[:n])
+		x.w8 = append(x.w8, make([]uint8, n-len(x.w8))...)
 	case x.w16 != nil:
-		x.w16 = slices.Clip(x.w16[:n])
+		x.w16 = append(x.w16, make([]uint16, n-len(x.w16))...)
 	case x.w32 != nil:
-		x.w32 = slices.Clip(x.w32[:n])
+		x.w32 = append(x.w32, make([]uint32, n-len(x.w32))...)
 	}
 }
 
 // List is an immutable compiled list; safe for concurrent use.
 //
 // Entry names are not stored. Each hashed entry is one uint64 key (40
-// bits of name hash, 24 bits of line number) in an array sorted by hash,
-// with a directory of uint32 offsets indexed by the top bits of the hash;
-// a probe reads the directory and, usually, one cache line of keys. With
-// ~4 entries per bucket that is about 9 bytes per entry, against the 20-30
-// bytes of the names themselves. For a bare-name entry (hosts, plain
+// bits of name hash, 24 bits of line number) in a table of buckets of
+// eight keys, one 64-byte cache line each. The bucket comes straight from
+// the top bits of the hash (a multiply-shift onto the bucket count), so a
+// probe is a single cache miss: no directory to read first. Entries are
+// placed in hash order, each in its bucket or, when that is full, in the
+// next free slot after it (linear probing; the table records the farthest
+// any entry landed from its bucket). At ~0.8 entries per slot that is
+// about 10 bytes per entry, against the 20-30 bytes of the names
+// themselves. For a bare-name entry (hosts, plain
 // domains, RPZ names) the matched rule is the suffix of the query that
 // matched, so it is not stored. Decorated rules ("||name^", "*.name",
 // "@@||name^$important") do keep their text (plus 4 bytes of offset per
 // entry) so that Match can return them without allocating: an adblock list
 // costs about as much as the names' text.
 //
-// The trade-off: an entry matches when directory bits plus 40 fingerprint
-// bits of the seeded 64-bit hash agree, not when the text does. With n
-// entries spread over ~n/4 buckets, a name that is not in the list
-// falsely matches with probability about 4 × 2^-40 ≈ 4e-12 per probed
-// suffix (a few probes per query), and two distinct list names merge as
-// one with probability about n²/2^(bits+41), ~1e-6 for 2M names. The hash
+// The trade-off: an entry matches when its bucket and 40 fingerprint
+// bits of the seeded 64-bit hash agree, not when the text does. A probe
+// compares against the keys from its bucket's first slot up to its own
+// entries (about 8, a few more when the bucket has spilled), so a name
+// that is not in the list falsely matches with probability about
+// 8 × 2^-40 ≈ 7e-12 per probed suffix (a few probes per query), and some
+// two distinct list names of n merge as one (a probe for one finds the
+// other's key first) with probability about n × 8 × 2^-41, ~7e-6 for 2M
+// names. The hash
 // seed is random per List, so collisions cannot be aimed at and are not
 // reproducible across builds. Verifying against stored text would remove
 // that risk at the cost of the text itself (~40 MB for 2M names).
@@ -431,7 +448,7 @@ func (x *shapeIndex) truncate(n int) {
 // In front of the keys sits a prefilter: a Bloom filter of one 64-bit
 // word per probe (8 bits per entry, ~2 MB for 2M names, so it stays in
 // cache) built from the same hashes. A probed suffix whose bits are not
-// all set is not in the list and costs no directory or key load; ~3.4% of
+// all set is not in the list and costs no table load; ~3.4% of
 // absent names pass it and are then settled by the keys. The prefilter
 // only removes candidates, so the false-match analysis above is that of
 // the keys alone.
@@ -443,14 +460,15 @@ type List struct {
 	sources        []string
 	hash           hasher
 	shapes         []shape
-	sids           shapeIndex     // shape id per key; empty when len(shapes) <= 1
-	dir            []uint32       // bucket b holds keys[dir[b]:dir[b+1]]
-	keys           []uint64       // fingerprint << lineBits | line, sorted per bucket
+	sids           shapeIndex     // shape id per slot; empty when len(shapes) <= 1
+	keys           []uint64       // the table: fingerprint << lineBits | line per slot, 0 when empty; 64-byte aligned
 	bloom          []uint64       // prefilter: bloomMask(h) set in word bloomWord(h)
-	bits           uint           // directory bits: bucket = h >> (64-bits)
-	bigLines       map[uint32]int // key index -> line, for lines >= lineMask
-	rules          string         // decorated rules' text, in key order
-	ruleOff        []uint32       // key j's rule is rules[ruleOff[j]:ruleOff[j+1]]; empty for bare names
+	nbuckets       uint64         // home bucket of hash h: (h>>32 * nbuckets) >> 32
+	span           int            // slots a probe may scan: entries sit at most span-1 slots after their bucket's first
+	n              int            // entries in the table
+	bigLines       map[uint32]int // slot -> line, for lines >= lineMask
+	rules          string         // decorated rules' text, in slot order
+	ruleOff        []uint32       // slot j's rule is rules[ruleOff[j]:ruleOff[j+1]]; empty for bare names
 	regexes        []regexEntry
 	maxRank        int  // the strongest rank of any entry
 	onlySub        bool // every hashed entry is a name-and-subdomains entry
@@ -463,7 +481,7 @@ func (l *List) Name() string { return l.name }
 func (l *List) Category() string { return l.category }
 
 // Len returns the number of distinct entries, regexes included.
-func (l *List) Len() int { return len(l.keys) + len(l.regexes) }
+func (l *List) Len() int { return l.n + len(l.regexes) }
 
 // Regexps returns the number of regex rules; each one costs a regexp
 // evaluation on every Match that the hashed entries do not settle.
@@ -492,32 +510,45 @@ func (b *Builder) Build(name, category string) *List {
 	l := &List{name: name, category: category, sources: b.sources, shapes: b.shapes, regexes: b.regexes, hash: b.hash}
 	hs, seqs, tOff, text, runs := b.hashes, b.seqs, b.tOff, b.text, b.runs
 	n := len(hs)
-	b.hashes, b.seqs, b.tOff, b.text = nil, nil, nil, nil
-	for n>>l.bits > bucketLoad {
-		l.bits++
+	if n == 0 {
+		l.finish(b)
+		return l
 	}
-	nb := 1 << l.bits
+	b.hashes, b.seqs, b.tOff, b.text = nil, nil, nil, nil
+	var sortBits uint
+	for n>>sortBits > sortLoad {
+		sortBits++
+	}
+	nsb := 1 << sortBits
+	dir := make([]uint32, nsb+1)
+	sortBuckets(hs, seqs, tOff, sortBits, dir)
 
-	dir := make([]uint32, nb+1)
-	sortBuckets(hs, seqs, tOff, l.bits, dir)
-
-	// Within each bucket: sort by hash, then sequence number (the order the
-	// entries were added in), and keep one entry per (name, kind): the
-	// strongest, the first added among equals. Keys are written in place.
+	// The table: enough buckets for the target load (duplicates, dropped
+	// below, only make it emptier), plus room for the last buckets to
+	// spill. Entries are visited in hash order, so their home buckets never
+	// decrease and each goes to the first free slot at or after its home
+	// bucket's first slot; the table grows if the spill runs past its end.
+	nb := max(1, (n*loadDen+slotsPerBucket*loadNum-1)/(slotsPerBucket*loadNum))
+	l.nbuckets = uint64(nb)
+	keys := alignedKeys(nb*slotsPerBucket + slotsPerBucket)
+	maxDist := 0
+	next := 0 // the first free slot
 	if len(b.shapes) > 1 {
 		switch {
 		case len(b.shapes) <= 1<<8:
-			l.sids.w8 = make([]uint8, n)
+			l.sids.w8 = make([]uint8, len(keys))
 		case len(b.shapes) <= 1<<16:
-			l.sids.w16 = make([]uint16, n)
+			l.sids.w16 = make([]uint16, len(keys))
 		default:
-			l.sids.w32 = make([]uint32, n)
+			l.sids.w32 = make([]uint32, len(keys))
 		}
 	}
 	var rules []byte
 	if tOff != nil {
-		l.ruleOff = make([]uint32, 0, n+1)
+		l.ruleOff = make([]uint32, 0, len(keys)+1)
 	}
+	l.bloom = make([]uint64, max(1, n*bloomBitsPerEntry/64))
+	nw := uint64(len(l.bloom))
 	// runOf finds the run of a sequence number: the last one starting at
 	// or before it.
 	runOf := func(seq uint32) *shapeRun {
@@ -539,10 +570,10 @@ func (b *Builder) Build(name, category string) *List {
 		}
 		return seqs[i] < seqs[j]
 	}
-	l.bloom = make([]uint64, max(1, n*bloomBitsPerEntry/64))
-	nw := uint64(len(l.bloom))
-	w := uint32(0)
-	for bk := range nb {
+	// Within each sort bucket: sort by hash, then sequence number (the
+	// order the entries were added in), and keep one entry per (name,
+	// kind): the strongest, the first added among equals, in kind order.
+	for bk := range nsb {
 		start, end := int(dir[bk]), int(dir[bk+1])
 		for i := start + 1; i < end; i++ { // insertion sort: ~4 per bucket
 			for j := i; j > start && less(j, j-1); j-- {
@@ -553,14 +584,14 @@ func (b *Builder) Build(name, category string) *List {
 				}
 			}
 		}
-		dir[bk] = w
 		for i := start; i < end; {
 			// Run of equal hashes: one winner per kind, in kind order.
-			h := hs[i] // the run's hash: hs[i:j] may be overwritten below
+			h := hs[i]
 			j := i + 1
 			for j < end && hs[j] == h {
 				j++
 			}
+			home := int(l.home(h))
 			for k := kindSub; k <= kindWild; k++ {
 				best := -1
 				var bestRun *shapeRun
@@ -577,20 +608,30 @@ func (b *Builder) Build(name, category string) *List {
 				if best < 0 {
 					continue
 				}
+				next = max(next, home*slotsPerBucket)
+				if next == len(keys) { // the last buckets spilled past the end
+					keys = growKeys(keys, len(keys)+slotsPerBucket)
+					l.sids.grow(len(keys))
+				}
+				slot := uint32(next)
+				maxDist = max(maxDist, next/slotsPerBucket-home)
+				next++
 				line := uint64(seqs[best] - bestRun.base)
 				if line >= lineMask {
 					if l.bigLines == nil {
 						l.bigLines = map[uint32]int{}
 					}
-					l.bigLines[w] = int(line)
+					l.bigLines[slot] = int(line)
 					line = lineMask
 				}
-				// w <= i, so this never overwrites an unread pair.
-				hs[w] = (h<<l.bits)>>lineBits<<lineBits | line
+				keys[slot] = fingerprint(h)<<lineBits | line
 				l.bloom[bloomWord(h, nw)] |= bloomMask(h)
-				l.sids.set(w, bestRun.id)
+				l.sids.set(slot, bestRun.id)
 				if l.ruleOff != nil {
-					l.ruleOff = append(l.ruleOff, uint32(len(rules)))
+					// Empty slots before this one get empty rules.
+					for len(l.ruleOff) <= int(slot) {
+						l.ruleOff = append(l.ruleOff, uint32(len(rules)))
+					}
 					if t := tOff[best]; t != noText {
 						sh := &b.shapes[bestRun.id]
 						rules = append(rules, sh.pre...)
@@ -598,23 +639,27 @@ func (b *Builder) Build(name, category string) *List {
 						rules = append(rules, sh.post...)
 					}
 				}
-				w++
+				l.n++
 			}
 			i = j
 		}
 	}
-	dir[nb] = w
-	seqs, tOff, text = nil, nil, nil
+	hs, seqs, tOff, text, dir = nil, nil, nil, nil, nil
 	if l.ruleOff != nil {
-		l.ruleOff = slices.Clip(append(l.ruleOff, uint32(len(rules))))
+		for len(l.ruleOff) <= len(keys) {
+			l.ruleOff = append(l.ruleOff, uint32(len(rules)))
+		}
+		l.ruleOff = slices.Clip(l.ruleOff)
 		l.rules = string(rules)
 	}
-	l.dir = dir
-	l.keys = hs[:w:w]
-	if cap(hs)-int(w) > int(w)/32 {
-		l.keys = slices.Clone(hs[:w]) // do not keep append slack or dropped duplicates
-	}
-	l.sids.truncate(int(w))
+	l.keys = keys
+	l.span = (maxDist + 1) * slotsPerBucket
+	l.finish(b)
+	return l
+}
+
+// finish sets the list-wide summaries and resets b.
+func (l *List) finish(b *Builder) {
 	l.onlySub = true
 	for _, sh := range l.shapes {
 		if sh.kind != kindSub {
@@ -626,7 +671,41 @@ func (b *Builder) Build(name, category string) *List {
 		l.maxRank = max(l.maxRank, rank(r.action, r.important))
 	}
 	*b = *NewBuilder()
-	return l
+}
+
+// home returns the bucket of hash h: the top 32 bits scaled onto the
+// bucket count, so buckets follow hash order.
+func (l *List) home(h uint64) uint64 {
+	return (h >> 32 * l.nbuckets) >> 32
+}
+
+// fingerprint returns the part of hash h a key keeps: its low fpBits,
+// never 0 (0 is an empty slot).
+func fingerprint(h uint64) uint64 {
+	fp := h & fpMask
+	if fp == 0 {
+		fp = 1
+	}
+	return fp
+}
+
+// alignedKeys returns n zeroed keys starting on a 64-byte boundary, so
+// each bucket of slotsPerBucket keys is exactly one cache line.
+func alignedKeys(n int) []uint64 {
+	const lineWords = 64 / 8
+	buf := make([]uint64, n+lineWords-1)
+	off := 0
+	if r := uintptr(unsafe.Pointer(unsafe.SliceData(buf))) % 64; r != 0 {
+		off = int(64-r) / 8
+	}
+	return buf[off : off+n : off+n]
+}
+
+// growKeys returns keys extended to n slots, still 64-byte aligned.
+func growKeys(keys []uint64, n int) []uint64 {
+	k := alignedKeys(n)
+	copy(k, keys)
+	return k
 }
 
 // sortBuckets orders the (hash, sequence number) pairs by the top bits of the hash
@@ -790,10 +869,10 @@ func lastUpperIndex(s string) int {
 const probeBatch = 8
 
 type probe struct {
-	fp          uint64 // fingerprint to look for
-	first, last uint64 // the bucket's first and last keys
-	lo, hi      uint32 // the bucket: keys[lo:hi]
-	start       int    // where the suffix starts in the name
+	h     uint64 // the suffix's hash
+	first uint64 // the home bucket's first key
+	slot  int    // the home bucket's first slot
+	start int    // where the suffix starts in the name
 }
 
 // probe looks up every suffix of s that starts at a label, shortest first,
@@ -801,7 +880,7 @@ type probe struct {
 func (l *List) probe(s string) found {
 	var best found
 	var ps [probeBatch]probe
-	shift := 64 - l.bits
+	keys := l.keys
 	bloom := l.bloom
 	nw := uint64(len(bloom))
 	h := uint64(hashInit)
@@ -815,37 +894,40 @@ func (l *List) probe(s string) found {
 			i := lastDot(s, end) + 1
 			h = l.hash.label(h, s[i:end])
 			m := bloomMask(h)
-			ps[n] = probe{fp: h, start: i}
+			ps[n] = probe{h: h, start: i}
 			if bloom[bloomWord(h, nw)]&m == m {
 				n++
 			}
 			end = i - 1 // -1 after the full name
 		}
+		// Load every kept suffix's bucket before examining any: the loads
+		// are independent, so their cache misses overlap.
 		for k := range n {
 			p := &ps[k]
-			bk := p.fp >> shift
-			p.fp = (p.fp << l.bits) >> lineBits
-			p.lo, p.hi = l.dir[bk], l.dir[bk+1]
-		}
-		for k := range n {
-			if p := &ps[k]; p.lo < p.hi {
-				p.first, p.last = l.keys[p.lo], l.keys[p.hi-1]
-			}
+			p.slot = int(l.home(p.h)) * slotsPerBucket
+			p.first = keys[p.slot]
 		}
 		for k := range n {
 			p := &ps[k]
-			if p.lo == p.hi || p.first>>lineBits > p.fp || p.last>>lineBits < p.fp {
-				continue
+			if p.first == 0 {
+				continue // an empty home bucket
 			}
-			for j := p.lo; j < p.hi; j++ {
-				fp := l.keys[j] >> lineBits
-				if fp < p.fp {
+			fp := fingerprint(p.h)
+			stop := min(p.slot+l.span, len(keys))
+			matched := false
+			for j := p.slot; j < stop; j++ {
+				key := keys[j]
+				if key == 0 {
+					break // entries fill slots from their bucket on, without gaps
+				}
+				if key>>lineBits != fp {
+					if matched {
+						break // a name's entries are adjacent
+					}
 					continue
 				}
-				if fp > p.fp {
-					break
-				}
-				sh := l.shapeAt(j)
+				matched = true
+				sh := l.shapeAt(uint32(j))
 				switch sh.kind {
 				case kindExact:
 					if p.start != 0 {
@@ -858,7 +940,7 @@ func (l *List) probe(s string) found {
 				}
 				// Longer suffixes come later, so >= prefers the most specific.
 				if r := rank(sh.action, sh.important); !best.ok || r >= best.rank {
-					best = found{idx: j, start: p.start, rank: r, ok: true}
+					best = found{idx: uint32(j), start: p.start, rank: r, ok: true}
 				}
 			}
 			if best.ok && l.onlySub && best.rank == l.maxRank {
@@ -870,7 +952,7 @@ func (l *List) probe(s string) found {
 }
 
 type found struct {
-	idx   uint32 // key index of the winning entry
+	idx   uint32 // slot of the winning entry
 	start int    // where the matched suffix starts in the name
 	rank  int
 	ok    bool
@@ -883,7 +965,7 @@ type found struct {
 // then orig). s must not be retained: it may point into Match's frame.
 func (l *List) match(s, orig string, lastUpper int) (Match, bool) {
 	var best found
-	if len(l.keys) > 0 {
+	if l.n > 0 {
 		best = l.probe(s)
 	}
 	if len(l.regexes) > 0 && (!best.ok || best.rank < l.maxRank) {
