@@ -23,7 +23,11 @@ import (
 // Handler answers one query. The returned message is owned by the caller
 // (the Server), which sets the ID, truncates it for UDP and writes it.
 // Implementations must be safe for concurrent use and must not modify
-// req.Msg.
+// req.Msg. A handler that is about to wait on the network (an upstream
+// exchange) must call query.BeforeWait(ctx) first: the UDP listener reads
+// and answers queries in batches, and that call sends the replies held so
+// far and hands the rest of the batch to another goroutine, so that hits
+// read with a miss are not delayed by it (the cache does this).
 type Handler interface {
 	ServeDNS(ctx context.Context, req *query.Request) (*dns.Msg, error)
 }

@@ -61,3 +61,37 @@ func TestWildcardListenerAnswersFromDestination(t *testing.T) {
 		})
 	}
 }
+
+// TestDualStackListenerIPv4Clients: a "[::]:0" listener answers IPv4
+// clients (v4-mapped on the socket) from the address they asked, over the
+// batched send path, and sees them as plain IPv4.
+func TestDualStackListenerIPv4Clients(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::]:0"); err != nil {
+		t.Skipf("no IPv6 here: %v", err)
+	} else {
+		c.Close()
+	}
+	s := NewServer(ServerConfig{Listen: []string{"[::]:0"}}, whoami, nil, nil, nil, nil)
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
+	_, port, _ := net.SplitHostPort(s.Addrs()[0].String())
+	for _, tc := range []struct{ ip, wantPrefix string }{
+		{"127.0.0.1", "127.0.0.1 "},
+		{"127.0.0.2", "127.0.0.1 "}, // the source of a query to 127.0.0.2 is 127.0.0.1
+		{"::1", "::1 "},
+	} {
+		t.Run(tc.ip, func(t *testing.T) {
+			m := new(dns.Msg)
+			m.SetQuestion("whoami.test.", dns.TypeTXT)
+			r, _, err := (&dns.Client{Net: "udp"}).Exchange(m, net.JoinHostPort(tc.ip, port))
+			if err != nil {
+				t.Fatalf("query to %s: %v", tc.ip, err)
+			}
+			if got := identity(t, r); !strings.HasPrefix(got, tc.wantPrefix) {
+				t.Errorf("client seen as %q, want prefix %q", got, tc.wantPrefix)
+			}
+		})
+	}
+}

@@ -294,7 +294,11 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, m *dns.Msg) {
 		req.Client.Group, req.Client.Policy, req.Client.Name = (*idp).Identify(req.Client.Addr)
 	}
 
-	resp, err := s.answer(req)
+	ctx := context.Background()
+	if qw, ok := w.(interface{ queryContext() context.Context }); ok {
+		ctx = qw.queryContext()
+	}
+	resp, err := s.answer(ctx, req)
 	if errors.Is(err, ErrDrop) {
 		s.observe(req, nil)
 		return
@@ -325,7 +329,7 @@ func (s *Server) release(req *query.Request) {
 
 // answer validates the message and runs the chain, turning a panic into an
 // error.
-func (s *Server) answer(req *query.Request) (resp *dns.Msg, err error) {
+func (s *Server) answer(ctx context.Context, req *query.Request) (resp *dns.Msg, err error) {
 	m := req.Msg
 	req.UDPSize = dns.MinMsgSize
 	if len(m.Extra) > 1 && multipleOPT(m.Extra) {
@@ -362,7 +366,7 @@ func (s *Server) answer(req *query.Request) (resp *dns.Msg, err error) {
 			resp, err = nil, fmt.Errorf("%w: %v", ErrPanic, r)
 		}
 	}()
-	resp, err = s.handler.ServeDNS(context.Background(), req)
+	resp, err = s.handler.ServeDNS(ctx, req)
 	if resp == nil && err == nil {
 		err = errNoReply
 	}

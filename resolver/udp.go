@@ -1,6 +1,8 @@
 package resolver
 
 import (
+	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -9,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dnsvalve/dnsvalve/resolver/query"
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -94,44 +97,103 @@ func (l *udpLoop) watch() {
 	}
 }
 
+// udpBatch is how many packets a reader takes from the socket in one
+// recvmmsg, and how many replies it sends in one sendmmsg.
+const udpBatch = 32
+
+// udpFlushEvery is how many replies a reader holds back at most before
+// sending them: a batch amortises the send syscall, but the first reply of
+// a batch waits for the others to be answered (about 10 µs each).
+const udpFlushEvery = 8
+
+// udpReplySlot is the size of a reply slot of a send batch; larger replies
+// (big EDNS answers) are sent on their own.
+const udpReplySlot = 1500
+
+// udpPacket is one received datagram waiting to be served.
+type udpPacket struct {
+	data []byte
+	from netip.AddrPort
+	oob  []byte
+}
+
 func (l *udpLoop) reader() {
-	w := &udpWriter{conn: l.conn, local: l.local, buf: make([]byte, 0, 4096)}
-	buf := make([]byte, udpReadBuf)
-	var oob []byte
-	handled := 0
+	oobSize := 0
 	if l.wildcard {
-		oob = make([]byte, 128)
+		oobSize = 128
 	}
+	in, err := newMmsgBatch(l.conn, udpBatch, udpReadBuf, oobSize)
+	if err != nil {
+		l.s.logger.Error("udp reader", "addr", l.local.String(), "error", err)
+		l.readers.Add(-1)
+		return
+	}
+	out, err := newMmsgBatch(l.conn, udpBatch, udpReplySlot, oobSize)
+	if err != nil {
+		l.s.logger.Error("udp reader", "addr", l.local.String(), "error", err)
+		l.readers.Add(-1)
+		return
+	}
+	w := l.newWriter(out)
+	pkts := make([]udpPacket, 0, udpBatch)
+	handled := 0
 	for {
-		var n int
-		var from netip.AddrPort
-		var err error
-		w.oob = nil
-		if l.wildcard {
-			var oobn int
-			n, oobn, _, from, err = l.conn.ReadMsgUDPAddrPort(buf, oob)
-			if err == nil {
-				w.oob = replyOOB(oob[:oobn])
-			}
-		} else {
-			n, from, err = l.conn.ReadFromUDPAddrPort(buf)
-		}
-		if err != nil {
+		if err := in.recv(); err != nil {
 			if errors.Is(err, net.ErrClosed) || l.s.stopping.Load() {
 				l.readers.Add(-1)
 				return
 			}
 			continue
 		}
+		pkts = pkts[:0]
+		for i := range in.n {
+			data, from, oob := in.packet(i)
+			pkts = append(pkts, udpPacket{data, from, oob})
+		}
 		l.busy.Add(1)
-		w.remote = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		w.queue, w.borrowed = pkts, true
+		l.drain(w)
+		w.flush()
+		l.served.Add(uint64(len(pkts)))
+		l.busy.Add(-1)
+		// A reader beyond the minimum leaves once the pool has not been
+		// short for a while (checked every 64 batches: the clock is cheap
+		// but not free).
+		if handled++; handled&63 == 0 {
+			if r := l.readers.Load(); r > l.min && time.Now().UnixNano()-l.pressure.Load() > int64(shrinkAfter) &&
+				l.readers.CompareAndSwap(r, r-1) {
+				return
+			}
+		}
+	}
+}
+
+// newWriter returns a writer for this listener; out, when set, is where
+// it queues replies to send in batches.
+func (l *udpLoop) newWriter(out *mmsgBatch) *udpWriter {
+	w := &udpWriter{conn: l.conn, local: l.local, loop: l, out: out, buf: make([]byte, 0, 4096)}
+	w.ctx = query.WithBeforeWait(context.Background(), w.beforeWait)
+	return w
+}
+
+// drain serves the packets queued on w, in order. A handler that is about
+// to wait on an upstream hands the rest of the queue to a new goroutine
+// (beforeWait), so a cache miss never delays the hits read with it.
+func (l *udpLoop) drain(w *udpWriter) {
+	for len(w.queue) > 0 {
+		p := w.queue[0]
+		w.queue = w.queue[1:]
+		w.oob = nil
+		if l.wildcard && len(p.oob) > 0 {
+			w.oob = replyOOB(p.oob)
+		}
+		w.remote = netip.AddrPortFrom(p.from.Addr().Unmap(), p.from.Port())
 		w.client = w.remote
-		data := buf[:n]
-		if l.s.cfg.ProxyProtocol && n > 16 && data[0] == '\r' && containsAddr(l.s.cfg.TrustedForwarders, w.remote.Addr()) {
+		data := p.data
+		if l.s.cfg.ProxyProtocol && len(data) > 16 && data[0] == '\r' && containsAddr(l.s.cfg.TrustedForwarders, w.remote.Addr()) {
 			src, hl, err := parseProxyV2(data)
 			if err != nil {
 				l.s.metrics.malformed("proxy")
-				l.busy.Add(-1)
 				continue
 			}
 			if src.IsValid() {
@@ -140,18 +202,15 @@ func (l *udpLoop) reader() {
 			data = data[hl:]
 		}
 		l.s.servePacket(w, data)
-		l.served.Add(1)
-		// A reader beyond the minimum leaves once the pool has not been
-		// short for a while (checked every 64 packets: the clock is cheap
-		// but not free).
-		l.busy.Add(-1)
-		if handled++; handled&63 == 0 {
-			if r := l.readers.Load(); r > l.min && time.Now().UnixNano()-l.pressure.Load() > int64(shrinkAfter) &&
-				l.readers.CompareAndSwap(r, r-1) {
-				return
-			}
-		}
 	}
+}
+
+// serveDetached serves packets handed off by a reader whose handler went
+// to wait on an upstream; its replies are sent one by one.
+func (l *udpLoop) serveDetached(pkts []udpPacket) {
+	w := l.newWriter(nil)
+	w.queue = pkts
+	l.drain(w)
 }
 
 // replyOOB turns the control message of a received packet into the one
@@ -201,20 +260,32 @@ func (s *Server) servePacket(w *udpWriter, data []byte) {
 }
 
 // udpWriter is the dns.ResponseWriter of a UDP reader: it packs into a
-// buffer it keeps and writes to the query's source.
+// buffer it keeps and writes to the query's source, or queues the reply
+// on the reader's send batch.
 type udpWriter struct {
 	conn   *net.UDPConn
 	local  net.Addr
+	loop   *udpLoop
 	remote netip.AddrPort // where the packet came from and the reply goes
 	client netip.AddrPort // who asked: remote, or the PROXY header's source
 	oob    []byte
 	buf    []byte
+	// out, when set, collects replies that flush sends in one sendmmsg.
+	out *mmsgBatch
+	// queue holds the packets of the current batch not yet served;
+	// borrowed says their bytes are the reader's buffers.
+	queue    []udpPacket
+	borrowed bool
+	ctx      context.Context // carries beforeWait
 }
 
 var _ dns.ResponseWriter = (*udpWriter)(nil)
 
 func (w *udpWriter) LocalAddr() net.Addr  { return w.local }
 func (w *udpWriter) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(w.remote) }
+
+// queryContext is the context the chain runs in for this writer's queries.
+func (w *udpWriter) queryContext() context.Context { return w.ctx }
 
 func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 	b, err := m.PackBuffer(w.buf[:cap(w.buf)])
@@ -229,11 +300,54 @@ func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 }
 
 func (w *udpWriter) Write(b []byte) (int, error) {
+	if w.out != nil {
+		if w.out.add(b, w.remote, w.oob) {
+			if w.out.n >= udpFlushEvery {
+				w.flush()
+			}
+			return len(b), nil
+		}
+		if len(b) <= udpReplySlot {
+			w.flush() // the batch was full
+			if w.out.add(b, w.remote, w.oob) {
+				return len(b), nil
+			}
+		}
+	}
 	if w.oob != nil {
 		n, _, err := w.conn.WriteMsgUDPAddrPort(b, w.oob, w.remote)
 		return n, err
 	}
 	return w.conn.WriteToUDPAddrPort(b, w.remote)
+}
+
+// flush sends the queued replies.
+func (w *udpWriter) flush() {
+	if w.out == nil || w.out.n == 0 {
+		return
+	}
+	if dropped := w.out.send(); dropped > 0 {
+		w.loop.s.metrics.WriteErrors.Add(float64(dropped))
+	}
+}
+
+// beforeWait runs when a stage is about to wait on an upstream: the
+// replies queued so far leave now, and the packets of the batch not yet
+// served go to a goroutine of their own instead of waiting behind this one.
+func (w *udpWriter) beforeWait() {
+	w.flush()
+	if len(w.queue) == 0 {
+		return
+	}
+	rest := w.queue
+	if w.borrowed {
+		rest = make([]udpPacket, len(w.queue))
+		for i, p := range w.queue {
+			rest[i] = udpPacket{data: bytes.Clone(p.data), from: p.from, oob: bytes.Clone(p.oob)}
+		}
+	}
+	w.queue = nil
+	go w.loop.serveDetached(rest)
 }
 
 // writeHeaderOnly answers with just a header: the query's ID and opcode,

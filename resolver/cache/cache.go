@@ -243,6 +243,7 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 		return reply(req, e, now.Sub(e.stored), false), query.CacheHit, "", nil
 	}
 
+	query.BeforeWait(ctx)
 	cl, leader, err := c.join(ctx, k)
 	inline := leader && ctx.Done() == nil
 	switch {
@@ -316,6 +317,7 @@ func cacheableType(t uint16) bool {
 // bypass forwards req without caching or coalescing.
 func (c *Cache) bypass(ctx context.Context, req *dns.Msg) (*dns.Msg, query.CacheStatus, string, error) {
 	c.m.misses.Inc()
+	query.BeforeWait(ctx)
 	resp, up, err := c.next.Exchange(ctx, req.Copy())
 	if err != nil {
 		return nil, query.CacheMiss, up, fmt.Errorf("cache: forward: %w", err)

@@ -6,6 +6,7 @@
 package query
 
 import (
+	"context"
 	"net/netip"
 	"time"
 
@@ -150,3 +151,23 @@ type Request struct {
 
 // Question returns the request's single question.
 func (r *Request) Question() dns.Question { return r.Msg.Question[0] }
+
+// beforeWaitKey is the context key of the hook BeforeWait calls.
+type beforeWaitKey struct{}
+
+// WithBeforeWait returns a context whose BeforeWait calls f. A server that
+// holds finished replies back to send them in batches sets it, so that
+// they leave before a stage waits on the network. Set it once per worker,
+// not per query: it allocates.
+func WithBeforeWait(ctx context.Context, f func()) context.Context {
+	return context.WithValue(ctx, beforeWaitKey{}, f)
+}
+
+// BeforeWait is called by a stage just before it waits on I/O of
+// unbounded length (an upstream exchange); it runs the hook of
+// WithBeforeWait, if any.
+func BeforeWait(ctx context.Context) {
+	if f, ok := ctx.Value(beforeWaitKey{}).(func()); ok {
+		f()
+	}
+}
