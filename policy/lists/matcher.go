@@ -2,6 +2,7 @@ package lists
 
 import (
 	"hash/maphash"
+	"math"
 	"math/bits"
 	"regexp"
 	"slices"
@@ -44,7 +45,7 @@ func rank(a Action, important bool) int {
 }
 
 // maxEntries is the most entries one List can hold (32-bit slot numbers
-// keep the matcher compact, and the table has ~1.25 slots per entry);
+// keep the matcher compact, and the table has ~1.33 slots per entry);
 // further entries are dropped.
 const maxEntries = 3 << 30
 
@@ -65,18 +66,24 @@ const (
 	sortLoad = 4
 	// slotsPerBucket keys make one 64-byte cache line: a table bucket.
 	slotsPerBucket = 8
-	// loadNum/loadDen is the table's target load (entries per slot):
-	// high enough to cost ~10 bytes per entry, low enough that a bucket
-	// seldom spills into the next one.
-	loadNum, loadDen = 4, 5
-	// noText marks an entry without stored text.
-	noText = ^uint32(0)
+	// The builder keeps 12 bytes (1.5 words) per entry, and the table
+	// and prefilter are built in that array when its size is about right
+	// (see Builder.grow): then the prefilter takes 1 byte per entry and
+	// the table the rest, ~5.8 entries per 8-slot bucket (a load of ~0.73).
+	// minEntriesPerBucket and maxEntriesPerBucket bound the load of a
+	// table built in place (the array may hold a little more or less than
+	// the entries added); one built in a fresh array has
+	// maxEntriesPerBucket.
+	minEntriesPerBucket = 5.0 // ~15 % of spare capacity in the builder
+	maxEntriesPerBucket = 6.4 // a load of 0.8
 	// bloomBitsPerEntry sizes the prefilter: 8 bits per entry (2 MB for
 	// 2M names, small enough to stay in cache) with bloomK bits set per
 	// entry in one 64-bit word pass ~3.4% of names that are not in the
 	// list.
 	bloomBitsPerEntry = 8
 	bloomK            = 4
+	// noText marks an entry without stored text.
+	noText = ^uint32(0)
 )
 
 // bloomWord returns the prefilter word of hash h among nw words: the top
@@ -109,10 +116,14 @@ type regexEntry struct {
 // runs, a short table with a row each time the shape or source changes
 // (one row for a plain list), which keeps the builder's peak, when a big
 // list is refreshed next to the one it replaces, at 12 bytes per entry.
+// Both arrays live in one allocation, buf (hashes first, then the sequence
+// numbers as uint32s), which Build turns into the List's table in place:
+// building a list costs no memory beyond that of the entries added.
 type Builder struct {
 	hash   hasher
-	hashes []uint64 // name hash per entry
-	seqs   []uint32 // sequence number per entry: seqBase + line
+	buf    []uint64 // cap(hashes) words of hashes, then cap(hashes) uint32 sequence numbers
+	hashes []uint64 // name hash per entry: buf[:n:c]
+	seqs   []uint32 // sequence number per entry (seqBase + line), a view of buf[c:]
 	runs   []shapeRun
 	// seqBase is added to the line numbers of the source being parsed;
 	// seqLast is the highest sequence number given out.
@@ -232,8 +243,8 @@ func (b *Builder) add(src uint32, line int, k kind, a Action, important bool, pr
 // grow makes room for more entries in the per-entry arrays. With an
 // estimate of what the source being parsed still holds, it allocates that
 // much (plus a little) once, so a 2M-entry list is not copied over and
-// over by append's doubling, nor left with up to 25 % of slack; without
-// one it doubles.
+// over by append's doubling, nor left with up to 25 % of slack (which a
+// List built in place would keep); without one it doubles.
 func (b *Builder) grow() {
 	n := len(b.hashes)
 	more := max(n, 256)
@@ -243,8 +254,13 @@ func (b *Builder) grow() {
 		}
 	}
 	more = min(more, maxEntries-n+1)
-	b.hashes = slices.Grow(b.hashes, more)
-	b.seqs = slices.Grow(b.seqs, more)
+	c := n + more
+	buf := make([]uint64, c+(c+1)/2)
+	hashes := buf[:n:c]
+	copy(hashes, b.hashes)
+	seqs := unsafe.Slice((*uint32)(unsafe.Pointer(&buf[c])), c)[:n]
+	copy(seqs, b.seqs)
+	b.buf, b.hashes, b.seqs = buf, hashes, seqs
 	if b.tOff != nil {
 		b.tOff = slices.Grow(b.tOff, more)
 	}
@@ -423,9 +439,10 @@ func (x *shapeIndex) grow(n int) {
 // probe is a single cache miss: no directory to read first. Entries are
 // placed in hash order, each in its bucket or, when that is full, in the
 // next free slot after it (linear probing; the table records the farthest
-// any entry landed from its bucket). At ~0.8 entries per slot that is
-// about 10 bytes per entry, against the 20-30 bytes of the names
-// themselves. For a bare-name entry (hosts, plain
+// any entry landed from its bucket). At ~0.73 entries per slot, with the
+// prefilter below, that is about 12 bytes per entry (what the Builder
+// held: the table is built in its array), against the 20-30 bytes of the
+// names themselves. For a bare-name entry (hosts, plain
 // domains, RPZ names) the matched rule is the suffix of the query that
 // matched, so it is not stored. Decorated rules ("||name^", "*.name",
 // "@@||name^$important") do keep their text (plus 4 bytes of offset per
@@ -462,7 +479,7 @@ type List struct {
 	shapes         []shape
 	sids           shapeIndex     // shape id per slot; empty when len(shapes) <= 1
 	keys           []uint64       // the table: fingerprint << lineBits | line per slot, 0 when empty; 64-byte aligned
-	bloom          []uint64       // prefilter: bloomMask(h) set in word bloomWord(h)
+	bloom          []uint64       // prefilter: bloomMask(h) set in word bloomWord(h); shares keys' array
 	nbuckets       uint64         // home bucket of hash h: (h>>32 * nbuckets) >> 32
 	span           int            // slots a probe may scan: entries sit at most span-1 slots after their bucket's first
 	n              int            // entries in the table
@@ -472,6 +489,7 @@ type List struct {
 	regexes        []regexEntry
 	maxRank        int  // the strongest rank of any entry
 	onlySub        bool // every hashed entry is a name-and-subdomains entry
+	inPlace        bool // keys and bloom were built in the builder's array (tests)
 }
 
 // Name returns the list name from the config.
@@ -503,18 +521,28 @@ func (l *List) line(i uint32) int {
 }
 
 // Build compiles everything added so far into a List and resets b.
+//
+// The table and the prefilter are written into the builder's own array
+// (see Builder) when it has about the right size, which it has when the
+// sources' sizes were known: pass one sorts the entries, keeps one per
+// (name, kind), works out every entry's slot and packs its key into the
+// front of the array, consuming the sequence numbers; pass two moves the
+// keys to the array's end and places them from its front, each slot
+// written only after the keys stored there were read. So a build's peak is
+// the builder's 12 bytes per entry plus the sort's directory (~1 byte per
+// entry), not that plus a second, fresh table.
 func (b *Builder) Build(name, category string) *List {
 	if category == "" {
 		category = name
 	}
 	l := &List{name: name, category: category, sources: b.sources, shapes: b.shapes, regexes: b.regexes, hash: b.hash}
-	hs, seqs, tOff, text, runs := b.hashes, b.seqs, b.tOff, b.text, b.runs
+	buf, hs, seqs, tOff, text, runs := b.buf, b.hashes, b.seqs, b.tOff, b.text, b.runs
 	n := len(hs)
 	if n == 0 {
 		l.finish(b)
 		return l
 	}
-	b.hashes, b.seqs, b.tOff, b.text = nil, nil, nil, nil
+	b.buf, b.hashes, b.seqs, b.tOff, b.text = nil, nil, nil, nil, nil
 	var sortBits uint
 	for n>>sortBits > sortLoad {
 		sortBits++
@@ -522,33 +550,66 @@ func (b *Builder) Build(name, category string) *List {
 	nsb := 1 << sortBits
 	dir := make([]uint32, nsb+1)
 	sortBuckets(hs, seqs, tOff, sortBits, dir)
+	less := func(i, j int) bool {
+		if hs[i] != hs[j] {
+			return hs[i] < hs[j]
+		}
+		return seqs[i] < seqs[j]
+	}
+	// Within each sort bucket: sort by hash, then sequence number (the
+	// order the entries were added in).
+	for bk := range nsb {
+		start, end := int(dir[bk]), int(dir[bk+1])
+		for i := start + 1; i < end; i++ { // insertion sort: ~4 per bucket
+			for j := i; j > start && less(j, j-1); j-- {
+				hs[j], hs[j-1] = hs[j-1], hs[j]
+				seqs[j], seqs[j-1] = seqs[j-1], seqs[j]
+				if tOff != nil {
+					tOff[j], tOff[j-1] = tOff[j-1], tOff[j]
+				}
+			}
+		}
+	}
 
-	// The table: enough buckets for the target load (duplicates, dropped
-	// below, only make it emptier), plus room for the last buckets to
-	// spill. Entries are visited in hash order, so their home buckets never
-	// decrease and each goes to the first free slot at or after its home
-	// bucket's first slot; the table grows if the spill runs past its end.
-	nb := max(1, (n*loadDen+slotsPerBucket*loadNum-1)/(slotsPerBucket*loadNum))
+	// The geometry: the prefilter, then the number of buckets that fills
+	// the rest of buf (one spare bucket and alignment included) if that
+	// gives a load in range, else maxEntriesPerBucket per bucket in a
+	// fresh array. Duplicates, dropped below, only make it emptier.
+	nw := max(1, n*bloomBitsPerEntry/64)
+	nb := (len(buf) - nw - slotsPerBucket - 7) / slotsPerBucket
+	inPlace := float64(nb) >= float64(n)/maxEntriesPerBucket && float64(nb) <= float64(n)/minEntriesPerBucket
+	if !inPlace {
+		nb = max(1, int(math.Ceil(float64(n)/maxEntriesPerBucket)))
+	}
 	l.nbuckets = uint64(nb)
-	keys := alignedKeys(nb*slotsPerBucket + slotsPerBucket)
-	maxDist := 0
-	next := 0 // the first free slot
+	// The prefilter is set from the full hashes in pass one, in an array
+	// of its own (buf is full then), and copied to buf in pass two.
+	bloom := make([]uint64, nw)
+	nslots := nb*slotsPerBucket + slotsPerBucket
 	if len(b.shapes) > 1 {
 		switch {
 		case len(b.shapes) <= 1<<8:
-			l.sids.w8 = make([]uint8, len(keys))
+			l.sids.w8 = make([]uint8, nslots)
 		case len(b.shapes) <= 1<<16:
-			l.sids.w16 = make([]uint16, len(keys))
+			l.sids.w16 = make([]uint16, nslots)
 		default:
-			l.sids.w32 = make([]uint32, len(keys))
+			l.sids.w32 = make([]uint32, nslots)
 		}
 	}
 	var rules []byte
 	if tOff != nil {
-		l.ruleOff = make([]uint32, 0, len(keys)+1)
+		l.ruleOff = make([]uint32, 0, nslots+1)
 	}
-	l.bloom = make([]uint64, max(1, n*bloomBitsPerEntry/64))
-	nw := uint64(len(l.bloom))
+	// homes counts the keys of each bucket, in the sort directory's memory
+	// (it has at least a bucket per 5 entries).
+	var homes []uint32
+	if len(dir) >= nb {
+		homes = dir[:nb]
+		clear(homes)
+	} else {
+		homes = make([]uint32, nb)
+	}
+	dir = nil
 	// runOf finds the run of a sequence number: the last one starting at
 	// or before it.
 	runOf := func(seq uint32) *shapeRun {
@@ -564,98 +625,141 @@ func (b *Builder) Build(name, category string) *List {
 		return &runs[i-1]
 	}
 	shapeOf := func(x int) *shape { return &b.shapes[runOf(seqs[x]).id] }
-	less := func(i, j int) bool {
-		if hs[i] != hs[j] {
-			return hs[i] < hs[j]
-		}
-		return seqs[i] < seqs[j]
+
+	// Pass one: keep one entry per (name, kind), the strongest, the first
+	// added among equals, in kind order. Entries are visited in hash
+	// order, so their home buckets never decrease and each goes to the
+	// first free slot at or after its home bucket's first slot; everything
+	// but the key is stored by slot now, the key is packed into hs[m]
+	// (m never passes the entries already read) and its bucket counted.
+	m := 0
+	maxDist := 0
+	next := 0 // the first free slot
+	type winner struct {
+		x int
+		r *shapeRun
 	}
-	// Within each sort bucket: sort by hash, then sequence number (the
-	// order the entries were added in), and keep one entry per (name,
-	// kind): the strongest, the first added among equals, in kind order.
-	for bk := range nsb {
-		start, end := int(dir[bk]), int(dir[bk+1])
-		for i := start + 1; i < end; i++ { // insertion sort: ~4 per bucket
-			for j := i; j > start && less(j, j-1); j-- {
-				hs[j], hs[j-1] = hs[j-1], hs[j]
-				seqs[j], seqs[j-1] = seqs[j-1], seqs[j]
-				if tOff != nil {
-					tOff[j], tOff[j-1] = tOff[j-1], tOff[j]
-				}
-			}
+	for i := 0; i < n; {
+		h := hs[i]
+		j := i + 1
+		for j < n && hs[j] == h {
+			j++
 		}
-		for i := start; i < end; {
-			// Run of equal hashes: one winner per kind, in kind order.
-			h := hs[i]
-			j := i + 1
-			for j < end && hs[j] == h {
-				j++
-			}
-			home := int(l.home(h))
-			for k := kindSub; k <= kindWild; k++ {
-				best := -1
-				var bestRun *shapeRun
-				for x := i; x < j; x++ {
-					r := runOf(seqs[x])
-					sh := &b.shapes[r.id]
-					if sh.kind != k {
-						continue
-					}
-					if best < 0 || rank(sh.action, sh.important) > rank(shapeOf(best).action, shapeOf(best).important) {
-						best, bestRun = x, r
-					}
-				}
-				if best < 0 {
+		var wins [kindWild + 1]winner
+		nwin := 0
+		for k := kindSub; k <= kindWild; k++ {
+			best := -1
+			var bestRun *shapeRun
+			for x := i; x < j; x++ {
+				r := runOf(seqs[x])
+				sh := &b.shapes[r.id]
+				if sh.kind != k {
 					continue
 				}
-				next = max(next, home*slotsPerBucket)
-				if next == len(keys) { // the last buckets spilled past the end
-					keys = growKeys(keys, len(keys)+slotsPerBucket)
-					l.sids.grow(len(keys))
+				if best < 0 || rank(sh.action, sh.important) > rank(shapeOf(best).action, shapeOf(best).important) {
+					best, bestRun = x, r
 				}
-				slot := uint32(next)
-				maxDist = max(maxDist, next/slotsPerBucket-home)
-				next++
-				line := uint64(seqs[best] - bestRun.base)
-				if line >= lineMask {
-					if l.bigLines == nil {
-						l.bigLines = map[uint32]int{}
-					}
-					l.bigLines[slot] = int(line)
-					line = lineMask
-				}
-				keys[slot] = fingerprint(h)<<lineBits | line
-				l.bloom[bloomWord(h, nw)] |= bloomMask(h)
-				l.sids.set(slot, bestRun.id)
-				if l.ruleOff != nil {
-					// Empty slots before this one get empty rules.
-					for len(l.ruleOff) <= int(slot) {
-						l.ruleOff = append(l.ruleOff, uint32(len(rules)))
-					}
-					if t := tOff[best]; t != noText {
-						sh := &b.shapes[bestRun.id]
-						rules = append(rules, sh.pre...)
-						rules = append(rules, text[t+1:t+1+uint32(text[t])]...)
-						rules = append(rules, sh.post...)
-					}
-				}
-				l.n++
 			}
-			i = j
+			if best >= 0 {
+				wins[nwin] = winner{best, bestRun}
+				nwin++
+			}
 		}
+		home := int(l.home(h))
+		for _, w := range wins[:nwin] {
+			next = max(next, home*slotsPerBucket)
+			if next == nslots { // the last buckets spilled past the end
+				nslots += slotsPerBucket
+				l.sids.grow(nslots)
+			}
+			slot := uint32(next)
+			maxDist = max(maxDist, next/slotsPerBucket-home)
+			next++
+			line := uint64(seqs[w.x] - w.r.base)
+			if line >= lineMask {
+				if l.bigLines == nil {
+					l.bigLines = map[uint32]int{}
+				}
+				l.bigLines[slot] = int(line)
+				line = lineMask
+			}
+			l.sids.set(slot, w.r.id)
+			if l.ruleOff != nil {
+				// Empty slots before this one get empty rules.
+				for len(l.ruleOff) <= int(slot) {
+					l.ruleOff = append(l.ruleOff, uint32(len(rules)))
+				}
+				if t := tOff[w.x]; t != noText {
+					sh := &b.shapes[w.r.id]
+					rules = append(rules, sh.pre...)
+					rules = append(rules, text[t+1:t+1+uint32(text[t])]...)
+					rules = append(rules, sh.post...)
+				}
+			}
+			hs[m] = fingerprint(h)<<lineBits | line
+			m++
+			homes[home]++
+			bloom[bloomWord(h, uint64(nw))] |= bloomMask(h)
+		}
+		i = j
 	}
-	hs, seqs, tOff, text, dir = nil, nil, nil, nil, nil
+	seqs, tOff, text = nil, nil, nil
+	l.n = m
 	if l.ruleOff != nil {
-		for len(l.ruleOff) <= len(keys) {
+		for len(l.ruleOff) <= nslots {
 			l.ruleOff = append(l.ruleOff, uint32(len(rules)))
 		}
 		l.ruleOff = slices.Clip(l.ruleOff)
 		l.rules = string(rules)
 	}
-	l.keys = keys
+
+	// Pass two: the prefilter at the front of dst, the table from the
+	// next 64-byte boundary. In place, dst is buf and the keys are first
+	// moved to its end, out of the way of the table's front (see placeKeys
+	// for why the table never overwrites a key not yet placed).
+	dst, t0, src := buf, alignedIndex(buf, nw), hs[:m]
+	if l.inPlace = inPlace && t0+nslots <= len(buf); l.inPlace {
+		src = buf[len(buf)-m:]
+		copy(src, hs[:m])
+	} else {
+		dst = make([]uint64, nw+7+nslots)
+		t0 = alignedIndex(dst, nw)
+	}
+	buf, hs = nil, nil
+	l.bloom = dst[:nw:nw]
+	copy(l.bloom, bloom)
+	l.keys = placeKeys(dst, t0, nslots, homes, src)
 	l.span = (maxDist + 1) * slotsPerBucket
 	l.finish(b)
 	return l
+}
+
+// placeKeys is Build's second pass: it writes the table, nslots keys,
+// to dst from index t0 on and returns it. src holds the keys in hash
+// order, homes[bk] of them for bucket bk; each goes to the first free slot
+// at or after its bucket's first (nslots leaves room for every one, as
+// Build's first pass made sure).
+//
+// src may be the last len(src) words of dst[:t0+nslots] (or of a longer
+// dst): slots are written in increasing order, and slots are distinct and
+// below nslots, so when the k-th key (from 1) goes to slot s, the
+// len(src)-k keys after it still need slots above s: s < nslots-(len(src)-k),
+// so t0+s lies before src[k], the first key not yet read. The gaps cleared
+// on the way lie below s too.
+func placeKeys(dst []uint64, t0, nslots int, homes []uint32, src []uint64) []uint64 {
+	keys := dst[t0 : t0+nslots : t0+nslots]
+	rd, done := 0, 0 // src[rd] is the next key; keys[:done] are written
+	for bk, c := range homes {
+		for ; c > 0; c-- {
+			slot := max(done, bk*slotsPerBucket)
+			clear(keys[done:slot])
+			keys[slot] = src[rd]
+			rd++
+			done = slot + 1
+		}
+	}
+	clear(keys[done:])
+	return keys
 }
 
 // finish sets the list-wide summaries and resets b.
@@ -689,23 +793,14 @@ func fingerprint(h uint64) uint64 {
 	return fp
 }
 
-// alignedKeys returns n zeroed keys starting on a 64-byte boundary, so
-// each bucket of slotsPerBucket keys is exactly one cache line.
-func alignedKeys(n int) []uint64 {
-	const lineWords = 64 / 8
-	buf := make([]uint64, n+lineWords-1)
-	off := 0
-	if r := uintptr(unsafe.Pointer(unsafe.SliceData(buf))) % 64; r != 0 {
-		off = int(64-r) / 8
+// alignedIndex returns the first index at or after i of a word of buf
+// that starts on a 64-byte boundary (buf needs 7 words of slack), so that
+// each bucket of slotsPerBucket keys from there is exactly one cache line.
+func alignedIndex(buf []uint64, i int) int {
+	if r := (uintptr(unsafe.Pointer(unsafe.SliceData(buf))) + uintptr(i)*8) % 64; r != 0 {
+		i += int(64-r) / 8
 	}
-	return buf[off : off+n : off+n]
-}
-
-// growKeys returns keys extended to n slots, still 64-byte aligned.
-func growKeys(keys []uint64, n int) []uint64 {
-	k := alignedKeys(n)
-	copy(k, keys)
-	return k
+	return i
 }
 
 // sortBuckets orders the (hash, sequence number) pairs by the top bits of the hash
