@@ -49,10 +49,15 @@ type udpLoop struct {
 	served   atomic.Uint64
 	min      int32
 	stop     chan struct{}
+	// handoff passes batch remainders to idle workers (unbuffered: a send
+	// succeeds only when a worker is waiting).
+	handoff chan []udpPacket
+	workers atomic.Int32
 }
 
 func newUDPLoop(s *Server, conn *net.UDPConn) *udpLoop {
-	l := &udpLoop{s: s, conn: conn, local: conn.LocalAddr(), min: int32(runtime.GOMAXPROCS(0)), stop: make(chan struct{})}
+	l := &udpLoop{s: s, conn: conn, local: conn.LocalAddr(), min: int32(runtime.GOMAXPROCS(0)), stop: make(chan struct{}),
+		handoff: make(chan []udpPacket)}
 	growReadBuffer(conn)
 	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok && ua.IP.IsUnspecified() {
 		// Ask for the destination address of each packet, to answer from it.
@@ -205,12 +210,47 @@ func (l *udpLoop) drain(w *udpWriter) {
 	}
 }
 
-// serveDetached serves packets handed off by a reader whose handler went
-// to wait on an upstream; its replies are sent one by one.
-func (l *udpLoop) serveDetached(pkts []udpPacket) {
+// handOff gives pkts, the unserved rest of a batch whose reader is about
+// to wait on an upstream, to an idle worker, or to a new one. Workers keep
+// their goroutine (and so its grown stack) for workerIdle after their last
+// hand-off: a goroutine per miss spent more growing its stack than on the
+// miss. At maxReaders workers, the reader waits for one to be free.
+func (l *udpLoop) handOff(pkts []udpPacket) {
+	select {
+	case l.handoff <- pkts:
+		return
+	default:
+	}
+	if l.workers.Add(1) <= maxReaders {
+		go l.worker(pkts)
+		return
+	}
+	l.workers.Add(-1)
+	l.handoff <- pkts
+}
+
+// workerIdle is how long a hand-off worker waits for more work.
+const workerIdle = 10 * time.Second
+
+// worker serves handed-off packets, replying one by one, until it has been
+// idle for workerIdle or the listener stops.
+func (l *udpLoop) worker(pkts []udpPacket) {
+	defer l.workers.Add(-1)
 	w := l.newWriter(nil)
-	w.queue = pkts
-	l.drain(w)
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		w.queue = pkts
+		l.drain(w)
+		idle.Reset(workerIdle)
+		select {
+		case pkts = <-l.handoff:
+		case <-idle.C:
+			return
+		case <-l.stop:
+			return
+		}
+	}
 }
 
 // replyOOB turns the control message of a received packet into the one
@@ -347,7 +387,7 @@ func (w *udpWriter) beforeWait() {
 		}
 	}
 	w.queue = nil
-	go w.loop.serveDetached(rest)
+	w.loop.handOff(rest)
 }
 
 // writeHeaderOnly answers with just a header: the query's ID and opcode,
