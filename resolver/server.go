@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -114,19 +115,12 @@ func (s *Server) Start(ctx context.Context) error {
 	defer s.mu.Unlock()
 	var lc net.ListenConfig
 	for _, addr := range s.cfg.Listen {
-		pc, err := lc.ListenPacket(ctx, "udp", addr)
+		pc, l, err := listenPair(ctx, &lc, addr)
 		if err != nil {
 			s.closeLocked()
-			return fmt.Errorf("listen udp %s: %w", addr, err)
+			return err
 		}
-		// TCP on the port UDP actually got, so ":0" gives one port for both.
-		tcpAddr := pc.LocalAddr().String()
-		l, err := lc.Listen(ctx, "tcp", tcpAddr)
-		if err != nil {
-			pc.Close()
-			s.closeLocked()
-			return fmt.Errorf("listen tcp %s: %w", tcpAddr, err)
-		}
+		tcpAddr := l.Addr().String()
 		s.addrs = append(s.addrs, pc.LocalAddr())
 		if s.cfg.ProxyProtocol && len(s.cfg.TrustedForwarders) > 0 {
 			l = &proxyListener{Listener: l, trusted: s.cfg.TrustedForwarders, timeout: s.cfg.TCPIdleTimeout}
@@ -158,6 +152,29 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.ready.Store(true)
 	return nil
+}
+
+// listenPair opens UDP and TCP on addr. TCP takes the port UDP actually
+// got, so ":0" gives one port for both; as that port may be taken for TCP
+// (a client connection's ephemeral port), a ":0" address is retried on
+// another port a few times.
+func listenPair(ctx context.Context, lc *net.ListenConfig, addr string) (net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	for attempt := 0; ; attempt++ {
+		pc, err := lc.ListenPacket(ctx, "udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen udp %s: %w", addr, err)
+		}
+		tcpAddr := pc.LocalAddr().String()
+		l, err := lc.Listen(ctx, "tcp", tcpAddr)
+		if err == nil {
+			return pc, l, nil
+		}
+		pc.Close()
+		if port != "0" || attempt == 9 || !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, nil, fmt.Errorf("listen tcp %s: %w", tcpAddr, err)
+		}
+	}
 }
 
 // serve runs srv in the background and returns once it is serving, so

@@ -165,6 +165,7 @@ type Cache struct {
 	wg     sync.WaitGroup
 
 	joined func() // test hook: called each time a Resolve joins a flight
+	missed func() // test hook: called after a cache miss, before the join
 }
 
 // call is one in-flight upstream exchange shared by every Resolve (and at
@@ -244,6 +245,9 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 	}
 
 	query.BeforeWait(ctx)
+	if c.missed != nil {
+		c.missed()
+	}
 	cl, leader, err := c.join(ctx, k)
 	inline := leader && ctx.Done() == nil
 	switch {
@@ -252,9 +256,9 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 		// is never cancelled) runs the exchange itself: its goroutine
 		// already has the stack the exchange needs, and a goroutine per
 		// miss spent more growing its stack than the handoff saved.
-		c.run(k, cl)
+		c.run(k, cl, true)
 	case leader:
-		go c.run(k, cl)
+		go c.run(k, cl, true)
 	}
 	switch {
 	case err != nil:
@@ -354,10 +358,20 @@ func (c *Cache) join(ctx context.Context, k key) (cl *call, leader bool, err err
 }
 
 // run performs the upstream exchange of cl, stores a cacheable reply and
-// releases the waiters.
-func (c *Cache) run(k key, cl *call) {
+// releases the waiters. With recheck (a miss, not a prefetch) it first looks
+// for a fresh entry: one stored by an exchange that ended between the
+// caller's cache lookup and its join is used instead of asking again.
+func (c *Cache) run(k key, cl *call, recheck bool) {
 	defer c.wg.Done()
 	defer cl.cancel()
+	if e, ok := c.lru.Peek(k); recheck && ok && c.now().Before(e.expires) {
+		cl.e = e
+		c.mu.Lock()
+		delete(c.calls, k)
+		c.mu.Unlock()
+		close(cl.done)
+		return
+	}
 	m := upstreamQuery(k)
 	resp, up, err := c.next.Exchange(cl.ctx, m)
 	cl.upstream = up
@@ -424,7 +438,7 @@ func (c *Cache) prefetch(ctx context.Context, k key) {
 		return
 	}
 	if leader {
-		go c.run(k, cl)
+		go c.run(k, cl, false)
 	}
 	c.m.prefetches.Inc()
 }

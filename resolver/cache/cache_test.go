@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsvalve/dnsvalve/resolver/query"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
@@ -312,6 +313,34 @@ func chainOwners(n int) []string {
 		out = append(out, "c"+strconv.Itoa(i)+".example./CNAME")
 	}
 	return out
+}
+
+// A miss whose flight ends between its cache lookup and its join uses
+// the entry that flight stored instead of asking the upstream again.
+func TestMissAfterFlightEndedUsesStoredEntry(t *testing.T) {
+	up := &fakeUpstream{reply: answerWith(t, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil)}
+	c := newTestCache(t, DefaultConfig(), up)
+	first := true
+	c.missed = func() {
+		if !first {
+			return
+		}
+		first = false
+		// This caller missed; before it joins, another resolves the name.
+		if _, status, _, err := c.Resolve(context.Background(), newQuery("a.example.", dns.TypeA, false, false)); err != nil || status != query.CacheMiss {
+			t.Fatalf("inner resolve: status %v err %v", status, err)
+		}
+	}
+	resp, status, _, err := c.Resolve(context.Background(), newQuery("a.example.", dns.TypeA, false, false))
+	if err != nil || len(resp.Answer) != 1 {
+		t.Fatalf("resolve: %v %v", resp, err)
+	}
+	if status != query.CacheMiss {
+		t.Errorf("status %v, want miss", status)
+	}
+	if n := up.n.Load(); n != 1 {
+		t.Errorf("upstream called %d times, want 1", n)
+	}
 }
 
 func TestCoalescing(t *testing.T) {
