@@ -106,6 +106,12 @@ func dropUDP(tb testing.TB) string {
 // (in order) for each query.
 func rawUDP(tb testing.TB, fn func(q *dns.Msg) [][]byte) string {
 	tb.Helper()
+	return rawUDPFrom(tb, func(q *dns.Msg, _ *net.UDPAddr) [][]byte { return fn(q) })
+}
+
+// rawUDPFrom is rawUDP with the query's source address passed to fn.
+func rawUDPFrom(tb testing.TB, fn func(q *dns.Msg, from *net.UDPAddr) [][]byte) string {
+	tb.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("listen udp: %v", err)
@@ -123,7 +129,7 @@ func rawUDP(tb testing.TB, fn func(q *dns.Msg) [][]byte) string {
 			if q.Unpack(buf[:n]) != nil {
 				continue
 			}
-			for _, b := range fn(q) {
+			for _, b := range fn(q, from.(*net.UDPAddr)) {
 				_, _ = pc.WriteTo(b, from)
 			}
 		}

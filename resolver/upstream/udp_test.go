@@ -23,34 +23,13 @@ type portRecorder struct {
 func newPortRecorder(tb testing.TB, reply func(i int, q *dns.Msg) [][]byte) *portRecorder {
 	tb.Helper()
 	pr := &portRecorder{}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("listen udp: %v", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			q := new(dns.Msg)
-			if q.Unpack(buf[:n]) != nil {
-				continue
-			}
-			pr.mu.Lock()
-			i := len(pr.ports)
-			pr.ports = append(pr.ports, from.(*net.UDPAddr).Port)
-			pr.mu.Unlock()
-			for _, b := range reply(i, q) {
-				_, _ = pc.WriteTo(b, from)
-			}
-		}
-	}()
-	tb.Cleanup(func() { pc.Close(); <-done })
-	pr.addr = pc.LocalAddr().String()
+	pr.addr = rawUDPFrom(tb, func(q *dns.Msg, from *net.UDPAddr) [][]byte {
+		pr.mu.Lock()
+		i := len(pr.ports)
+		pr.ports = append(pr.ports, from.Port)
+		pr.mu.Unlock()
+		return reply(i, q)
+	})
 	return pr
 }
 
