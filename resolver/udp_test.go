@@ -17,24 +17,8 @@ import (
 // readers are started so other queries are still read and answered; once
 // the pool has not been short for shrinkAfter, the extra readers leave.
 func TestUDPReaderPool(t *testing.T) {
-	release := make(chan struct{})
 	arrived := make(chan struct{}, 64)
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(unblock)
-	h := HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
-		if req.Msg.Question[0].Name == "slow.test." {
-			query.BeforeWait(ctx) // as the cache does before an upstream exchange
-			arrived <- struct{}{}
-			<-release
-		}
-		return rcodeReply(req.Msg, dns.RcodeSuccess), nil
-	})
-	s := NewServer(ServerConfig{Listen: []string{"127.0.0.1:0"}}, h, nil, nil, nil, nil)
-	if err := s.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unblock(); _ = s.Shutdown(context.Background()) })
+	s, unblock := startSlowServer(t, arrived)
 	addr := s.Addrs()[0].String()
 	loop := s.loops[0]
 	min := loop.readers.Load()
@@ -87,22 +71,7 @@ func TestUDPReaderPool(t *testing.T) {
 // (calling query.BeforeWait, as the cache does), the others are answered
 // while it still waits.
 func TestUDPBatchSlowQueryDoesNotDelayOthers(t *testing.T) {
-	release := make(chan struct{})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	h := HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
-		if req.Msg.Question[0].Name == "slow.test." {
-			query.BeforeWait(ctx)
-			<-release
-		}
-		return rcodeReply(req.Msg, dns.RcodeSuccess), nil
-	})
-	s := NewServer(ServerConfig{Listen: []string{"127.0.0.1:0"}}, h, nil, nil, nil, nil)
-	if err := s.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	// Release the slow query before shutting down, which waits for it.
-	t.Cleanup(func() { unblock(); _ = s.Shutdown(context.Background()) })
+	s, unblock := startSlowServer(t, nil)
 	conn, err := net.Dial("udp", s.Addrs()[0].String())
 	if err != nil {
 		t.Fatal(err)
@@ -152,4 +121,31 @@ func TestUDPBatchSlowQueryDoesNotDelayOthers(t *testing.T) {
 	if err := r.Unpack(buf[:n]); err != nil || r.Id != 0 {
 		t.Fatalf("after release got id %d (%v), want the slow answer", r.Id, err)
 	}
+}
+
+// startSlowServer starts a UDP+TCP server on loopback whose handler answers
+// "slow.test." only once unblock is called: like a cache miss, it calls
+// query.BeforeWait first, then signals arrived (when not nil). Everything
+// else is answered at once. Cleanup unblocks before shutting down, which
+// waits for the slow queries.
+func startSlowServer(t *testing.T, arrived chan<- struct{}) (s *Server, unblock func()) {
+	t.Helper()
+	release := make(chan struct{})
+	unblock = sync.OnceFunc(func() { close(release) })
+	h := HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
+		if req.Msg.Question[0].Name == "slow.test." {
+			query.BeforeWait(ctx) // as the cache does before an upstream exchange
+			if arrived != nil {
+				arrived <- struct{}{}
+			}
+			<-release
+		}
+		return rcodeReply(req.Msg, dns.RcodeSuccess), nil
+	})
+	s = NewServer(ServerConfig{Listen: []string{"127.0.0.1:0"}}, h, nil, nil, nil, nil)
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unblock(); _ = s.Shutdown(context.Background()) })
+	return s, unblock
 }
