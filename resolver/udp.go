@@ -34,8 +34,12 @@ const (
 	// shrinkAfter is how long after the last moment every reader was busy
 	// the extra readers leave.
 	shrinkAfter = 30 * time.Second
-	// watchTick is how often the pool checks whether every reader is stuck.
-	watchTick = time.Millisecond
+	// watchTick is how often the pool checks whether every reader is stuck
+	// while some reader waits on an upstream; watchSlowTick when none has
+	// for watchCalmTicks ticks.
+	watchTick      = time.Millisecond
+	watchSlowTick  = 100 * time.Millisecond
+	watchCalmTicks = 100
 )
 
 type udpLoop struct {
@@ -53,11 +57,19 @@ type udpLoop struct {
 	// succeeds only when a worker is waiting).
 	handoff chan []udpPacket
 	workers atomic.Int32
+	// waiting counts readers waiting on an upstream in their batch; wake
+	// (buffered) tells the watcher to tick fast again.
+	waiting atomic.Int32
+	wake    chan struct{}
+	// calmTicks is watchCalmTicks (tests lower it); onWatchMode, when set
+	// (tests), sees each change of the watcher's pace.
+	calmTicks   int
+	onWatchMode func(fast bool)
 }
 
 func newUDPLoop(s *Server, conn *net.UDPConn) *udpLoop {
 	l := &udpLoop{s: s, conn: conn, local: conn.LocalAddr(), min: int32(runtime.GOMAXPROCS(0)), stop: make(chan struct{}),
-		handoff: make(chan []udpPacket)}
+		handoff: make(chan []udpPacket), wake: make(chan struct{}, 1), calmTicks: watchCalmTicks}
 	growReadBuffer(conn)
 	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok && ua.IP.IsUnspecified() {
 		// Ask for the destination address of each packet, to answer from it.
@@ -81,14 +93,30 @@ func (l *udpLoop) start() {
 // read. It does not react to readers that are merely busy with fast
 // answers: an extra reader there only contends for the socket's read lock
 // and adds a scheduler wake-up per packet.
+//
+// It ticks every watchTick only while a reader waits on an upstream (see
+// udpWriter.beforeWait, which wakes it) and for a short while after;
+// otherwise every watchSlowTick, which still catches a handler that waits
+// without saying so, so an idle or all-hits server is not woken a
+// thousand times a second.
 func (l *udpLoop) watch() {
 	t := time.NewTicker(watchTick)
 	defer t.Stop()
 	last := l.served.Load()
+	fast, calm := true, 0
 	for {
 		select {
 		case <-l.stop:
 			return
+		case <-l.wake:
+			if !fast {
+				fast, calm = true, 0
+				t.Reset(watchTick)
+				if l.onWatchMode != nil {
+					l.onWatchMode(true)
+				}
+			}
+			continue
 		case <-t.C:
 		}
 		served := l.served.Load()
@@ -99,6 +127,18 @@ func (l *udpLoop) watch() {
 			}
 		}
 		last = served
+		switch {
+		case l.waiting.Load() > 0:
+			calm = 0
+		case fast:
+			if calm++; calm >= l.calmTicks {
+				fast = false
+				t.Reset(watchSlowTick)
+				if l.onWatchMode != nil {
+					l.onWatchMode(false)
+				}
+			}
+		}
 	}
 }
 
@@ -159,6 +199,10 @@ func (l *udpLoop) reader() {
 		w.queue, w.borrowed = pkts, true
 		l.drain(w)
 		w.flush()
+		if w.waited {
+			w.waited = false
+			l.waiting.Add(-1)
+		}
 		l.served.Add(uint64(len(pkts)))
 		l.busy.Add(-1)
 		// A reader beyond the minimum leaves once the pool has not been
@@ -316,6 +360,7 @@ type udpWriter struct {
 	// borrowed says their bytes are the reader's buffers.
 	queue    []udpPacket
 	borrowed bool
+	waited   bool            // this reader waited on an upstream in its current batch
 	ctx      context.Context // carries beforeWait
 }
 
@@ -376,6 +421,14 @@ func (w *udpWriter) flush() {
 // served go to a goroutine of their own instead of waiting behind this one.
 func (w *udpWriter) beforeWait() {
 	w.flush()
+	if w.out != nil && !w.waited { // a reader: the watcher must watch it
+		w.waited = true
+		w.loop.waiting.Add(1)
+		select {
+		case w.loop.wake <- struct{}{}:
+		default:
+		}
+	}
 	if len(w.queue) == 0 {
 		return
 	}
