@@ -47,7 +47,7 @@ func rank(a Action, important bool) int {
 // maxEntries is the most entries one List can hold (32-bit slot numbers
 // keep the matcher compact, and the table has ~1.33 slots per entry);
 // further entries are dropped.
-const maxEntries = 3 << 30
+const maxEntries = min(3<<30, math.MaxInt) // and what an int holds on 32-bit platforms
 
 // Entry key layout: the top fpBits hold the low fpBits of the name hash
 // (the fingerprint; the bucket comes from the top bits), the low lineBits
@@ -176,7 +176,7 @@ func (b *Builder) source(s string) uint32 {
 // kept, so name may alias a buffer the caller reuses.
 func (b *Builder) add(src uint32, line int, k kind, a Action, important bool, pre, name, post string) {
 	decorated := pre != "" || post != ""
-	if len(b.hashes) >= maxEntries || (decorated && len(b.text)+len(name)+1 > 1<<32-2) {
+	if len(b.hashes) >= maxEntries || (decorated && uint64(len(b.text))+uint64(len(name))+1 > 1<<32-2) {
 		b.dropped++
 		return
 	}
