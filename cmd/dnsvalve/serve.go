@@ -491,6 +491,7 @@ func (a *app) forgetUpstreams(prev, next *upstream.Group) {
 		a.upm.Errors.DeletePartialMatch(l)
 		a.upm.Duration.DeletePartialMatch(l)
 		a.upm.InvalidResponses.DeletePartialMatch(l)
+		a.upm.SocketsOpened.DeletePartialMatch(l)
 	}
 }
 

@@ -11,6 +11,7 @@ type Metrics struct {
 	Duration         *prometheus.HistogramVec // dnsvalve_upstream_request_duration_seconds{upstream}
 	Healthy          *prometheus.GaugeVec     // dnsvalve_upstream_healthy{upstream}
 	InvalidResponses *prometheus.CounterVec   // dnsvalve_upstream_invalid_responses_total{upstream}
+	SocketsOpened    *prometheus.CounterVec   // dnsvalve_upstream_udp_sockets_opened_total{upstream}
 	Overloaded       prometheus.Counter       // dnsvalve_upstream_overloaded_total
 }
 
@@ -40,13 +41,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: ns, Subsystem: sub, Name: "invalid_responses_total",
 			Help: "Upstream replies discarded because they did not match the query (ID, question) or did not parse.",
 		}, []string{"upstream"}),
+		SocketsOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "udp_sockets_opened_total",
+			Help: "UDP sockets opened for udp:// upstreams; against requests_total it shows how often a pooled socket was reused (upstream.udp_socket_lifetime).",
+		}, []string{"upstream"}),
 		Overloaded: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "overloaded_total",
 			Help: "Queries rejected because the concurrent upstream query limit was reached.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Requests, m.Errors, m.Duration, m.Healthy, m.InvalidResponses, m.Overloaded)
+		reg.MustRegister(m.Requests, m.Errors, m.Duration, m.Healthy, m.InvalidResponses, m.SocketsOpened, m.Overloaded)
 	}
 	return m
 }

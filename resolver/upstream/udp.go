@@ -44,6 +44,7 @@ type udpUpstream struct {
 	rnd     *randSource
 	pools   *bufPools
 	invalid prometheus.Counter // nil when no Metrics
+	opened  prometheus.Counter // nil when no Metrics
 	raddr   *net.UDPAddr
 	tcp     *streamUpstream // for truncated replies
 
@@ -86,6 +87,7 @@ func newUDP(addr string, server netip.AddrPort, opts Options) *udpUpstream {
 	}
 	if opts.Metrics != nil {
 		u.invalid = opts.Metrics.InvalidResponses.WithLabelValues(addr)
+		u.opened = opts.Metrics.SocketsOpened.WithLabelValues(addr)
 	}
 	// The TCP fallback shares the label, counters and random source.
 	u.tcp = newStream(addr, u.server, nil, opts)
@@ -139,6 +141,9 @@ func (u *udpUpstream) get() (*udpSock, error) {
 	c, err := net.DialUDP("udp", nil, u.raddr)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
+	}
+	if u.opened != nil {
+		u.opened.Inc()
 	}
 	return &udpSock{c: c, born: u.now()}, nil
 }

@@ -117,7 +117,8 @@ func TestUDPSocketReuse(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			pr := newPortRecorder(t, tc.reply(t))
 			clk := &stepClock{t: time.Unix(1_000_000, 0)}
-			u := mustNew(t, "udp://"+pr.addr, Options{Timeout: 200 * time.Millisecond, SocketLifetime: tc.lifetime}).(*udpUpstream)
+			m := NewMetrics(nil)
+			u := mustNew(t, "udp://"+pr.addr, Options{Timeout: 200 * time.Millisecond, SocketLifetime: tc.lifetime, Metrics: m}).(*udpUpstream)
 			u.now = clk.now
 			for i := range 3 {
 				if i > 0 && tc.between != nil {
@@ -135,10 +136,17 @@ func TestUDPSocketReuse(t *testing.T) {
 			if len(ports) != 3 {
 				t.Fatalf("upstream saw %d queries, want 3", len(ports))
 			}
+			opened := 1
 			for i, want := range tc.samePort {
 				if got := ports[i] == ports[i+1]; got != want {
 					t.Errorf("query %d port %d, query %d port %d: same = %v, want %v", i, ports[i], i+1, ports[i+1], got, want)
 				}
+				if !want {
+					opened++
+				}
+			}
+			if got := testutil.ToFloat64(m.SocketsOpened.WithLabelValues(u.String())); got != float64(opened) {
+				t.Errorf("udp_sockets_opened_total = %v, want %d", got, opened)
 			}
 		})
 	}
