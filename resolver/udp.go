@@ -83,7 +83,7 @@ func newUDPLoop(s *Server, conn *net.UDPConn) *udpLoop {
 func (l *udpLoop) start() {
 	for range l.min {
 		l.readers.Add(1)
-		go l.reader()
+		go l.reader(udpBatch)
 	}
 	go l.watch()
 }
@@ -123,7 +123,7 @@ func (l *udpLoop) watch() {
 		if r := l.readers.Load(); l.busy.Load() >= r && served == last && r < maxReaders {
 			l.pressure.Store(time.Now().UnixNano())
 			if l.readers.CompareAndSwap(r, r+1) {
-				go l.reader()
+				go l.reader(1)
 			}
 		}
 		last = served
@@ -162,25 +162,31 @@ type udpPacket struct {
 	oob  []byte
 }
 
-func (l *udpLoop) reader() {
+// reader reads and answers packets, up to slots at a time. The first
+// readers batch udpBatch packets; the extra ones the watcher adds while
+// every reader waits on an upstream read one at a time: their buffers
+// then cost what a single packet needs (about 10 KB, not 180 KB), which
+// matters when an upstream outage makes the pool grow by a thousand
+// readers a second until the upstream timeout releases them.
+func (l *udpLoop) reader(slots int) {
 	oobSize := 0
 	if l.wildcard {
 		oobSize = 128
 	}
-	in, err := newMmsgBatch(l.conn, udpBatch, udpReadBuf, oobSize)
+	in, err := newMmsgBatch(l.conn, slots, udpReadBuf, oobSize)
 	if err != nil {
 		l.s.logger.Error("udp reader", "addr", l.local.String(), "error", err)
 		l.readers.Add(-1)
 		return
 	}
-	out, err := newMmsgBatch(l.conn, udpBatch, udpReplySlot, oobSize)
+	out, err := newMmsgBatch(l.conn, slots, udpReplySlot, oobSize)
 	if err != nil {
 		l.s.logger.Error("udp reader", "addr", l.local.String(), "error", err)
 		l.readers.Add(-1)
 		return
 	}
 	w := l.newWriter(out)
-	pkts := make([]udpPacket, 0, udpBatch)
+	pkts := make([]udpPacket, 0, slots)
 	handled := 0
 	for {
 		if err := in.recv(); err != nil {
