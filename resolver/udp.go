@@ -55,8 +55,9 @@ type udpLoop struct {
 	stop     chan struct{}
 	// handoff passes batch remainders to idle workers (unbuffered: a send
 	// succeeds only when a worker is waiting).
-	handoff chan []udpPacket
-	workers atomic.Int32
+	handoff     chan []udpPacket
+	workers     atomic.Int32
+	idleWorkers atomic.Int32
 	// waiting counts readers waiting on an upstream in their batch; wake
 	// (buffered) tells the watcher to tick fast again.
 	waiting atomic.Int32
@@ -279,8 +280,15 @@ func (l *udpLoop) handOff(pkts []udpPacket) {
 	l.handoff <- pkts
 }
 
-// workerIdle is how long a hand-off worker waits for more work.
-const workerIdle = 10 * time.Second
+// workerIdle is how long a hand-off worker waits for more work, and
+// maxIdleWorkers how many may wait at once: a channel serves its waiting
+// receivers in turn, so under steady hand-offs every idle worker would get
+// work before its timer ran out and a pool grown in a burst (an upstream
+// outage) would never shrink; workers beyond maxIdleWorkers leave at once.
+const (
+	workerIdle     = 10 * time.Second
+	maxIdleWorkers = 64
+)
 
 // worker serves handed-off packets, replying one by one, until it has been
 // idle for workerIdle or the listener stops.
@@ -292,12 +300,19 @@ func (l *udpLoop) worker(pkts []udpPacket) {
 	for {
 		w.queue = pkts
 		l.drain(w)
+		if l.idleWorkers.Add(1) > maxIdleWorkers {
+			l.idleWorkers.Add(-1)
+			return
+		}
 		idle.Reset(workerIdle)
 		select {
 		case pkts = <-l.handoff:
+			l.idleWorkers.Add(-1)
 		case <-idle.C:
+			l.idleWorkers.Add(-1)
 			return
 		case <-l.stop:
+			l.idleWorkers.Add(-1)
 			return
 		}
 	}
