@@ -34,12 +34,8 @@ const (
 	// shrinkAfter is how long after the last moment every reader was busy
 	// the extra readers leave.
 	shrinkAfter = 30 * time.Second
-	// watchTick is how often the pool checks whether every reader is stuck
-	// while some reader waits on an upstream; watchSlowTick when none has
-	// for watchCalmTicks ticks.
-	watchTick      = time.Millisecond
-	watchSlowTick  = 100 * time.Millisecond
-	watchCalmTicks = 100
+	// watchTick is how often the pool checks whether every reader is stuck.
+	watchTick = time.Millisecond
 )
 
 type udpLoop struct {
@@ -55,22 +51,13 @@ type udpLoop struct {
 	stop     chan struct{}
 	// handoff passes batch remainders to idle workers (unbuffered: a send
 	// succeeds only when a worker is waiting).
-	handoff     chan []udpPacket
-	workers     atomic.Int32
-	idleWorkers atomic.Int32
-	// waiting counts readers waiting on an upstream in their batch; wake
-	// (buffered) tells the watcher to tick fast again.
-	waiting atomic.Int32
-	wake    chan struct{}
-	// calmTicks is watchCalmTicks (tests lower it); onWatchMode, when set
-	// (tests), sees each change of the watcher's pace.
-	calmTicks   int
-	onWatchMode func(fast bool)
+	handoff chan []udpPacket
+	workers atomic.Int32
 }
 
 func newUDPLoop(s *Server, conn *net.UDPConn) *udpLoop {
 	l := &udpLoop{s: s, conn: conn, local: conn.LocalAddr(), min: int32(runtime.GOMAXPROCS(0)), stop: make(chan struct{}),
-		handoff: make(chan []udpPacket), wake: make(chan struct{}, 1), calmTicks: watchCalmTicks}
+		handoff: make(chan []udpPacket)}
 	growReadBuffer(conn)
 	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok && ua.IP.IsUnspecified() {
 		// Ask for the destination address of each packet, to answer from it.
@@ -84,7 +71,7 @@ func newUDPLoop(s *Server, conn *net.UDPConn) *udpLoop {
 func (l *udpLoop) start() {
 	for range l.min {
 		l.readers.Add(1)
-		go l.reader(udpBatch)
+		go l.reader()
 	}
 	go l.watch()
 }
@@ -94,52 +81,24 @@ func (l *udpLoop) start() {
 // read. It does not react to readers that are merely busy with fast
 // answers: an extra reader there only contends for the socket's read lock
 // and adds a scheduler wake-up per packet.
-//
-// It ticks every watchTick only while a reader waits on an upstream (see
-// udpWriter.beforeWait, which wakes it) and for a short while after;
-// otherwise every watchSlowTick, which still catches a handler that waits
-// without saying so, so an idle or all-hits server is not woken a
-// thousand times a second.
 func (l *udpLoop) watch() {
 	t := time.NewTicker(watchTick)
 	defer t.Stop()
 	last := l.served.Load()
-	fast, calm := true, 0
 	for {
 		select {
 		case <-l.stop:
 			return
-		case <-l.wake:
-			if !fast {
-				fast, calm = true, 0
-				t.Reset(watchTick)
-				if l.onWatchMode != nil {
-					l.onWatchMode(true)
-				}
-			}
-			continue
 		case <-t.C:
 		}
 		served := l.served.Load()
 		if r := l.readers.Load(); l.busy.Load() >= r && served == last && r < maxReaders {
 			l.pressure.Store(time.Now().UnixNano())
 			if l.readers.CompareAndSwap(r, r+1) {
-				go l.reader(1)
+				go l.reader()
 			}
 		}
 		last = served
-		switch {
-		case l.waiting.Load() > 0:
-			calm = 0
-		case fast:
-			if calm++; calm >= l.calmTicks {
-				fast = false
-				t.Reset(watchSlowTick)
-				if l.onWatchMode != nil {
-					l.onWatchMode(false)
-				}
-			}
-		}
 	}
 }
 
@@ -163,31 +122,25 @@ type udpPacket struct {
 	oob  []byte
 }
 
-// reader reads and answers packets, up to slots at a time. The first
-// readers batch udpBatch packets; the extra ones the watcher adds while
-// every reader waits on an upstream read one at a time: their buffers
-// then cost what a single packet needs (about 10 KB, not 180 KB), which
-// matters when an upstream outage makes the pool grow by a thousand
-// readers a second until the upstream timeout releases them.
-func (l *udpLoop) reader(slots int) {
+func (l *udpLoop) reader() {
 	oobSize := 0
 	if l.wildcard {
 		oobSize = 128
 	}
-	in, err := newMmsgBatch(l.conn, slots, udpReadBuf, oobSize)
+	in, err := newMmsgBatch(l.conn, udpBatch, udpReadBuf, oobSize)
 	if err != nil {
 		l.s.logger.Error("udp reader", "addr", l.local.String(), "error", err)
 		l.readers.Add(-1)
 		return
 	}
-	out, err := newMmsgBatch(l.conn, slots, udpReplySlot, oobSize)
+	out, err := newMmsgBatch(l.conn, udpBatch, udpReplySlot, oobSize)
 	if err != nil {
 		l.s.logger.Error("udp reader", "addr", l.local.String(), "error", err)
 		l.readers.Add(-1)
 		return
 	}
 	w := l.newWriter(out)
-	pkts := make([]udpPacket, 0, slots)
+	pkts := make([]udpPacket, 0, udpBatch)
 	handled := 0
 	for {
 		if err := in.recv(); err != nil {
@@ -206,10 +159,6 @@ func (l *udpLoop) reader(slots int) {
 		w.queue, w.borrowed = pkts, true
 		l.drain(w)
 		w.flush()
-		if w.waited {
-			w.waited = false
-			l.waiting.Add(-1)
-		}
 		l.served.Add(uint64(len(pkts)))
 		l.busy.Add(-1)
 		// A reader beyond the minimum leaves once the pool has not been
@@ -280,15 +229,8 @@ func (l *udpLoop) handOff(pkts []udpPacket) {
 	l.handoff <- pkts
 }
 
-// workerIdle is how long a hand-off worker waits for more work, and
-// maxIdleWorkers how many may wait at once: a channel serves its waiting
-// receivers in turn, so under steady hand-offs every idle worker would get
-// work before its timer ran out and a pool grown in a burst (an upstream
-// outage) would never shrink; workers beyond maxIdleWorkers leave at once.
-const (
-	workerIdle     = 10 * time.Second
-	maxIdleWorkers = 64
-)
+// workerIdle is how long a hand-off worker waits for more work.
+const workerIdle = 10 * time.Second
 
 // worker serves handed-off packets, replying one by one, until it has been
 // idle for workerIdle or the listener stops.
@@ -300,19 +242,12 @@ func (l *udpLoop) worker(pkts []udpPacket) {
 	for {
 		w.queue = pkts
 		l.drain(w)
-		if l.idleWorkers.Add(1) > maxIdleWorkers {
-			l.idleWorkers.Add(-1)
-			return
-		}
 		idle.Reset(workerIdle)
 		select {
 		case pkts = <-l.handoff:
-			l.idleWorkers.Add(-1)
 		case <-idle.C:
-			l.idleWorkers.Add(-1)
 			return
 		case <-l.stop:
-			l.idleWorkers.Add(-1)
 			return
 		}
 	}
@@ -381,7 +316,6 @@ type udpWriter struct {
 	// borrowed says their bytes are the reader's buffers.
 	queue    []udpPacket
 	borrowed bool
-	waited   bool            // this reader waited on an upstream in its current batch
 	ctx      context.Context // carries beforeWait
 }
 
@@ -442,14 +376,6 @@ func (w *udpWriter) flush() {
 // served go to a goroutine of their own instead of waiting behind this one.
 func (w *udpWriter) beforeWait() {
 	w.flush()
-	if w.out != nil && !w.waited { // a reader: the watcher must watch it
-		w.waited = true
-		w.loop.waiting.Add(1)
-		select {
-		case w.loop.wake <- struct{}{}:
-		default:
-		}
-	}
 	if len(w.queue) == 0 {
 		return
 	}

@@ -151,29 +151,6 @@ func startSlowServer(t *testing.T, arrived chan<- struct{}) (s *Server, unblock 
 	return s, unblock
 }
 
-// TestUDPWatcherPace: the pool watcher slows down once no reader has
-// waited on an upstream for calmTicks ticks, and speeds up again as soon
-// as one does (beforeWait wakes it).
-func TestUDPWatcherPace(t *testing.T) {
-	modes := make(chan bool, 4)
-	l := &udpLoop{stop: make(chan struct{}), wake: make(chan struct{}, 1), calmTicks: 2,
-		onWatchMode: func(fast bool) { modes <- fast }}
-	l.readers.Store(maxReaders) // the watcher must not start real readers here
-	go l.watch()
-	defer close(l.stop)
-	if fast := <-modes; fast {
-		t.Fatal("watcher did not slow down while no reader waited")
-	}
-	w := &udpWriter{loop: l, out: &mmsgBatch{}}
-	w.beforeWait()
-	if fast := <-modes; !fast {
-		t.Fatal("watcher did not speed up when a reader started waiting")
-	}
-	if got := l.waiting.Load(); got != 1 {
-		t.Errorf("waiting = %d, want 1", got)
-	}
-}
-
 // TestMmsghdrLayout: mmsghdr must have the kernel's size (the stride of
 // the recvmmsg/sendmmsg array): struct msghdr plus an unsigned int,
 // padded to the struct's alignment.
