@@ -63,25 +63,8 @@ source "$BENCH_DIR/lib.sh"
 # Outer part: install, build, generate data, then re-exec in a fresh netns.
 # ---------------------------------------------------------------------------
 outer() {
-	if ! command -v dnsperf >/dev/null || ! command -v unbound >/dev/null; then
-		log "installing dnsperf and unbound"
-		apt-get update -qq
-		# No service may start (unbound would prime its trust anchor from the internet).
-		local guard=""
-		if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-			printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
-		fi
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf unbound >/dev/null
-		[[ -z $guard ]] || rm -f /usr/sbin/policy-rc.d
-	fi
-	for tool in dnsperf unbound taskset unshare ip awk sort getconf; do
-		command -v "$tool" >/dev/null || die "missing $tool"
-	done
-	[[ $(nproc) -gt $SERVER_CPU && $(nproc) -gt $LOAD_CPU ]] || die "SERVER_CPU/LOAD_CPU not on this machine ($(nproc) CPUs)"
-
-	BENCH_TMP=$(mktemp -d /tmp/dnsvalve-bench.XXXXXX)
-	export BENCH_TMP
-	log "scratch directory $BENCH_TMP"
+	bench_require_tools unbound
+	bench_mktemp
 
 	cd "$REPO"
 	log "building fakeupstream, constserver, gen"

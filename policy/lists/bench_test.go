@@ -97,14 +97,19 @@ func avgLen(names []string) float64 {
 func BenchmarkMatch2M(b *testing.B) {
 	l, names, elapsed, heap := load2M(b)
 	b.Logf("load %v, heap +%.1f MiB", elapsed, float64(heap)/(1<<20))
+	benchMatchSets(b, l, names, 1<<16)
+}
+
+// benchMatchSets runs Match over q queries of each shape (a random listed
+// name under "www.", a name not listed, the first in upper case) as
+// sub-benchmarks; q must be a power of two.
+func benchMatchSets(b *testing.B, l *List, names []string, q int) {
 	r := rand.New(rand.NewPCG(3, 4))
-	const q = 1 << 16
 	hits := make([]string, q)
 	misses := make([]string, q)
 	upper := make([]string, q)
 	for i := range hits {
-		n := names[r.IntN(len(names))]
-		hits[i] = "www." + n + "."
+		hits[i] = "www." + names[r.IntN(len(names))] + "."
 		misses[i] = fmt.Sprintf("miss%d.example%d.com.", i, r.Uint32())
 		upper[i] = strings.ToUpper(hits[i])
 	}
@@ -153,32 +158,7 @@ func BenchmarkMatchCached(b *testing.B) {
 		b.Fatal(err)
 	}
 	l := bl.Build("small", "")
-	r := rand.New(rand.NewPCG(3, 4))
-	const q = 1 << 10
-	hits := make([]string, q)
-	misses := make([]string, q)
-	upper := make([]string, q)
-	for i := range hits {
-		hits[i] = "www." + names[r.IntN(len(names))] + "."
-		misses[i] = fmt.Sprintf("miss%d.example%d.com.", i, r.Uint32())
-		upper[i] = strings.ToUpper(hits[i])
-	}
-	for _, bc := range []struct {
-		name string
-		qs   []string
-		ok   bool
-	}{{"hit", hits, true}, {"miss", misses, false}, {"hit_uppercase", upper, true}} {
-		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				if _, ok := l.Match(bc.qs[i&(q-1)]); ok != bc.ok {
-					b.Fatalf("Match(%q) = %v", bc.qs[i&(q-1)], ok)
-				}
-				i++
-			}
-		})
-	}
+	benchMatchSets(b, l, names, 1<<10)
 }
 
 // BenchmarkLoadFloor measures the memory floor under a hit: the latency
