@@ -131,6 +131,25 @@ reading() {
 	echo "$(proc_kb "$DNSVALVE_PID" VmRSS) $(metric_sum go_goroutines) $(proc_kb "$DNSVALVE_PID" RssAnon) $(proc_kb "$DNSVALVE_PID" RssFile)"
 }
 
+# diag: "heap_inuse_MiB heap_released_MiB cache_entries" right after a
+# forced GC (taken after reading(), so the RSS reading is not changed by it):
+# tells live data from garbage and from memory the runtime has not yet
+# returned to the OS when RSS moves.
+diag() {
+	curl -fsS -o /dev/null "http://$DNSVALVE_HTTP/debug/pprof/heap?gc=1" || true
+	echo "$(metric_sum go_memstats_heap_inuse_bytes | awk '{ printf "%.1f", $1 / 1048576 }') \
+$(metric_sum go_memstats_heap_released_bytes | awk '{ printf "%.1f", $1 / 1048576 }') $(metric_sum dnsvalve_cache_entries)"
+}
+
+# goroutine_summary: the five most common goroutine stacks, as
+# "count function" lines (the innermost frame of this program or of net/http).
+goroutine_summary() {
+	curl -fsS "http://$DNSVALVE_HTTP/debug/pprof/goroutine?debug=1" 2>/dev/null | awk '
+		/^[0-9]+ @/ { n = $1; want = 1; next }
+		want && /^#/ && ($3 ~ /dnsvalve|net\/http|miekg/) { sub(/\+0x[0-9a-f]+$/, "", $3); printf "%6d %s\n", n, $3; want = 0 }
+		/^$/ { if (want && n) printf "%6d %s\n", n, "(runtime only)"; want = 0 }' | sort -rn | head -5
+}
+
 # udp_counter NAME: NAME's value in the Udp: lines of /proc/net/snmp (this namespace).
 udp_counter() {
 	awk -v k="$1" '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1 } else { print $col[k]; exit } }' /proc/net/snmp
@@ -181,6 +200,9 @@ inner() {
 	local rss0 gor0 rss1 gor1 anon0 file0 anon1 file1
 	read -r rss0 gor0 anon0 file0 < <(reading)
 	log "after warm-up: VmRSS $rss0 kB, $gor0 goroutines"
+	local diag0 diag1 gsum0 gsum1
+	diag0=$(diag)
+	gsum0=$(goroutine_summary)
 	# Events between 30 % and 80 % of the run, alternating restart / reload.
 	local n=$((2 * EVENTS)) k at restarts=0 reloads=0 reload_fail=0 events_log=()
 	for ((k = 0; k < n; k++)); do
@@ -215,6 +237,8 @@ inner() {
 	local hwm
 	hwm=$(proc_kb "$DNSVALVE_PID" VmHWM)
 	log "at the end: VmRSS $rss1 kB (VmHWM $hwm), $gor1 goroutines"
+	diag1=$(diag)
+	gsum1=$(goroutine_summary)
 	wait "$perf_pid" || true
 	sleep 1
 	local kdrop=$(($(udp_counter RcvbufErrors) - kdrop0))
@@ -263,6 +287,12 @@ inner() {
 		echo "rss_end_kb               $rss1 (${rss_pct}%; RssAnon $anon1, RssFile $file1; VmHWM $hwm)"
 		echo "goroutines_after_warmup  $gor0"
 		echo "goroutines_end           $gor1"
+		echo "after_gc_warmup          heap_inuse/released MiB, cache entries: $diag0"
+		echo "after_gc_end             heap_inuse/released MiB, cache entries: $diag1"
+		echo "goroutine_stacks_warmup"
+		sed 's/^/    /' <<<"$gsum0"
+		echo "goroutine_stacks_end"
+		sed 's/^/    /' <<<"$gsum1"
 		echo "upstream_restarts        $restarts survived"
 		echo "reloads                  $reloads (dnsvalve_config_reloads_total ok +$reloads_ok, error +$reloads_err; not applied $reload_fail)"
 		echo "querylog_dropped_total   $qdropped"

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,43 +23,87 @@ import (
 //
 // miekg/dns starts a goroutine for every UDP packet; the chain's stack
 // outgrows a new goroutine's initial stack, so every query paid for stack
-// growth (about a fifth of the CPU time of a cache hit). Here each reader
-// goroutine reads a packet and answers it itself, keeping its grown stack
-// and its buffers. While every reader is busy (slow upstreams), one more is
-// started, up to maxReaders; readers beyond the minimum leave again once
-// no reader has been short for shrinkAfter (checked every few packets, so
-// an idle server keeps its readers parked, which costs only their stacks).
+// growth (about a fifth of the CPU time of a cache hit). Here each listener
+// has a pool of goroutines that keep their grown stacks, and a fixed number
+// of read permits (GOMAXPROCS of them): a permit is one reader's buffers (a
+// recvmmsg batch and a sendmmsg batch), and only a goroutine holding one
+// reads the socket. More readers than that would only contend for the
+// socket's read lock and add a scheduler wake-up per packet.
+//
+// A holder reads a batch and serves it itself. When a query of the batch is
+// about to wait on an upstream (query.BeforeWait), the holder sends the
+// replies it has so far and passes its permit on at once, together with the
+// unserved rest of the batch (which still lives in the permit's buffers): to
+// the goroutine of the pool that parked last, or to a new one. So the socket
+// is never left unread while queries wait. Once its query is answered, the
+// goroutine parks. Parked goroutines are woken most recent first, so the
+// ones a load peak left behind find no work and leave after spareIdle.
+//
+// A stage that blocks without calling BeforeWait would still hold a permit
+// while it waits: a watcher adds a permit when every holder has been inside
+// one batch for a whole watchTick, up to maxPermits; the surplus permits go
+// again once no holder has been stuck for shrinkAfter.
 
 const (
 	udpReadBuf = 4096 // queries are small; larger packets are malformed for us
+	// maxReaders bounds a listener's goroutines (holding a permit, waiting
+	// on an upstream, or parked); beyond it, work waits for one to park.
 	maxReaders = 8192
-	// shrinkAfter is how long after the last moment every reader was busy
-	// the extra readers leave.
+	// maxPermits bounds the read permits the watcher adds (each is ~180 KB
+	// of buffers).
+	maxPermits = 256
+	// spareIdle is how long a parked goroutine waits for work before it
+	// leaves.
+	spareIdle = 10 * time.Second
+	// shrinkAfter is how long after the watcher last saw every holder stuck
+	// the permits it added are dropped.
 	shrinkAfter = 30 * time.Second
-	// watchTick is how often the pool checks whether every reader is stuck.
-	watchTick = time.Millisecond
+	// watchTick is how often the watcher checks whether every holder is
+	// stuck. It costs an idle server a wake-up per tick.
+	watchTick = 10 * time.Millisecond
 )
+
+// readPermit is the right to read the listener's socket: one reader's
+// buffers.
+type readPermit struct {
+	in, out *mmsgBatch
+	pkts    []udpPacket // the packets of the batch read last (views of in)
+}
+
+// udpJob is what a goroutine of the pool is woken with: a read permit, or
+// packets to serve, or both (a permit passed on with the rest of its batch,
+// served before the next read).
+type udpJob struct {
+	permit *readPermit
+	pkts   []udpPacket
+}
 
 type udpLoop struct {
 	s        *Server
 	conn     *net.UDPConn
 	local    net.Addr
 	wildcard bool // bound to 0.0.0.0/::: replies need the query's destination as source
-	readers  atomic.Int32
-	busy     atomic.Int32
-	pressure atomic.Int64 // unix nanos of the last time every reader was busy
-	served   atomic.Uint64
+	oobSize  int
 	min      int32
-	stop     chan struct{}
-	// handoff passes batch remainders to idle workers (unbuffered: a send
-	// succeeds only when a worker is waiting).
-	handoff chan []udpPacket
-	workers atomic.Int32
+	// permits is the number of read permits; holdersBusy how many of
+	// their holders are serving a batch (not counting those that passed
+	// their permit on).
+	permits     atomic.Int32
+	holdersBusy atomic.Int32
+	pressure    atomic.Int64 // unix nanos of the last time every holder was stuck
+	served      atomic.Uint64
+	readers     atomic.Int32 // goroutines of the pool
+	spareIdle   atomic.Int64 // nanoseconds; spareIdle but for tests
+	stop        chan struct{}
+
+	mu      sync.Mutex
+	parked  []chan udpJob // parked goroutines' wake-up channels, most recent last
+	pending []udpJob      // jobs that found no goroutine (at maxReaders), first come first served
 }
 
 func newUDPLoop(s *Server, conn *net.UDPConn) *udpLoop {
-	l := &udpLoop{s: s, conn: conn, local: conn.LocalAddr(), min: int32(runtime.GOMAXPROCS(0)), stop: make(chan struct{}),
-		handoff: make(chan []udpPacket)}
+	l := &udpLoop{s: s, conn: conn, local: conn.LocalAddr(), min: int32(runtime.GOMAXPROCS(0)), stop: make(chan struct{})}
+	l.spareIdle.Store(int64(spareIdle))
 	growReadBuffer(conn)
 	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok && ua.IP.IsUnspecified() {
 		// Ask for the destination address of each packet, to answer from it.
@@ -65,22 +111,38 @@ func newUDPLoop(s *Server, conn *net.UDPConn) *udpLoop {
 		err4 := ipv4.NewPacketConn(conn).SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true)
 		l.wildcard = err4 == nil || err6 == nil
 	}
+	if l.wildcard {
+		l.oobSize = 128
+	}
 	return l
 }
 
 func (l *udpLoop) start() {
 	for range l.min {
-		l.readers.Add(1)
-		go l.reader()
+		l.addPermit()
 	}
 	go l.watch()
 }
 
-// watch adds a reader when every reader has been busy for a whole tick
-// without finishing a packet (slow upstreams), so the socket keeps being
-// read. It does not react to readers that are merely busy with fast
-// answers: an extra reader there only contends for the socket's read lock
-// and adds a scheduler wake-up per packet.
+// addPermit creates a read permit and gives it to a goroutine.
+func (l *udpLoop) addPermit() bool {
+	in, err := newMmsgBatch(l.conn, udpBatch, udpReadBuf, l.oobSize)
+	if err == nil {
+		var out *mmsgBatch
+		if out, err = newMmsgBatch(l.conn, udpBatch, udpReplySlot, l.oobSize); err == nil {
+			l.permits.Add(1)
+			l.dispatch(udpJob{permit: &readPermit{in: in, out: out, pkts: make([]udpPacket, 0, udpBatch)}})
+			return true
+		}
+	}
+	l.s.logger.Error("udp reader", "addr", l.local.String(), "error", err)
+	return false
+}
+
+// watch adds a read permit when every holder has been inside one batch for
+// a whole tick without any packet being served: a stage blocked without
+// calling query.BeforeWait. Holders that are merely busy with fast answers
+// finish batches, so they do not count as stuck.
 func (l *udpLoop) watch() {
 	t := time.NewTicker(watchTick)
 	defer t.Stop()
@@ -92,13 +154,92 @@ func (l *udpLoop) watch() {
 		case <-t.C:
 		}
 		served := l.served.Load()
-		if r := l.readers.Load(); l.busy.Load() >= r && served == last && r < maxReaders {
+		if p := l.permits.Load(); p > 0 && l.holdersBusy.Load() >= p && served == last && p < maxPermits {
 			l.pressure.Store(time.Now().UnixNano())
-			if l.readers.CompareAndSwap(r, r+1) {
-				go l.reader()
-			}
+			l.addPermit()
 		}
 		last = served
+	}
+}
+
+// dispatch gives j to the goroutine that parked last, or to a new one; at
+// maxReaders goroutines it queues j for the next one to park.
+func (l *udpLoop) dispatch(j udpJob) {
+	l.mu.Lock()
+	if n := len(l.parked); n > 0 {
+		ch := l.parked[n-1]
+		l.parked[n-1] = nil
+		l.parked = l.parked[:n-1]
+		l.mu.Unlock()
+		ch <- j // buffered: never blocks
+		return
+	}
+	if l.readers.Load() >= maxReaders {
+		l.pending = append(l.pending, j)
+		l.mu.Unlock()
+		return
+	}
+	l.readers.Add(1)
+	l.mu.Unlock()
+	go l.run(j)
+}
+
+// park waits for the next job of this goroutine (wake is its channel). It
+// returns false when none came within spareIdle or the listener stopped:
+// the goroutine has then left the pool.
+func (l *udpLoop) park(wake chan udpJob, idle *time.Timer) (udpJob, bool) {
+	l.mu.Lock()
+	if len(l.pending) > 0 {
+		j := l.pending[0]
+		l.pending[0] = udpJob{}
+		l.pending = l.pending[1:]
+		l.mu.Unlock()
+		return j, true
+	}
+	l.parked = append(l.parked, wake)
+	l.mu.Unlock()
+	idle.Reset(time.Duration(l.spareIdle.Load()))
+	select {
+	case j := <-wake:
+		idle.Stop()
+		return j, true
+	case <-idle.C:
+	case <-l.stop:
+		idle.Stop()
+	}
+	l.mu.Lock()
+	if i := slices.Index(l.parked, wake); i >= 0 {
+		l.parked = slices.Delete(l.parked, i, i+1)
+		l.readers.Add(-1)
+		l.mu.Unlock()
+		return udpJob{}, false
+	}
+	l.mu.Unlock()
+	return <-wake, true // dispatch took this goroutine: its job is on the way
+}
+
+// run is one goroutine of the pool: it does its job, then parks for the
+// next, until it has been idle for spareIdle or the listener stops.
+func (l *udpLoop) run(j udpJob) {
+	w := l.newWriter()
+	wake := make(chan udpJob, 1)
+	idle := time.NewTimer(time.Hour)
+	idle.Stop()
+	for {
+		switch {
+		case j.permit != nil:
+			if !l.read(w, j.permit, j.pkts) {
+				l.readers.Add(-1)
+				return
+			}
+		case len(j.pkts) > 0:
+			w.queue, w.borrowed = j.pkts, false
+			l.drain(w)
+		}
+		var ok bool
+		if j, ok = l.park(wake, idle); !ok {
+			return
+		}
 	}
 }
 
@@ -122,68 +263,61 @@ type udpPacket struct {
 	oob  []byte
 }
 
-func (l *udpLoop) reader() {
-	oobSize := 0
-	if l.wildcard {
-		oobSize = 128
-	}
-	in, err := newMmsgBatch(l.conn, udpBatch, udpReadBuf, oobSize)
-	if err != nil {
-		l.s.logger.Error("udp reader", "addr", l.local.String(), "error", err)
-		l.readers.Add(-1)
-		return
-	}
-	out, err := newMmsgBatch(l.conn, udpBatch, udpReplySlot, oobSize)
-	if err != nil {
-		l.s.logger.Error("udp reader", "addr", l.local.String(), "error", err)
-		l.readers.Add(-1)
-		return
-	}
-	w := l.newWriter(out)
-	pkts := make([]udpPacket, 0, udpBatch)
-	handled := 0
-	for {
-		if err := in.recv(); err != nil {
-			if errors.Is(err, net.ErrClosed) || l.s.stopping.Load() {
-				l.readers.Add(-1)
-				return
+// read reads and serves batches while holding p, starting with pkts when
+// the permit came with the rest of a batch. It returns true when the
+// permit was passed on (or, a surplus one, dropped), false when the
+// listener is closed.
+func (l *udpLoop) read(w *udpWriter, p *readPermit, pkts []udpPacket) bool {
+	for handled := 1; ; handled++ {
+		if len(pkts) == 0 {
+			if err := p.in.recv(); err != nil {
+				if errors.Is(err, net.ErrClosed) || l.s.stopping.Load() {
+					return false
+				}
+				continue
 			}
-			continue
+			p.pkts = p.pkts[:0]
+			for i := range p.in.n {
+				data, from, oob := p.in.packet(i)
+				p.pkts = append(p.pkts, udpPacket{data, from, oob})
+			}
+			pkts = p.pkts
 		}
-		pkts = pkts[:0]
-		for i := range in.n {
-			data, from, oob := in.packet(i)
-			pkts = append(pkts, udpPacket{data, from, oob})
-		}
-		l.busy.Add(1)
-		w.queue, w.borrowed = pkts, true
+		n := len(pkts)
+		l.holdersBusy.Add(1)
+		w.permit, w.out, w.queue, w.borrowed = p, p.out, pkts, true
+		pkts = nil
 		l.drain(w)
+		l.served.Add(uint64(n))
+		if w.permit == nil {
+			return true // passed on in beforeWait
+		}
 		w.flush()
-		l.served.Add(uint64(len(pkts)))
-		l.busy.Add(-1)
-		// A reader beyond the minimum leaves once the pool has not been
-		// short for a while (checked every 64 batches: the clock is cheap
-		// but not free).
-		if handled++; handled&63 == 0 {
-			if r := l.readers.Load(); r > l.min && time.Now().UnixNano()-l.pressure.Load() > int64(shrinkAfter) &&
-				l.readers.CompareAndSwap(r, r-1) {
-				return
+		w.permit, w.out = nil, nil
+		l.holdersBusy.Add(-1)
+		// A permit the watcher added goes once no holder has been stuck
+		// for a while (checked every 64 batches: the clock is cheap but
+		// not free).
+		if handled&63 == 0 {
+			if r := l.permits.Load(); r > l.min && time.Now().UnixNano()-l.pressure.Load() > int64(shrinkAfter) &&
+				l.permits.CompareAndSwap(r, r-1) {
+				return true
 			}
 		}
 	}
 }
 
-// newWriter returns a writer for this listener; out, when set, is where
-// it queues replies to send in batches.
-func (l *udpLoop) newWriter(out *mmsgBatch) *udpWriter {
-	w := &udpWriter{conn: l.conn, local: l.local, loop: l, out: out, buf: make([]byte, 0, 4096)}
+// newWriter returns a writer for this listener. While its goroutine holds
+// a read permit, replies are queued on the permit's send batch.
+func (l *udpLoop) newWriter() *udpWriter {
+	w := &udpWriter{conn: l.conn, local: l.local, loop: l, buf: make([]byte, 0, 4096)}
 	w.ctx = query.WithBeforeWait(context.Background(), w.beforeWait)
 	return w
 }
 
 // drain serves the packets queued on w, in order. A handler that is about
-// to wait on an upstream hands the rest of the queue to a new goroutine
-// (beforeWait), so a cache miss never delays the hits read with it.
+// to wait on an upstream hands the rest of the queue on (beforeWait), so a
+// cache miss never delays the hits read with it.
 func (l *udpLoop) drain(w *udpWriter) {
 	for len(w.queue) > 0 {
 		p := w.queue[0]
@@ -207,49 +341,6 @@ func (l *udpLoop) drain(w *udpWriter) {
 			data = data[hl:]
 		}
 		l.s.servePacket(w, data)
-	}
-}
-
-// handOff gives pkts, the unserved rest of a batch whose reader is about
-// to wait on an upstream, to an idle worker, or to a new one. Workers keep
-// their goroutine (and so its grown stack) for workerIdle after their last
-// hand-off: a goroutine per miss spent more growing its stack than on the
-// miss. At maxReaders workers, the reader waits for one to be free.
-func (l *udpLoop) handOff(pkts []udpPacket) {
-	select {
-	case l.handoff <- pkts:
-		return
-	default:
-	}
-	if l.workers.Add(1) <= maxReaders {
-		go l.worker(pkts)
-		return
-	}
-	l.workers.Add(-1)
-	l.handoff <- pkts
-}
-
-// workerIdle is how long a hand-off worker waits for more work.
-const workerIdle = 10 * time.Second
-
-// worker serves handed-off packets, replying one by one, until it has been
-// idle for workerIdle or the listener stops.
-func (l *udpLoop) worker(pkts []udpPacket) {
-	defer l.workers.Add(-1)
-	w := l.newWriter(nil)
-	idle := time.NewTimer(workerIdle)
-	defer idle.Stop()
-	for {
-		w.queue = pkts
-		l.drain(w)
-		idle.Reset(workerIdle)
-		select {
-		case pkts = <-l.handoff:
-		case <-idle.C:
-			return
-		case <-l.stop:
-			return
-		}
 	}
 }
 
@@ -310,10 +401,13 @@ type udpWriter struct {
 	client netip.AddrPort // who asked: remote, or the PROXY header's source
 	oob    []byte
 	buf    []byte
-	// out, when set, collects replies that flush sends in one sendmmsg.
-	out *mmsgBatch
+	// out, when set, collects replies that flush sends in one sendmmsg:
+	// the send batch of permit, the read permit this writer's goroutine
+	// holds (nil when it holds none).
+	out    *mmsgBatch
+	permit *readPermit
 	// queue holds the packets of the current batch not yet served;
-	// borrowed says their bytes are the reader's buffers.
+	// borrowed says their bytes are the permit's buffers.
 	queue    []udpPacket
 	borrowed bool
 	ctx      context.Context // carries beforeWait
@@ -373,21 +467,31 @@ func (w *udpWriter) flush() {
 
 // beforeWait runs when a stage is about to wait on an upstream: the
 // replies queued so far leave now, and the packets of the batch not yet
-// served go to a goroutine of their own instead of waiting behind this one.
+// served go to another goroutine instead of waiting behind this one; a
+// read permit goes with them, so the socket is read while this one waits.
 func (w *udpWriter) beforeWait() {
 	w.flush()
-	if len(w.queue) == 0 {
+	rest := w.queue
+	w.queue = nil
+	if p := w.permit; p != nil {
+		// rest still lives in p's buffers, which the next holder serves
+		// before it reads into them again.
+		w.permit, w.out = nil, nil
+		w.loop.holdersBusy.Add(-1)
+		w.loop.dispatch(udpJob{permit: p, pkts: rest})
 		return
 	}
-	rest := w.queue
-	if w.borrowed {
-		rest = make([]udpPacket, len(w.queue))
-		for i, p := range w.queue {
-			rest[i] = udpPacket{data: bytes.Clone(p.data), from: p.from, oob: bytes.Clone(p.oob)}
-		}
+	if len(rest) == 0 {
+		return
 	}
-	w.queue = nil
-	w.loop.handOff(rest)
+	if w.borrowed {
+		cl := make([]udpPacket, len(rest))
+		for i, p := range rest {
+			cl[i] = udpPacket{data: bytes.Clone(p.data), from: p.from, oob: bytes.Clone(p.oob)}
+		}
+		rest = cl
+	}
+	w.loop.dispatch(udpJob{pkts: rest})
 }
 
 // writeHeaderOnly answers with just a header: the query's ID and opcode,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -14,15 +15,18 @@ import (
 	"github.com/dnsvalve/dnsvalve/resolver/query"
 )
 
-// TestUDPReaderPool: while every reader is stuck on a slow query, new
-// readers are started so other queries are still read and answered; once
-// the pool has not been short for shrinkAfter, the extra readers leave.
+// TestUDPReaderPool: a query about to wait on an upstream passes its read
+// permit on, so while 30 slow ones wait, other queries are still read and
+// answered, by as many read permits as before (the pool's goroutines grow,
+// not its readers); once the slow ones are answered, the goroutines they
+// held park and, idle for spareIdle, leave.
 func TestUDPReaderPool(t *testing.T) {
 	arrived := make(chan struct{}, 64)
 	s, unblock := startSlowServer(t, arrived)
 	addr := s.Addrs()[0].String()
 	loop := s.loops[0]
-	min := loop.readers.Load()
+	permits := loop.permits.Load()
+	loop.spareIdle.Store(int64(time.Millisecond))
 
 	const slow = 30
 	var wg sync.WaitGroup
@@ -33,37 +37,148 @@ func TestUDPReaderPool(t *testing.T) {
 			_, _, _ = (&dns.Client{Timeout: 20 * time.Second}).Exchange(m, addr)
 		})
 	}
-	for range slow { // every slow query holds a reader
+	for range slow { // every slow query holds a goroutine
 		<-arrived
 	}
-	// A fast query is answered while 30 slow ones hold readers.
+	// A fast query is answered while 30 slow ones wait.
 	c := &dns.Client{Timeout: 5 * time.Second}
 	for i := range 5 {
 		m := new(dns.Msg)
 		m.SetQuestion(fmt.Sprintf("fast%d.test.", i), dns.TypeA)
 		if _, _, err := c.Exchange(m, addr); err != nil {
-			t.Fatalf("fast query while readers are busy: %v", err)
+			t.Fatalf("fast query while slow ones wait: %v", err)
 		}
 	}
-	// Each slow query holds a reader or, when it was read in a batch with
-	// others, a goroutine of its own; the readers held grow the pool.
-	if got := loop.readers.Load(); got <= min {
-		t.Errorf("readers = %d with %d slow queries in flight, want more than %d", got, slow, min)
+	if got := loop.readers.Load(); got <= slow {
+		t.Errorf("%d goroutines with %d slow queries waiting, want more than %d", got, slow, slow)
+	}
+	if got := loop.permits.Load(); got != permits {
+		t.Errorf("%d read permits with the slow queries waiting, want still %d (they called BeforeWait)", got, permits)
+	}
+	unblock()
+	wg.Wait()
+	// Idle for spareIdle (1 ms here), the goroutines beyond the permits'
+	// holders leave.
+	deadline := time.Now().Add(10 * time.Second)
+	for loop.readers.Load() > permits && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
+	if got := loop.readers.Load(); got != permits {
+		t.Errorf("%d goroutines after the slow queries, want back to %d", got, permits)
+	}
+}
+
+// TestUDPStuckStageGetsPermit: a stage that blocks without calling
+// query.BeforeWait keeps its read permit; when every holder is stuck, the
+// watcher adds permits so queries are still read, and the added ones go
+// again once there has been no shortage for shrinkAfter.
+func TestUDPStuckStageGetsPermit(t *testing.T) {
+	arrived := make(chan struct{}, 64)
+	release := make(chan struct{})
+	unblock := sync.OnceFunc(func() { close(release) })
+	h := HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
+		if req.Msg.Question[0].Name == "stuck.test." {
+			arrived <- struct{}{}
+			<-release // no BeforeWait: the holder keeps its permit
+		}
+		return rcodeReply(req.Msg, dns.RcodeSuccess), nil
+	})
+	s := NewServer(ServerConfig{Listen: []string{"127.0.0.1:0"}}, h, nil, nil, nil, nil)
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unblock(); _ = s.Shutdown(context.Background()) })
+	addr := s.Addrs()[0].String()
+	loop := s.loops[0]
+	permits := loop.permits.Load()
+
+	// One at a time, so that no two arrive in one batch (the second would
+	// wait behind the first): each blocks a holder, and the last ones can
+	// only have been read with permits the watcher added.
+	stuck := int(permits) + 2
+	var wg sync.WaitGroup
+	for i := range stuck {
+		wg.Go(func() {
+			m := new(dns.Msg)
+			m.SetQuestion("stuck.test.", dns.TypeA)
+			_, _, _ = (&dns.Client{Timeout: 20 * time.Second}).Exchange(m, addr)
+		})
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("stuck query %d of %d never reached the handler (%d permits)", i+1, stuck, loop.permits.Load())
+		}
+	}
+	m := new(dns.Msg)
+	m.SetQuestion("fast.test.", dns.TypeA)
+	c := &dns.Client{Timeout: 5 * time.Second}
+	if _, _, err := c.Exchange(m, addr); err != nil {
+		t.Fatalf("fast query while %d holders are stuck: %v", stuck, err)
+	}
+	if got := loop.permits.Load(); got <= int32(stuck) {
+		t.Errorf("%d read permits with %d holders stuck, want more", got, stuck)
 	}
 	unblock()
 	wg.Wait()
 
-	// Pretend the last shortage was long ago; traffic lets extras leave.
+	// Pretend the last shortage was long ago; traffic lets surplus
+	// permits go.
 	loop.pressure.Store(time.Now().Add(-2 * shrinkAfter).UnixNano())
-	for i := 0; loop.readers.Load() > min && i < 20000; i++ {
-		m := new(dns.Msg)
-		m.SetQuestion("fast.test.", dns.TypeA)
+	for i := 0; loop.permits.Load() > permits && i < 20000; i++ {
 		if _, _, err := c.Exchange(m, addr); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := loop.readers.Load(); got != min {
-		t.Errorf("readers = %d after the shortage, want back to %d", got, min)
+	if got := loop.permits.Load(); got != permits {
+		t.Errorf("%d read permits after the shortage, want back to %d", got, permits)
+	}
+}
+
+// TestUDPPoolWakesLastParked: work goes to the goroutine that parked last,
+// so under a steady load the ones a peak left behind stay idle and leave.
+func TestUDPPoolWakesLastParked(t *testing.T) {
+	l := &udpLoop{stop: make(chan struct{})}
+	l.spareIdle.Store(int64(time.Hour))
+	l.readers.Store(2)
+	type result struct {
+		j  udpJob
+		ok bool
+	}
+	first, second := make(chan result, 1), make(chan result, 1)
+	firstIdle := time.NewTimer(time.Hour)
+	parkIn := func(out chan<- result, idle *time.Timer) {
+		j, ok := l.park(make(chan udpJob, 1), idle)
+		out <- result{j, ok}
+	}
+	parkedCount := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.parked)
+	}
+	go parkIn(first, firstIdle)
+	for parkedCount() < 1 {
+		runtime.Gosched()
+	}
+	go parkIn(second, time.NewTimer(time.Hour))
+	for parkedCount() < 2 {
+		runtime.Gosched()
+	}
+
+	work := []udpPacket{{data: []byte("x")}}
+	l.dispatch(udpJob{pkts: work})
+	r := <-second
+	if !r.ok || len(r.j.pkts) != 1 {
+		t.Fatalf("last parked got %+v, want the job", r)
+	}
+	// The first one finds no work; it leaves when its idle timer fires
+	// (made to fire now).
+	l.spareIdle.Store(int64(time.Nanosecond))
+	firstIdle.Reset(time.Nanosecond)
+	if r := <-first; r.ok {
+		t.Fatalf("first parked got %+v, want to leave idle", r)
+	}
+	if n, p := l.readers.Load(), parkedCount(); n != 1 || p != 0 {
+		t.Errorf("after the idle one left: %d goroutines, %d parked; want 1, 0", n, p)
 	}
 }
 
