@@ -20,6 +20,8 @@
 #   CLIENTS=10           dnsperf -c
 #   OUTSTANDING=500      dnsperf -q in the max-qps pass
 #   P99_LOAD=80          percent of the measured max qps for the latency pass
+#   P99_QPS=             a fixed qps for the latency pass instead, the same for
+#                        every server (compares latency at equal offered load)
 #   SERVER_CPU=0 LOAD_CPU=1   taskset CPUs: servers / dnsperf + fake upstream
 #   HITS_N=1000 MISSES_N=2000000 MIX_N=2000000 POPULAR=10000   query-set sizes
 #   CACHE_SIZE=100000    dnsvalve cache.size
@@ -40,6 +42,10 @@ EXTRA_CONFIG=${EXTRA_CONFIG:-}
 CLIENTS=${CLIENTS:-10}
 OUTSTANDING=${OUTSTANDING:-500}
 P99_LOAD=${P99_LOAD:-80}
+P99_QPS=${P99_QPS:-}
+[[ -z $P99_QPS || $P99_QPS =~ ^[1-9][0-9]*$ ]] || { echo "P99_QPS must be a positive integer" >&2; exit 2; }
+# LAT_AT names the latency pass's load in the tables.
+if [[ -n $P99_QPS ]]; then LAT_AT="${P99_QPS}qps"; else LAT_AT="${P99_LOAD}%"; fi
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 HITS_N=${HITS_N:-1000}
@@ -50,7 +56,7 @@ CACHE_SIZE=${CACHE_SIZE:-100000}
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 RESULTS_DIR=${RESULTS_DIR-$BENCH_DIR/results}
-export DURATION SETS BASELINE_ONLY SERVERS VARIANTS EXTRA_CONFIG CLIENTS OUTSTANDING P99_LOAD \
+export DURATION SETS BASELINE_ONLY SERVERS VARIANTS EXTRA_CONFIG CLIENTS OUTSTANDING P99_LOAD P99_QPS LAT_AT \
 	SERVER_CPU LOAD_CPU HITS_N MISSES_N MIX_N POPULAR CACHE_SIZE RESULTS_DIR
 
 BENCH_NAME=bench
@@ -278,9 +284,11 @@ measure() {
 		wrapped="*"
 	fi
 
-	# Pass 2: latency at P99_LOAD percent of that rate, every query logged.
+	# Pass 2: latency at P99_LOAD percent of that rate (or at P99_QPS),
+	# every query logged.
 	local rate c2 c3
 	rate=$(awk -v q="$qps" -v p="$P99_LOAD" 'BEGIN { r = int(q * p / 100); print (r < 1 ? 1 : r) }')
+	[[ -z $P99_QPS ]] || rate=$P99_QPS
 	c2=$(cpu_ticks "$SERVER_PID")
 	taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "$SERVER_PORT" -d "$f2" -l "$DURATION" \
 		-c "$CLIENTS" -q "$OUTSTANDING" -Q "$rate" -v >"$raw.verbose" 2>&1 || true
@@ -334,13 +342,13 @@ report() {
 	{
 		echo "# dnsvalve benchmark: set=$set"
 		echo "# date=$(date -u +%Y-%m-%dT%H:%M:%SZ) git=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet 2>/dev/null || echo -dirty)"
-		echo "# duration=${DURATION}s clients=$CLIENTS outstanding=$OUTSTANDING latency_pass=${P99_LOAD}% server_cpu=$SERVER_CPU load_cpu=$LOAD_CPU"
+		echo "# duration=${DURATION}s clients=$CLIENTS outstanding=$OUTSTANDING latency_pass=$LAT_AT server_cpu=$SERVER_CPU load_cpu=$LOAD_CPU"
 		echo "# machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo); loadavg before=$LOAD_BEFORE after=$(cut -d' ' -f1-3 /proc/loadavg)"
 		echo "# $(dnsperf -h 2>&1 | grep -m1 Version | sed 's/^/dnsperf /'); $(unbound -V 2>/dev/null | head -1 | sed 's/^/unbound /'); $(go version 2>/dev/null | cut -d' ' -f3)"
 		[[ " ${SERVERS} " == *" dnsvalve "* ]] && echo "# dnsvalve variants: $VARIANTS${EXTRA_CONFIG:+ (extra config $EXTRA_CONFIG)}"
 		echo
 		printf '%-18s %9s %8s %7s %8s %11s | %9s %9s %8s %8s %7s %8s | %9s\n' \
-			server max_qps avg_us unans cpu_us/q srv/cpu0/1% "rate@${P99_LOAD}%" got_qps p50_us p99_us timeout cpu_us/q upstream_q
+			server max_qps avg_us unans cpu_us/q srv/cpu0/1% "rate@$LAT_AT" got_qps p50_us p99_us timeout cpu_us/q upstream_q
 		local r
 		for r in "${ROWS[@]}"; do
 			# shellcheck disable=SC2086
@@ -355,14 +363,14 @@ report() {
 					l = label[i]
 					if (l !~ /^dnsvalve:/) continue
 					if ("unbound" in qps)
-						printf "ratio %s/unbound: qps %s  p99 %s  cpu_us/q@max %s  cpu_us/q@%s %s\n", l, ratio(qps[l], qps["unbound"]), ratio(p99[l], p99["unbound"]), ratio(cpu[l], cpu["unbound"]), "'"$P99_LOAD"'%", ratio(cpu2[l], cpu2["unbound"])
+						printf "ratio %s/unbound: qps %s  p99 %s  cpu_us/q@max %s  cpu_us/q@%s %s\n", l, ratio(qps[l], qps["unbound"]), ratio(p99[l], p99["unbound"]), ratio(cpu[l], cpu["unbound"]), "'"$LAT_AT"'", ratio(cpu2[l], cpu2["unbound"])
 					if ("const" in qps)
-						printf "ratio %s/const:   qps %s  cpu_us/q@%s %s\n", l, ratio(qps[l], qps["const"]), "'"$P99_LOAD"'%", ratio(cpu2[l], cpu2["const"])
+						printf "ratio %s/const:   qps %s  cpu_us/q@%s %s\n", l, ratio(qps[l], qps["const"]), "'"$LAT_AT"'", ratio(cpu2[l], cpu2["const"])
 					if (l != base_variant && (base_variant in qps))
 						printf "variant %s vs %s: qps ratio %s\n", l, base_variant, ratio(qps[l], qps[base_variant])
 				}
 				if (("unbound" in qps) && ("const" in qps))
-					printf "ratio unbound/const: qps %s  cpu_us/q@%s %s\n", ratio(qps["unbound"], qps["const"]), "'"$P99_LOAD"'%", ratio(cpu2["unbound"], cpu2["const"])
+					printf "ratio unbound/const: qps %s  cpu_us/q@%s %s\n", ratio(qps["unbound"], qps["const"]), "'"$LAT_AT"'", ratio(cpu2["unbound"], cpu2["const"])
 			}' < <(printf '%s\n' "${ROWS[@]}")
 		echo
 		echo "# max_qps: dnsperf -q $OUTSTANDING -c $CLIENTS for ${DURATION}s ('*': ran past the end of the query file, later queries were repeats);"
