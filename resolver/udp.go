@@ -61,6 +61,8 @@ const (
 	// watchTick is how often the watcher checks whether every holder is
 	// stuck. It costs an idle server a wake-up per tick.
 	watchTick = 10 * time.Millisecond
+	// idleWatchTick is the watcher's tick while the listener is idle.
+	idleWatchTick = 100 * time.Millisecond
 )
 
 // readPermit is the right to read the listener's socket: one reader's
@@ -142,21 +144,31 @@ func (l *udpLoop) addPermit() bool {
 // watch adds a read permit when every holder has been inside one batch for
 // a whole tick without any packet being served: a stage blocked without
 // calling query.BeforeWait. Holders that are merely busy with fast answers
-// finish batches, so they do not count as stuck.
+// finish batches, so they do not count as stuck. While the listener is
+// idle (nothing served, no holder busy) it ticks every idleWatchTick
+// instead, so an idle server wakes up ten times a second, not a hundred.
 func (l *udpLoop) watch() {
 	t := time.NewTicker(watchTick)
 	defer t.Stop()
-	last := l.served.Load()
+	last, tick := l.served.Load(), watchTick
 	for {
 		select {
 		case <-l.stop:
 			return
 		case <-t.C:
 		}
-		served := l.served.Load()
-		if p := l.permits.Load(); p > 0 && l.holdersBusy.Load() >= p && served == last && p < maxPermits {
+		served, busy := l.served.Load(), l.holdersBusy.Load()
+		if p := l.permits.Load(); p > 0 && busy >= p && served == last && p < maxPermits {
 			l.pressure.Store(time.Now().UnixNano())
 			l.addPermit()
+		}
+		next := watchTick
+		if served == last && busy == 0 {
+			next = idleWatchTick
+		}
+		if next != tick {
+			t.Reset(next)
+			tick = next
 		}
 		last = served
 	}
