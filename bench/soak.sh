@@ -131,12 +131,13 @@ reading() {
 	echo "$(proc_kb "$DNSVALVE_PID" VmRSS) $(metric_sum go_goroutines) $(proc_kb "$DNSVALVE_PID" RssAnon) $(proc_kb "$DNSVALVE_PID" RssFile)"
 }
 
-# diag: "heap_inuse_MiB heap_released_MiB cache_entries" right after a
+# diag NAME: "heap_inuse_MiB heap_released_MiB cache_entries" right after a
 # forced GC (taken after reading(), so the RSS reading is not changed by it):
 # tells live data from garbage and from memory the runtime has not yet
 # returned to the OS when RSS moves.
+# $1 names the heap profile kept in the scratch dir (heap-$1.pb.gz).
 diag() {
-	curl -fsS -o /dev/null "http://$DNSVALVE_HTTP/debug/pprof/heap?gc=1" || true
+	curl -fsS -o "$BENCH_TMP/heap-$1.pb.gz" "http://$DNSVALVE_HTTP/debug/pprof/heap?gc=1" || true
 	echo "$(metric_sum go_memstats_heap_inuse_bytes | awk '{ printf "%.1f", $1 / 1048576 }') \
 $(metric_sum go_memstats_heap_released_bytes | awk '{ printf "%.1f", $1 / 1048576 }') $(metric_sum dnsvalve_cache_entries)"
 }
@@ -201,7 +202,7 @@ inner() {
 	read -r rss0 gor0 anon0 file0 < <(reading)
 	log "after warm-up: VmRSS $rss0 kB, $gor0 goroutines"
 	local diag0 diag1 gsum0 gsum1
-	diag0=$(diag)
+	diag0=$(diag warmup)
 	gsum0=$(goroutine_summary)
 	# Events between 30 % and 80 % of the run, alternating restart / reload.
 	local n=$((2 * EVENTS)) k at restarts=0 reloads=0 reload_fail=0 events_log=()
@@ -237,7 +238,7 @@ inner() {
 	local hwm
 	hwm=$(proc_kb "$DNSVALVE_PID" VmHWM)
 	log "at the end: VmRSS $rss1 kB (VmHWM $hwm), $gor1 goroutines"
-	diag1=$(diag)
+	diag1=$(diag end)
 	gsum1=$(goroutine_summary)
 	wait "$perf_pid" || true
 	sleep 1
@@ -289,6 +290,9 @@ inner() {
 		echo "goroutines_end           $gor1"
 		echo "after_gc_warmup          heap_inuse/released MiB, cache entries: $diag0"
 		echo "after_gc_end             heap_inuse/released MiB, cache entries: $diag1"
+		echo "heap_growth_top          (live bytes after GC, end minus warm-up: go tool pprof -top -sample_index=inuse_space -base)"
+		go tool pprof -top -sample_index=inuse_space -nodecount=8 -base "$BENCH_TMP/heap-warmup.pb.gz" "$BENCH_TMP/heap-end.pb.gz" 2>/dev/null |
+			awk '/flat%/ { on = 1; next } on { print "    " $0 }' || true
 		echo "goroutine_stacks_warmup"
 		sed 's/^/    /' <<<"$gsum0"
 		echo "goroutine_stacks_end"

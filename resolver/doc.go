@@ -26,8 +26,11 @@ import (
 // req.Msg. A handler that is about to wait on the network (an upstream
 // exchange) must call query.BeforeWait(ctx) first: the UDP listener reads
 // and answers queries in batches, and that call sends the replies held so
-// far and hands the rest of the batch to another goroutine, so that hits
-// read with a miss are not delayed by it (the cache does this).
+// far and hands the rest of the batch, with the right to read the socket,
+// to another goroutine, so that hits read with a miss are not delayed by
+// it (the cache does this). A handler that blocks without calling it still
+// works, but holds up its batch and the socket until the listener's
+// watcher notices (10-100 ms) and adds a reader.
 type Handler interface {
 	ServeDNS(ctx context.Context, req *query.Request) (*dns.Msg, error)
 }
