@@ -38,7 +38,19 @@ type mmsgBatch struct {
 	n     int                        // slots in use (received, or queued to send)
 	rc    syscall.RawConn
 	v6    bool // the socket is IPv6: IPv4 peers are written as v4-mapped
+	// busy says the last recv found more than one packet waiting: the
+	// socket is under load, so the next one polls a little before parking.
+	busy bool
 }
+
+// recvPolls is how many times recv tries again on an empty socket, while
+// it is under load, before it parks on the runtime's poller: a few µs of
+// empty recvmmsg calls, less than a park and wake-up through the poller
+// costs (on a VM, the idle CPU's halt and the wake-up interrupt), so at
+// high but not full load the next packet is often taken without one. In
+// interleaved dnsperf runs at 80% of the maximum, 16 gave a lower p99 than
+// none, 8, 32 or 64.
+const recvPolls = 16
 
 // newMmsgBatch returns a batch of slots buffers of bufSize bytes (and
 // oobSize bytes of control space each) for I/O on conn.
@@ -110,11 +122,18 @@ func (b *mmsgBatch) recv() error {
 	b.prepRecv()
 	var n int
 	var errno syscall.Errno
+	polls := 0
+	if b.busy {
+		polls = recvPolls
+	}
 	err := b.rc.Read(func(fd uintptr) bool {
 		// Raw: the socket is non-blocking, so this never blocks, and
 		// telling the scheduler about the syscall costs more than it
 		// saves (see rawSyscallNote).
 		r, _, e := syscall.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)), 0, 0, 0)
+		for ; e == syscall.EAGAIN && polls > 0; polls-- {
+			r, _, e = syscall.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)), 0, 0, 0)
+		}
 		if e == syscall.EAGAIN || e == syscall.EINTR {
 			return false
 		}
@@ -128,6 +147,7 @@ func (b *mmsgBatch) recv() error {
 		return errno
 	}
 	b.n = n
+	b.busy = n > 1
 	return nil
 }
 

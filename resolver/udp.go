@@ -54,7 +54,7 @@ const (
 	maxPermits = 256
 	// spareIdle is how long a parked goroutine waits for work before it
 	// leaves.
-	spareIdle = 10 * time.Second
+	spareIdle = 5 * time.Second
 	// shrinkAfter is how long after the watcher last saw every holder stuck
 	// the permits it added are dropped.
 	shrinkAfter = 30 * time.Second
