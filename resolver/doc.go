@@ -30,7 +30,8 @@ import (
 // to another goroutine, so that hits read with a miss are not delayed by
 // it (the cache does this). A handler that blocks without calling it still
 // works, but holds up its batch and the socket until the listener's
-// watcher notices (10-100 ms) and adds a reader.
+// watcher notices (within 10 ms, 100 ms after the listener was idle)
+// and adds a reader.
 type Handler interface {
 	ServeDNS(ctx context.Context, req *query.Request) (*dns.Msg, error)
 }

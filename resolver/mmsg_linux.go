@@ -113,7 +113,8 @@ func (b *mmsgBatch) prepRecv() {
 // another thread, which finds nothing to do, and the reader has to get it
 // back when the call returns: at 48k qps of cache hits that was 16k
 // context switches a second and a fifth of the CPU time. A raw call keeps
-// the P: other goroutines wait at most one call, as they would for a
+// the P: other goroutines wait at most one send, or one receive with its
+// polls (recvPolls+1 calls, some tens of µs), as they would for a
 // goroutine computing for that long.
 //
 // recv reads up to len(b.hdrs) waiting packets with one recvmmsg, parking

@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -70,11 +69,12 @@ const (
 type readPermit struct {
 	in, out *mmsgBatch
 	pkts    []udpPacket // the packets of the batch read last (views of in)
+	batches uint64      // batches served with it, whoever held it
 }
 
-// udpJob is what a goroutine of the pool is woken with: a read permit, or
-// packets to serve, or both (a permit passed on with the rest of its batch,
-// served before the next read).
+// udpJob is what a goroutine of the pool is woken with: a read permit and,
+// when it was passed on in the middle of a batch, the rest of that batch,
+// served before the next read.
 type udpJob struct {
 	permit *readPermit
 	pkts   []udpPacket
@@ -238,15 +238,9 @@ func (l *udpLoop) run(j udpJob) {
 	idle := time.NewTimer(time.Hour)
 	idle.Stop()
 	for {
-		switch {
-		case j.permit != nil:
-			if !l.read(w, j.permit, j.pkts) {
-				l.readers.Add(-1)
-				return
-			}
-		case len(j.pkts) > 0:
-			w.queue, w.borrowed = j.pkts, false
-			l.drain(w)
+		if j.permit != nil && !l.read(w, j.permit, j.pkts) {
+			l.readers.Add(-1)
+			return
 		}
 		var ok bool
 		if j, ok = l.park(wake, idle); !ok {
@@ -280,7 +274,7 @@ type udpPacket struct {
 // permit was passed on (or, a surplus one, dropped), false when the
 // listener is closed.
 func (l *udpLoop) read(w *udpWriter, p *readPermit, pkts []udpPacket) bool {
-	for handled := 1; ; handled++ {
+	for {
 		if len(pkts) == 0 {
 			if err := p.in.recv(); err != nil {
 				if errors.Is(err, net.ErrClosed) || l.s.stopping.Load() {
@@ -297,20 +291,23 @@ func (l *udpLoop) read(w *udpWriter, p *readPermit, pkts []udpPacket) bool {
 		}
 		n := len(pkts)
 		l.holdersBusy.Add(1)
-		w.permit, w.out, w.queue, w.borrowed = p, p.out, pkts, true
+		w.permit, w.out, w.queue = p, p.out, pkts
 		pkts = nil
 		l.drain(w)
-		l.served.Add(uint64(n))
 		if w.permit == nil {
-			return true // passed on in beforeWait
+			// Passed on in beforeWait. Not counted as served: the watcher
+			// looks for holders making progress, and this goroutine is
+			// no longer one (its query may finish much later).
+			return true
 		}
 		w.flush()
 		w.permit, w.out = nil, nil
 		l.holdersBusy.Add(-1)
+		l.served.Add(uint64(n))
 		// A permit the watcher added goes once no holder has been stuck
-		// for a while (checked every 64 batches: the clock is cheap but
-		// not free).
-		if handled&63 == 0 {
+		// for a while (checked every 64 batches of the permit, whoever
+		// held it: the clock is cheap but not free).
+		if p.batches++; p.batches&63 == 0 {
 			if r := l.permits.Load(); r > l.min && time.Now().UnixNano()-l.pressure.Load() > int64(shrinkAfter) &&
 				l.permits.CompareAndSwap(r, r-1) {
 				return true
@@ -418,11 +415,10 @@ type udpWriter struct {
 	// holds (nil when it holds none).
 	out    *mmsgBatch
 	permit *readPermit
-	// queue holds the packets of the current batch not yet served;
-	// borrowed says their bytes are the permit's buffers.
-	queue    []udpPacket
-	borrowed bool
-	ctx      context.Context // carries beforeWait
+	// queue holds the packets of the permit's current batch not yet
+	// served (views of its buffers).
+	queue []udpPacket
+	ctx   context.Context // carries beforeWait
 }
 
 var _ dns.ResponseWriter = (*udpWriter)(nil)
@@ -478,32 +474,25 @@ func (w *udpWriter) flush() {
 }
 
 // beforeWait runs when a stage is about to wait on an upstream: the
-// replies queued so far leave now, and the packets of the batch not yet
-// served go to another goroutine instead of waiting behind this one; a
-// read permit goes with them, so the socket is read while this one waits.
+// replies queued so far leave now, and the read permit goes to another
+// goroutine with the packets of the batch not yet served, so they do not
+// wait behind this one and the socket is read while it waits. A goroutine
+// without a permit (it passed it on already) has nothing queued.
 func (w *udpWriter) beforeWait() {
 	w.flush()
+	p := w.permit
+	if p == nil {
+		return
+	}
+	// The rest still lives in p's buffers, which the next holder serves
+	// before it reads into them again; what this query needs of its own
+	// packet (the unpacked message, the addresses, the reply's control
+	// message) was copied out of them before the handler ran.
 	rest := w.queue
 	w.queue = nil
-	if p := w.permit; p != nil {
-		// rest still lives in p's buffers, which the next holder serves
-		// before it reads into them again.
-		w.permit, w.out = nil, nil
-		w.loop.holdersBusy.Add(-1)
-		w.loop.dispatch(udpJob{permit: p, pkts: rest})
-		return
-	}
-	if len(rest) == 0 {
-		return
-	}
-	if w.borrowed {
-		cl := make([]udpPacket, len(rest))
-		for i, p := range rest {
-			cl[i] = udpPacket{data: bytes.Clone(p.data), from: p.from, oob: bytes.Clone(p.oob)}
-		}
-		rest = cl
-	}
-	w.loop.dispatch(udpJob{pkts: rest})
+	w.permit, w.out = nil, nil
+	w.loop.holdersBusy.Add(-1)
+	w.loop.dispatch(udpJob{permit: p, pkts: rest})
 }
 
 // writeHeaderOnly answers with just a header: the query's ID and opcode,

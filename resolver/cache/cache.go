@@ -346,7 +346,9 @@ func (c *Cache) join(ctx context.Context, k key) (cl *call, leader bool, err err
 	cl, ok := c.calls[k]
 	if !ok {
 		cl = &call{done: make(chan struct{})}
-		cl.ctx, cl.cancel = context.WithTimeout(context.WithoutCancel(ctx), c.cfg.UpstreamTimeout)
+		// Detached from the caller, and without its BeforeWait hook: the
+		// exchange may run on another goroutine.
+		cl.ctx, cl.cancel = context.WithTimeout(query.WithoutBeforeWait(context.WithoutCancel(ctx)), c.cfg.UpstreamTimeout)
 		c.calls[k] = cl
 		c.wg.Add(1)
 	}

@@ -167,7 +167,18 @@ func WithBeforeWait(ctx context.Context, f func()) context.Context {
 // unbounded length (an upstream exchange); it runs the hook of
 // WithBeforeWait, if any.
 func BeforeWait(ctx context.Context) {
-	if f, ok := ctx.Value(beforeWaitKey{}).(func()); ok {
+	if f, ok := ctx.Value(beforeWaitKey{}).(func()); ok && f != nil {
 		f()
 	}
+}
+
+// WithoutBeforeWait returns ctx without the hook of WithBeforeWait. A stage
+// that hands ctx to work running on another goroutine (the cache's
+// detached upstream exchange) strips it: the hook belongs to the goroutine
+// serving the query, and must not run anywhere else.
+func WithoutBeforeWait(ctx context.Context) context.Context {
+	if f, ok := ctx.Value(beforeWaitKey{}).(func()); !ok || f == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, beforeWaitKey{}, (func())(nil))
 }
