@@ -444,7 +444,10 @@ func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 func (w *udpWriter) Write(b []byte) (int, error) {
 	if w.out != nil {
 		if w.out.add(b, w.remote, w.oob) {
-			if w.out.n >= udpFlushEvery {
+			// Once the server is stopping, replies leave at once: Shutdown
+			// waits for the queries in flight, not for the replies a
+			// batch holds back, before it closes the socket.
+			if w.out.n >= udpFlushEvery || w.loop.s.stopping.Load() {
 				w.flush()
 			}
 			return len(b), nil
