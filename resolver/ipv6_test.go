@@ -11,16 +11,7 @@ import (
 // TestIPv6Listeners: a "[::1]:0" listen address serves UDP and TCP over
 // IPv6, and the client is seen with its IPv6 address.
 func TestIPv6Listeners(t *testing.T) {
-	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
-		t.Skipf("no IPv6 loopback here: %v", err)
-	} else {
-		c.Close()
-	}
-	s := NewServer(ServerConfig{Listen: []string{"[::1]:0"}}, whoami, nil, nil, nil, nil)
-	if err := s.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
+	s := startWhoamiIPv6(t, "[::1]:0")
 	addr := s.Addrs()[0].String()
 	for _, network := range []string{"udp", "tcp"} {
 		t.Run(network, func(t *testing.T) {
@@ -66,16 +57,7 @@ func TestWildcardListenerAnswersFromDestination(t *testing.T) {
 // clients (v4-mapped on the socket) from the address they asked, over the
 // batched send path, and sees them as plain IPv4.
 func TestDualStackListenerIPv4Clients(t *testing.T) {
-	if c, err := net.ListenPacket("udp6", "[::]:0"); err != nil {
-		t.Skipf("no IPv6 here: %v", err)
-	} else {
-		c.Close()
-	}
-	s := NewServer(ServerConfig{Listen: []string{"[::]:0"}}, whoami, nil, nil, nil, nil)
-	if err := s.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
+	s := startWhoamiIPv6(t, "[::]:0")
 	_, port, _ := net.SplitHostPort(s.Addrs()[0].String())
 	for _, tc := range []struct{ ip, wantPrefix string }{
 		{"127.0.0.1", "127.0.0.1 "},
@@ -94,4 +76,21 @@ func TestDualStackListenerIPv4Clients(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startWhoamiIPv6 starts a whoami server listening on the IPv6 address
+// listen, skipping the test when this host cannot bind it.
+func startWhoamiIPv6(t *testing.T, listen string) *Server {
+	t.Helper()
+	if c, err := net.ListenPacket("udp6", listen); err != nil {
+		t.Skipf("no IPv6 for %s here: %v", listen, err)
+	} else {
+		c.Close()
+	}
+	s := NewServer(ServerConfig{Listen: []string{listen}}, whoami, nil, nil, nil, nil)
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
+	return s
 }

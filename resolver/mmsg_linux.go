@@ -131,9 +131,14 @@ func (b *mmsgBatch) recv() error {
 		// Raw: the socket is non-blocking, so this never blocks, and
 		// telling the scheduler about the syscall costs more than it
 		// saves (see rawSyscallNote).
-		r, _, e := syscall.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)), 0, 0, 0)
-		for ; e == syscall.EAGAIN && polls > 0; polls-- {
+		var r uintptr
+		var e syscall.Errno
+		for {
 			r, _, e = syscall.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)), 0, 0, 0)
+			if e != syscall.EAGAIN || polls == 0 {
+				break
+			}
+			polls--
 		}
 		if e == syscall.EAGAIN || e == syscall.EINTR {
 			return false

@@ -72,7 +72,8 @@ type readPermit struct {
 	batches uint64      // batches served with it, whoever held it
 }
 
-// udpJob is what a goroutine of the pool is woken with: a read permit and,
+// udpJob is what a goroutine of the pool is woken with: a read permit (never
+// nil) and,
 // when it was passed on in the middle of a batch, the rest of that batch,
 // served before the next read.
 type udpJob struct {
@@ -127,18 +128,17 @@ func (l *udpLoop) start() {
 }
 
 // addPermit creates a read permit and gives it to a goroutine.
-func (l *udpLoop) addPermit() bool {
+func (l *udpLoop) addPermit() {
 	in, err := newMmsgBatch(l.conn, udpBatch, udpReadBuf, l.oobSize)
 	if err == nil {
 		var out *mmsgBatch
 		if out, err = newMmsgBatch(l.conn, udpBatch, udpReplySlot, l.oobSize); err == nil {
 			l.permits.Add(1)
 			l.dispatch(udpJob{permit: &readPermit{in: in, out: out, pkts: make([]udpPacket, 0, udpBatch)}})
-			return true
+			return
 		}
 	}
 	l.s.logger.Error("udp reader", "addr", l.local.String(), "error", err)
-	return false
 }
 
 // watch adds a read permit when every holder has been inside one batch for
@@ -238,7 +238,7 @@ func (l *udpLoop) run(j udpJob) {
 	idle := time.NewTimer(time.Hour)
 	idle.Stop()
 	for {
-		if j.permit != nil && !l.read(w, j.permit, j.pkts) {
+		if !l.read(w, j.permit, j.pkts) {
 			l.readers.Add(-1)
 			return
 		}

@@ -366,13 +366,15 @@ func (c *Cache) join(ctx context.Context, k key) (cl *call, leader bool, err err
 func (c *Cache) run(k key, cl *call, recheck bool) {
 	defer c.wg.Done()
 	defer cl.cancel()
-	if e, ok := c.lru.Peek(k); recheck && ok && c.now().Before(e.expires) {
-		cl.e = e
-		c.mu.Lock()
-		delete(c.calls, k)
-		c.mu.Unlock()
-		close(cl.done)
-		return
+	if recheck {
+		if e, ok := c.lru.Peek(k); ok && c.now().Before(e.expires) {
+			cl.e = e
+			c.mu.Lock()
+			delete(c.calls, k)
+			c.mu.Unlock()
+			close(cl.done)
+			return
+		}
 	}
 	m := upstreamQuery(k)
 	resp, up, err := c.next.Exchange(cl.ctx, m)
