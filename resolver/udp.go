@@ -141,37 +141,77 @@ func (l *udpLoop) addPermit() {
 	l.s.logger.Error("udp reader", "addr", l.local.String(), "error", err)
 }
 
-// watch adds a read permit when every holder has been inside one batch for
-// a whole tick without any packet being served: a stage blocked without
-// calling query.BeforeWait. Holders that are merely busy with fast answers
-// finish batches, so they do not count as stuck. While the listener is
-// idle (nothing served, no holder busy) it ticks every idleWatchTick
-// instead, so an idle server wakes up ten times a second, not a hundred.
+// watch adds a read permit when every holder has been inside one batch,
+// without any packet being served, for stuckTicks ticks in a row that
+// each came on time: a stage blocked without calling query.BeforeWait.
+// Holders that are merely busy with fast answers finish batches, so they
+// do not count as stuck; nor does a holder the process was not running:
+// see stallJudge. While the listener is idle (nothing served, no holder
+// busy) it ticks every idleWatchTick instead, so an idle server wakes up
+// ten times a second, not a hundred.
 func (l *udpLoop) watch() {
 	t := time.NewTicker(watchTick)
 	defer t.Stop()
-	last, tick := l.served.Load(), watchTick
+	j := stallJudge{last: l.served.Load(), prev: time.Now(), tick: watchTick}
 	for {
 		select {
 		case <-l.stop:
 			return
 		case <-t.C:
 		}
-		served, busy := l.served.Load(), l.holdersBusy.Load()
-		if p := l.permits.Load(); p > 0 && busy >= p && served == last && p < maxPermits {
-			l.pressure.Store(time.Now().UnixNano())
+		now := time.Now()
+		served, busy, before := l.served.Load(), l.holdersBusy.Load(), j.last
+		if j.stuck(now, served, busy, l.permits.Load()) {
+			l.pressure.Store(now.UnixNano())
 			l.addPermit()
 		}
 		next := watchTick
-		if served == last && busy == 0 {
+		if served == before && busy == 0 {
 			next = idleWatchTick
 		}
-		if next != tick {
+		if next != j.tick {
 			t.Reset(next)
-			tick = next
+			j.tick = next
 		}
-		last = served
 	}
+}
+
+// stuckTicks is how many on-time watcher ticks in a row must find every
+// holder inside one batch, with nothing served, before a permit is added.
+const stuckTicks = 2
+
+// stallJudge tells a holder blocked in a stage from one that was not
+// given the CPU. On a busy single core, or a VM whose vCPU is descheduled
+// for a few milliseconds, a holder can sit in one batch for a whole tick
+// while runnable; the watcher then wakes late too, because it was not run
+// either. Adding a permit then only adds a reader contending for the same
+// core (measured: 12-14 permits after ten seconds at 92% CPU, and 200-330
+// ms stalls). So a tick that came more than half a tick late says nothing
+// and resets the count, and a holder counts as stuck only after
+// stuckTicks on-time ticks without progress.
+type stallJudge struct {
+	last  uint64        // packets served at the previous tick
+	prev  time.Time     // when the previous tick was handled
+	tick  time.Duration // the ticker's period
+	count int           // on-time ticks in a row with every holder stuck
+}
+
+// stuck records a tick handled at now and reports whether every holder
+// is now judged stuck (and resets the count if so).
+func (j *stallJudge) stuck(now time.Time, served uint64, busy, permits int32) bool {
+	late := now.Sub(j.prev) > j.tick+j.tick/2
+	j.prev = now
+	progressed := served != j.last
+	j.last = served
+	if late || progressed || permits <= 0 || busy < permits || permits >= maxPermits {
+		j.count = 0
+		return false
+	}
+	if j.count++; j.count < stuckTicks {
+		return false
+	}
+	j.count = 0
+	return true
 }
 
 // dispatch gives j to the goroutine that parked last, or to a new one; at

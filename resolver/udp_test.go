@@ -285,3 +285,43 @@ func startSlowServer(t *testing.T, arrived chan<- struct{}) (s *Server, unblock 
 	t.Cleanup(func() { unblock(); _ = s.Shutdown(context.Background()) })
 	return s, unblock
 }
+
+// TestStallJudge drives the watcher's judgement tick by tick: a holder is
+// stuck only after stuckTicks on-time ticks without progress, and a late
+// tick (the process itself was not run) resets the count.
+func TestStallJudge(t *testing.T) {
+	type tick struct {
+		after   time.Duration // since the previous tick
+		served  uint64
+		busy    int32
+		permits int32
+		want    bool
+	}
+	const p = watchTick
+	tests := []struct {
+		name  string
+		ticks []tick
+	}{
+		{"blocked holder", []tick{{p, 5, 1, 1, false}, {p, 5, 1, 1, true}, {p, 5, 1, 1, false}, {p, 5, 1, 1, true}}},
+		{"progress resets", []tick{{p, 5, 1, 1, false}, {p, 6, 1, 1, false}, {p, 6, 1, 1, false}, {p, 6, 1, 1, true}}},
+		{"late tick after a stall says nothing", []tick{{p, 5, 1, 1, false}, {8 * p, 5, 1, 1, false}, {p, 9, 1, 1, false}}},
+		{"late tick resets the count", []tick{{p, 5, 1, 1, false}, {2 * p, 5, 1, 1, false}, {p, 5, 1, 1, false}, {p, 5, 1, 1, true}}},
+		{"slightly late is on time", []tick{{p, 5, 1, 1, false}, {p + p/2, 5, 1, 1, true}}},
+		{"a free holder", []tick{{p, 5, 1, 2, false}, {p, 5, 1, 2, false}, {p, 5, 2, 2, false}, {p, 5, 2, 2, true}}},
+		{"idle", []tick{{p, 5, 0, 1, false}, {p, 5, 0, 1, false}, {p, 5, 0, 1, false}}},
+		{"at the cap", []tick{{p, 5, maxPermits, maxPermits, false}, {p, 5, maxPermits, maxPermits, false}}},
+		{"no permits", []tick{{p, 5, 0, 0, false}, {p, 5, 0, 0, false}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now := time.Unix(1000, 0)
+			j := stallJudge{last: 5, prev: now, tick: p}
+			for i, tk := range tt.ticks {
+				now = now.Add(tk.after)
+				if got := j.stuck(now, tk.served, tk.busy, tk.permits); got != tk.want {
+					t.Fatalf("tick %d (%+v): stuck = %v, want %v", i, tk, got, tk.want)
+				}
+			}
+		})
+	}
+}
