@@ -19,6 +19,7 @@ type Metrics struct {
 	WriteErrors prometheus.Counter
 	Dropped     prometheus.Counter
 	Refused     *prometheus.CounterVec // reason
+	UDPStuck    prometheus.Counter
 
 	// children caches resolved Queries children so the hot path does not
 	// hash label values per query.
@@ -65,8 +66,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "dnsvalve", Subsystem: "server", Name: "refused_total",
 			Help: "Queries refused by access control, by reason (not_allowed, rate_limited).",
 		}, []string{"reason"}),
+		UDPStuck: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "dnsvalve", Subsystem: "server", Name: "udp_stuck_total",
+			Help: "Times every UDP reader of a listener sat blocked in a stage (a stage that waits without query.BeforeWait) and a read permit was added.",
+		}),
 	}
-	reg.MustRegister(m.Queries, m.Duration, m.Panics, m.Malformed, m.WriteErrors, m.Dropped, m.Refused)
+	reg.MustRegister(m.Queries, m.Duration, m.Panics, m.Malformed, m.WriteErrors, m.Dropped, m.Refused, m.UDPStuck)
 	return m
 }
 

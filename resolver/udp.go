@@ -161,8 +161,13 @@ func (l *udpLoop) watch() {
 		}
 		now := time.Now()
 		served, busy, before := l.served.Load(), l.holdersBusy.Load(), j.last
-		if j.stuck(now, served, busy, l.permits.Load()) {
+		if p := l.permits.Load(); j.stuck(now, served, busy, p) {
 			l.pressure.Store(now.UnixNano())
+			l.s.logger.Warn("every UDP reader is blocked in a stage: adding a read permit",
+				"addr", l.local.String(), "permits", p+1)
+			if l.s.metrics != nil {
+				l.s.metrics.UDPStuck.Inc()
+			}
 			l.addPermit()
 		}
 		next := watchTick

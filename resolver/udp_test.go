@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dnsvalve/dnsvalve/resolver/query"
 )
@@ -96,7 +98,8 @@ func TestUDPStuckStageGetsPermit(t *testing.T) {
 		}
 		return rcodeReply(req.Msg, dns.RcodeSuccess), nil
 	})
-	s := NewServer(ServerConfig{Listen: []string{"127.0.0.1:0"}}, h, nil, nil, nil, nil)
+	met := NewMetrics(prometheus.NewRegistry())
+	s := NewServer(ServerConfig{Listen: []string{"127.0.0.1:0"}}, h, nil, met, nil, nil)
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +133,10 @@ func TestUDPStuckStageGetsPermit(t *testing.T) {
 	}
 	if got := loop.permits.Load(); got <= int32(stuck) {
 		t.Errorf("%d read permits with %d holders stuck, want more", got, stuck)
+	}
+	// Counted before the permit is added: read the permits first.
+	if added := loop.permits.Load() - permits; testutil.ToFloat64(met.UDPStuck) < float64(added) {
+		t.Errorf("udp_stuck_total = %v, want at least %d (the permits added)", testutil.ToFloat64(met.UDPStuck), added)
 	}
 	unblock()
 	wg.Wait()
