@@ -137,27 +137,6 @@ func fuzzUpstream(_ context.Context, q *dns.Msg) (*dns.Msg, string, error) {
 	return r, "fuzz", nil
 }
 
-// recvNow reads one pending datagram without waiting (nil if none).
-func (fx *fuzzServer) recvNow(tb testing.TB) []byte {
-	tb.Helper()
-	var n int
-	var rerr error
-	err := fx.cliRaw.Read(func(fd uintptr) bool {
-		n, _, rerr = syscall.Recvfrom(int(fd), fx.buf, syscall.MSG_DONTWAIT)
-		return true
-	})
-	if err != nil {
-		tb.Fatalf("recv: %v", err)
-	}
-	if errors.Is(rerr, syscall.EAGAIN) || errors.Is(rerr, syscall.EWOULDBLOCK) {
-		return nil
-	}
-	if rerr != nil {
-		tb.Fatalf("recv: %v", rerr)
-	}
-	return fx.buf[:n]
-}
-
 // recvWait reads one datagram, waiting up to 5s for it.
 func (fx *fuzzServer) recvWait(tb testing.TB) []byte {
 	tb.Helper()
