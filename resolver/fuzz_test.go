@@ -145,6 +145,8 @@ func (fx *fuzzServer) recvWait(tb testing.TB) []byte {
 	}
 	_ = fx.cliConn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	n, err := fx.cliConn.Read(fx.buf)
+	// Cleared, or recvNow's raw read fails once it has passed.
+	_ = fx.cliConn.SetReadDeadline(time.Time{})
 	if err != nil {
 		return nil
 	}

@@ -40,8 +40,9 @@ import (
 //
 // A stage that blocks without calling BeforeWait would still hold a permit
 // while it waits: a watcher adds a permit when every holder has been inside
-// one batch for a whole watchTick, up to maxPermits; the surplus permits go
-// again once no holder has been stuck for shrinkAfter.
+// one batch for stuckTicks on-time ticks (or stuckBackstop, see
+// stallJudge), up to maxPermits; the surplus permits go again once no
+// holder has been stuck for shrinkAfter.
 
 const (
 	udpReadBuf = 4096 // queries are small; larger packets are malformed for us
@@ -127,32 +128,35 @@ func (l *udpLoop) start() {
 	go l.watch()
 }
 
-// addPermit creates a read permit and gives it to a goroutine.
-func (l *udpLoop) addPermit() {
+// addPermit creates a read permit and gives it to a goroutine. It reports
+// false (and logs why) when the buffers could not be set up.
+func (l *udpLoop) addPermit() bool {
 	in, err := newMmsgBatch(l.conn, udpBatch, udpReadBuf, l.oobSize)
 	if err == nil {
 		var out *mmsgBatch
 		if out, err = newMmsgBatch(l.conn, udpBatch, udpReplySlot, l.oobSize); err == nil {
 			l.permits.Add(1)
 			l.dispatch(udpJob{permit: &readPermit{in: in, out: out, pkts: make([]udpPacket, 0, udpBatch)}})
-			return
+			return true
 		}
 	}
 	l.s.logger.Error("udp reader", "addr", l.local.String(), "error", err)
+	return false
 }
 
 // watch adds a read permit when every holder has been inside one batch,
 // without any packet being served, for stuckTicks ticks in a row that
 // each came on time: a stage blocked without calling query.BeforeWait.
 // Holders that are merely busy with fast answers finish batches, so they
-// do not count as stuck; nor does a holder the process was not running:
+// do not count as stuck; nor does a holder that was not given the CPU:
 // see stallJudge. While the listener is idle (nothing served, no holder
 // busy) it ticks every idleWatchTick instead, so an idle server wakes up
 // ten times a second, not a hundred.
 func (l *udpLoop) watch() {
 	t := time.NewTicker(watchTick)
 	defer t.Stop()
-	j := stallJudge{last: l.served.Load(), prev: time.Now(), tick: watchTick}
+	start := time.Now()
+	j := stallJudge{last: l.served.Load(), prev: start, since: start, tick: watchTick}
 	for {
 		select {
 		case <-l.stop:
@@ -163,12 +167,13 @@ func (l *udpLoop) watch() {
 		served, busy, before := l.served.Load(), l.holdersBusy.Load(), j.last
 		if p := l.permits.Load(); j.stuck(now, served, busy, p) {
 			l.pressure.Store(now.UnixNano())
-			l.s.logger.Warn("every UDP reader is blocked in a stage: adding a read permit",
-				"addr", l.local.String(), "permits", p+1)
-			if l.s.metrics != nil {
-				l.s.metrics.UDPStuck.Inc()
+			// Counted before the permit exists, so that a reader of both
+			// never sees more permits added than counted.
+			l.s.metrics.udpStuck()
+			if l.addPermit() {
+				l.s.logger.Warn("every UDP reader is stuck in a batch (a stage waiting without BeforeWait, or starved of CPU): added a read permit",
+					"addr", l.local.String(), "permits", p+1)
 			}
-			l.addPermit()
 		}
 		next := watchTick
 		if served == before && busy == 0 {
@@ -185,38 +190,63 @@ func (l *udpLoop) watch() {
 // holder inside one batch, with nothing served, before a permit is added.
 const stuckTicks = 2
 
+// stuckBackstop is how long every holder may sit in one batch, with
+// nothing served, before a permit is added even though the watcher's
+// ticks came late (see stallJudge).
+const stuckBackstop = time.Second
+
 // stallJudge tells a holder blocked in a stage from one that was not
 // given the CPU. On a busy single core, or a VM whose vCPU is descheduled
 // for a few milliseconds, a holder can sit in one batch for a whole tick
 // while runnable; the watcher then wakes late too, because it was not run
 // either. Adding a permit then only adds a reader contending for the same
-// core (measured: 12-14 permits after ten seconds at 92% CPU, and 200-330
-// ms stalls). So a tick that came more than half a tick late says nothing
-// and resets the count, and a holder counts as stuck only after
-// stuckTicks on-time ticks without progress.
+// core (measured at 92,000 qps of cache hits on one core: 12-14 permits
+// after ten seconds, and queries stalled for 40-330 ms). So a tick that
+// came more than half a tick late resets the count, and a holder counts as
+// stuck after stuckTicks on-time ticks without progress.
+//
+// On time but stuck is not always a blocked stage either: a holder the
+// runtime preempted waits in the global run queue, and on a saturated
+// core a burst of upstream replies (hundreds of goroutines, tens of µs
+// each) can run first while the watcher, woken by its timer, runs on
+// time (seen in bench/soak.sh: the holder "runnable" in every goroutine
+// dump taken at a judgement). A new permit's goroutine runs at once, so
+// adding one is the right answer there too.
+//
+// A stage that spins on the CPU instead of blocking keeps the watcher's
+// ticks late too, when it holds every P (the runtime preempts it only
+// after 10 ms, so the watcher runs about every 20 ms). The backstop
+// catches it: every holder inside one batch, with nothing served, for
+// stuckBackstop, however late the ticks.
 type stallJudge struct {
 	last  uint64        // packets served at the previous tick
 	prev  time.Time     // when the previous tick was handled
+	since time.Time     // the last tick with progress or a free holder
 	tick  time.Duration // the ticker's period
 	count int           // on-time ticks in a row with every holder stuck
 }
 
 // stuck records a tick handled at now and reports whether every holder
-// is now judged stuck (and resets the count if so).
+// is now judged stuck (and starts over if so).
 func (j *stallJudge) stuck(now time.Time, served uint64, busy, permits int32) bool {
 	late := now.Sub(j.prev) > j.tick+j.tick/2
 	j.prev = now
 	progressed := served != j.last
 	j.last = served
-	if late || progressed || permits <= 0 || busy < permits || permits >= maxPermits {
+	if progressed || permits <= 0 || busy < permits || permits >= maxPermits {
+		j.count, j.since = 0, now
+		return false
+	}
+	if late {
 		j.count = 0
-		return false
+	} else {
+		j.count++
 	}
-	if j.count++; j.count < stuckTicks {
-		return false
+	if j.count >= stuckTicks || now.Sub(j.since) >= stuckBackstop {
+		j.count, j.since = 0, now
+		return true
 	}
-	j.count = 0
-	return true
+	return false
 }
 
 // dispatch gives j to the goroutine that parked last, or to a new one; at

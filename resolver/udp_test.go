@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -294,8 +295,9 @@ func startSlowServer(t *testing.T, arrived chan<- struct{}) (s *Server, unblock 
 }
 
 // TestStallJudge drives the watcher's judgement tick by tick: a holder is
-// stuck only after stuckTicks on-time ticks without progress, and a late
-// tick (the process itself was not run) resets the count.
+// stuck after stuckTicks on-time ticks without progress; a late tick (the
+// process itself was not run) resets the count; after stuckBackstop
+// without progress it is stuck however late the ticks came.
 func TestStallJudge(t *testing.T) {
 	type tick struct {
 		after   time.Duration // since the previous tick
@@ -305,24 +307,36 @@ func TestStallJudge(t *testing.T) {
 		want    bool
 	}
 	const p = watchTick
+	// A stage spinning on the only P: every tick comes 2p after the last.
+	var spinning []tick
+	for elapsed := 2 * p; elapsed <= stuckBackstop; elapsed += 2 * p {
+		spinning = append(spinning, tick{2 * p, 5, 1, 1, elapsed == stuckBackstop})
+	}
+	spinning = append(spinning, tick{2 * p, 5, 1, 1, false}) // starts over
 	tests := []struct {
-		name  string
-		ticks []tick
+		name   string
+		period time.Duration // the ticker's; watchTick when 0
+		ticks  []tick
 	}{
-		{"blocked holder", []tick{{p, 5, 1, 1, false}, {p, 5, 1, 1, true}, {p, 5, 1, 1, false}, {p, 5, 1, 1, true}}},
-		{"progress resets", []tick{{p, 5, 1, 1, false}, {p, 6, 1, 1, false}, {p, 6, 1, 1, false}, {p, 6, 1, 1, true}}},
-		{"late tick after a stall says nothing", []tick{{p, 5, 1, 1, false}, {8 * p, 5, 1, 1, false}, {p, 9, 1, 1, false}}},
-		{"late tick resets the count", []tick{{p, 5, 1, 1, false}, {2 * p, 5, 1, 1, false}, {p, 5, 1, 1, false}, {p, 5, 1, 1, true}}},
-		{"slightly late is on time", []tick{{p, 5, 1, 1, false}, {p + p/2, 5, 1, 1, true}}},
-		{"a free holder", []tick{{p, 5, 1, 2, false}, {p, 5, 1, 2, false}, {p, 5, 2, 2, false}, {p, 5, 2, 2, true}}},
-		{"idle", []tick{{p, 5, 0, 1, false}, {p, 5, 0, 1, false}, {p, 5, 0, 1, false}}},
-		{"at the cap", []tick{{p, 5, maxPermits, maxPermits, false}, {p, 5, maxPermits, maxPermits, false}}},
-		{"no permits", []tick{{p, 5, 0, 0, false}, {p, 5, 0, 0, false}}},
+		{"blocked holder", 0, []tick{{p, 5, 1, 1, false}, {p, 5, 1, 1, true}, {p, 5, 1, 1, false}, {p, 5, 1, 1, true}}},
+		{"progress resets", 0, []tick{{p, 5, 1, 1, false}, {p, 6, 1, 1, false}, {p, 6, 1, 1, false}, {p, 6, 1, 1, true}}},
+		{"late tick after a stall says nothing", 0, []tick{{p, 5, 1, 1, false}, {8 * p, 5, 1, 1, false}, {p, 9, 1, 1, false}}},
+		{"late tick resets the count", 0, []tick{{p, 5, 1, 1, false}, {2 * p, 5, 1, 1, false}, {p, 5, 1, 1, false}, {p, 5, 1, 1, true}}},
+		{"slightly late is on time", 0, []tick{{p, 5, 1, 1, false}, {p + p/2, 5, 1, 1, true}}},
+		{"a free holder", 0, []tick{{p, 5, 1, 2, false}, {p, 5, 1, 2, false}, {p, 5, 2, 2, false}, {p, 5, 2, 2, true}}},
+		{"idle", 0, []tick{{p, 5, 0, 1, false}, {p, 5, 0, 1, false}, {p, 5, 0, 1, false}}},
+		{"at the cap", 0, []tick{{p, 5, maxPermits, maxPermits, false}, {p, 5, maxPermits, maxPermits, false}}},
+		{"no permits", 0, []tick{{p, 5, 0, 0, false}, {p, 5, 0, 0, false}}},
+		{"idle period ticks are on time", idleWatchTick, []tick{{idleWatchTick, 5, 1, 1, false}, {idleWatchTick, 5, 1, 1, true}}},
+		{"idle period, later still", idleWatchTick, []tick{{idleWatchTick, 5, 1, 1, false}, {2 * idleWatchTick, 5, 1, 1, false}}},
+		{"spinning stage: backstop", 0, spinning},
+		{"stall longer than the backstop", 0, []tick{{stuckBackstop + p, 5, 1, 1, true}, {p, 5, 1, 1, false}, {p, 5, 1, 1, true}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			now := time.Unix(1000, 0)
-			j := stallJudge{last: 5, prev: now, tick: p}
+			period := cmp.Or(tt.period, watchTick)
+			j := stallJudge{last: 5, prev: now, since: now, tick: period}
 			for i, tk := range tt.ticks {
 				now = now.Add(tk.after)
 				if got := j.stuck(now, tk.served, tk.busy, tk.permits); got != tk.want {
