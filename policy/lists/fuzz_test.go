@@ -34,6 +34,19 @@ func fuzzParse(f *testing.F, format Format, seeds ...string) {
 		for _, line := range strings.Split(string(data), "\n") {
 			l.Match(strings.TrimSpace(line)) // must not panic
 		}
+		for _, g := range l.globs {
+			// Every '*' as "x": a name the rule must match.
+			q := strings.ReplaceAll(g.pattern, "*", "x")
+			if g.kind == kindWild {
+				q = "sub." + q
+			}
+			if len(q) > 253 {
+				continue
+			}
+			if m, ok := l.Match(q); !ok || m.Source != "fuzz" || m.Line < 1 {
+				t.Fatalf("glob %q (kind %d) not matched by %q: %+v %v", g.pattern, g.kind, q, m, ok)
+			}
+		}
 		for _, e := range entries {
 			q := e.name
 			if e.k == kindWild {
@@ -58,7 +71,7 @@ func FuzzParseHosts(f *testing.F) {
 }
 
 func FuzzParseDomains(f *testing.F) {
-	fuzzParse(f, FormatDomains, "example.com\n*.wild.example\n", "Bücher.example\n", "a..b\n")
+	fuzzParse(f, FormatDomains, "example.com\n*.wild.example\n", "Bücher.example\n", "a..b\n", "s3-*-w.*.example\n*.x*.example.\n")
 }
 
 func FuzzParseWildcard(f *testing.F) {
@@ -66,7 +79,8 @@ func FuzzParseWildcard(f *testing.F) {
 }
 
 func FuzzParseAdblock(f *testing.F) {
-	fuzzParse(f, FormatAdblock, "||a.example^\n@@||b.a.example^$important\n", "|x.example^|\n||*.w.example^\n/re/\n", "example.org##.ad\n")
+	fuzzParse(f, FormatAdblock, "||a.example^\n@@||b.a.example^$important\n", "|x.example^|\n||*.w.example^\n/re/\n", "example.org##.ad\n",
+		"||ads*.example^\n@@|s3-*-w.*.example^\n||*.c*.example^$important\n||*^\n")
 }
 
 func FuzzParseRPZ(f *testing.F) {

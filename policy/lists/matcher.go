@@ -106,6 +106,24 @@ type regexEntry struct {
 	important bool
 }
 
+// globEntry is an adblock rule with '*' wildcards ("||ads*.example.com^"),
+// as AdGuard Home reads them: each '*' stands for any run of characters,
+// dots included. A kindSub pattern matches the name or a suffix of it that
+// starts at a label, kindExact only the whole name, kindWild only a proper
+// suffix (a subdomain).
+type globEntry struct {
+	pattern   string // lower case, without anchors and modifiers
+	head      string // pattern before its first '*'
+	dotHead   string // "." + head
+	tail      string // pattern after its last '*'
+	rule      string
+	kind      kind
+	src       uint32
+	line      int
+	action    Action
+	important bool
+}
+
 // Builder collects entries from one or more sources and compiles them into
 // a List. A Builder is not safe for concurrent use; Build resets it.
 //
@@ -141,6 +159,7 @@ type Builder struct {
 	srcIdx    map[string]uint32
 	sources   []string
 	regexes   []regexEntry
+	globs     []globEntry
 	dropped   int
 	// remaining, set while a source is parsed, estimates how many more
 	// entries it will add (0 = unknown): grow sizes the arrays with it.
@@ -267,10 +286,10 @@ func (b *Builder) grow() {
 }
 
 // builderMark is a rollback point.
-type builderMark struct{ entries, regexes, text, runs int }
+type builderMark struct{ entries, regexes, globs, text, runs int }
 
 func (b *Builder) mark() builderMark {
-	return builderMark{len(b.hashes), len(b.regexes), len(b.text), len(b.runs)}
+	return builderMark{len(b.hashes), len(b.regexes), len(b.globs), len(b.text), len(b.runs)}
 }
 
 // rollback drops every entry added since mk.
@@ -283,10 +302,23 @@ func (b *Builder) rollback(mk builderMark) {
 		b.tOff = b.tOff[:mk.entries]
 	}
 	b.regexes = b.regexes[:mk.regexes]
+	b.globs = b.globs[:mk.globs]
 }
 
 func (b *Builder) addRegex(src uint32, line int, re *regexp.Regexp, rule string, a Action, important bool) {
 	b.regexes = append(b.regexes, regexEntry{re: re, rule: rule, src: src, line: line, action: a, important: important})
+}
+
+func (b *Builder) addGlob(src uint32, line int, k kind, pattern, rule string, a Action, important bool) {
+	g := newGlob(k, pattern)
+	g.rule, g.src, g.line, g.action, g.important = rule, src, line, a, important
+	b.globs = append(b.globs, g)
+}
+
+// newGlob returns the entry of a pattern of kind k (which has a '*').
+func newGlob(k kind, pattern string) globEntry {
+	first, last := strings.IndexByte(pattern, '*'), strings.LastIndexByte(pattern, '*')
+	return globEntry{pattern: pattern, kind: k, head: pattern[:first], dotHead: "." + pattern[:first], tail: pattern[last+1:]}
 }
 
 // Name hashing. A name is hashed label by label from the right: each
@@ -470,8 +502,13 @@ func (x *shapeIndex) grow(n int) {
 // only removes candidates, so the false-match analysis above is that of
 // the keys alone.
 //
-// Regex rules are kept apart and only run when the hashed entries did not
-// already give the strongest possible answer.
+// Regex rules and wildcard rules ("||ads*.example.com^") are kept apart and
+// only run when the hashed entries did not already give the strongest
+// possible answer. Wildcard rules are indexed by the longest whole-label
+// suffix every name they match must end with (the text after the last '*'
+// from its first dot on: "example.com" here), hashed like the entries, so a
+// query only tries the rules whose suffix it has; rules without one
+// (ending in '*', or "||ads*com^") are tried on every query.
 type List struct {
 	name, category string
 	sources        []string
@@ -487,6 +524,9 @@ type List struct {
 	rules          string         // decorated rules' text, in slot order
 	ruleOff        []uint32       // slot j's rule is rules[ruleOff[j]:ruleOff[j+1]]; empty for bare names
 	regexes        []regexEntry
+	globs          []globEntry
+	globIdx        map[uint64][]int32 // suffix hash -> globs ending in that suffix
+	globAny        []int32            // globs without a whole-label suffix
 	maxRank        int  // the strongest rank of any entry
 	onlySub        bool // every hashed entry is a name-and-subdomains entry
 	inPlace        bool // keys and bloom were built in the builder's array (tests)
@@ -499,7 +539,7 @@ func (l *List) Name() string { return l.name }
 func (l *List) Category() string { return l.category }
 
 // Len returns the number of distinct entries, regexes included.
-func (l *List) Len() int { return l.n + len(l.regexes) }
+func (l *List) Len() int { return l.n + len(l.regexes) + len(l.globs) }
 
 // Regexps returns the number of regex rules; each one costs a regexp
 // evaluation on every Match that the hashed entries do not settle.
@@ -536,6 +576,7 @@ func (b *Builder) Build(name, category string) *List {
 		category = name
 	}
 	l := &List{name: name, category: category, sources: b.sources, shapes: b.shapes, regexes: b.regexes, hash: b.hash}
+	l.indexGlobs(b.globs)
 	buf, hs, seqs, tOff, text, runs := b.buf, b.hashes, b.seqs, b.tOff, b.text, b.runs
 	n := len(hs)
 	if n == 0 {
@@ -773,6 +814,9 @@ func (l *List) finish(b *Builder) {
 	}
 	for _, r := range l.regexes {
 		l.maxRank = max(l.maxRank, rank(r.action, r.important))
+	}
+	for _, g := range l.globs {
+		l.maxRank = max(l.maxRank, rank(g.action, g.important))
 	}
 	*b = *NewBuilder()
 }
@@ -1052,6 +1096,7 @@ type found struct {
 	rank  int
 	ok    bool
 	re    int // index+1 into regexes when the match is a regex
+	glob  int // index+1 into globs when the match is a wildcard rule
 }
 
 // match walks the suffixes of s (lower case, no trailing dot) from the
@@ -1062,6 +1107,9 @@ func (l *List) match(s, orig string, lastUpper int) (Match, bool) {
 	var best found
 	if l.n > 0 {
 		best = l.probe(s)
+	}
+	if len(l.globs) > 0 && (!best.ok || best.rank < l.maxRank) {
+		best = l.matchGlobs(s, best)
 	}
 	if len(l.regexes) > 0 && (!best.ok || best.rank < l.maxRank) {
 		rs := orig
@@ -1086,6 +1134,10 @@ func (l *List) match(s, orig string, lastUpper int) (Match, bool) {
 		re := &l.regexes[best.re-1]
 		return Match{Rule: re.rule, Source: l.sources[re.src], Line: re.line, Action: re.action, Important: re.important}, true
 	}
+	if best.glob > 0 {
+		g := &l.globs[best.glob-1]
+		return Match{Rule: g.rule, Source: l.sources[g.src], Line: g.line, Action: g.action, Important: g.important}, true
+	}
 	sh := l.shapeAt(best.idx)
 	var rule string
 	switch {
@@ -1099,4 +1151,116 @@ func (l *List) match(s, orig string, lastUpper int) (Match, bool) {
 		rule = sh.pre + s[best.start:] + sh.post
 	}
 	return Match{Rule: rule, Source: l.sources[sh.src], Line: l.line(best.idx), Action: sh.action, Important: sh.important}, true
+}
+
+// globSuffix returns the longest whole-label suffix that every name
+// matching pattern ends with: what follows the last '*' from its first dot
+// on ("" when there is none).
+func globSuffix(pattern string) string {
+	fixed := pattern[strings.LastIndexByte(pattern, '*')+1:]
+	if i := strings.IndexByte(fixed, '.'); i >= 0 {
+		return fixed[i+1:]
+	}
+	return ""
+}
+
+// indexGlobs keeps globs and indexes them by the hash of their suffix.
+func (l *List) indexGlobs(globs []globEntry) {
+	if len(globs) == 0 {
+		return
+	}
+	l.globs = globs
+	l.globIdx = map[uint64][]int32{}
+	for i, g := range globs {
+		if suf := globSuffix(g.pattern); suf != "" {
+			h := l.hash.name(suf)
+			l.globIdx[h] = append(l.globIdx[h], int32(i))
+		} else {
+			l.globAny = append(l.globAny, int32(i))
+		}
+	}
+}
+
+// matchGlobs tries the wildcard rules whose suffix s has (and those
+// without one) and returns best, or the stronger glob match.
+func (l *List) matchGlobs(s string, best found) found {
+	try := func(ids []int32) {
+		for _, id := range ids {
+			g := &l.globs[id]
+			r := rank(g.action, g.important)
+			if best.ok && r <= best.rank {
+				continue
+			}
+			if g.matchName(s) {
+				best = found{rank: r, ok: true, glob: int(id) + 1}
+			}
+		}
+	}
+	try(l.globAny)
+	h := uint64(hashInit)
+	for end := len(s); end >= 0; {
+		i := lastDot(s, end) + 1
+		h = l.hash.label(h, s[i:end])
+		if ids := l.globIdx[h]; ids != nil {
+			try(ids)
+		}
+		end = i - 1
+	}
+	return best
+}
+
+// matchName reports whether the rule matches name (lower case): the whole
+// name, or a suffix starting at a label, as its kind allows.
+//
+// Two cheap tests come first, as most rules tried fail them: the name must
+// end with the pattern's text after its last '*', and the part tried must
+// start with the text before its first '*'.
+func (g *globEntry) matchName(name string) bool {
+	if !strings.HasSuffix(name, g.tail) {
+		return false
+	}
+	if g.kind != kindWild && strings.HasPrefix(name, g.head) && globMatch(g.pattern, name) {
+		return true
+	}
+	if g.kind == kindExact {
+		return false
+	}
+	for off := 0; ; {
+		j := strings.Index(name[off:], g.dotHead)
+		if j < 0 {
+			return false
+		}
+		off += j + 1
+		if globMatch(g.pattern, name[off:]) {
+			return true
+		}
+	}
+}
+
+// globMatch reports whether s matches pattern, where '*' stands for any
+// run of bytes and every other byte for itself. It backtracks only to the
+// last '*', so it runs in O(len(pattern) * len(s)) at worst.
+func globMatch(pattern, s string) bool {
+	p, i := 0, 0
+	star, mark := -1, 0
+	for i < len(s) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, i
+			p++
+		case p < len(pattern) && pattern[p] == s[i]:
+			p++
+			i++
+		case star >= 0:
+			p = star + 1
+			mark++
+			i = mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
 }

@@ -145,7 +145,7 @@ func TestMatchBigLines(t *testing.T) {
 }
 
 func TestMatchAllocs(t *testing.T) {
-	l := buildSources(t, FormatDomains, [2]string{"d.txt", "ads.example.com\n*.wild.example\n"})
+	l := buildSources(t, FormatDomains, [2]string{"d.txt", "ads.example.com\n*.wild.example\nglob*.example.net\nglob*.example.org\n"})
 	for _, tc := range []struct {
 		query  string
 		allocs float64
@@ -157,6 +157,8 @@ func TestMatchAllocs(t *testing.T) {
 		{"www.ADS.example.com", 1}, // lower-cased copy of the matched part
 		{"a.wild.example", 0},      // "*." + name: stored text
 		{"A.WILD.example", 0},
+		{"x.glob12.example.net", 0}, // wildcard rule: stored text
+		{"glob.example.org", 0},     // a glob tried, no match
 	} {
 		if got := testing.AllocsPerRun(100, func() { l.Match(tc.query) }); got != tc.allocs {
 			t.Errorf("Match(%q): %v allocs, want %v", tc.query, got, tc.allocs)
@@ -304,6 +306,83 @@ func TestLastUpperIndex(t *testing.T) {
 			if got, w := lastUpperIndex(s[:end]), want(s[:end]); got != w {
 				t.Errorf("lastUpperIndex(%q) = %d, want %d", s[:end], got, w)
 			}
+		}
+	}
+}
+
+// TestGlobMatch: '*' stands for any run of bytes, dots included; kinds
+// anchor the pattern at the whole name (exact), at any label (sub), or at
+// a label below the apex (wild).
+func TestGlobMatch(t *testing.T) {
+	tests := []struct {
+		kind          kind
+		pattern, name string
+		want          bool
+	}{
+		{kindSub, "ads*.example.com", "ads1.example.com", true},
+		{kindSub, "ads*.example.com", "ads.example.com", true}, // '*' may be empty
+		{kindSub, "ads*.example.com", "x.ads-1.example.com", true},
+		{kindSub, "ads*.example.com", "xads1.example.com", false}, // not at a label
+		{kindSub, "ads*.example.com", "ads.a.b.example.com", true}, // '*' spans dots
+		{kindSub, "s3-*-w.*.amazonaws.com", "s3-eu-w.x.amazonaws.com", true},
+		{kindSub, "s3-*-w.*.amazonaws.com", "s3-eu-w.amazonaws.com", false},
+		{kindSub, "a*b*c", "aXbYc", true},
+		{kindSub, "a*b*c", "abc", true},
+		{kindSub, "a*b*c", "acb", false},
+		{kindSub, "a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false}, // backtracks to the last '*' only
+		{kindSub, "ads.*", "ads.example", true},
+		{kindSub, "ads.*", "ads", false},
+		{kindExact, "api*.amazonalexa.com", "api1.amazonalexa.com", true},
+		{kindExact, "api*.amazonalexa.com", "x.api1.amazonalexa.com", false},
+		{kindWild, "c*.example", "c1.example", false},
+		{kindWild, "c*.example", "x.c1.example", true},
+	}
+	for _, tt := range tests {
+		g := newGlob(tt.kind, tt.pattern)
+		if got := g.matchName(tt.name); got != tt.want {
+			t.Errorf("glob %q (kind %d) matchName(%q) = %v, want %v", tt.pattern, tt.kind, tt.name, got, tt.want)
+		}
+	}
+	for _, tt := range []struct{ pattern, suffix string }{
+		{"ads*.example.com", "example.com"},
+		{"st-n.ads*-adnow.com", "com"},
+		{"ads.example.*", ""},
+		{"putrr*com", ""},
+		{"*.x.example", "x.example"},
+	} {
+		if got := globSuffix(tt.pattern); got != tt.suffix {
+			t.Errorf("globSuffix(%q) = %q, want %q", tt.pattern, got, tt.suffix)
+		}
+	}
+}
+
+// TestGlobRules: wildcard rules from the list excerpts and their place in
+// the precedence (exceptions, $important, hashed entries).
+func TestGlobRules(t *testing.T) {
+	l := buildSources(t, FormatAdblock, [2]string{"a.txt", "||counter*.stat.ovh^\n||putrr*.com^\n" +
+		"@@||ok*.stat.ovh^\n||ok9.stat.ovh^$important\n||tracker.example^\n@@||t*.example^\n" +
+		"||*.w*.example^\n|ex*.example^\n"})
+	tests := []struct {
+		query string
+		ok    bool
+		want  Match
+	}{
+		{"counter12.stat.ovh", true, Match{Rule: "||counter*.stat.ovh^", Source: "a.txt", Line: 1}},
+		{"www.COUNTER.x.stat.ovh.", true, Match{Rule: "||counter*.stat.ovh^", Source: "a.txt", Line: 1}},
+		{"putrr7.com", true, Match{Rule: "||putrr*.com^", Source: "a.txt", Line: 2}},
+		{"putrr7.net", false, Match{}},
+		{"ok1.stat.ovh", true, Match{Rule: "@@||ok*.stat.ovh^", Source: "a.txt", Line: 3, Action: Allow}},
+		{"ok9.stat.ovh", true, Match{Rule: "||ok9.stat.ovh^$important", Source: "a.txt", Line: 4, Important: true}},
+		{"tracker.example", true, Match{Rule: "@@||t*.example^", Source: "a.txt", Line: 6, Action: Allow}},
+		{"w1.example", false, Match{}},
+		{"a.w1.example", true, Match{Rule: "||*.w*.example^", Source: "a.txt", Line: 7}},
+		{"ex1.example", true, Match{Rule: "|ex*.example^", Source: "a.txt", Line: 8}},
+		{"a.ex1.example", false, Match{}},
+	}
+	for _, tt := range tests {
+		got, ok := l.Match(tt.query)
+		if ok != tt.ok || got != tt.want {
+			t.Errorf("Match(%q) = %+v, %v; want %+v, %v", tt.query, got, ok, tt.want, tt.ok)
 		}
 	}
 }

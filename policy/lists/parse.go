@@ -461,8 +461,8 @@ func (p *parser) domainsLine(s string) {
 	if strings.HasPrefix(s, "*.") {
 		k, pre, s = kindWild, "*.", s[2:]
 	}
-	if strings.Contains(s, "*") {
-		p.st.Skipped++ // glob pattern; not supported by the compact matcher
+	if strings.IndexByte(s, '*') >= 0 {
+		p.addGlob(k, s, pre, "", Block, false)
 		return
 	}
 	name, err := normalize(s)
@@ -495,6 +495,40 @@ func (p *parser) addRegex(rule string, a Action, important bool) {
 		return
 	}
 	p.b.addRegex(p.src, p.lineNo, re, rule, a, important)
+	p.st.Entries++
+}
+
+// addGlob adds an adblock rule with '*' wildcards: pattern is the part
+// between the anchor (pre, with any "@@") and post ("^", "$important").
+func (p *parser) addGlob(k kind, pattern, pre, post string, a Action, important bool) {
+	pattern = strings.TrimSuffix(pattern, ".")
+	if len(pattern) > 253 {
+		p.invalid("wildcard pattern longer than 253 bytes")
+		return
+	}
+	literal := false
+	for i := 0; i < len(pattern); i++ {
+		switch c := pattern[i]; {
+		case c == '*':
+		case c == '.':
+			if i == 0 || pattern[i-1] == '.' {
+				p.invalid("empty label in wildcard pattern")
+				return
+			}
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
+			literal = true
+		default:
+			p.invalid(fmt.Sprintf("character %q in wildcard pattern", c))
+			return
+		}
+	}
+	if !literal {
+		p.invalid("wildcard pattern matches every name")
+		return
+	}
+	// Cloned: pattern may be a view of the reader's line buffer.
+	pattern = strings.Clone(strings.ToLower(pattern))
+	p.b.addGlob(p.src, p.lineNo, k, pattern, pre+pattern+post, a, important)
 	p.st.Entries++
 }
 
@@ -573,18 +607,22 @@ func (p *parser) adblockLine(s string) {
 	if strings.HasPrefix(s, "*.") && k == kindSub {
 		k, anchor, s = kindWild, "||*.", s[2:]
 	}
-	if strings.ContainsAny(s, "*^") {
-		p.st.Skipped++ // glob pattern; not supported by the compact matcher
+	if strings.IndexByte(s, '^') >= 0 {
+		p.st.Skipped++ // a separator inside the pattern: a URL-level rule
+		return
+	}
+	suffix := post
+	if important {
+		suffix += "$important"
+	}
+	if strings.IndexByte(s, '*') >= 0 {
+		p.addGlob(k, s, prefix+anchor, suffix, a, important)
 		return
 	}
 	name, err := normalize(s)
 	if err != nil {
 		p.invalid(err.Error())
 		return
-	}
-	suffix := post
-	if important {
-		suffix += "$important"
 	}
 	p.b.add(p.src, p.lineNo, k, a, important, prefix+anchor, name, suffix)
 	p.st.Entries++

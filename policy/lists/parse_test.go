@@ -78,7 +78,7 @@ func TestParse(t *testing.T) {
 			name:   "domains_plain_and_idn",
 			format: FormatAuto,
 			src:    "# list\n\nexample.com\nBücher.example\n*.wild.example\nx*y.example\nbad name\n" + strings.Repeat("a", 64) + ".com\n",
-			detect: FormatDomains, entries: 3, invalid: 2, skipped: 1,
+			detect: FormatDomains, entries: 4, invalid: 2,
 			matches: []want{
 				{name: "example.com", ok: true, rule: "example.com", line: 3},
 				{name: "www.example.com", ok: true, rule: "example.com", line: 3},
@@ -86,6 +86,9 @@ func TestParse(t *testing.T) {
 				{name: "a.wild.example", ok: true, rule: "*.wild.example", line: 5},
 				{name: "wild.example", ok: false},
 				{name: "notexample.com", ok: false},
+				{name: "x-and-y.example", ok: true, rule: "x*y.example", line: 6},
+				{name: "a.xy.example", ok: true, rule: "x*y.example", line: 6},
+				{name: "ax-y.example", ok: false},
 			},
 		},
 		{
@@ -107,7 +110,7 @@ func TestParse(t *testing.T) {
 				"||*.wild.example^\n|exact.example^\n@@|allow.example^|\nexample.org##.banner\n||ads.example/path^\n|http://x.example^\n" +
 				"||glob*.example^\n||third.example^$third-party\n||prefix.\n/^re[0-9]+\\.example$/\n||bad_.ex ample^\n##.generic\n" +
 				"||both.example^\n@@||both.example^\nbare.example\n",
-			detect: FormatAdblock, entries: 11, invalid: 1, skipped: 7,
+			detect: FormatAdblock, entries: 12, invalid: 1, skipped: 6,
 			matches: []want{
 				{name: "ads.example", ok: true, rule: "||ads.example^", line: 3},
 				{name: "sub.ads.example", ok: true, rule: "||ads.example^", line: 3},
@@ -120,6 +123,9 @@ func TestParse(t *testing.T) {
 				{name: "sub.exact.example", ok: false},
 				{name: "allow.example", ok: true, rule: "@@|allow.example^", action: Allow, line: 9},
 				{name: "third.example", ok: false},
+				{name: "glob1.example", ok: true, rule: "||glob*.example^", line: 13},
+				{name: "www.GLOB.x.Example.", ok: true, rule: "||glob*.example^", line: 13},
+				{name: "noglob1.example", ok: false},
 				{name: "re42.example", ok: true, rule: "/^re[0-9]+\\.example$/", line: 16},
 				{name: "RE42.example.", ok: true, rule: "/^re[0-9]+\\.example$/", line: 16},
 				{name: "both.example", ok: true, rule: "@@||both.example^", action: Allow, line: 20},
@@ -200,8 +206,8 @@ func TestParseFormat(t *testing.T) {
 // (awk '{n+=NF-1}'); domains.txt and wildcard.txt count their non-comment
 // lines (18, 19); rpz.txt has 19 non-comment lines minus the $TTL, SOA and
 // NS header = 16; adblock.txt has 31 rule lines (grep -vE '^(!|$)'): 20
-// plain ||name^ / @@||name^| / $important lines and 5 /regex/ lines are
-// entries, the 3 globs (*), 2 unanchored .name^ and 1 $badfilter are skipped.
+// plain ||name^ / @@||name^| / $important lines, 5 /regex/ lines and the 3
+// globs (*) are entries, the 2 unanchored .name^ and 1 $badfilter are skipped.
 func TestExcerpts(t *testing.T) {
 	tests := []struct {
 		file                      string
@@ -214,7 +220,7 @@ func TestExcerpts(t *testing.T) {
 		{file: "domains.txt", format: FormatDomains, entries: 18, hit: "x.ns.00dani.me"},
 		{file: "wildcard.txt", format: FormatWildcard, entries: 19, hit: "x.0000a-fast-proxy.de"},
 		{file: "rpz.txt", format: FormatRPZ, entries: 16, hit: "mdca.co.ae"},
-		{file: "adblock.txt", format: FormatAdblock, entries: 25, skipped: 6, hit: "sub.upbeatbut.com"},
+		{file: "adblock.txt", format: FormatAdblock, entries: 28, skipped: 3, hit: "sub.upbeatbut.com"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.TrimSuffix(tc.file, ".txt"), func(t *testing.T) {

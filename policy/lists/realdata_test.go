@@ -43,19 +43,22 @@ func parseFile(tb testing.TB, path string, f Format) (Stats, *List) {
 //     "localhost" (skipped); doh-compressed: awk '/^0\.0\.0\.0/{n+=NF-1}' = 3857.
 //   - plain domains: grep -cvE '^(#|$)' FILE. hagezi/whitelist.txt: 2173
 //     rule lines, 431 contain '*': 296 are "*.name" (wildcard entries), 135
-//     are globs (skipped); 1 line is a URL (invalid): 1742-1+296 = 2037.
+//     are globs (entries); 1 line is a URL (invalid): 1742-1+296+135 = 2172.
 //   - wildcard: grep -cE '^\*\.[a-z0-9._-]+$' FILE, nothing else.
 //   - adblock (hagezi, urlhaus, blocklistproject): grep -cE
 //     '^\|\|[a-z0-9._-]+\^$' FILE with no other rule lines.
-//     hagezi/adblock/whitelist.txt: 2617 rule lines, 136 globs and 2 URL
-//     rules ("@@|https://...") skipped, 2479 entries.
+//     hagezi/adblock/whitelist.txt: 2617 rule lines, 136 globs (entries)
+//     and 2 URL rules ("@@|https://...", skipped): 2615 entries.
 //     AdGuard filter.txt: 71101 rule lines (grep -vE '^(!|#|$)'); 20 are
 //     /regex/, 70817 match '^(@@)?\|\|?(\*\.)?NAME(\^\|?|\|)?$' after
-//     removing a trailing $important, 1 is a bare domain; the other 263
-//     (globs, .name^, ://name^, $badfilter and other modifiers, prefix
-//     rules "||name.") are skipped: 70838 entries, 70824 distinct.
+//     removing a trailing $important, 1 is a bare domain, 160 are globs
+//     (the 162 anchored lines of [a-z0-9._*-] with a '*' past a leading
+//     "*.", less the 3 prefix rules "||adx-*.dbankcloud." and the like,
+//     plus "||iphone-caviar.ru*entranceId"); the other 103 (.name^,
+//     ://name^, $badfilter and other modifiers, prefix rules "||name.")
+//     are skipped: 70998 entries, 70984 distinct.
 //     exceptions.txt: 164 rule lines, 153 '^@@\|\|?NAME\^\|?(\$important)?$',
-//     11 globs / unanchored.
+//     10 globs, 1 unanchored (skipped).
 //   - RPZ: grep -cE ' CNAME \.$' FILE (hagezi's include "*.name CNAME .").
 func TestRealLists(t *testing.T) {
 	dir := sharedTestdata(t)
@@ -74,9 +77,9 @@ func TestRealLists(t *testing.T) {
 		{file: "hagezi-legacy/domains/doh.txt", format: FormatDomains, entries: 3857, hit: "ns.00dani.me", miss: "00dani.me"},
 		{file: "hagezi/adblock/light.txt", format: FormatAdblock, entries: 69751, hit: "x.000webhost.com", miss: "example.com"},
 		{file: "hagezi/adblock/tif.medium.txt", format: FormatAdblock, entries: 21712, hit: "0-day.us", miss: "example.com"},
-		{file: "hagezi/adblock/whitelist.txt", format: FormatAdblock, entries: 2479, skipped: 138, hit: "tags.tiqcdn.com", miss: "x.tags.tiqcdn.com", action: Allow},
+		{file: "hagezi/adblock/whitelist.txt", format: FormatAdblock, entries: 2615, skipped: 2, hit: "tags.tiqcdn.com", miss: "x.tags.tiqcdn.com", action: Allow},
 		{file: "hagezi/adblock/dyndns.txt", format: FormatAdblock, entries: 1509, hit: "a.0rg.us", miss: "example.com"},
-		{file: "hagezi/whitelist.txt", format: FormatDomains, entries: 2037, invalid: 1, skipped: 135, hit: "x.cc-api-data.adobe.io", miss: "cc-api-data.adobe.io"},
+		{file: "hagezi/whitelist.txt", format: FormatDomains, entries: 2172, invalid: 1, hit: "x.cc-api-data.adobe.io", miss: "cc-api-data.adobe.io"},
 		{file: "hagezi/wildcard/tif.medium.txt", format: FormatWildcard, entries: 21712, hit: "a.0-day.us", miss: "0-day.us"},
 		{file: "hagezi/wildcard/tif.medium-onlydomains.txt", format: FormatDomains, entries: 21712, hit: "0-day.us", miss: "example.com"},
 		{file: "hagezi/wildcard/gambling.txt", format: FormatWildcard, entries: 168582, hit: "www.0-bet.com", miss: "0-bet.com"},
@@ -87,8 +90,8 @@ func TestRealLists(t *testing.T) {
 		{file: "urlhaus-filter/urlhaus-filter-domains.txt", format: FormatDomains, entries: 25768, hit: "1.0.209.238", miss: "example.com"},
 		{file: "urlhaus-filter/urlhaus-filter-agh.txt", format: FormatAdblock, entries: 25768, hit: "05webinvite.com", miss: "example.com"},
 		{file: "urlhaus-filter/urlhaus-filter-rpz.conf", format: FormatRPZ, entries: 2689, hit: "0daydreams.net", miss: "x.0daydreams.net", action: BlockNXDomain},
-		{file: "adguard-dns-filter/Filters/filter.txt", format: FormatAdblock, entries: 70838, skipped: 263, distinct: 70824, hit: "adsrvmedia.adk2.co", miss: "example.com"},
-		{file: "adguard-dns-filter/Filters/exceptions.txt", format: FormatAdblock, entries: 153, skipped: 11, hit: "click.avs.io", miss: "example.com", action: Allow},
+		{file: "adguard-dns-filter/Filters/filter.txt", format: FormatAdblock, entries: 70998, skipped: 103, distinct: 70984, hit: "adsrvmedia.adk2.co", miss: "example.com"},
+		{file: "adguard-dns-filter/Filters/exceptions.txt", format: FormatAdblock, entries: 163, skipped: 1, hit: "click.avs.io", miss: "example.com", action: Allow},
 		{file: "adaway/hosts.txt", format: FormatHosts, entries: 6540, skipped: 2, hit: "crash.163.com", miss: "localhost"},
 		{file: "blocklistproject/crypto.txt", format: FormatHosts, entries: 1274, hit: "0slot.trade", miss: "example.com"},
 		{file: "blocklistproject/ransomware.txt", format: FormatHosts, entries: 1904, hit: "25z5g623wpqpdwis.onion.to", miss: "onion.to"},
@@ -122,5 +125,35 @@ func TestRealLists(t *testing.T) {
 				t.Errorf("Match(%q) = %+v, want no match", tc.miss, m)
 			}
 		})
+	}
+}
+
+// BenchmarkMatchAdGuard matches popular legitimate names (the miss path of
+// real traffic) against AdGuard's DNS filter, which has 160 wildcard rules
+// and 20 regexes besides its 70,838 names.
+func BenchmarkMatchAdGuard(b *testing.B) {
+	dir := sharedTestdata(b)
+	_, l := parseFile(b, filepath.Join(dir, "adguard-dns-filter", "Filters", "filter.txt"), FormatAdblock)
+	data, err := os.ReadFile(filepath.Join(dir, "..", "legit", "umbrella-top-100k.txt"))
+	if err != nil {
+		b.Skipf("legit names: %v", err)
+	}
+	var names []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Split(strings.TrimSpace(line), ","); len(f) > 0 && strings.Contains(f[len(f)-1], ".") {
+			names = append(names, f[len(f)-1])
+		}
+		if len(names) == 4096 {
+			break
+		}
+	}
+	if len(names) == 0 {
+		b.Skip("no legit names parsed")
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		l.Match(names[i%len(names)])
+		i++
 	}
 }
