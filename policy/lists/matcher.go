@@ -527,9 +527,9 @@ type List struct {
 	globs          []globEntry
 	globIdx        map[uint64][]int32 // suffix hash -> globs ending in that suffix
 	globAny        []int32            // globs without a whole-label suffix
-	maxRank        int  // the strongest rank of any entry
-	onlySub        bool // every hashed entry is a name-and-subdomains entry
-	inPlace        bool // keys and bloom were built in the builder's array (tests)
+	maxRank        int                // the strongest rank of any entry
+	onlySub        bool               // every hashed entry is a name-and-subdomains entry
+	inPlace        bool               // keys and bloom were built in the builder's array (tests)
 }
 
 // Name returns the list name from the config.

@@ -322,7 +322,7 @@ func TestGlobMatch(t *testing.T) {
 		{kindSub, "ads*.example.com", "ads1.example.com", true},
 		{kindSub, "ads*.example.com", "ads.example.com", true}, // '*' may be empty
 		{kindSub, "ads*.example.com", "x.ads-1.example.com", true},
-		{kindSub, "ads*.example.com", "xads1.example.com", false}, // not at a label
+		{kindSub, "ads*.example.com", "xads1.example.com", false},  // not at a label
 		{kindSub, "ads*.example.com", "ads.a.b.example.com", true}, // '*' spans dots
 		{kindSub, "s3-*-w.*.amazonaws.com", "s3-eu-w.x.amazonaws.com", true},
 		{kindSub, "s3-*-w.*.amazonaws.com", "s3-eu-w.amazonaws.com", false},
