@@ -71,7 +71,7 @@ func FuzzParseHosts(f *testing.F) {
 }
 
 func FuzzParseDomains(f *testing.F) {
-	fuzzParse(f, FormatDomains, "example.com\n*.wild.example\n", "Bücher.example\n", "a..b\n", "s3-*-w.*.example\n*.x*.example.\n")
+	fuzzParse(f, FormatDomains, "example.com\n*.wild.example\n", "Bücher.example\n", "a..b\n", "s3-*-w.*.example\n*.x*.example.\n", "00*..\n")
 }
 
 func FuzzParseWildcard(f *testing.F) {

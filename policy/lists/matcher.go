@@ -115,6 +115,7 @@ type globEntry struct {
 	pattern   string // lower case, without anchors and modifiers
 	head      string // pattern before its first '*'
 	dotHead   string // "." + head
+	below     string // "*." + pattern: matches where pattern matches a proper suffix
 	tail      string // pattern after its last '*'
 	rule      string
 	kind      kind
@@ -318,7 +319,8 @@ func (b *Builder) addGlob(src uint32, line int, k kind, pattern, rule string, a 
 // newGlob returns the entry of a pattern of kind k (which has a '*').
 func newGlob(k kind, pattern string) globEntry {
 	first, last := strings.IndexByte(pattern, '*'), strings.LastIndexByte(pattern, '*')
-	return globEntry{pattern: pattern, kind: k, head: pattern[:first], dotHead: "." + pattern[:first], tail: pattern[last+1:]}
+	return globEntry{pattern: pattern, kind: k, head: pattern[:first], dotHead: "." + pattern[:first],
+		below: "*." + pattern, tail: pattern[last+1:]}
 }
 
 // Name hashing. A name is hashed label by label from the right: each
@@ -1212,9 +1214,11 @@ func (l *List) matchGlobs(s string, best found) found {
 // matchName reports whether the rule matches name (lower case): the whole
 // name, or a suffix starting at a label, as its kind allows.
 //
+// A suffix below the apex is matched as "*." + pattern, since '*' spans
+// dots: at most two runs of globMatch, O(len(pattern) * len(name)) each.
 // Two cheap tests come first, as most rules tried fail them: the name must
-// end with the pattern's text after its last '*', and the part tried must
-// start with the text before its first '*'.
+// end with the pattern's text after its last '*', and contain the text
+// before its first '*' where a match would start it.
 func (g *globEntry) matchName(name string) bool {
 	if !strings.HasSuffix(name, g.tail) {
 		return false
@@ -1222,19 +1226,7 @@ func (g *globEntry) matchName(name string) bool {
 	if g.kind != kindWild && strings.HasPrefix(name, g.head) && globMatch(g.pattern, name) {
 		return true
 	}
-	if g.kind == kindExact {
-		return false
-	}
-	for off := 0; ; {
-		j := strings.Index(name[off:], g.dotHead)
-		if j < 0 {
-			return false
-		}
-		off += j + 1
-		if globMatch(g.pattern, name[off:]) {
-			return true
-		}
-	}
+	return g.kind != kindExact && strings.Contains(name, g.dotHead) && globMatch(g.below, name)
 }
 
 // globMatch reports whether s matches pattern, where '*' stands for any

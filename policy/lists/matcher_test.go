@@ -386,3 +386,30 @@ func TestGlobRules(t *testing.T) {
 		}
 	}
 }
+
+// globWorstCase is a rule and a 253-byte name that make globMatch
+// backtrack at every position.
+func globWorstCase() (globEntry, string) {
+	return newGlob(kindSub, "a*"+strings.Repeat("a.", 60)+"c*a"), strings.Repeat("a.", 126) + "a"
+}
+
+// TestGlobMatchWorstCase: the pathological rule does not match and does
+// not allocate; BenchmarkGlobWorstCase gives its cost (two quadratic
+// passes; trying every label start took ~450 µs per query).
+func TestGlobMatchWorstCase(t *testing.T) {
+	g, name := globWorstCase()
+	if g.matchName(name) {
+		t.Fatalf("%q matched %q", g.pattern, name)
+	}
+	if got := testing.AllocsPerRun(10, func() { g.matchName(name) }); got != 0 {
+		t.Errorf("matchName allocates %v", got)
+	}
+}
+
+func BenchmarkGlobWorstCase(b *testing.B) {
+	g, name := globWorstCase()
+	b.ReportAllocs()
+	for b.Loop() {
+		g.matchName(name)
+	}
+}

@@ -522,6 +522,10 @@ func (p *parser) addGlob(k kind, pattern, pre, post string, a Action, important 
 			return
 		}
 	}
+	if strings.HasSuffix(pattern, ".") {
+		p.invalid("empty label in wildcard pattern")
+		return
+	}
 	if !literal {
 		p.invalid("wildcard pattern matches every name")
 		return
