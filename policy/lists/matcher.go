@@ -1171,6 +1171,24 @@ func (l *List) indexGlobs(globs []globEntry) {
 	if len(globs) == 0 {
 		return
 	}
+	// One of each rule (the first seen), like the hashed entries: Len
+	// counts distinct rules.
+	type ruleKey struct {
+		pattern   string
+		kind      kind
+		action    Action
+		important bool
+	}
+	seen := make(map[ruleKey]bool, len(globs))
+	kept := globs[:0]
+	for _, g := range globs {
+		if k := (ruleKey{g.pattern, g.kind, g.action, g.important}); !seen[k] {
+			seen[k] = true
+			kept = append(kept, g)
+		}
+	}
+	clear(globs[len(kept):])
+	globs = kept
 	l.globs = globs
 	l.globIdx = map[uint64][]int32{}
 	for i, g := range globs {

@@ -413,3 +413,17 @@ func BenchmarkGlobWorstCase(b *testing.B) {
 		g.matchName(name)
 	}
 }
+
+// TestGlobDuplicates: a wildcard rule listed twice (in one source or two)
+// is one entry, the first; Len counts distinct rules.
+func TestGlobDuplicates(t *testing.T) {
+	l := buildSources(t, FormatAdblock, [2]string{"a.txt", "||ads*.example^\n||ads*.example^\n@@||ads*.example^\n"},
+		[2]string{"b.txt", "||ADS*.example^\n"})
+	if l.Len() != 2 {
+		t.Errorf("Len = %d, want 2 (the block and the exception)", l.Len())
+	}
+	m, ok := l.Match("ads1.example")
+	if want := (Match{Rule: "@@||ads*.example^", Source: "a.txt", Line: 3, Action: Allow}); !ok || m != want {
+		t.Errorf("Match = %+v, %v; want %+v", m, ok, want)
+	}
+}
