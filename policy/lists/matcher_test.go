@@ -2,6 +2,8 @@ package lists
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -448,6 +450,35 @@ func TestRegexLiterals(t *testing.T) {
 	} {
 		if p, c := regexLiterals(tt.expr); p != tt.prefix || c != tt.contains {
 			t.Errorf("regexLiterals(%q) = %q, %q; want %q, %q", tt.expr, p, c, tt.prefix, tt.contains)
+		}
+	}
+}
+
+// TestGlobMatchReference compares matchName with a regexp built from the
+// same pattern ('*' as ".*", anchored per kind) on random patterns and
+// names over a small alphabet, so that over-matching, empty '*' runs and
+// '*' across dots are all exercised.
+func TestGlobMatchReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 11))
+	word := func(alphabet string, n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = alphabet[r.IntN(len(alphabet))]
+		}
+		return string(b)
+	}
+	for range 20000 {
+		pattern := word("ab.*", 1+r.IntN(7))
+		if !strings.Contains(pattern, "*") {
+			pattern += "*"
+		}
+		name := word("ab.", 1+r.IntN(9))
+		k := kind(r.IntN(3))
+		body := strings.ReplaceAll(regexp.QuoteMeta(pattern), `\*`, ".*")
+		expr := map[kind]string{kindSub: `^(.*\.)?` + body + `$`, kindExact: `^` + body + `$`, kindWild: `^.*\.` + body + `$`}[k]
+		g := newGlob(k, pattern)
+		if got, want := g.matchName(name), regexp.MustCompile(expr).MatchString(name); got != want {
+			t.Fatalf("glob %q (kind %d) matchName(%q) = %v, regexp %s says %v", pattern, k, name, got, expr, want)
 		}
 	}
 }
