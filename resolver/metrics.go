@@ -68,7 +68,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 		UDPStuck: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "dnsvalve", Subsystem: "server", Name: "udp_stuck_total",
-			Help: "Times every UDP reader of a listener sat in one batch for two watcher ticks, nothing served, and a read permit was added: a stage that waits without query.BeforeWait, or readers starved of CPU by other goroutines (a burst of upstream replies).",
+			Help: "Times every UDP reader of a listener sat in one batch, nothing served, for two on-time watcher ticks (or 1 s), and a read permit was added: a stage that waits without query.BeforeWait, or readers starved of CPU by other goroutines (a burst of upstream replies).",
 		}),
 	}
 	reg.MustRegister(m.Queries, m.Duration, m.Panics, m.Malformed, m.WriteErrors, m.Dropped, m.Refused, m.UDPStuck)

@@ -105,7 +105,7 @@ func (b *mmsgBatch) prepRecv() {
 	}
 }
 
-// rawSyscallNote: recvmmsg and sendmmsg run as raw system calls. The
+// Raw system calls: recvmmsg and sendmmsg run as raw system calls. The
 // socket is non-blocking (the runtime's poller does the waiting), so the
 // calls never block; but a sendmmsg of a batch of replies takes 20-50 µs
 // on loopback, longer than sysmon lets a P sit in a system call it was
@@ -116,7 +116,7 @@ func (b *mmsgBatch) prepRecv() {
 // the P: other goroutines wait at most one send, or one receive with its
 // polls (recvPolls+1 calls, some tens of µs), as they would for a
 // goroutine computing for that long.
-//
+
 // recv reads up to len(b.hdrs) waiting packets with one recvmmsg, parking
 // on the runtime's poller while there is none. It sets b.n.
 func (b *mmsgBatch) recv() error {
@@ -130,7 +130,7 @@ func (b *mmsgBatch) recv() error {
 	err := b.rc.Read(func(fd uintptr) bool {
 		// Raw: the socket is non-blocking, so this never blocks, and
 		// telling the scheduler about the syscall costs more than it
-		// saves (see rawSyscallNote).
+		// saves (see "Raw system calls" above).
 		var r uintptr
 		var e syscall.Errno
 		for {
@@ -157,7 +157,8 @@ func (b *mmsgBatch) recv() error {
 	return nil
 }
 
-// packet returns slot i's received data, source and control message.
+// packet returns slot i's received data, source (an IPv4 peer of an IPv6
+// socket unmapped) and control message.
 func (b *mmsgBatch) packet(i int) (data []byte, from netip.AddrPort, oob []byte) {
 	h := &b.hdrs[i]
 	data = b.bufs[i][:h.n]

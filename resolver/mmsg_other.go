@@ -36,7 +36,8 @@ func (b *mmsgBatch) recv() error {
 	if err != nil {
 		return err
 	}
-	b.lens[0], b.oobn[0], b.from[0], b.n = n, oobn, from, 1
+	b.lens[0], b.oobn[0], b.n = n, oobn, 1
+	b.from[0] = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	return nil
 }
 

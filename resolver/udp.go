@@ -366,7 +366,7 @@ func (l *udpLoop) read(w *udpWriter, p *readPermit, pkts []udpPacket) bool {
 		}
 		n := len(pkts)
 		l.holdersBusy.Add(1)
-		w.permit, w.out, w.queue = p, p.out, pkts
+		w.permit, w.queue = p, pkts
 		pkts = nil
 		l.drain(w)
 		if w.permit == nil {
@@ -376,7 +376,7 @@ func (l *udpLoop) read(w *udpWriter, p *readPermit, pkts []udpPacket) bool {
 			return true
 		}
 		w.flush()
-		w.permit, w.out = nil, nil
+		w.permit = nil
 		l.holdersBusy.Add(-1)
 		l.served.Add(uint64(n))
 		// A permit the watcher added goes once no holder has been stuck
@@ -410,7 +410,7 @@ func (l *udpLoop) drain(w *udpWriter) {
 		if l.wildcard && len(p.oob) > 0 {
 			w.oob = replyOOB(p.oob)
 		}
-		w.remote = netip.AddrPortFrom(p.from.Addr().Unmap(), p.from.Port())
+		w.remote = p.from
 		w.client = w.remote
 		data := p.data
 		if l.s.cfg.ProxyProtocol && len(data) > 16 && data[0] == '\r' && containsAddr(l.s.cfg.TrustedForwarders, w.remote.Addr()) {
@@ -485,10 +485,9 @@ type udpWriter struct {
 	client netip.AddrPort // who asked: remote, or the PROXY header's source
 	oob    []byte
 	buf    []byte
-	// out, when set, collects replies that flush sends in one sendmmsg:
-	// the send batch of permit, the read permit this writer's goroutine
-	// holds (nil when it holds none).
-	out    *mmsgBatch
+	// permit is the read permit this writer's goroutine holds (nil when
+	// it holds none); its send batch collects the replies flush sends in
+	// one sendmmsg.
 	permit *readPermit
 	// queue holds the packets of the permit's current batch not yet
 	// served (views of its buffers).
@@ -517,19 +516,20 @@ func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 }
 
 func (w *udpWriter) Write(b []byte) (int, error) {
-	if w.out != nil {
-		if w.out.add(b, w.remote, w.oob) {
+	if w.permit != nil {
+		out := w.permit.out
+		if out.add(b, w.remote, w.oob) {
 			// Once the server is stopping, replies leave at once: Shutdown
 			// waits for the queries in flight, not for the replies a
 			// batch holds back, before it closes the socket.
-			if w.out.n >= udpFlushEvery || w.loop.s.stopping.Load() {
+			if out.n >= udpFlushEvery || w.loop.s.stopping.Load() {
 				w.flush()
 			}
 			return len(b), nil
 		}
 		if len(b) <= udpReplySlot {
 			w.flush() // the batch was full
-			if w.out.add(b, w.remote, w.oob) {
+			if out.add(b, w.remote, w.oob) {
 				return len(b), nil
 			}
 		}
@@ -543,10 +543,10 @@ func (w *udpWriter) Write(b []byte) (int, error) {
 
 // flush sends the queued replies.
 func (w *udpWriter) flush() {
-	if w.out == nil || w.out.n == 0 {
+	if w.permit == nil || w.permit.out.n == 0 {
 		return
 	}
-	if dropped := w.out.send(); dropped > 0 {
+	if dropped := w.permit.out.send(); dropped > 0 {
 		w.loop.s.metrics.WriteErrors.Add(float64(dropped))
 	}
 }
@@ -568,7 +568,7 @@ func (w *udpWriter) beforeWait() {
 	// message) was copied out of them before the handler ran.
 	rest := w.queue
 	w.queue = nil
-	w.permit, w.out = nil, nil
+	w.permit = nil
 	w.loop.holdersBusy.Add(-1)
 	w.loop.dispatch(udpJob{permit: p, pkts: rest})
 }

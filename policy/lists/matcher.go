@@ -97,6 +97,23 @@ func bloomMask(h uint64) uint64 {
 	return 1<<(h&63) | 1<<(h>>6&63) | 1<<(h>>12&63) | 1<<(h>>18&63)
 }
 
+// ruleInfo is what a regex or wildcard rule reports when it matches: its
+// text, where it came from, and what it does.
+type ruleInfo struct {
+	rule      string
+	src       uint32
+	line      int
+	action    Action
+	important bool
+}
+
+func (r *ruleInfo) rank() int { return rank(r.action, r.important) }
+
+// match returns the rule as a Match; sources are the List's.
+func (r *ruleInfo) match(sources []string) Match {
+	return Match{Rule: r.rule, Source: sources[r.src], Line: r.line, Action: r.action, Important: r.important}
+}
+
 // regexEntry is one compiled /regex/ rule.
 type regexEntry struct {
 	re *regexp.Regexp
@@ -105,11 +122,7 @@ type regexEntry struct {
 	// regexLiterals): cheap tests before the regexp, which costs ~30 ns
 	// per call even when it fails at once.
 	prefix, contains string
-	rule             string
-	src              uint32
-	line             int
-	action           Action
-	important        bool
+	ruleInfo
 }
 
 // globEntry is an adblock rule with '*' wildcards ("||ads*.example.com^"),
@@ -118,17 +131,13 @@ type regexEntry struct {
 // starts at a label, kindExact only the whole name, kindWild only a proper
 // suffix (a subdomain).
 type globEntry struct {
-	pattern   string // lower case, without anchors and modifiers
-	head      string // pattern before its first '*'
-	dotHead   string // "." + head
-	below     string // "*." + pattern: matches where pattern matches a proper suffix
-	tail      string // pattern after its last '*'
-	rule      string
-	kind      kind
-	src       uint32
-	line      int
-	action    Action
-	important bool
+	pattern string // lower case, without anchors and modifiers
+	head    string // pattern before its first '*'
+	dotHead string // "." + head
+	below   string // "*." + pattern: matches where pattern matches a proper suffix
+	tail    string // pattern after its last '*'
+	kind    kind
+	ruleInfo
 }
 
 // Builder collects entries from one or more sources and compiles them into
@@ -314,13 +323,13 @@ func (b *Builder) rollback(mk builderMark) {
 
 func (b *Builder) addRegex(src uint32, line int, re *regexp.Regexp, rule string, a Action, important bool) {
 	prefix, contains := regexLiterals(re.String())
-	b.regexes = append(b.regexes, regexEntry{re: re, prefix: prefix, contains: contains, rule: rule,
-		src: src, line: line, action: a, important: important})
+	b.regexes = append(b.regexes, regexEntry{re: re, prefix: prefix, contains: contains,
+		ruleInfo: ruleInfo{rule: rule, src: src, line: line, action: a, important: important}})
 }
 
 func (b *Builder) addGlob(src uint32, line int, k kind, pattern, rule string, a Action, important bool) {
 	g := newGlob(k, pattern)
-	g.rule, g.src, g.line, g.action, g.important = rule, src, line, a, important
+	g.ruleInfo = ruleInfo{rule: rule, src: src, line: line, action: a, important: important}
 	b.globs = append(b.globs, g)
 }
 
@@ -822,11 +831,11 @@ func (l *List) finish(b *Builder) {
 		}
 		l.maxRank = max(l.maxRank, rank(sh.action, sh.important))
 	}
-	for _, r := range l.regexes {
-		l.maxRank = max(l.maxRank, rank(r.action, r.important))
+	for i := range l.regexes {
+		l.maxRank = max(l.maxRank, l.regexes[i].rank())
 	}
-	for _, g := range l.globs {
-		l.maxRank = max(l.maxRank, rank(g.action, g.important))
+	for i := range l.globs {
+		l.maxRank = max(l.maxRank, l.globs[i].rank())
 	}
 	*b = *NewBuilder()
 }
@@ -1128,7 +1137,7 @@ func (l *List) match(s, orig string, lastUpper int) (Match, bool) {
 		}
 		for k := range l.regexes {
 			re := &l.regexes[k]
-			r := rank(re.action, re.important)
+			r := re.rank()
 			if best.ok && r <= best.rank {
 				continue
 			}
@@ -1141,12 +1150,10 @@ func (l *List) match(s, orig string, lastUpper int) (Match, bool) {
 		return Match{}, false
 	}
 	if best.re > 0 {
-		re := &l.regexes[best.re-1]
-		return Match{Rule: re.rule, Source: l.sources[re.src], Line: re.line, Action: re.action, Important: re.important}, true
+		return l.regexes[best.re-1].match(l.sources), true
 	}
 	if best.glob > 0 {
-		g := &l.globs[best.glob-1]
-		return Match{Rule: g.rule, Source: l.sources[g.src], Line: g.line, Action: g.action, Important: g.important}, true
+		return l.globs[best.glob-1].match(l.sources), true
 	}
 	sh := l.shapeAt(best.idx)
 	var rule string
@@ -1215,7 +1222,7 @@ func (l *List) matchGlobs(s string, best found) found {
 	try := func(ids []int32) {
 		for _, id := range ids {
 			g := &l.globs[id]
-			r := rank(g.action, g.important)
+			r := g.rank()
 			if best.ok && r <= best.rank {
 				continue
 			}

@@ -140,8 +140,8 @@ func BenchmarkMatchAdGuard(b *testing.B) {
 	}
 	var names []string
 	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Split(strings.TrimSpace(line), ","); len(f) > 0 && strings.Contains(f[len(f)-1], ".") {
-			names = append(names, f[len(f)-1])
+		if name := strings.TrimSpace(line); strings.Contains(name, ".") {
+			names = append(names, name)
 		}
 		if len(names) == 4096 {
 			break
