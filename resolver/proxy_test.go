@@ -183,6 +183,9 @@ func TestClientIdentityBehindForwarders(t *testing.T) {
 		want string
 	}{
 		{"plain_udp", func(t *testing.T) *dns.Msg { return udpRaw(t, addr, nil, q("", 0)) }, "127.0.0.1 -"},
+		// An ID whose first byte is '\r', like the PROXY signature's: 1 in
+		// 256 random IDs; such queries used to be dropped as bad headers.
+		{"plain_udp_id_0d", func(t *testing.T) *dns.Msg { m := q("", 0); m.Id = 0x0D0A; return udpRaw(t, addr, nil, m) }, "127.0.0.1 -"},
 		{"ecs_full_length", func(t *testing.T) *dns.Msg { return udpRaw(t, addr, nil, q("10.0.8.5", 32)) }, "10.0.8.5 127.0.0.1"},
 		{"ecs_ipv6", func(t *testing.T) *dns.Msg { return udpRaw(t, addr, nil, q("fd00:8::5", 128)) }, "fd00:8::5 127.0.0.1"},
 		{"ecs_subnet_ignored", func(t *testing.T) *dns.Msg { return udpRaw(t, addr, nil, q("10.0.8.0", 24)) }, "127.0.0.1 -"},

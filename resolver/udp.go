@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -413,7 +414,9 @@ func (l *udpLoop) drain(w *udpWriter) {
 		w.remote = p.from
 		w.client = w.remote
 		data := p.data
-		if l.s.cfg.ProxyProtocol && len(data) > 16 && data[0] == '\r' && containsAddr(l.s.cfg.TrustedForwarders, w.remote.Addr()) {
+		// The whole 12-byte signature, not its first byte: a plain query
+		// whose ID starts with 0x0D (1 in 256) is not a PROXY header.
+		if l.s.cfg.ProxyProtocol && len(data) > 16 && bytes.HasPrefix(data, proxySig) && containsAddr(l.s.cfg.TrustedForwarders, w.remote.Addr()) {
 			src, hl, err := parseProxyV2(data)
 			if err != nil {
 				l.s.metrics.malformed("proxy")
