@@ -92,7 +92,9 @@ type CacheConfig struct {
 	MaxTTL      time.Duration `mapstructure:"max_ttl"`
 	NegativeTTL time.Duration `mapstructure:"negative_ttl"`
 	ServeStale  time.Duration `mapstructure:"serve_stale"`
-	Prefetch    bool          `mapstructure:"prefetch"`
+	// StaleClientTimeout is RFC 8767's client response timer.
+	StaleClientTimeout time.Duration `mapstructure:"stale_client_timeout"`
+	Prefetch           bool          `mapstructure:"prefetch"`
 }
 
 type ListConfig struct {
@@ -377,7 +379,8 @@ func (c *Config) validate() error {
 		bad("cache.size", "must not be negative")
 	}
 	for key, d := range map[string]time.Duration{"cache.min_ttl": c.Cache.MinTTL, "cache.max_ttl": c.Cache.MaxTTL,
-		"cache.negative_ttl": c.Cache.NegativeTTL, "cache.serve_stale": c.Cache.ServeStale, "block_ttl": c.BlockTTL} {
+		"cache.negative_ttl": c.Cache.NegativeTTL, "cache.serve_stale": c.Cache.ServeStale,
+		"cache.stale_client_timeout": c.Cache.StaleClientTimeout, "block_ttl": c.BlockTTL} {
 		if d < 0 {
 			bad(key, "must not be negative")
 		}

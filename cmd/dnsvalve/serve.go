@@ -118,10 +118,8 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	a.group.Store(g)
 
 	cc := cache.Config{Size: cfg.Cache.Size, MinTTL: cfg.Cache.MinTTL, MaxTTL: cfg.Cache.MaxTTL,
-		NegativeTTL: cfg.Cache.NegativeTTL, ServeStale: cfg.Cache.ServeStale, Prefetch: cfg.Cache.Prefetch}
-	if cfg.Cache.ServeStale == 0 {
-		cc.ServeStale = 0
-	}
+		NegativeTTL: cfg.Cache.NegativeTTL, ServeStale: cfg.Cache.ServeStale,
+		StaleClientTimeout: cfg.Cache.StaleClientTimeout, Prefetch: cfg.Cache.Prefetch}
 	a.cache, err = cache.New(cc, cache.ExchangerFunc(a.exchange), cache.NewMetrics(a.metReg), logger, time.Now)
 	if err != nil {
 		return nil, fmt.Errorf("%w: cache: %w", ErrConfig, err)

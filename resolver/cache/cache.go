@@ -59,6 +59,13 @@ type Config struct {
 	// ServeStale is how long past expiry an entry may be served when
 	// upstreams fail (RFC 8767); 0 disables (default 1h).
 	ServeStale time.Duration
+	// StaleClientTimeout is RFC 8767's client response timer: a miss that
+	// has an entry it may serve stale waits this long for the upstream,
+	// then gets the stale answer while the exchange goes on in the
+	// background to refresh the entry. 0 waits for the upstream's outcome
+	// (the answer, or its failure after UpstreamTimeout). DefaultConfig
+	// sets 1.8s, the RFC's suggestion.
+	StaleClientTimeout time.Duration
 	// Prefetch refreshes popular entries in the background once less than
 	// 10% of their TTL is left, as Unbound does (default true).
 	Prefetch bool
@@ -73,24 +80,26 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultSize            = 100000
-	DefaultMaxTTL          = 24 * time.Hour
-	DefaultNegativeTTL     = 30 * time.Minute
-	DefaultServeStale      = time.Hour
-	DefaultPrefetchHits    = 3
-	DefaultUpstreamTimeout = 5 * time.Second
+	DefaultSize               = 100000
+	DefaultMaxTTL             = 24 * time.Hour
+	DefaultNegativeTTL        = 30 * time.Minute
+	DefaultServeStale         = time.Hour
+	DefaultStaleClientTimeout = 1800 * time.Millisecond
+	DefaultPrefetchHits       = 3
+	DefaultUpstreamTimeout    = 5 * time.Second
 )
 
 // DefaultConfig returns the default configuration.
 func DefaultConfig() Config {
 	return Config{
-		Size:            DefaultSize,
-		MaxTTL:          DefaultMaxTTL,
-		NegativeTTL:     DefaultNegativeTTL,
-		ServeStale:      DefaultServeStale,
-		Prefetch:        true,
-		PrefetchHits:    DefaultPrefetchHits,
-		UpstreamTimeout: DefaultUpstreamTimeout,
+		Size:               DefaultSize,
+		MaxTTL:             DefaultMaxTTL,
+		NegativeTTL:        DefaultNegativeTTL,
+		ServeStale:         DefaultServeStale,
+		StaleClientTimeout: DefaultStaleClientTimeout,
+		Prefetch:           true,
+		PrefetchHits:       DefaultPrefetchHits,
+		UpstreamTimeout:    DefaultUpstreamTimeout,
 	}
 }
 
@@ -99,7 +108,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"min_ttl", cfg.MinTTL}, {"max_ttl", cfg.MaxTTL}, {"negative_ttl", cfg.NegativeTTL}, {"serve_stale", cfg.ServeStale}, {"upstream_timeout", cfg.UpstreamTimeout}} {
+	}{{"min_ttl", cfg.MinTTL}, {"max_ttl", cfg.MaxTTL}, {"negative_ttl", cfg.NegativeTTL}, {"serve_stale", cfg.ServeStale}, {"stale_client_timeout", cfg.StaleClientTimeout}, {"upstream_timeout", cfg.UpstreamTimeout}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%w: %s is negative (%s)", ErrConfig, d.name, d.v))
 		}
@@ -164,6 +173,8 @@ type Cache struct {
 	closed bool
 	wg     sync.WaitGroup
 
+	// after starts the client response timer (time.After; tests stub it).
+	after  func(time.Duration) <-chan time.Time
 	joined func() // test hook: called each time a Resolve joins a flight
 	missed func() // test hook: called after a cache miss, before the join
 }
@@ -208,7 +219,7 @@ func New(cfg Config, next Exchanger, m *Metrics, logger *slog.Logger, now func()
 		return nil, fmt.Errorf("cache: new: %w", err)
 	}
 	return &Cache{
-		cfg: cfg, next: next, m: m, logger: logger, now: now, lru: l,
+		cfg: cfg, next: next, m: m, logger: logger, now: now, lru: l, after: time.After,
 		calls: make(map[key]*call),
 	}, nil
 }
@@ -222,7 +233,9 @@ func New(cfg Config, next Exchanger, m *Metrics, logger *slog.Logger, now func()
 //
 // A miss whose upstream exchange fails (error or SERVFAIL) is answered from
 // an entry expired less than ServeStale ago with TTL 30 and an Extended DNS
-// Error "Stale Answer" (status CacheStale, nil error). Otherwise the error is
+// Error "Stale Answer" (status CacheStale, nil error), and so is a miss with
+// such an entry whose exchange takes longer than StaleClientTimeout (the
+// exchange goes on and refreshes the entry). Otherwise the error is
 // returned wrapped, or the SERVFAIL reply passed through. Opcodes other than
 // QUERY and zone-transfer/meta qtypes bypass the cache.
 func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, status query.CacheStatus, upstream string, err error) {
@@ -249,7 +262,18 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 		c.missed()
 	}
 	cl, leader, err := c.join(ctx, k)
-	inline := leader && ctx.Done() == nil
+	// An entry that may be served stale starts the client response timer
+	// (RFC 8767 section 5): the exchange then runs on its own goroutine,
+	// so that it can finish, and refresh the entry, after this query has
+	// had the stale answer.
+	var stale *entry
+	var timer <-chan time.Time
+	if err == nil && c.cfg.StaleClientTimeout > 0 {
+		if stale = c.staleEntry(k, now); stale != nil {
+			timer = c.after(c.cfg.StaleClientTimeout)
+		}
+	}
+	inline := leader && ctx.Done() == nil && timer == nil
 	switch {
 	case leader && inline:
 		// A caller that cannot give up (the server passes a context that
@@ -268,6 +292,10 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 		select {
 		case <-cl.done:
 			err = cl.err
+		case <-timer:
+			c.m.stale.Inc()
+			c.logger.Debug("serving stale answer: upstream slower than the client response timer", "qname", q.Name, "qtype", dns.TypeToString[q.Qtype], "timer", c.cfg.StaleClientTimeout)
+			return reply(req, stale, 0, true), query.CacheStale, "", nil
 		case <-ctx.Done():
 			c.m.misses.Inc()
 			return nil, query.CacheMiss, "", fmt.Errorf("cache: resolve %s %s: %w", q.Name, dns.TypeToString[q.Qtype], ctx.Err())
@@ -288,7 +316,7 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 			c.m.hits.Inc()
 			return reply(req, e, now.Sub(e.stored), false), query.CacheHit, "", nil
 		}
-		if c.cfg.ServeStale > 0 && now.Before(e.expires.Add(c.cfg.ServeStale)) {
+		if c.servableStale(e, now) {
 			c.m.stale.Inc()
 			c.logger.Debug("serving stale answer", "qname", q.Name, "qtype", dns.TypeToString[q.Qtype], "expired_for", now.Sub(e.expires), "error", err)
 			return reply(req, e, 0, true), query.CacheStale, "", nil
@@ -299,6 +327,20 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 		return nil, query.CacheMiss, upstreamOf(cl), fmt.Errorf("cache: resolve %s %s: %w", q.Name, dns.TypeToString[q.Qtype], err)
 	}
 	return passthrough(req, cl.resp), query.CacheMiss, cl.upstream, nil
+}
+
+// staleEntry returns the entry of k if it has expired and may still be
+// served stale at now, else nil.
+func (c *Cache) staleEntry(k key, now time.Time) *entry {
+	if e, ok := c.lru.Peek(k); ok && !now.Before(e.expires) && c.servableStale(e, now) {
+		return e
+	}
+	return nil
+}
+
+// servableStale reports whether expired entry e may be served stale at now.
+func (c *Cache) servableStale(e *entry, now time.Time) bool {
+	return c.cfg.ServeStale > 0 && now.Before(e.expires.Add(c.cfg.ServeStale))
 }
 
 func upstreamOf(cl *call) string {

@@ -667,3 +667,97 @@ func TestResolve_bad_request(t *testing.T) {
 		t.Errorf("err %v, want ErrBadRequest", err)
 	}
 }
+
+// TestStaleClientTimeout checks RFC 8767's client response timer: a miss
+// with an entry it may serve stale gets that entry once the timer fires,
+// while the exchange goes on and refreshes the entry; an upstream faster
+// than the timer, a disabled timer or an entry beyond the stale window
+// leave the miss to the upstream.
+func TestStaleClientTimeout(t *testing.T) {
+	fresh := []string{"a.example. 60 IN CNAME b.example.", "b.example. 300 IN A 192.0.2.9"}
+	tests := []struct {
+		name      string
+		timeout   time.Duration
+		after     time.Duration // time after the entry's expiry
+		fire      bool          // the timer fires before the upstream answers
+		wantTimer bool
+		wantState string
+	}{
+		{"upstream_slower_than_timer", 1800 * time.Millisecond, time.Minute, true, true, "stale"},
+		{"upstream_faster_than_timer", 1800 * time.Millisecond, time.Minute, false, true, "miss"},
+		{"timer_disabled", 0, time.Minute, false, false, "miss"},
+		{"beyond_stale_window", 1800 * time.Millisecond, 2 * time.Hour, false, false, "miss"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := &fakeUpstream{reply: answerWith(t, dns.RcodeSuccess, []string{"a.example. 60 IN CNAME b.example.", "b.example. 300 IN A 192.0.2.1"}, nil)}
+			cfg := DefaultConfig()
+			cfg.StaleClientTimeout = tt.timeout
+			c := newTestCache(t, cfg, up)
+			fired := make(chan time.Time, 1)
+			var timers []time.Duration
+			c.after = func(d time.Duration) <-chan time.Time {
+				timers = append(timers, d)
+				if tt.fire {
+					fired <- time.Time{}
+				}
+				return fired
+			}
+			req := newQuery("a.example.", dns.TypeA, true, false)
+			mustResolve(t, c.Cache, req)
+			c.clock.step(60*time.Second + tt.after)
+
+			// The refresh blocks until released, so that a fired timer
+			// is sure to win.
+			release, returned := make(chan struct{}), make(chan struct{})
+			answer := answerWith(t, dns.RcodeSuccess, fresh, nil)
+			up.reply = func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+				defer close(returned)
+				if tt.fire {
+					<-release
+				}
+				return answer(ctx, m)
+			}
+			resp, st, _, err := c.Resolve(context.Background(), req)
+			if err != nil || st.String() != tt.wantState {
+				t.Fatalf("status %s err %v, want %s", st, err, tt.wantState)
+			}
+			if got := len(timers) > 0; got != tt.wantTimer || (got && timers[0] != tt.timeout) {
+				t.Errorf("timers started %v, want one of %v: %v", timers, tt.timeout, tt.wantTimer)
+			}
+			if tt.wantState == "miss" {
+				if a, ok := resp.Answer[1].(*dns.A); !ok || a.A.String() != "192.0.2.9" {
+					t.Errorf("answer %v, want the upstream's fresh one", resp.Answer)
+				}
+				return
+			}
+			if got := ttls(resp.Answer); !slices.Equal(got, []uint32{30, 30}) {
+				t.Errorf("stale ttls %v, want [30 30]", got)
+			}
+			if a, ok := resp.Answer[1].(*dns.A); !ok || a.A.String() != "192.0.2.1" {
+				t.Errorf("stale answer %v, want the expired entry's", resp.Answer)
+			}
+			if got := testutil.ToFloat64(c.m.stale); got != 1 {
+				t.Errorf("stale_total %v, want 1", got)
+			}
+			// The exchange goes on after the stale answer and stores the
+			// fresh reply: the next query is a hit on it.
+			c.mu.Lock()
+			cl := c.calls[makeKey(req)]
+			c.mu.Unlock()
+			if cl == nil {
+				t.Fatal("the exchange ended with the stale answer; want it to go on")
+			}
+			close(release)
+			<-returned
+			<-cl.done
+			resp, st2 := mustResolve(t, c.Cache, req)
+			if a, ok := resp.Answer[1].(*dns.A); st2 != "hit" || !ok || a.A.String() != "192.0.2.9" {
+				t.Errorf("after the refresh: %s %v, want a hit on the fresh answer", st2, resp.Answer)
+			}
+			if n := up.n.Load(); n != 2 {
+				t.Errorf("upstream asked %d times, want 2", n)
+			}
+		})
+	}
+}

@@ -143,3 +143,54 @@ func TestResolve_real_server_down(t *testing.T) {
 		t.Fatalf("beyond serve-stale: status %s err %v, want a timeout miss", st, err)
 	}
 }
+
+// TestResolve_real_server_slow checks RFC 8767's client response timer
+// against a loopback upstream that takes longer than the timer: the client
+// gets the stale answer on time, and the upstream's late reply still
+// refreshes the entry.
+func TestResolve_real_server_slow(t *testing.T) {
+	var slow atomic.Bool
+	release := make(chan struct{})
+	ip := net.IPv4(192, 0, 2, 1)
+	addr := startServer(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		if slow.Load() {
+			<-release
+			ip = net.IPv4(192, 0, 2, 2)
+		}
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: ip}}
+		if err := w.WriteMsg(m); err != nil {
+			t.Errorf("write: %v", err)
+		}
+	})
+	up := clientExchanger{client: &dns.Client{Net: "udp", Timeout: 10 * time.Second}, addr: addr}
+	clk := newClock()
+	cfg := DefaultConfig()
+	cfg.StaleClientTimeout = 50 * time.Millisecond
+	c, err := New(cfg, up, nil, nil, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	req := newQuery("www.example.com.", dns.TypeA, true, false)
+	mustResolve(t, c, req)
+	slow.Store(true)
+	clk.step(5 * time.Minute)
+	resp, st, _, err := c.Resolve(context.Background(), req)
+	if err != nil || st.String() != "stale" || ttls(resp.Answer)[0] != 30 || resp.Answer[0].(*dns.A).A.String() != "192.0.2.1" {
+		t.Fatalf("status %s err %v resp %v, want the stale 192.0.2.1 with TTL 30", st, err, resp)
+	}
+	c.mu.Lock()
+	cl := c.calls[makeKey(req)]
+	c.mu.Unlock()
+	if cl == nil {
+		t.Fatal("no exchange in flight after the stale answer")
+	}
+	close(release)
+	<-cl.done
+	resp, st2 := mustResolve(t, c, req)
+	if st2 != "hit" || resp.Answer[0].(*dns.A).A.String() != "192.0.2.2" {
+		t.Fatalf("after the late reply: %s %v, want a hit on 192.0.2.2", st2, resp.Answer)
+	}
+}
