@@ -5,7 +5,6 @@ import (
 	"math"
 	"math/bits"
 	"regexp"
-	"regexp/syntax"
 	"slices"
 	"strings"
 	"unsafe"
@@ -117,11 +116,10 @@ func (r *ruleInfo) match(sources []string) Match {
 // regexEntry is one compiled /regex/ rule.
 type regexEntry struct {
 	re *regexp.Regexp
-	// prefix is literal text every match starts the name with, contains
-	// literal text every match contains ("" when there is none; see
-	// regexLiterals): cheap tests before the regexp, which costs ~30 ns
-	// per call even when it fails at once.
-	prefix, contains string
+	// filter holds cheap tests every name the regexp matches passes (see
+	// newRegexFilter): a regexp costs ~30 ns per call even when it fails
+	// at once.
+	filter regexFilter
 	ruleInfo
 }
 
@@ -322,8 +320,7 @@ func (b *Builder) rollback(mk builderMark) {
 }
 
 func (b *Builder) addRegex(src uint32, line int, re *regexp.Regexp, rule string, a Action, important bool) {
-	prefix, contains := regexLiterals(re.String())
-	b.regexes = append(b.regexes, regexEntry{re: re, prefix: prefix, contains: contains,
+	b.regexes = append(b.regexes, regexEntry{re: re, filter: newRegexFilter(re.String()),
 		ruleInfo: ruleInfo{rule: rule, src: src, line: line, action: a, important: important}})
 }
 
@@ -1141,7 +1138,7 @@ func (l *List) match(s, orig string, lastUpper int) (Match, bool) {
 			if best.ok && r <= best.rank {
 				continue
 			}
-			if strings.HasPrefix(rs, re.prefix) && strings.Contains(rs, re.contains) && re.re.MatchString(rs) {
+			if re.filter.pass(rs) && re.re.MatchString(rs) {
 				best = found{rank: r, ok: true, re: k + 1}
 			}
 		}
@@ -1288,34 +1285,4 @@ func globMatch(pattern, s string) bool {
 		p++
 	}
 	return p == len(pattern)
-}
-
-// regexLiterals returns literal text that every match of expr must start
-// the subject with (expr is "^" or \A, then literal case-sensitive
-// characters) and the longest literal text every match must contain (a
-// literal at the top level of expr), each "" when there is none or expr
-// does not parse, so the caller's tests then always pass.
-func regexLiterals(expr string) (prefix, contains string) {
-	re, err := syntax.Parse(expr, syntax.Perl)
-	if err != nil {
-		return "", ""
-	}
-	re = re.Simplify()
-	subs := []*syntax.Regexp{re}
-	if re.Op == syntax.OpConcat {
-		subs = re.Sub
-	}
-	for i, sub := range subs {
-		if sub.Op != syntax.OpLiteral || sub.Flags&syntax.FoldCase != 0 {
-			continue
-		}
-		lit := string(sub.Rune)
-		if len(lit) > len(contains) {
-			contains = lit
-		}
-		if i == 1 && (subs[0].Op == syntax.OpBeginText || subs[0].Op == syntax.OpBeginLine) {
-			prefix = lit
-		}
-	}
-	return prefix, contains
 }

@@ -430,30 +430,6 @@ func TestGlobDuplicates(t *testing.T) {
 	}
 }
 
-// TestRegexLiterals: the literal start and the literal text a regex rule
-// needs, used to skip the regexp for names without them.
-func TestRegexLiterals(t *testing.T) {
-	for _, tt := range []struct{ expr, prefix, contains string }{
-		{`^139\.45\.197\.2(4[0-9]|5[0-4])`, "139.45.197.2", "139.45.197.2"},
-		{`^re[0-9]+\.example$`, "re", ".example"},
-		{`\Aads\.`, "ads.", "ads."},
-		{`^(a|c)\.[0-9a-f]{56}\.com$`, "", ".com"},
-		{`(https?:\/\/)213\.32\.115\..{100,}`, "", "213.32.115."},
-		{`62.76.25.2(7|8)`, "", "62"},
-		{`ads\.example`, "", "ads.example"},
-		{`^(?i)ads\.`, "", ""}, // case folded
-		{`^`, "", ""},
-		{`(`, "", ""}, // does not parse
-		{`(?m)^ads`, "ads", "ads"},
-		{`^a|^b`, "", ""},
-		{`a*`, "", ""},
-	} {
-		if p, c := regexLiterals(tt.expr); p != tt.prefix || c != tt.contains {
-			t.Errorf("regexLiterals(%q) = %q, %q; want %q, %q", tt.expr, p, c, tt.prefix, tt.contains)
-		}
-	}
-}
-
 // TestGlobMatchReference compares matchName with a regexp built from the
 // same pattern ('*' as ".*", anchored per kind) on random patterns and
 // names over a small alphabet, so that over-matching, empty '*' runs and
