@@ -296,3 +296,68 @@ func TestStoreConcurrent(t *testing.T) {
 		t.Errorf("%d decisions did not match the snapshot they loaded", n)
 	}
 }
+
+// TestImportantExceptionAcrossLists: the block lists of a policy are one
+// rule set: an important exception beats an important block whichever
+// list holds each (README, adblock format), as within one list.
+func TestImportantExceptionAcrossLists(t *testing.T) {
+	ls := map[string]Matcher{
+		"ads":      newList(t, "ads", "ads", "||tracker.example^$important\n"),
+		"override": newList(t, "override", "override", "@@||tracker.example^$important\n"),
+	}
+	tests := []struct {
+		name  string
+		block []string
+	}{
+		{name: "exception_list_first", block: []string{"override", "ads"}},
+		{name: "exception_list_last", block: []string{"ads", "override"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := mustCompile(t, Config{Policies: map[string]PolicyConfig{
+				"default": {Block: tc.block},
+			}}, ls)
+			d := s.Decide("default", "tracker.example.", dns.TypeA)
+			if d.Action != query.ActionAllow || d.List != "override" {
+				t.Fatalf("Decide = %+v, want allow by list override (important exception beats everything)", d)
+			}
+			// The same two rules in one list do allow (lists.rank).
+			one := mustCompile(t, Config{Policies: map[string]PolicyConfig{"default": {Block: []string{"both"}}}},
+				map[string]Matcher{"both": newList(t, "both", "both",
+					"||tracker.example^$important\n@@||tracker.example^$important\n")})
+			if d := one.Decide("default", "tracker.example.", dns.TypeA); d.Action != query.ActionAllow {
+				t.Fatalf("single list: Decide = %+v, want allow", d)
+			}
+		})
+	}
+}
+
+// TestAllowListOfExceptions: allow lists are commonly published as
+// exceptions (hagezi's "@@|tags.tiqcdn.com^", AdGuard's "@@||name^"), and
+// AdGuard Home reads them as allow rules: so does an allow: list here, in
+// open and allowlist mode.
+func TestAllowListOfExceptions(t *testing.T) {
+	ls := map[string]Matcher{
+		"hagezi-allow": newList(t, "hagezi-allow", "allow", "! Title: HaGeZi's Allowlist\n@@|tags.tiqcdn.com^\n@@||cc-api-data.adobe.io^\n"),
+		"ads":          newList(t, "ads", "ads", "||tiqcdn.com^\n"),
+	}
+	s := mustCompile(t, Config{Policies: map[string]PolicyConfig{
+		"default": {Allow: []string{"hagezi-allow"}, Block: []string{"ads"}},
+		"strict":  {Mode: ModeAllowlist, Allow: []string{"allow"}},
+	}}, ls)
+	tests := []struct {
+		name, policy, qname string
+	}{
+		{name: "open_allow_beats_block", policy: "default", qname: "tags.tiqcdn.com."},
+		{name: "allowlist_mode_listed", policy: "strict", qname: "tags.tiqcdn.com."},
+		{name: "allowlist_mode_listed_subdomain", policy: "strict", qname: "x.cc-api-data.adobe.io."},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := s.Decide(tc.policy, tc.qname, dns.TypeA)
+			if d.Action != query.ActionAllow {
+				t.Fatalf("Decide(%s, %s) = %+v, want allow by list hagezi-allow", tc.policy, tc.qname, d)
+			}
+		})
+	}
+}

@@ -158,14 +158,16 @@ func (p *compiledPolicy) decide(name string) Decision {
 	return Decision{Policy: p.name}
 }
 
-// allowed reports the first allow list that contains name (an exception
-// entry in an allow list does not count).
+// allowed reports the first allow list that contains name. Every entry of
+// an allow list allows, exceptions ("@@||name^") included: published allow
+// lists (hagezi's, AdGuard's exceptions) are written as exceptions, and
+// AdGuard Home reads them so.
 func (p *compiledPolicy) allowed(name string) (Matcher, lists.Match, bool) {
 	if name == "" {
 		return nil, lists.Match{}, false
 	}
 	for _, l := range p.allow {
-		if m, ok := l.Match(name); ok && m.Action != lists.Allow {
+		if m, ok := l.Match(name); ok {
 			return l, m, true
 		}
 	}
@@ -177,30 +179,38 @@ type hit struct {
 	m    lists.Match
 }
 
-// matchTier evaluates block or alert lists. hit is the winning entry
-// (nil list when none or when an exception cancels it): an $important entry
-// beats exceptions, otherwise any exception beats plain entries and is
-// returned as exc.
+// matchTier evaluates block or alert lists as one rule set, whatever list
+// each rule is in. win is the winning entry (nil list when none or when an
+// exception cancels it), exc the winning exception: an $important
+// exception beats everything, an $important entry beats plain exceptions,
+// and any exception beats plain entries.
 func matchTier(ls []Matcher, name string) (win, exc hit) {
 	if name == "" {
 		return hit{}, hit{}
 	}
-	var first hit
+	var first, important hit
 	for _, l := range ls {
 		m, ok := l.Match(name)
 		switch {
 		case !ok:
+		case m.Action == lists.Allow && m.Important:
+			return hit{}, hit{l, m}
 		case m.Action == lists.Allow:
 			if exc.list == nil {
 				exc = hit{l, m}
 			}
 		case m.Important:
-			return hit{l, m}, hit{}
+			if important.list == nil {
+				important = hit{l, m}
+			}
 		case first.list == nil:
 			first = hit{l, m}
 		}
 	}
-	if exc.list != nil {
+	switch {
+	case important.list != nil:
+		return important, hit{}
+	case exc.list != nil:
 		return hit{}, exc
 	}
 	return first, hit{}
