@@ -116,7 +116,7 @@ type sourceState struct {
 	meta    cacheMeta
 	modTime time.Time // file sources
 	size    int64
-	entries int    // entries in the last good copy
+	entries int    // entries in the last good copy; -1 unknown (a cache written before the count was kept)
 	good    bool   // a last good copy exists (memory or disk)
 	mem     []byte // last good copy, kept only when it could not be written to disk
 }
@@ -127,6 +127,10 @@ type cacheMeta struct {
 	ETag         string    `json:"etag,omitempty"`
 	LastModified string    `json:"last_modified,omitempty"`
 	Fetched      time.Time `json:"fetched"`
+	// Entries is how many entries the copy parsed to, so that a download
+	// that parses to none is refused after a restart too (nil in caches
+	// written before it was kept).
+	Entries *int `json:"entries,omitempty"`
 }
 
 type listState struct {
@@ -404,7 +408,7 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bo
 				mark := b.mark()
 				stats, sp, n, err := m.parseNew(c, src, ls.format, b, r)
 				parsed += n
-				if err == nil && stats.Entries == 0 && st.entries > 0 {
+				if err == nil && stats.Entries == 0 && st.entries != 0 {
 					err = ErrEmpty
 				}
 				if err == nil {
@@ -434,7 +438,7 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bo
 			if err != nil {
 				m.log.Warn("parse last good copy", "list", c.Name, "source", src, "err", err)
 			}
-			if st.entries == 0 {
+			if st.entries <= 0 {
 				st.entries = stats.Entries
 			}
 		}
@@ -702,7 +706,10 @@ func (m *Manager) restore(src string) *sourceState {
 	if _, err := os.Stat(p + ".data"); err != nil {
 		return st
 	}
-	st.meta, st.good = meta, true
+	st.meta, st.good, st.entries = meta, true, -1
+	if meta.Entries != nil {
+		st.entries = *meta.Entries
+	}
 	return st
 }
 
@@ -711,6 +718,7 @@ func (m *Manager) restore(src string) *sourceState {
 // there is none or it cannot be written. sp is nil only when a file could
 // not be opened, which is never accepted.
 func (m *Manager) keep(src string, st *sourceState, r *fetched, sp *spool, entries int) {
+	r.meta.Entries = &entries
 	st.meta, st.modTime, st.size, st.entries, st.good = r.meta, r.mod, r.size, entries, true
 	st.mem = nil
 	if sp.f == nil {

@@ -2,6 +2,7 @@ package lists
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -290,5 +291,67 @@ func TestManagerMemoryOnly(t *testing.T) {
 	}
 	if _, ok := l.Match("ads.example"); ok {
 		t.Error("old URL content still present")
+	}
+}
+
+// TestRestartRefusesEmptyDownload: after a restart, a source that answers
+// 200 with a body that parses to nothing (an HTML error page, a captive
+// portal) must not replace the last good copy on disk, whose entry count
+// the cache keeps; a cache written before the count was kept counts as
+// unknown and is protected too.
+func TestRestartRefusesEmptyDownload(t *testing.T) {
+	tests := []struct {
+		name, mode string
+		legacyMeta bool // drop the entry count from the cached copy's meta
+	}{
+		{"server_error_500", "fail", false},
+		{"error_page_as_200", "empty", false},
+		{"disk_copy_survived", "fail", false},
+		{"error_page_as_200_legacy_meta", "empty", true},
+	}
+	srv := newListServer(t)
+	cache := t.TempDir()
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	cfg := []Config{{Name: "ads", Sources: []string{srv.URL + "/ads.txt"}, Refresh: time.Hour, MaxBytes: 1000}}
+	m := NewManager(cache, srv.Client(), NewMetrics(prometheus.NewRegistry()), quietLogger(), clock.now)
+	lists, err := m.Load(context.Background(), cfg)
+	if err != nil || lists["ads"].Len() != 2 {
+		t.Fatalf("first load: %v, want 2 entries", err)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.legacyMeta {
+				p := m.cachePath(srv.URL+"/ads.txt") + ".meta"
+				raw, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var meta map[string]any
+				if err := json.Unmarshal(raw, &meta); err != nil || meta["entries"] != 2.0 {
+					t.Fatalf("meta %s (%v): want an entry count of 2", raw, err)
+				}
+				delete(meta, "entries")
+				raw, _ = json.Marshal(meta)
+				if err := os.WriteFile(p, raw, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			srv.set(tc.mode, "", "")
+			m2 := NewManager(cache, srv.Client(), NewMetrics(prometheus.NewRegistry()), quietLogger(), clock.now)
+			lists, err := m2.Load(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := lists["ads"]
+			if l.Len() != 2 {
+				t.Errorf("Len = %d, want 2 (the last good copy on disk)", l.Len())
+			}
+			if _, ok := l.Match("ads.example"); !ok {
+				t.Error("ads.example no longer blocked")
+			}
+			if got := testutil.ToFloat64(m2.metrics.refreshes.WithLabelValues("ads", resultError)); got != 1 {
+				t.Errorf("refresh_total{result=error} = %v, want 1", got)
+			}
+		})
 	}
 }
