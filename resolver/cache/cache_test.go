@@ -177,6 +177,10 @@ func TestCacheability(t *testing.T) {
 		{"nxdomain_uses_soa_minimum", nil, answerWith(t, dns.RcodeNameError, nil, []string{soa}), nil, 300 * time.Second},
 		{"nodata_uses_soa_ttl_when_smaller", nil, answerWith(t, dns.RcodeSuccess, nil, []string{"example. 120 IN SOA ns.example. admin.example. 1 7200 900 1209600 300"}), nil, 120 * time.Second},
 		{"negative_capped", func(c *Config) { c.NegativeTTL = time.Minute }, answerWith(t, dns.RcodeNameError, nil, []string{soa}), nil, time.Minute},
+		// RFC 2308 section 2.2: a CNAME chain ending without the asked
+		// type is NODATA for the last name; the CNAME's TTL does not count.
+		{"cname_then_nodata_uses_soa_minimum", nil, answerWith(t, dns.RcodeSuccess, []string{"a.example. 3600 IN CNAME b.example."}, []string{soa}), nil, 300 * time.Second},
+		{"cname_then_nodata_capped", func(c *Config) { c.NegativeTTL = 20 * time.Second }, answerWith(t, dns.RcodeSuccess, []string{"a.example. 3600 IN CNAME b.example."}, []string{soa}), nil, 20 * time.Second},
 		{"nxdomain_without_soa", nil, answerWith(t, dns.RcodeNameError, nil, nil), nil, 0},
 		{"nxdomain_foreign_soa", nil, answerWith(t, dns.RcodeNameError, nil, []string{"evil. 3600 IN SOA ns.evil. admin.evil. 1 7200 900 1209600 300"}), nil, 0},
 		{"servfail", nil, answerWith(t, dns.RcodeServerFailure, nil, nil), nil, 0},
@@ -229,6 +233,9 @@ func TestCacheability(t *testing.T) {
 			want := uint32(tt.wantLife/time.Second) - 10
 			if st2 != "hit" || len(resp.Ns) != 1 || resp.Ns[0].Header().Ttl != want {
 				t.Errorf("hit status %s ns %v, want SOA with TTL %d", st2, resp.Ns, want)
+			}
+			if resp.Authoritative {
+				t.Errorf("cached answer has AA set")
 			}
 		})
 	}

@@ -63,6 +63,7 @@ func answerWith(tb testing.TB, rcode int, answer []string, ns []string) func(con
 		r := new(dns.Msg)
 		r.SetRcode(m, rcode)
 		r.RecursionAvailable = true
+		r.Authoritative = true // as an authoritative upstream would
 		r.Answer = copyRRs(an)
 		r.Ns = copyRRs(au)
 		return r, nil

@@ -160,18 +160,21 @@ func (c *Cache) newEntry(k key, resp *dns.Msg, now time.Time) (*entry, string) {
 		return nil, reasonOutOfChain
 	}
 	last := names[len(names)-1]
-	negative := resp.Rcode == dns.RcodeNameError || len(answer) == 0
+	var soa *dns.SOA
+	for _, rr := range resp.Ns {
+		if s, isSOA := rr.(*dns.SOA); isSOA && dns.IsSubDomain(s.Hdr.Name, last) {
+			soa = s
+			break
+		}
+	}
+	// A chain of CNAMEs that ends without the asked type, with the SOA of
+	// the last name's zone, is NODATA too (RFC 2308 section 2.2).
+	negative := resp.Rcode == dns.RcodeNameError || len(answer) == 0 ||
+		(soa != nil && !answersType(answer, k.qtype))
 
 	rng := ttlRange{lo: seconds(c.cfg.MinTTL), hi: seconds(c.cfg.MaxTTL)}
 	var ns []dns.RR
-	var soa *dns.SOA
 	if negative {
-		for _, rr := range resp.Ns {
-			if s, isSOA := rr.(*dns.SOA); isSOA && dns.IsSubDomain(s.Hdr.Name, last) {
-				soa = s
-				break
-			}
-		}
 		if soa == nil {
 			return nil, reasonNoSOA
 		}
@@ -240,6 +243,9 @@ func (c *Cache) newEntry(k key, resp *dns.Msg, now time.Time) (*entry, string) {
 	msg := &dns.Msg{MsgHdr: resp.MsgHdr}
 	msg.Id = 0
 	msg.Response = true
+	// dnsvalve is not the authority of what it cached (CoreDNS and Unbound
+	// clear AA on cached answers too).
+	msg.Authoritative = false
 	msg.Answer = copyClamped(answer, rng, k.name)
 	msg.Ns = copyClamped(ns, rng, "")
 	msg.Extra = copyClamped(extra, rng, "")
@@ -336,4 +342,15 @@ func ofQuestion(rrs []dns.RR, qtype, qclass uint16) []dns.RR {
 		out = append(out, rr)
 	}
 	return out
+}
+
+// answersType reports whether rrs hold a record of type qtype (for ANY,
+// any record but a signature).
+func answersType(rrs []dns.RR, qtype uint16) bool {
+	for _, rr := range rrs {
+		if t := rr.Header().Rrtype; t == qtype || (qtype == dns.TypeANY && t != dns.TypeRRSIG) {
+			return true
+		}
+	}
+	return false
 }
