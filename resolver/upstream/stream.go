@@ -86,10 +86,12 @@ func (s *streamUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, er
 
 // exchangeWire sends p over a pooled or new connection. A pooled
 // connection that turns out to be broken (closed by the server while idle)
-// is discarded and the query retried once on a fresh connection.
+// is discarded and the query retried once on a newly dialled connection:
+// the other pooled ones are likely closed too (a server's idle timeout
+// closes them all).
 func (s *streamUpstream) exchangeWire(ctx context.Context, p *prepared) (*dns.Msg, error) {
 	for attempt := 0; ; attempt++ {
-		c, pooled, err := s.get(ctx)
+		c, pooled, err := s.get(ctx, attempt > 0)
 		if err != nil {
 			return nil, err
 		}
@@ -100,6 +102,7 @@ func (s *streamUpstream) exchangeWire(ctx context.Context, p *prepared) (*dns.Ms
 		}
 		_ = c.Close()
 		if pooled && attempt == 0 && ctx.Err() == nil && !errors.Is(err, ErrInvalidResponse) && !isTimeout(err) {
+			s.closeIdle()
 			continue
 		}
 		return nil, err
@@ -141,11 +144,24 @@ func (s *streamUpstream) roundTrip(ctx context.Context, c net.Conn, p *prepared)
 	return r, nil
 }
 
-// get returns an idle pooled connection (pooled == true) or dials a new one.
-func (s *streamUpstream) get(ctx context.Context) (c net.Conn, pooled bool, err error) {
+// closeIdle closes the pooled connections: one found closed by the server
+// says the others, idle as long or longer, likely are too.
+func (s *streamUpstream) closeIdle() {
+	s.mu.Lock()
+	idle := s.idle
+	s.idle = nil
+	s.mu.Unlock()
+	for _, ic := range idle {
+		_ = ic.c.Close()
+	}
+}
+
+// get returns an idle pooled connection (pooled == true) or, when there is
+// none or fresh is set, dials a new one.
+func (s *streamUpstream) get(ctx context.Context, fresh bool) (c net.Conn, pooled bool, err error) {
 	now := time.Now()
 	s.mu.Lock()
-	for len(s.idle) > 0 {
+	for !fresh && len(s.idle) > 0 {
 		ic := s.idle[len(s.idle)-1]
 		s.idle = s.idle[:len(s.idle)-1]
 		if now.Sub(ic.since) < idleTimeout {

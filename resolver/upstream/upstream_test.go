@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -566,5 +567,85 @@ func TestParseResolvConf(t *testing.T) {
 	}
 	if _, err := ParseResolvConf(filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Errorf("missing file: want error")
+	}
+}
+
+// trackingListener records the connections it accepts, so a test can close
+// them from the server's side, as a server's idle timeout does.
+type trackingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns = append(l.conns, c)
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+func (l *trackingListener) closeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		_ = c.Close()
+	}
+	l.conns = nil
+}
+
+// TestStream_allPooledConnectionsClosed: when the server has closed every
+// pooled connection (an idle timeout: miekg/dns's is 8s, Unbound's about
+// 30s, under the pool's 20s), the next query succeeds on a new connection
+// however many dead ones are pooled; the retry used to take the next dead
+// one and fail.
+func TestStream_allPooledConnectionsClosed(t *testing.T) {
+	for _, pooled := range []int{1, 2, 3} {
+		t.Run(fmt.Sprintf("%d_pooled", pooled), func(t *testing.T) {
+			var arrived sync.WaitGroup
+			arrived.Add(pooled)
+			var calls atomic.Int64
+			h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+				if calls.Add(1) <= int64(pooled) {
+					arrived.Done()
+					arrived.Wait() // each warm-up query holds its own connection
+				}
+				_ = w.WriteMsg(reply(r, dns.RcodeSuccess, "192.0.2.1"))
+			})
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tl := &trackingListener{Listener: l}
+			serve(t, &dns.Server{Listener: tl, Handler: h})
+			u := mustNew(t, "tcp://"+l.Addr().String(), Options{MaxIdleConns: 3})
+			var wg sync.WaitGroup
+			for range pooled {
+				wg.Go(func() {
+					if _, err := u.Exchange(t.Context(), newQuery("example.org.", dns.TypeA)); err != nil {
+						t.Errorf("warm-up exchange: %v", err)
+					}
+				})
+			}
+			wg.Wait()
+			tl.closeAll()
+			if _, err := u.Exchange(t.Context(), newQuery("example.org.", dns.TypeA)); err != nil {
+				t.Fatalf("exchange after the server closed %d pooled connections: %v", pooled, err)
+			}
+			// The dead ones went with the first: the next query reuses
+			// the new connection.
+			if _, err := u.Exchange(t.Context(), newQuery("example.org.", dns.TypeA)); err != nil {
+				t.Fatalf("second exchange: %v", err)
+			}
+			tl.mu.Lock()
+			n := len(tl.conns)
+			tl.mu.Unlock()
+			if n != 1 {
+				t.Errorf("%d connections since the close, want 1", n)
+			}
+		})
 	}
 }
