@@ -161,8 +161,11 @@ func (s *DnstapSink) message(r *Record, typ dnstap.Message_Type) *dnstap.Dnstap 
 		port := uint32(r.Client.Port)
 		m.QueryPort = &port
 	}
-	if r.Server.IsValid() {
-		m.ResponseAddress = addrBytes(r.Server.Addr(), fam)
+	// The message has one socket family: a listener address of the other
+	// one (an IPv4 client on a dual-stack [::] listener is mapped) is
+	// left out rather than misencoded.
+	if srv := r.Server.Addr(); r.Server.IsValid() && (srv.Unmap().Is4() == (fam == dnstap.SocketFamily_INET)) {
+		m.ResponseAddress = addrBytes(srv, fam)
 		port := uint32(r.Server.Port())
 		m.ResponsePort = &port
 	}

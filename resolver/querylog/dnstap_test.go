@@ -273,3 +273,35 @@ func TestDnstapSinkDisconnected(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestDnstapMixedFamilies: a listener address of the other family than
+// the client's is left out of the message; it used to panic (As4 of an
+// IPv6 address) in the Logger's writer goroutine.
+func TestDnstapMixedFamilies(t *testing.T) {
+	s, err := NewDnstapSink("unix", filepath.Join(t.TempDir(), "x.sock"), DnstapOptions{Identity: "h", Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name           string
+		client, server string
+		wantQ, wantR   int // address lengths
+	}{
+		{"v4_client_v6_listener", "10.0.8.5:53211", "[2001:db8::53]:53", 4, 0},
+		{"v6_client_v4_listener", "[2001:db8::5]:53211", "192.0.2.53:53", 16, 0},
+		{"v4_client_mapped_listener", "10.0.8.5:53211", "[::ffff:192.0.2.53]:53", 4, 4},
+		{"v6_both", "[2001:db8::5]:53211", "[2001:db8::53]:53", 16, 16},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := testRecord(t, "cache_hit_a")
+			ap := netip.MustParseAddrPort(tc.client)
+			r.Client.Addr, r.Client.Port = ap.Addr(), ap.Port()
+			r.Server = netip.MustParseAddrPort(tc.server)
+			dt := s.message(&r, dnstap.Message_CLIENT_RESPONSE)
+			if len(dt.Message.QueryAddress) != tc.wantQ || len(dt.Message.ResponseAddress) != tc.wantR {
+				t.Errorf("query address %v, response address %v: want lengths %d, %d",
+					dt.Message.QueryAddress, dt.Message.ResponseAddress, tc.wantQ, tc.wantR)
+			}
+		})
+	}
+}

@@ -1,7 +1,6 @@
 package querylog
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -20,17 +19,23 @@ import (
 // sink spec it does not understand.
 var ErrInvalidSpec = errors.New("invalid query-log sink spec")
 
-// writeBufferSize is the bufio buffer of the JSON-lines sinks.
+// writeBufferSize is the buffer of the JSON-lines sinks.
 const writeBufferSize = 64 << 10
 
 // WriterSink writes JSON lines (one Record or Alert per line) to an
 // io.Writer through a buffer. Its methods are safe for concurrent use.
+//
+// The writer only ever gets whole lines, so that a rotating file (which
+// rotates before a write that would overflow it) never splits a line
+// between two files. A write that fails part-way leaves a torn line: the
+// next write starts with a newline, so the lines after it stay readable.
 type WriterSink struct {
 	name   string
 	mu     sync.Mutex
 	w      io.Writer
-	bw     *bufio.Writer
-	buf    []byte
+	out    []byte    // whole lines not yet written, at most writeBufferSize unless one line is longer
+	buf    []byte    // the line being encoded
+	torn   bool      // the writer's output may end inside a line
 	closer io.Closer // closed by Close; nil for stdout/stderr
 }
 
@@ -39,7 +44,7 @@ var _ AlertSink = (*WriterSink)(nil)
 // NewWriterSink returns a sink writing JSON lines to w, named name. Close
 // flushes but does not close w.
 func NewWriterSink(name string, w io.Writer) *WriterSink {
-	return &WriterSink{name: name, w: w, bw: bufio.NewWriterSize(w, writeBufferSize), buf: make([]byte, 0, 1024)}
+	return &WriterSink{name: name, w: w, out: make([]byte, 0, writeBufferSize), buf: make([]byte, 0, 1024)}
 }
 
 // Name returns the sink's name.
@@ -61,13 +66,15 @@ func (s *WriterSink) WriteAlert(a *Alert) error {
 	return s.writeLocked()
 }
 
+// writeLocked buffers the line in s.buf, writing the buffer out first when
+// the line does not fit.
 func (s *WriterSink) writeLocked() error {
-	if _, err := s.bw.Write(s.buf); err != nil {
-		// bufio errors are sticky: start over with an empty buffer so
-		// the sink recovers when the writer does (disk space freed).
-		s.bw.Reset(s.w)
-		return fmt.Errorf("querylog: write %s: %w", s.name, err)
+	if len(s.out) > 0 && len(s.out)+len(s.buf) > writeBufferSize {
+		if err := s.flushLocked(); err != nil {
+			return err
+		}
 	}
+	s.out = append(s.out, s.buf...)
 	return nil
 }
 
@@ -78,10 +85,33 @@ func (s *WriterSink) Flush() error {
 	return s.flushLocked()
 }
 
+// flushLocked writes the buffered lines. On an error they are dropped (the
+// Logger counts them lost), so that the sink recovers when the writer
+// does (disk space freed).
 func (s *WriterSink) flushLocked() error {
-	if err := s.bw.Flush(); err != nil {
-		s.bw.Reset(s.w)
+	if len(s.out) == 0 {
+		return nil
+	}
+	if s.torn {
+		// Finish the torn line, so that it alone is unreadable.
+		if _, err := s.w.Write([]byte{'\n'}); err != nil {
+			s.out = s.out[:0]
+			return fmt.Errorf("querylog: flush %s: %w", s.name, err)
+		}
+		s.torn = false
+	}
+	n, err := s.w.Write(s.out)
+	if err == nil && n < len(s.out) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		s.torn = n > 0 && s.out[n-1] != '\n'
+		s.out = s.out[:0]
 		return fmt.Errorf("querylog: flush %s: %w", s.name, err)
+	}
+	s.out = s.out[:0]
+	if cap(s.out) > 2*writeBufferSize {
+		s.out = make([]byte, 0, writeBufferSize) // after a huge line
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package querylog
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -150,5 +151,116 @@ func TestFileSinkRotation(t *testing.T) {
 	}
 	if len(seen) != n {
 		t.Errorf("%d distinct records, want %d", len(seen), n)
+	}
+}
+
+// TestFileSinkSizeRotationKeepsLinesWhole: size rotations (lumberjack
+// rotates before a write that would overflow the file) must never split a
+// line between two files, so every record parses from one file or the
+// other. A 64 KiB buffer handed out mid-line used to lose a record per
+// rotation.
+func TestFileSinkSizeRotationKeepsLinesWhole(t *testing.T) {
+	dir := t.TempDir()
+	fs, err := NewFileSink(filepath.Join(dir, "query.log"), FileOptions{MaxSizeMB: 1, MaxBackups: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 6000 // ~2.7 MB of lines: two size rotations at least
+	m := NewMetrics(nil)
+	l := New([]Sink{fs}, n, m, discardLogger())
+	r := testRecord(t, "cache_hit_a")
+	for i := range n {
+		r.Question.Name = fmt.Sprintf("q%d.example.", i)
+		l.Log(&r)
+	}
+	closeLogger(t, l)
+	checkAccounting(t, l, m, n)
+	files, _ := filepath.Glob(filepath.Join(dir, "query*.log"))
+	if len(files) < 3 {
+		t.Fatalf("files %v, want two size rotations", files)
+	}
+	seen := map[string]int{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 0 && b[len(b)-1] != '\n' {
+			t.Errorf("%s does not end in a newline: ends %q", filepath.Base(f), b[max(0, len(b)-40):])
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		sc.Buffer(nil, 1<<20)
+		for ln := 1; sc.Scan(); ln++ {
+			var e Entry
+			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+				t.Errorf("%s line %d: %v: %.60q", filepath.Base(f), ln, err, sc.Bytes())
+				continue
+			}
+			seen[e.QueryName]++
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("%d records parse across the files, want %d", len(seen), n)
+	}
+}
+
+// shortWriter accepts budget bytes, then writes part of what it is given
+// and fails, as a full disk does.
+type shortWriter struct {
+	buf    bytes.Buffer
+	budget int
+}
+
+func (w *shortWriter) Write(p []byte) (int, error) {
+	if w.buf.Len()+len(p) <= w.budget {
+		return w.buf.Write(p)
+	}
+	n := max(0, w.budget-w.buf.Len())
+	w.buf.Write(p[:n])
+	return n, errors.New("no space left on device")
+}
+
+// TestWriterSinkShortWrite: a write that fails part-way (disk full) leaves
+// a torn line; once the writer recovers, the next record must still be a
+// line of its own, not glued onto the torn one.
+func TestWriterSinkShortWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		budget int
+		want   int // lines in the output
+	}{
+		{"torn_mid_line", 1000, 3}, // one whole line, the torn one, the one after
+		{"nothing_written", 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &shortWriter{budget: tc.budget}
+			s := NewWriterSink("short", w)
+			r := testRecord(t, "cache_hit_a")
+			for i := range 5 {
+				r.Question.Name = fmt.Sprintf("lost%d.example.", i)
+				if err := s.Write(&r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Flush(); err == nil {
+				t.Fatal("flush succeeded, want the short-write error")
+			}
+			w.budget = 1 << 20 // disk space freed
+			r.Question.Name = "after.example."
+			if err := s.Write(&r); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSuffix(w.buf.String(), "\n"), "\n")
+			if len(lines) != tc.want {
+				t.Errorf("%d lines, want %d: %q", len(lines), tc.want, w.buf.String())
+			}
+			var e Entry
+			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &e); err != nil || e.QueryName != "after.example." {
+				t.Errorf("the record written after recovery is not a line of its own (%v): %q", err, lines[len(lines)-1])
+			}
+		})
 	}
 }
