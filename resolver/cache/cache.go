@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -45,6 +46,8 @@ var (
 	ErrNoResponse = errors.New("upstream returned no reply")
 	// ErrClosed reports a miss after Close.
 	ErrClosed = errors.New("cache closed")
+	// ErrPanic reports an upstream exchange that panicked.
+	ErrPanic = errors.New("upstream exchange panicked")
 )
 
 // Config configures a Cache. DefaultConfig returns the documented defaults;
@@ -280,9 +283,9 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 		// is never cancelled) runs the exchange itself: its goroutine
 		// already has the stack the exchange needs, and a goroutine per
 		// miss spent more growing its stack than the handoff saved.
-		c.run(k, cl, true)
+		c.run(k, cl, true, true)
 	case leader:
-		go c.run(k, cl, true)
+		go c.run(k, cl, true, false)
 	}
 	switch {
 	case err != nil:
@@ -405,15 +408,37 @@ func (c *Cache) join(ctx context.Context, k key) (cl *call, leader bool, err err
 // releases the waiters. With recheck (a miss, not a prefetch) it first looks
 // for a fresh entry: one stored by an exchange that ended between the
 // caller's cache lookup and its join is used instead of asking again.
-func (c *Cache) run(k key, cl *call, recheck bool) {
+//
+// A panic in the exchange fails the flight (ErrPanic), so that its waiters
+// and later queries for k are not left waiting for good; inline (on the
+// caller's goroutine) it then goes on up to the server, which answers
+// SERVFAIL, and on a goroutine of its own it is logged.
+func (c *Cache) run(k key, cl *call, recheck, inline bool) {
 	defer c.wg.Done()
 	defer cl.cancel()
+	ended := false
+	defer func() {
+		if ended {
+			return
+		}
+		p := recover()
+		cl.err = fmt.Errorf("%w: %v", ErrPanic, p)
+		c.mu.Lock()
+		delete(c.calls, k)
+		c.mu.Unlock()
+		close(cl.done)
+		if inline {
+			panic(p)
+		}
+		c.logger.Error("upstream exchange panicked", "qname", k.name, "qtype", dns.TypeToString[k.qtype], "panic", p, "stack", string(debug.Stack()))
+	}()
 	if recheck {
 		if e, ok := c.lru.Peek(k); ok && c.now().Before(e.expires) {
 			cl.e = e
 			c.mu.Lock()
 			delete(c.calls, k)
 			c.mu.Unlock()
+			ended = true
 			close(cl.done)
 			return
 		}
@@ -444,6 +469,7 @@ func (c *Cache) run(k key, cl *call, recheck bool) {
 	c.mu.Lock()
 	delete(c.calls, k)
 	c.mu.Unlock()
+	ended = true
 	close(cl.done)
 }
 
@@ -484,7 +510,7 @@ func (c *Cache) prefetch(ctx context.Context, k key) {
 		return
 	}
 	if leader {
-		go c.run(k, cl, false)
+		go c.run(k, cl, false, false)
 	}
 	c.m.prefetches.Inc()
 }

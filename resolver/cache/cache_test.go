@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -763,6 +764,55 @@ func TestStaleClientTimeout(t *testing.T) {
 				t.Errorf("after the refresh: %s %v, want a hit on the fresh answer", st2, resp.Answer)
 			}
 			if n := up.n.Load(); n != 2 {
+				t.Errorf("upstream asked %d times, want 2", n)
+			}
+		})
+	}
+}
+
+// TestExchangePanic: an exchange that panics must fail its flight, not
+// leave it open: later queries for the name used to wait on it for good.
+// Inline (the server's never-cancelled context) the panic goes on up to
+// the server, which answers SERVFAIL; on a goroutine of its own it is an
+// error, and the process survives.
+func TestExchangePanic(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		inline bool
+	}{{"inline", true}, {"detached", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			answer := answerWith(t, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil)
+			var calls atomic.Int32
+			up := &fakeUpstream{reply: func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+				if calls.Add(1) == 1 {
+					panic("exchanger bug")
+				}
+				return answer(ctx, m)
+			}}
+			c := newTestCache(t, DefaultConfig(), up)
+			ctx := context.Background()
+			if !tc.inline {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithCancel(ctx)
+				defer cancel()
+			}
+			req := newQuery("a.example.", dns.TypeA, false, false)
+			func() {
+				defer func() {
+					if p := recover(); (p != nil) != tc.inline {
+						t.Errorf("panic %v reached the caller; want it to only when inline", p)
+					}
+				}()
+				_, _, _, err := c.Resolve(ctx, req)
+				if !tc.inline && !errors.Is(err, ErrPanic) {
+					t.Errorf("err %v, want ErrPanic", err)
+				}
+			}()
+			resp, st, _, err := c.Resolve(ctx, req)
+			if err != nil || st.String() != "miss" || len(resp.Answer) != 1 {
+				t.Fatalf("after the panic: status %s err %v resp %v, want a miss answered", st, err, resp)
+			}
+			if n := calls.Load(); n != 2 {
 				t.Errorf("upstream asked %d times, want 2", n)
 			}
 		})
