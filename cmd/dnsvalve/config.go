@@ -5,12 +5,14 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -306,6 +308,24 @@ func unknownIn(val any, ft reflect.Type, prefix string) []string {
 	return nil
 }
 
+// checkListen checks a listen address: an IP address (IPv6 in brackets)
+// or nothing (every address), and a port number.
+func checkListen(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return err
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return err
+		}
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q: not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
 // validate checks every value and joins all problems, each naming its key.
 func (c *Config) validate() error {
 	var errs []error
@@ -316,8 +336,8 @@ func (c *Config) validate() error {
 		bad("server.listen", "at least one address is required")
 	}
 	for i, a := range c.Server.Listen {
-		if _, err := netip.ParseAddrPort(a); err != nil && !strings.HasPrefix(a, ":") {
-			bad(fmt.Sprintf("server.listen[%d]", i), "%q is not HOST:PORT with an IP address (%v)", a, err)
+		if err := checkListen(a); err != nil {
+			bad(fmt.Sprintf("server.listen[%d]", i), "%q is not IP:PORT or :PORT (%v)", a, err)
 		}
 	}
 	for i, p := range c.Server.AllowClients {
@@ -352,8 +372,8 @@ func (c *Config) validate() error {
 		}
 	}
 	if c.HTTP.Listen != "" {
-		if _, err := netip.ParseAddrPort(c.HTTP.Listen); err != nil && !strings.HasPrefix(c.HTTP.Listen, ":") {
-			bad("http.listen", "%q is not HOST:PORT (%v)", c.HTTP.Listen, err)
+		if err := checkListen(c.HTTP.Listen); err != nil {
+			bad("http.listen", "%q is not IP:PORT or :PORT (%v)", c.HTTP.Listen, err)
 		}
 	}
 	if len(c.Upstream.Servers) == 0 {

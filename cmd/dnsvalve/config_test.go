@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,10 @@ func TestConfigErrors(t *testing.T) {
 		{"bad_duration", "upstream:\n  timeout: soon\n", []string{"upstream.timeout"}},
 		{"bad_strategy", "upstream:\n  strategy: roundrobin\n", []string{"upstream.strategy", "roundrobin"}},
 		{"bad_listen", "server:\n  listen: [\"localhost\"]\n", []string{"server.listen[0]"}},
+		{"bad_listen_port", "server:\n  listen: [\":abc\"]\n", []string{"server.listen[0]", ":abc"}},
+		{"listen_port_out_of_range", "server:\n  listen: [\"127.0.0.1:5353\", \":99999\"]\n", []string{"server.listen[1]", "65535"}},
+		{"listen_host_name", "server:\n  listen: [\"localhost:53\"]\n", []string{"server.listen[0]"}},
+		{"bad_http_listen", "http:\n  listen: \":x\"\n", []string{"http.listen"}},
 		{"bad_cidr", "server:\n  allow_clients: [\"10.0.0.0/33\"]\n", []string{"server.allow_clients[0]"}},
 		{"bad_mode", "policies:\n  default:\n    mode: strict\n", []string{"policies.default.mode"}},
 		{"unknown_group_policy", "clients:\n  groups:\n    - name: g\n      cidrs: [10.0.0.0/8]\n      policy: nope\n", []string{"clients.groups[0].policy", "nope"}},
@@ -150,5 +155,39 @@ func TestShippedConfigs(t *testing.T) {
 		if _, err := loadConfig(f, nil); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+}
+
+// TestRestartKeys: a reload names every changed key it does not apply,
+// nested ones included (a removed trusted forwarder, a rate-limit burst),
+// and none of those it does apply.
+func TestRestartKeys(t *testing.T) {
+	base, err := loadConfig("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*Config)
+		want   string
+	}{
+		{"nothing", func(*Config) {}, ""},
+		{"trusted_forwarders", func(c *Config) { c.Server.TrustedForwarders = []string{"127.0.0.9/32"} }, "server.trusted_forwarders"},
+		{"nested", func(c *Config) { c.Server.RateLimit.Burst++; c.Server.ECSClient = true }, "server.rate_limit.burst,server.ecs_client"},
+		{"several_sections", func(c *Config) { c.Cache.Size = 7; c.Log.Level = "debug"; c.StateDir = "/x" }, "cache.size,state_dir,log.level"},
+		{"reloadable_only", func(c *Config) {
+			c.Upstream.Servers = []string{"udp://127.0.0.1:5399"}
+			c.BlockTTL++
+			c.Lists = append(c.Lists, ListConfig{Name: "x"})
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := *base
+			cfg.Server.RateLimit.Exempt = slices.Clone(base.Server.RateLimit.Exempt)
+			tc.change(&cfg)
+			if got := strings.Join(restartKeys(base, &cfg), ","); got != tc.want {
+				t.Errorf("restartKeys = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -396,21 +397,50 @@ func (a *app) reloadConfig(ctx context.Context, why string) {
 }
 
 func (a *app) warnRestartNeeded(old, cfg *Config) {
-	if !slices.Equal(old.Server.Listen, cfg.Server.Listen) {
-		a.logger.Warn("server.listen changed: restart dnsvalve to apply it")
+	if keys := restartKeys(old, cfg); len(keys) > 0 {
+		a.logger.Warn("settings changed that apply only at start: restart dnsvalve to apply them", "keys", strings.Join(keys, ","))
 	}
-	if old.HTTP != cfg.HTTP {
-		a.logger.Warn("http changed: restart dnsvalve to apply it")
+}
+
+// restartSections are the config sections a reload does not apply.
+var restartSections = map[string]bool{
+	"server": true, "http": true, "cache": true, "state_dir": true,
+	"detect": true, "alerts": true, "querylog": true, "log": true,
+}
+
+// restartKeys returns the keys of restartSections whose values differ
+// between old and cfg, as deep as the config's structs go
+// ("server.rate_limit.burst").
+func restartKeys(old, cfg *Config) []string {
+	var keys []string
+	ov, nv := reflect.ValueOf(*old), reflect.ValueOf(*cfg)
+	for i := range ov.NumField() {
+		if key := mapKey(ov.Type().Field(i)); restartSections[key] {
+			keys = changedKeys(keys, key, ov.Field(i), nv.Field(i))
+		}
 	}
-	if old.Cache != cfg.Cache {
-		a.logger.Warn("cache settings changed: restart dnsvalve to apply them")
+	return keys
+}
+
+func changedKeys(keys []string, key string, a, b reflect.Value) []string {
+	if reflect.DeepEqual(a.Interface(), b.Interface()) {
+		return keys
 	}
-	if !slices.Equal(old.Querylog.Sinks, cfg.Querylog.Sinks) || old.Querylog.Buffer != cfg.Querylog.Buffer {
-		a.logger.Warn("querylog changed: restart dnsvalve to apply it")
+	if a.Kind() != reflect.Struct {
+		return append(keys, key)
 	}
-	if !slices.Equal(old.Server.AllowClients, cfg.Server.AllowClients) || old.Server.RateLimit.QPS != cfg.Server.RateLimit.QPS {
-		a.logger.Warn("server access settings changed: restart dnsvalve to apply them")
+	for i := range a.NumField() {
+		if sub := mapKey(a.Type().Field(i)); sub != "" && sub != "-" && a.Type().Field(i).IsExported() {
+			keys = changedKeys(keys, key+"."+sub, a.Field(i), b.Field(i))
+		}
 	}
+	return keys
+}
+
+// mapKey returns the config key of a struct field (its mapstructure tag).
+func mapKey(f reflect.StructField) string {
+	key, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+	return key
 }
 
 // watchConfig queues a reload when the config file changes (debounced).
