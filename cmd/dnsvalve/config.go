@@ -48,6 +48,10 @@ type Config struct {
 
 	// File is the config file the values came from ("" = embedded default).
 	File string `mapstructure:"-"`
+	// UnknownEnv lists DNSVALVE_* environment variables that name no
+	// key: warned about at start, not errors, since other tools share the
+	// prefix (Kubernetes service links for a service named dnsvalve).
+	UnknownEnv []string `mapstructure:"-"`
 }
 
 type ServerConfig struct {
@@ -207,6 +211,7 @@ func loadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 	v.SetEnvPrefix("DNSVALVE")
 	v.SetEnvKeyReplacer(strings.NewReplacer(keyDelim, "_"))
 	v.AutomaticEnv()
+	unknownEnv := unknownEnvVars(v.AllKeys(), os.Environ())
 	if flags != nil {
 		for name, key := range flagKeys {
 			if f := flags.Lookup(name); f != nil && f.Changed {
@@ -230,6 +235,7 @@ func loadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 		cfg.Clients.Groups[i].Policy = strings.ToLower(cfg.Clients.Groups[i].Policy)
 	}
 	cfg.File = file
+	cfg.UnknownEnv = unknownEnv
 	// Relative list paths are relative to the config file's directory.
 	if file != "" {
 		for i := range cfg.Lists {
@@ -244,6 +250,24 @@ func loadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 		return nil, fmt.Errorf("%w: %s:\n%w", ErrConfig, where, err)
 	}
 	return &cfg, nil
+}
+
+// unknownEnvVars returns the DNSVALVE_* variables of env that override
+// none of keys (viper's keys, keyDelim-separated).
+func unknownEnvVars(keys, env []string) []string {
+	known := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		known["DNSVALVE_"+strings.ToUpper(strings.ReplaceAll(k, keyDelim, "_"))] = true
+	}
+	var unknown []string
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "DNSVALVE_") && !known[name] {
+			unknown = append(unknown, name)
+		}
+	}
+	sort.Strings(unknown)
+	return unknown
 }
 
 func cleanDecodeError(err error) error {

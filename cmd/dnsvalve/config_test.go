@@ -191,3 +191,22 @@ func TestRestartKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestUnknownEnv: a misspelled DNSVALVE_* variable is reported (and
+// warned about at start), a right one is not.
+func TestUnknownEnv(t *testing.T) {
+	t.Setenv("DNSVALVE_CACHE_SIZE", "77")
+	t.Setenv("DNSVALVE_CACHE_SISE", "77")
+	t.Setenv("DNSVALVE_SERVER_RATE_LIMIT_QPS", "5")
+	t.Setenv("DNSVALVE_UPSTREAM_SERVER", "udp://127.0.0.1:53")
+	cfg, err := loadConfig("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cfg.UnknownEnv, ","); got != "DNSVALVE_CACHE_SISE,DNSVALVE_UPSTREAM_SERVER" {
+		t.Errorf("UnknownEnv = %q", got)
+	}
+	if cfg.Cache.Size != 77 || cfg.Server.RateLimit.QPS != 5 {
+		t.Errorf("known variables not applied: cache.size %d, rate_limit.qps %v", cfg.Cache.Size, cfg.Server.RateLimit.QPS)
+	}
+}

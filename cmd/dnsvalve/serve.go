@@ -55,6 +55,9 @@ func serveCmd(args []string, stderr io.Writer) int {
 		return exitStatus(err)
 	}
 	logger := newLogger(cfg.Log, stderr)
+	if len(cfg.UnknownEnv) > 0 {
+		logger.Warn("environment variables with dnsvalve's prefix that name no config key: ignored", "vars", strings.Join(cfg.UnknownEnv, ","))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	a, err := newApp(ctx, cfg, fs, logger)
