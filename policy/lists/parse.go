@@ -76,10 +76,14 @@ type parser struct {
 	size, read  int64
 	first       int
 	lineDensity float64 // sampled lines per byte; 0 = unknown
-	// RPZ state
-	origin     string
+	// RPZ state. Names are kept lower case and fully qualified, with
+	// their trailing dot ("rpz.local.", "." for the root); "" is unknown.
+	origin     string // the current $ORIGIN
+	apex       string // the zone apex: the first SOA's owner, else the first $ORIGIN
+	soaSeen    bool
 	parenDepth int
-	owner      string // aliases ownerBuf
+	owner      string // the current owner, fully qualified when ownerFQ; aliases ownerBuf
+	ownerFQ    bool
 	ownerBuf   []byte
 	fields     [8]string // scratch for splitFields
 }
@@ -675,7 +679,14 @@ func (p *parser) rpzLine(s string) {
 			p.invalid("$ORIGIN without a name")
 			return
 		}
-		p.origin = strings.ToLower(strings.Clone(strings.TrimSuffix(f[1], ".")))
+		origin, fq := p.qualify(nil, f[1])
+		if !fq {
+			origin = append(origin, '.') // relative to an unknown origin: taken as absolute
+		}
+		p.origin = string(origin)
+		if p.apex == "" {
+			p.apex = p.origin // until an SOA owner says otherwise
+		}
 		return
 	}
 	if strings.HasPrefix(f[0], "$") {
@@ -683,9 +694,10 @@ func (p *parser) rpzLine(s string) {
 		return
 	}
 	if !continued {
-		// The owner applies to the continuation lines that follow: keep a
-		// copy, in a buffer reused from record to record.
-		p.ownerBuf = append(p.ownerBuf[:0], f[0]...)
+		// The owner applies to the continuation lines that follow: keep it,
+		// qualified by the current origin, in a buffer reused from record
+		// to record.
+		p.ownerBuf, p.ownerFQ = p.qualify(p.ownerBuf[:0], f[0])
 		p.owner = unsafe.String(unsafe.SliceData(p.ownerBuf), len(p.ownerBuf))
 		f = f[1:]
 	}
@@ -699,7 +711,17 @@ func (p *parser) rpzLine(s string) {
 	}
 	typ := strings.ToUpper(f[0])
 	switch typ {
-	case "SOA", "NS":
+	case "SOA":
+		// The zone's first record: its owner is the apex that triggers
+		// are relative to (a zone transfer repeats it at the end).
+		if !p.soaSeen {
+			p.soaSeen = true
+			if p.ownerFQ {
+				p.apex = strings.Clone(p.owner)
+			}
+		}
+		return
+	case "NS":
 		return
 	case "CNAME":
 	default:
@@ -724,20 +746,9 @@ func (p *parser) rpzLine(s string) {
 		p.st.Skipped++ // rewrite to a local name or rpz-tcp-only
 		return
 	}
-	owner := strings.ToLower(p.owner)
-	if owner == "@" || owner == "" {
-		p.invalid("policy on the zone apex")
+	owner, ok := p.trigger()
+	if !ok {
 		return
-	}
-	if strings.HasSuffix(owner, ".") {
-		owner = owner[:len(owner)-1]
-		if p.origin != "" {
-			if owner == p.origin {
-				p.invalid("policy on the zone apex")
-				return
-			}
-			owner = strings.TrimSuffix(owner, "."+p.origin)
-		}
 	}
 	for _, t := range []string{".rpz-ip", ".rpz-nsdname", ".rpz-nsip", ".rpz-client-ip"} {
 		if strings.HasSuffix(owner, t) {
@@ -756,6 +767,71 @@ func (p *parser) rpzLine(s string) {
 	}
 	p.b.add(p.src, p.lineNo, k, a, false, pre, name, "")
 	p.st.Entries++
+}
+
+// qualify appends owner name s to dst, lower case, fully qualified by the
+// current origin ("@" is the origin itself); fq is false when it could not
+// be (a relative name or "@" before any $ORIGIN), and dst then gets s as
+// it is.
+func (p *parser) qualify(dst []byte, s string) (_ []byte, fq bool) {
+	start := len(dst)
+	switch {
+	case s == "@" && p.origin != "":
+		dst = append(dst, p.origin...)
+		fq = true
+	case strings.HasSuffix(s, "."):
+		dst = append(dst, s...)
+		fq = true
+	case s != "@" && p.origin != "":
+		dst = append(dst, s...)
+		if p.origin != "." {
+			dst = append(dst, '.')
+		}
+		dst = append(dst, p.origin...)
+		fq = true
+	default:
+		dst = append(dst, s...)
+	}
+	for i := start; i < len(dst); i++ {
+		if c := dst[i]; 'A' <= c && c <= 'Z' {
+			dst[i] = c + 'a' - 'A'
+		}
+	}
+	return dst, fq
+}
+
+// trigger returns the current owner relative to the zone apex, the name a
+// policy record triggers on (draft-vixie-dnsop-dns-rpz, section 2): an
+// owner is qualified by the origin in force ("bad.example" after
+// "$ORIGIN rpz.local." is bad.example.rpz.local.) and the apex is taken
+// off ("$ORIGIN sub.rpz.local." then "foo" triggers on foo.sub), so that a
+// zone written without $ORIGIN, fully qualified under its SOA owner (the
+// output of a zone transfer), reads like one written with relative names.
+// A zone whose apex is unknown ("@ SOA" before any $ORIGIN, as published
+// lists have it) has its relative owners taken as they are, and its
+// absolute ones whole. ok is false when the owner is invalid (counted).
+// The result aliases the owner's buffer.
+func (p *parser) trigger() (string, bool) {
+	owner := p.owner
+	if !p.ownerFQ {
+		if owner == "@" {
+			p.invalid("policy on the zone apex")
+			return "", false
+		}
+		return owner, true
+	}
+	apex := p.apex
+	switch {
+	case owner == apex:
+		p.invalid("policy on the zone apex")
+		return "", false
+	case apex == "" || apex == ".":
+		return owner[:len(owner)-1], true
+	case len(owner) > len(apex) && owner[len(owner)-len(apex)-1] == '.' && strings.HasSuffix(owner, apex):
+		return owner[:len(owner)-len(apex)-1], true
+	}
+	p.invalid(fmt.Sprintf("owner %s is outside the zone %s", owner, apex))
+	return "", false
 }
 
 func isTTL(s string) bool {

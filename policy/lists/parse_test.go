@@ -150,6 +150,90 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{
+			// What a zone transfer writes ("dig axfr", named-compilezone):
+			// no $ORIGIN, every owner fully qualified under the SOA
+			// owner, which is the apex the triggers are relative to
+			// (draft-vixie-dnsop-dns-rpz, section 2), and the SOA again
+			// at the end.
+			name:   "rpz_zone_transfer_without_origin",
+			format: FormatAuto,
+			src: "; <<>> DiG <<>> axfr rpz.example\n" +
+				"rpz.example.\t300\tIN\tSOA\tns.rpz.example. hostmaster.rpz.example. 1 3600 600 86400 300\n" +
+				"rpz.example.\t300\tIN\tNS\tlocalhost.\n" +
+				"bad.example.rpz.example.\t300\tIN\tCNAME\t.\n" +
+				"*.bad.example.rpz.example.\t300\tIN\tCNAME\t.\n" +
+				"nodata.example.RPZ.Example.\t300\tIN\tCNAME\t*.\n" +
+				"32.1.0.0.127.rpz-ip.rpz.example.\t300\tIN\tCNAME\t.\n" +
+				"rpz.example.\t300\tIN\tCNAME\t.\n" +
+				"bad.example.other.example.\t300\tIN\tCNAME\t.\n" +
+				"rpz.example.\t300\tIN\tSOA\tns.rpz.example. hostmaster.rpz.example. 1 3600 600 86400 300\n",
+			detect: FormatRPZ, entries: 3, invalid: 2, skipped: 1, // invalid: the apex, a name outside it; skipped: rpz-ip
+			matches: []want{
+				{name: "bad.example", ok: true, rule: "bad.example", action: BlockNXDomain, line: 4},
+				{name: "www.bad.example", ok: true, rule: "*.bad.example", action: BlockNXDomain, line: 5},
+				{name: "nodata.example", ok: true, rule: "nodata.example", action: BlockNoData, line: 6},
+				{name: "bad.example.rpz.example", ok: false},
+				{name: "rpz.example", ok: false},
+				{name: "bad.example.other.example", ok: false},
+			},
+		},
+		{
+			// Relative owners are relative to the $ORIGIN in force, the
+			// trigger to the apex: "foo" under sub.rpz.local. is foo.sub.
+			name:   "rpz_nested_origin",
+			format: FormatAuto,
+			src: "$ORIGIN rpz.local.\n@ SOA ns. h. 1 2 3 4 5\nbad.example CNAME .\n" +
+				"$ORIGIN sub.rpz.local.\nfoo CNAME .\n@ CNAME .\nabs.example.rpz.local. CNAME .\n" +
+				"$ORIGIN other.\nbar CNAME .\n$ORIGIN sub2\nbaz CNAME .\n",
+			detect: FormatRPZ, entries: 4, invalid: 2, // invalid: bar.other. and baz.sub2.other., outside the zone
+			matches: []want{
+				{name: "bad.example", ok: true, rule: "bad.example", action: BlockNXDomain, line: 3},
+				{name: "foo.sub", ok: true, rule: "foo.sub", action: BlockNXDomain, line: 5},
+				{name: "sub", ok: true, rule: "sub", action: BlockNXDomain, line: 6},
+				{name: "abs.example", ok: true, rule: "abs.example", action: BlockNXDomain, line: 7},
+				{name: "foo", ok: false},
+				{name: "bar", ok: false},
+				{name: "baz.sub2", ok: false},
+			},
+		},
+		{
+			// Without an SOA the first $ORIGIN is the apex; an SOA owner
+			// below it, once seen, is the apex instead.
+			name:   "rpz_apex_from_origin_or_soa",
+			format: FormatRPZ,
+			src: "$ORIGIN example.\nrpz SOA ns. h. 1 2 3 4 5\nbad CNAME .\nbad.rpz CNAME .\n" +
+				"bad.example.rpz.example. CNAME .\n",
+			detect: FormatRPZ, entries: 2, invalid: 1, // invalid: bad.example., outside rpz.example.
+			matches: []want{
+				{name: "bad", ok: true, rule: "bad", action: BlockNXDomain, line: 4},
+				{name: "bad.example", ok: true, rule: "bad.example", action: BlockNXDomain, line: 5},
+				{name: "bad.rpz", ok: false},
+			},
+		},
+		{
+			// "@ SOA" before any $ORIGIN: the apex is unknown until the
+			// first $ORIGIN, taken for it.
+			name:   "rpz_soa_at_unknown_origin",
+			format: FormatRPZ,
+			src:    "@ SOA ns. h. 1 2 3 4 5\nbad CNAME .\n$ORIGIN rpz.local.\nfoo CNAME .\nfoo.bar.rpz.local. CNAME .\n",
+			detect: FormatRPZ, entries: 3,
+			matches: []want{
+				{name: "bad", ok: true, rule: "bad", action: BlockNXDomain, line: 2},
+				{name: "foo", ok: true, rule: "foo", action: BlockNXDomain, line: 4},
+				{name: "foo.bar", ok: true, rule: "foo.bar", action: BlockNXDomain, line: 5},
+			},
+		},
+		{
+			name:   "rpz_no_soa_first_origin_is_apex",
+			format: FormatRPZ,
+			src:    "$ORIGIN rpz.local.\nbad CNAME .\n$ORIGIN sub.rpz.local.\nfoo CNAME .\n",
+			detect: FormatRPZ, entries: 2,
+			matches: []want{
+				{name: "bad", ok: true, rule: "bad", action: BlockNXDomain, line: 2},
+				{name: "foo.sub", ok: true, rule: "foo.sub", action: BlockNXDomain, line: 4},
+			},
+		},
+		{
 			name:   "regex_format",
 			format: FormatRegex,
 			src:    "# regexes\n/^ad[0-9]+\\./\n/(/\nplain.example\n",
