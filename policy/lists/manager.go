@@ -512,7 +512,7 @@ func (m *Manager) logStats(list, src string, s Stats) {
 			"invalid", s.Invalid, "first_errors", s.FirstErrors)
 	}
 	m.log.Info("list source loaded", "list", list, "source", src, "format", string(s.Format),
-		"entries", s.Entries, "invalid", s.Invalid, "skipped", s.Skipped)
+		"entries", s.Entries, "invalid", s.Invalid, "skipped", s.Skipped, "badfilter", s.Badfilter)
 }
 
 // fetch gets a source's content if it changed.

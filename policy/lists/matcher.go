@@ -174,7 +174,9 @@ type Builder struct {
 	sources   []string
 	regexes   []regexEntry
 	globs     []globEntry
-	dropped   int
+	// cancels are the rules "$badfilter" rules disable, dropped at Build.
+	cancels []cancel
+	dropped int
 	// remaining, set while a source is parsed, estimates how many more
 	// entries it will add (0 = unknown): grow sizes the arrays with it.
 	remaining func() int
@@ -185,6 +187,35 @@ type Builder struct {
 // shapeRun says that entries from sequence number start on have shape id
 // and line number seq - base, up to the next run.
 type shapeRun struct{ start, id, base uint32 }
+
+// runOf returns the run of sequence number seq: the last one starting at
+// or before it.
+func runOf(runs []shapeRun, seq uint32) *shapeRun {
+	if len(runs) == 1 {
+		return &runs[0]
+	}
+	i, _ := slices.BinarySearchFunc(runs, seq, func(r shapeRun, seq uint32) int {
+		if r.start <= seq {
+			return -1
+		}
+		return 1
+	})
+	return &runs[i-1]
+}
+
+// cancel is a rule that a "$badfilter" rule disables (AdGuard's syntax:
+// "||name^$badfilter" disables "||name^", the same rule without
+// $badfilter), in whichever of the list's sources it is: a hashed entry
+// by its name's hash and its shape but for the source, a wildcard rule or
+// regex by its text. (A bare "name$badfilter" has the shape of a domains
+// or hosts entry, so it disables "name" in such a source of the list too.)
+type cancel struct {
+	hash uint64
+	sh   shape  // src 0
+	rule string // a wildcard rule's or regex's text; "" for a hashed entry
+	// important tells a regex's "$important" (a wildcard rule's text has it)
+	important bool
+}
 
 // NewBuilder returns an empty Builder.
 func NewBuilder() *Builder {
@@ -299,11 +330,69 @@ func (b *Builder) grow() {
 	}
 }
 
+// cancelEntry records that the hashed rule pre+name+post of kind k,
+// action a and importance important is disabled.
+func (b *Builder) cancelEntry(k kind, a Action, important bool, pre, name, post string) {
+	b.cancels = append(b.cancels, cancel{hash: b.hash.name(name),
+		sh: shape{pre: strings.Clone(pre), post: strings.Clone(post), kind: k, action: a, important: important}})
+}
+
+// cancelRule records that the wildcard rule or regex with text rule (and,
+// for a regex, importance important) is disabled.
+func (b *Builder) cancelRule(rule string, important bool) {
+	b.cancels = append(b.cancels, cancel{rule: strings.Clone(rule), important: important})
+}
+
+// dropCancelled removes what the cancels disable: from the per-entry
+// arrays, compacted in place before Build sorts them, and from the
+// wildcard rules and regexes.
+func (b *Builder) dropCancelled() {
+	entries := map[uint64][]shape{}
+	type ruleKey struct {
+		rule      string
+		important bool
+	}
+	rules := map[ruleKey]bool{}
+	for _, c := range b.cancels {
+		if c.rule == "" {
+			entries[c.hash] = append(entries[c.hash], c.sh)
+		} else {
+			rules[ruleKey{c.rule, c.important}] = true
+		}
+	}
+	if len(entries) > 0 {
+		m := 0
+		for i, h := range b.hashes {
+			if shs, ok := entries[h]; ok {
+				sh := b.shapes[runOf(b.runs, b.seqs[i]).id]
+				sh.src = 0
+				if slices.Contains(shs, sh) {
+					continue
+				}
+			}
+			b.hashes[m], b.seqs[m] = h, b.seqs[i]
+			if b.tOff != nil {
+				b.tOff[m] = b.tOff[i]
+			}
+			m++
+		}
+		b.hashes, b.seqs = b.hashes[:m], b.seqs[:m]
+		if b.tOff != nil {
+			b.tOff = b.tOff[:m]
+		}
+	}
+	if len(rules) > 0 {
+		b.globs = slices.DeleteFunc(b.globs, func(g globEntry) bool { return rules[ruleKey{g.rule, g.important}] })
+		b.regexes = slices.DeleteFunc(b.regexes, func(r regexEntry) bool { return rules[ruleKey{r.rule, r.important}] })
+	}
+	b.cancels = nil
+}
+
 // builderMark is a rollback point.
-type builderMark struct{ entries, regexes, globs, text, runs int }
+type builderMark struct{ entries, regexes, globs, text, runs, cancels int }
 
 func (b *Builder) mark() builderMark {
-	return builderMark{len(b.hashes), len(b.regexes), len(b.globs), len(b.text), len(b.runs)}
+	return builderMark{len(b.hashes), len(b.regexes), len(b.globs), len(b.text), len(b.runs), len(b.cancels)}
 }
 
 // rollback drops every entry added since mk.
@@ -317,6 +406,7 @@ func (b *Builder) rollback(mk builderMark) {
 	}
 	b.regexes = b.regexes[:mk.regexes]
 	b.globs = b.globs[:mk.globs]
+	b.cancels = b.cancels[:mk.cancels]
 }
 
 func (b *Builder) addRegex(src uint32, line int, re *regexp.Regexp, rule string, a Action, important bool) {
@@ -591,6 +681,9 @@ func (b *Builder) Build(name, category string) *List {
 	if category == "" {
 		category = name
 	}
+	if len(b.cancels) > 0 {
+		b.dropCancelled()
+	}
 	l := &List{name: name, category: category, sources: b.sources, shapes: b.shapes, regexes: b.regexes, hash: b.hash}
 	l.indexGlobs(b.globs)
 	buf, hs, seqs, tOff, text, runs := b.buf, b.hashes, b.seqs, b.tOff, b.text, b.runs
@@ -667,21 +760,7 @@ func (b *Builder) Build(name, category string) *List {
 		homes = make([]uint32, nb)
 	}
 	dir = nil
-	// runOf finds the run of a sequence number: the last one starting at
-	// or before it.
-	runOf := func(seq uint32) *shapeRun {
-		if len(runs) == 1 {
-			return &runs[0]
-		}
-		i, _ := slices.BinarySearchFunc(runs, seq, func(r shapeRun, seq uint32) int {
-			if r.start <= seq {
-				return -1
-			}
-			return 1
-		})
-		return &runs[i-1]
-	}
-	shapeOf := func(x int) *shape { return &b.shapes[runOf(seqs[x]).id] }
+	shapeOf := func(x int) *shape { return &b.shapes[runOf(runs, seqs[x]).id] }
 
 	// Pass one: keep one entry per (name, kind), the strongest, the first
 	// added among equals, in kind order. Entries are visited in hash
@@ -708,7 +787,7 @@ func (b *Builder) Build(name, category string) *List {
 			best := -1
 			var bestRun *shapeRun
 			for x := i; x < j; x++ {
-				r := runOf(seqs[x])
+				r := runOf(runs, seqs[x])
 				sh := &b.shapes[r.id]
 				if sh.kind != k {
 					continue

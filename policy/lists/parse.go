@@ -53,7 +53,11 @@ type Stats struct {
 	Entries int // entries added (a hosts line with three names adds three)
 	Invalid int // lines or names that could not be parsed
 	Skipped int // valid rules deliberately ignored: cosmetic, URL and glob rules, unsupported modifiers, localhost names, RPZ triggers other than names
-	Format  Format
+	// Badfilter counts "$badfilter" rules: each disables the rule it
+	// names (the same rule without $badfilter) in any of the list's
+	// sources; List.Len does not count the rules disabled.
+	Badfilter int
+	Format    Format
 	// FirstErrors holds the first few invalid lines as "source:line: reason".
 	FirstErrors []string
 }
@@ -466,7 +470,7 @@ func (p *parser) domainsLine(s string) {
 		k, pre, s = kindWild, "*.", s[2:]
 	}
 	if strings.IndexByte(s, '*') >= 0 {
-		p.addGlob(k, s, pre, "", Block, false)
+		p.addGlob(k, s, pre, "", Block, false, false)
 		return
 	}
 	name, err := normalize(s)
@@ -487,10 +491,11 @@ func (p *parser) regexLine(s string) {
 		p.invalid("not a /regex/")
 		return
 	}
-	p.addRegex(s, Block, false)
+	p.addRegex(s, Block, false, false)
 }
 
-func (p *parser) addRegex(rule string, a Action, important bool) {
+// addRegex adds a /regex/ rule, or with badfilter disables it.
+func (p *parser) addRegex(rule string, a Action, important, badfilter bool) {
 	rule = strings.Clone(rule) // kept by the List and by the compiled regexp
 	body := rule[strings.IndexByte(rule, '/')+1 : strings.LastIndexByte(rule, '/')]
 	re, err := regexp.Compile(body)
@@ -498,13 +503,19 @@ func (p *parser) addRegex(rule string, a Action, important bool) {
 		p.invalid(fmt.Sprintf("bad regex: %v", err))
 		return
 	}
+	if badfilter {
+		p.b.cancelRule(rule, important)
+		p.st.Badfilter++
+		return
+	}
 	p.b.addRegex(p.src, p.lineNo, re, rule, a, important)
 	p.st.Entries++
 }
 
-// addGlob adds an adblock rule with '*' wildcards: pattern is the part
-// between the anchor (pre, with any "@@") and post ("^", "$important").
-func (p *parser) addGlob(k kind, pattern, pre, post string, a Action, important bool) {
+// addGlob adds an adblock rule with '*' wildcards, or with badfilter
+// disables it: pattern is the part between the anchor (pre, with any "@@")
+// and post ("^", "$important").
+func (p *parser) addGlob(k kind, pattern, pre, post string, a Action, important, badfilter bool) {
 	pattern = strings.TrimSuffix(pattern, ".")
 	if len(pattern) > 253 {
 		p.invalid("wildcard pattern longer than 253 bytes")
@@ -534,6 +545,11 @@ func (p *parser) addGlob(k kind, pattern, pre, post string, a Action, important 
 		p.invalid("wildcard pattern matches every name")
 		return
 	}
+	if badfilter {
+		p.b.cancelRule(pre+strings.ToLower(pattern)+post, important)
+		p.st.Badfilter++
+		return
+	}
 	// Cloned: pattern may be a view of the reader's line buffer.
 	pattern = strings.Clone(strings.ToLower(pattern))
 	p.b.addGlob(p.src, p.lineNo, k, pattern, pre+pattern+post, a, important)
@@ -561,18 +577,18 @@ func (p *parser) adblockLine(s string) {
 	if len(s) > 1 && s[0] == '/' {
 		end := strings.LastIndexByte(s, '/')
 		if end > 0 {
-			important, ok := p.modifiers(s[end+1:])
+			important, badfilter, ok := p.modifiers(s[end+1:])
 			if !ok {
 				return
 			}
-			p.addRegex(prefix+s[:end+1], a, important)
+			p.addRegex(prefix+s[:end+1], a, important, badfilter)
 			return
 		}
 	}
-	important := false
+	important, badfilter := false, false
 	if i := strings.LastIndexByte(s, '$'); i >= 0 {
 		var ok bool
-		if important, ok = p.modifiers(s[i:]); !ok {
+		if important, badfilter, ok = p.modifiers(s[i:]); !ok {
 			return
 		}
 		s = s[:i]
@@ -624,7 +640,7 @@ func (p *parser) adblockLine(s string) {
 		suffix += "$important"
 	}
 	if strings.IndexByte(s, '*') >= 0 {
-		p.addGlob(k, s, prefix+anchor, suffix, a, important)
+		p.addGlob(k, s, prefix+anchor, suffix, a, important, badfilter)
 		return
 	}
 	name, err := normalize(s)
@@ -632,25 +648,36 @@ func (p *parser) adblockLine(s string) {
 		p.invalid(err.Error())
 		return
 	}
+	if badfilter {
+		p.b.cancelEntry(k, a, important, prefix+anchor, name, suffix)
+		p.st.Badfilter++
+		return
+	}
 	p.b.add(p.src, p.lineNo, k, a, important, prefix+anchor, name, suffix)
 	p.st.Entries++
 }
 
-// modifiers parses "$a,b"; only important applies at the DNS level, so a
-// rule with any other modifier is skipped (ok false).
-func (p *parser) modifiers(m string) (important, ok bool) {
+// modifiers parses "$a,b". Of the DNS-level modifiers only important and
+// badfilter (the rule disables the same rule without it) are supported,
+// so a rule with any other modifier is skipped (ok false), and so is a
+// badfilter rule naming one: the rule it disables is skipped too.
+func (p *parser) modifiers(m string) (important, badfilter, ok bool) {
 	m = strings.TrimPrefix(m, "$")
 	if m == "" {
-		return false, true
+		return false, false, true
 	}
-	for _, x := range strings.Split(m, ",") {
-		if strings.TrimSpace(x) != "important" {
+	for x := range strings.SplitSeq(m, ",") {
+		switch strings.TrimSpace(x) {
+		case "important":
+			important = true
+		case "badfilter":
+			badfilter = true
+		default:
 			p.st.Skipped++
-			return false, false
+			return false, false, false
 		}
-		important = true
 	}
-	return important, true
+	return important, badfilter, true
 }
 
 // rpzLine parses one line of an RPZ zone file.

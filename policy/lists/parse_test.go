@@ -272,6 +272,176 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// TestBadfilter: "rule$badfilter" disables rule (the same rule text
+// without $badfilter: AdGuard's DNS filtering syntax) wherever it is in
+// the list's sources, before or after the $badfilter rule.
+func TestBadfilter(t *testing.T) {
+	tests := []struct {
+		name    string
+		sources []string // adblock sources of one list
+		// rollback drops the last source again, as the manager does with
+		// a new copy it rejects
+		rollback           bool
+		badfilter, skipped int // summed over the sources
+		len                int
+		matches            []want
+	}{
+		{
+			name:      "rule_after",
+			sources:   []string{"||linksprf.com^$badfilter\n||other.example^\n||linksprf.com^\n"},
+			badfilter: 1, len: 1,
+			matches: []want{
+				{name: "linksprf.com", ok: false},
+				{name: "x.linksprf.com", ok: false},
+				{name: "other.example", ok: true, rule: "||other.example^", line: 2},
+			},
+		},
+		{
+			name:      "rule_before",
+			sources:   []string{"||linksprf.com^\n||linksprf.com^$badfilter\n"},
+			badfilter: 1,
+			matches:   []want{{name: "linksprf.com", ok: false}},
+		},
+		{
+			name:      "rule_in_another_source",
+			sources:   []string{"||a.example^\n||b.example^\n", "! other list\n||a.example^$badfilter\n"},
+			badfilter: 1, len: 1,
+			matches: []want{
+				{name: "a.example", ok: false},
+				{name: "b.example", ok: true, rule: "||b.example^", line: 2},
+			},
+		},
+		{
+			name:      "every_copy",
+			sources:   []string{"||a.example^\n||a.example^\n", "||a.example^\n||a.example^$badfilter\n"},
+			badfilter: 1,
+			matches:   []want{{name: "a.example", ok: false}},
+		},
+		{
+			// Only the same rule text: not "||wykop.pl^".
+			name:      "bare_domain",
+			sources:   []string{"wykop.pl$badfilter\nwykop.pl\n||wykop.pl^\n"},
+			badfilter: 1, len: 1,
+			matches: []want{{name: "wykop.pl", ok: true, rule: "||wykop.pl^", line: 3}},
+		},
+		{
+			name: "other_rules_of_the_name_stay",
+			sources: []string{"||z.example^$badfilter\n|z.example^\n||*.z.example^\n||sub.z.example^\n" +
+				"||z.example^$important\n@@||z.example^\n||z.example^\n"},
+			badfilter: 1, len: 4, // one entry per name and kind: the important block beats the exception
+			matches: []want{
+				{name: "z.example", ok: true, rule: "||z.example^$important", line: 5, imp: true},
+			},
+		},
+		{
+			name:      "important",
+			sources:   []string{"||x.example^$important\n||x.example^\n||x.example^$badfilter,important\n"},
+			badfilter: 1, len: 1,
+			matches: []want{{name: "x.example", ok: true, rule: "||x.example^", line: 2}},
+		},
+		{
+			name:      "important_modifiers_in_any_order",
+			sources:   []string{"||x.example^$important\n||x.example^$important, badfilter\n"},
+			badfilter: 1,
+			matches:   []want{{name: "x.example", ok: false}},
+		},
+		{
+			name:      "exception",
+			sources:   []string{"||y.example^\n@@||y.example^\n@@||y.example^$badfilter\n"},
+			badfilter: 1, len: 1,
+			matches: []want{{name: "y.example", ok: true, rule: "||y.example^", line: 1}},
+		},
+		{
+			name:      "wildcard_rule",
+			sources:   []string{"||ads*.example^\n||ADS*.example^$badfilter\n||trk*.example^\n"},
+			badfilter: 1, len: 1,
+			matches: []want{
+				{name: "ads1.example", ok: false},
+				{name: "trk1.example", ok: true, rule: "||trk*.example^", line: 3},
+			},
+		},
+		{
+			name:      "regex",
+			sources:   []string{"/^ad[0-9]+\\./\n/^ad[0-9]+\\./$badfilter\n/^tr[0-9]+\\./\n"},
+			badfilter: 1, len: 1,
+			matches: []want{
+				{name: "ad1.example", ok: false},
+				{name: "tr1.example", ok: true, rule: "/^tr[0-9]+\\./", line: 3},
+			},
+		},
+		{
+			// The rule it would disable is skipped for its modifier anyway.
+			name:    "with_an_unsupported_modifier",
+			sources: []string{"||q.example^\n||q.example^$third-party,badfilter\n"},
+			skipped: 1, len: 1,
+			matches: []want{{name: "q.example", ok: true, rule: "||q.example^", line: 1}},
+		},
+		{
+			name:     "rolled_back",
+			sources:  []string{"||a.example^\n", "||a.example^$badfilter\n"},
+			rollback: true, len: 1,
+			matches: []want{{name: "a.example", ok: true, rule: "||a.example^", line: 1}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := NewBuilder()
+			var badfilter, skipped int
+			for i, src := range tc.sources {
+				mk := b.mark()
+				st, err := Parse(strings.NewReader(src), "test.txt", FormatAdblock, b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Invalid != 0 {
+					t.Errorf("source %d: %d invalid lines: %q", i, st.Invalid, st.FirstErrors)
+				}
+				if tc.rollback && i == len(tc.sources)-1 {
+					b.rollback(mk)
+					continue
+				}
+				badfilter += st.Badfilter
+				skipped += st.Skipped
+			}
+			l := b.Build("test", "")
+			if badfilter != tc.badfilter || skipped != tc.skipped || l.Len() != tc.len {
+				t.Errorf("badfilter %d, skipped %d, Len %d; want %d, %d, %d", badfilter, skipped, l.Len(), tc.badfilter, tc.skipped, tc.len)
+			}
+			checkMatches(t, l, tc.matches)
+		})
+	}
+
+	// AdGuard's DNS filter disables "||linksprf.com^" (line 28813) with
+	// "||linksprf.com^$badfilter" (line 7430), and with four more
+	// $badfilter rules, rules of its other filters: given as a second
+	// source here.
+	t.Run("adguard_dns_filter", func(t *testing.T) {
+		path := filepath.Join(sharedTestdata(t), "adguard-dns-filter", "Filters", "filter.txt")
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b := NewBuilder()
+		if _, err := Parse(f, path, FormatAuto, b); err != nil {
+			t.Fatal(err)
+		}
+		other := "||tn.porngo.xxx^\n||pl.ua^\n||fixtures.onet.pl^\nwykop.pl\n||kept.example^\n"
+		if _, err := Parse(strings.NewReader(other), "other.txt", FormatAdblock, b); err != nil {
+			t.Fatal(err)
+		}
+		l := b.Build("adguard", "")
+		for _, name := range []string{"linksprf.com", "www.linksprf.com", "tn.porngo.xxx", "pl.ua", "fixtures.onet.pl", "wykop.pl"} {
+			if m, ok := l.Match(name); ok {
+				t.Errorf("Match(%q) = %+v, want no match: the filter disables the rule with $badfilter", name, m)
+			}
+		}
+		if m, ok := l.Match("kept.example"); !ok || m.Source != "other.txt" {
+			t.Errorf("Match(kept.example) = %+v, %v; want the other source's rule", m, ok)
+		}
+	})
+}
+
 func TestParseFormat(t *testing.T) {
 	for _, s := range []string{"", "auto", "hosts", "domains", "plain", "wildcard", "adblock", "rpz", "regex", "HOSTS"} {
 		if _, err := ParseFormat(s); err != nil {
@@ -291,12 +461,15 @@ func TestParseFormat(t *testing.T) {
 // lines (18, 19); rpz.txt has 19 non-comment lines minus the $TTL, SOA and
 // NS header = 16; adblock.txt has 31 rule lines (grep -vE '^(!|$)'): 20
 // plain ||name^ / @@||name^| / $important lines, 5 /regex/ lines and the 3
-// globs (*) are entries, the 2 unanchored .name^ and 1 $badfilter are skipped.
+// globs (*) are entries, the 2 unanchored .name^ are skipped, and
+// "||tn.porngo.xxx^$badfilter" is a $badfilter rule (its rule is not in the
+// excerpt: nothing is dropped).
 func TestExcerpts(t *testing.T) {
 	tests := []struct {
 		file                      string
 		format                    Format
 		entries, invalid, skipped int
+		badfilter                 int
 		hit                       string
 	}{
 		{file: "hosts.txt", format: FormatHosts, entries: 7, skipped: 2, hit: "x.analytics.163.com"},
@@ -304,13 +477,17 @@ func TestExcerpts(t *testing.T) {
 		{file: "domains.txt", format: FormatDomains, entries: 18, hit: "x.ns.00dani.me"},
 		{file: "wildcard.txt", format: FormatWildcard, entries: 19, hit: "x.0000a-fast-proxy.de"},
 		{file: "rpz.txt", format: FormatRPZ, entries: 16, hit: "mdca.co.ae"},
-		{file: "adblock.txt", format: FormatAdblock, entries: 28, skipped: 3, hit: "sub.upbeatbut.com"},
+		{file: "adblock.txt", format: FormatAdblock, entries: 28, skipped: 2, badfilter: 1, hit: "sub.upbeatbut.com"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.TrimSuffix(tc.file, ".txt"), func(t *testing.T) {
 			st, l := parseFile(t, filepath.Join("testdata", tc.file), FormatAuto)
-			if st.Format != tc.format || st.Entries != tc.entries || st.Invalid != tc.invalid || st.Skipped != tc.skipped {
-				t.Errorf("stats = %+v, want %s entries %d invalid %d skipped %d", st, tc.format, tc.entries, tc.invalid, tc.skipped)
+			if st.Format != tc.format || st.Entries != tc.entries || st.Invalid != tc.invalid || st.Skipped != tc.skipped || st.Badfilter != tc.badfilter {
+				t.Errorf("stats = %+v, want %s entries %d invalid %d skipped %d badfilter %d",
+					st, tc.format, tc.entries, tc.invalid, tc.skipped, tc.badfilter)
+			}
+			if l.Len() != tc.entries {
+				t.Errorf("Len = %d, want %d", l.Len(), tc.entries)
 			}
 			if _, ok := l.Match(tc.hit); !ok {
 				t.Errorf("Match(%q) missed", tc.hit)

@@ -54,9 +54,12 @@ func parseFile(tb testing.TB, path string, f Format) (Stats, *List) {
 //     removing a trailing $important, 1 is a bare domain, 160 are globs
 //     (the 162 anchored lines of [a-z0-9._*-] with a '*' past a leading
 //     "*.", less the 3 prefix rules "||adx-*.dbankcloud." and the like,
-//     plus "||iphone-caviar.ru*entranceId"); the other 103 (.name^,
-//     ://name^, $badfilter and other modifiers, prefix rules "||name.")
-//     are skipped: 70998 entries, 70984 distinct.
+//     plus "||iphone-caviar.ru*entranceId"); 5 are $badfilter rules
+//     (grep -cE '\$badfilter$'), of which only "||linksprf.com^$badfilter"
+//     names a rule of the file (grep -cxF '||linksprf.com^' = 1; the other
+//     four disable rules of other AdGuard filters); the other 98 (.name^,
+//     ://name^, other modifiers, prefix rules "||name.") are skipped:
+//     70998 entries, 70984 distinct, 70983 once ||linksprf.com^ is dropped.
 //     exceptions.txt: 164 rule lines, 153 '^@@\|\|?NAME\^\|?(\$important)?$',
 //     10 globs, 1 unanchored (skipped).
 //   - RPZ: grep -cE ' CNAME \.$' FILE (hagezi's include "*.name CNAME .").
@@ -66,6 +69,7 @@ func TestRealLists(t *testing.T) {
 		file                      string
 		format                    Format
 		entries, invalid, skipped int
+		badfilter                 int
 		distinct                  int // List.Len when it differs from entries
 		hit, miss                 string
 		action                    Action
@@ -90,7 +94,7 @@ func TestRealLists(t *testing.T) {
 		{file: "urlhaus-filter/urlhaus-filter-domains.txt", format: FormatDomains, entries: 25768, hit: "1.0.209.238", miss: "example.com"},
 		{file: "urlhaus-filter/urlhaus-filter-agh.txt", format: FormatAdblock, entries: 25768, hit: "05webinvite.com", miss: "example.com"},
 		{file: "urlhaus-filter/urlhaus-filter-rpz.conf", format: FormatRPZ, entries: 2689, hit: "0daydreams.net", miss: "x.0daydreams.net", action: BlockNXDomain},
-		{file: "adguard-dns-filter/Filters/filter.txt", format: FormatAdblock, entries: 70998, skipped: 103, distinct: 70984, hit: "adsrvmedia.adk2.co", miss: "example.com"},
+		{file: "adguard-dns-filter/Filters/filter.txt", format: FormatAdblock, entries: 70998, skipped: 98, badfilter: 5, distinct: 70983, hit: "adsrvmedia.adk2.co", miss: "linksprf.com"},
 		{file: "adguard-dns-filter/Filters/exceptions.txt", format: FormatAdblock, entries: 163, skipped: 1, hit: "click.avs.io", miss: "example.com", action: Allow},
 		{file: "adaway/hosts.txt", format: FormatHosts, entries: 6540, skipped: 2, hit: "crash.163.com", miss: "localhost"},
 		{file: "blocklistproject/crypto.txt", format: FormatHosts, entries: 1274, hit: "0slot.trade", miss: "example.com"},
@@ -104,11 +108,11 @@ func TestRealLists(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(strings.NewReplacer("/", "_", ".", "_", "-", "_").Replace(tc.file), func(t *testing.T) {
 			st, l := parseFile(t, filepath.Join(dir, tc.file), FormatAuto)
-			t.Logf("%s: format=%s lines=%d entries=%d invalid=%d skipped=%d distinct=%d regexes=%d",
-				tc.file, st.Format, st.Lines, st.Entries, st.Invalid, st.Skipped, l.Len(), l.Regexps())
-			if st.Format != tc.format || st.Entries != tc.entries || st.Invalid != tc.invalid || st.Skipped != tc.skipped {
-				t.Errorf("stats = format %s entries %d invalid %d skipped %d, want %s %d %d %d (first errors %q)",
-					st.Format, st.Entries, st.Invalid, st.Skipped, tc.format, tc.entries, tc.invalid, tc.skipped, st.FirstErrors)
+			t.Logf("%s: format=%s lines=%d entries=%d invalid=%d skipped=%d badfilter=%d distinct=%d regexes=%d",
+				tc.file, st.Format, st.Lines, st.Entries, st.Invalid, st.Skipped, st.Badfilter, l.Len(), l.Regexps())
+			if st.Format != tc.format || st.Entries != tc.entries || st.Invalid != tc.invalid || st.Skipped != tc.skipped || st.Badfilter != tc.badfilter {
+				t.Errorf("stats = format %s entries %d invalid %d skipped %d badfilter %d, want %s %d %d %d %d (first errors %q)",
+					st.Format, st.Entries, st.Invalid, st.Skipped, st.Badfilter, tc.format, tc.entries, tc.invalid, tc.skipped, tc.badfilter, st.FirstErrors)
 			}
 			distinct := tc.distinct
 			if distinct == 0 {
