@@ -418,6 +418,7 @@ var skipHosts = map[string]bool{
 	"localhost": true, "localhost.localdomain": true, "local": true, "broadcasthost": true,
 	"0.0.0.0": true, "ip6-localhost": true, "ip6-loopback": true, "ip6-localnet": true,
 	"ip6-mcastprefix": true, "ip6-allnodes": true, "ip6-allrouters": true, "ip6-allhosts": true,
+	"localhost4": true, "localhost4.localdomain4": true, "localhost6": true, "localhost6.localdomain6": true, // RHEL's /etc/hosts
 }
 
 func (p *parser) hostsLine(s string) {
@@ -440,7 +441,7 @@ func (p *parser) hostsLine(s string) {
 		return
 	}
 	for _, n := range f[1:] {
-		if skipHosts[strings.ToLower(n)] {
+		if skipHosts[strings.ToLower(strings.TrimSuffix(n, "."))] {
 			p.st.Skipped++
 			continue
 		}
