@@ -361,3 +361,28 @@ func TestAllowListOfExceptions(t *testing.T) {
 		})
 	}
 }
+
+// TestExceptionDoesNotSilenceAlert: a block list's exception undoes its
+// blocks, not another list's alert: an ad list unblocking a name must not
+// hide it from a security alert list.
+func TestExceptionDoesNotSilenceAlert(t *testing.T) {
+	ls := map[string]Matcher{
+		"ads":   newList(t, "ads", "ads", "||files.example^\n@@||files.example^\n||ads.example^\n@@||ok.ads.example^\n"),
+		"files": newList(t, "files", "filesharing", "||files.example^\n"),
+	}
+	s := mustCompile(t, Config{Policies: map[string]PolicyConfig{
+		"default": {Block: []string{"ads"}, Alert: []string{"files"}},
+	}}, ls)
+	for _, tc := range []struct {
+		qname, want, list string
+	}{
+		{"files.example.", query.ActionAlert.String(), "files"},
+		{"ok.ads.example.", query.ActionAllow.String(), "ads"},
+		{"x.ads.example.", query.ActionBlock.String(), "ads"},
+	} {
+		d := s.Decide("default", tc.qname, dns.TypeA)
+		if d.Action.String() != tc.want || d.List != tc.list {
+			t.Errorf("Decide(%s) = %s by %q, want %s by %q", tc.qname, d.Action, d.List, tc.want, tc.list)
+		}
+	}
+}

@@ -101,8 +101,8 @@ func (g *group) contains(a netip.Addr) bool {
 // list match blocks (EDE Blocked) unless another block list has an
 // exception for the name (adblock "@@", RPZ passthru) and no block entry is
 // $important; otherwise an allowlist-mode policy blocks (EDE Prohibited);
-// otherwise an alert list match alerts. An exception in a block list
-// allows the name in open mode.
+// otherwise an alert list match alerts; otherwise an exception in a block
+// list allows the name (open mode).
 //
 // An unknown policy name falls back to "default". qtype is accepted for
 // future type-specific rules and does not change the decision today.
@@ -147,13 +147,15 @@ func (p *compiledPolicy) decide(name string) Decision {
 		return Decision{Action: query.ActionBlock, Policy: p.name,
 			EDE: dns.ExtendedErrorCodeProhibited, Reason: ReasonAllowlist}
 	}
-	if exc.list != nil {
-		return Decision{Action: query.ActionAllow, Policy: p.name, List: exc.list.Name(),
-			Category: exc.list.Category(), Match: exc.m, Reason: ReasonList}
-	}
+	// An exception undoes blocks, not alerts: an ad list's "@@" rule must
+	// not silence a security alert list.
 	if alt, _ := matchTier(p.alert, name); alt.list != nil {
 		return Decision{Action: query.ActionAlert, Policy: p.name, List: alt.list.Name(),
 			Category: alt.list.Category(), Match: alt.m, Reason: ReasonList}
+	}
+	if exc.list != nil {
+		return Decision{Action: query.ActionAllow, Policy: p.name, List: exc.list.Name(),
+			Category: exc.list.Category(), Match: exc.m, Reason: ReasonList}
 	}
 	return Decision{Policy: p.name}
 }
