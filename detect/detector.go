@@ -441,7 +441,14 @@ func (d *Detector) observe(now time.Time, c Client, qname string, qtype uint16, 
 	if f.Registered == "" {
 		return res, nil
 	}
-	if d.ignore.match(strings.TrimSuffix(qname, ".")) || f.upper && d.ignore.match(f.Registered) {
+	// Ignore entries are lower case and may be deeper than the registered
+	// domain (zen.spamhaus.org): match the whole name, lower-cased when it
+	// has upper case (0x20 forwarders, DNSBL clients) and only then copied.
+	name := strings.TrimSuffix(qname, ".")
+	if f.upper {
+		name = asciiLower(name)
+	}
+	if d.ignore.match(name) {
 		res.Ignored = true
 		d.m.Ignored.Inc()
 		return res, nil
@@ -531,14 +538,19 @@ func hasUpper(s string) bool {
 	return false
 }
 
+// asciiLower returns s with ASCII upper-case letters lowered (other bytes
+// unchanged, so the length and NonPrintable count stay), in one allocation.
 func asciiLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		if c >= 'A' && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
+			c += 'a' - 'A'
 		}
+		b.WriteByte(c)
 	}
-	return string(b)
+	return b.String()
 }
 
 // roll advances the pair's window and decays its long-term counters to t.

@@ -180,6 +180,29 @@ func TestIgnored(t *testing.T) {
 	}
 }
 
+// TestIgnoreCaseInsensitive: ignore entries deeper than the registered
+// domain (zen.spamhaus.org, avqs.mcafee.com, a user's *.x.example.com)
+// match whatever the case of the query name (0x20 forwarders, DNSBL
+// clients that upper-case names).
+func TestIgnoreCaseInsensitive(t *testing.T) {
+	d, _, _ := newTestDetector(t, Config{Learn: -1, Ignore: []string{"*.telemetry.example.com"}}, nil)
+	c := Client{Addr: netip.MustParseAddr("10.0.0.9")}
+	tests := []struct{ name, qname string }{
+		{"dnsbl_lower", "2.0.0.127.zen.spamhaus.org."},
+		{"dnsbl_upper_entry_label", "2.0.0.127.ZEN.spamhaus.org."},
+		{"dnsbl_all_upper", "2.0.0.127.ZEN.SPAMHAUS.ORG."},
+		{"mcafee_0x20", "0.0.0.0.1.0.0.4e.14kf9xdc1bk.AvQs.mCaFeE.CoM."},
+		{"user_entry_upper", "abcdef0123456789.TELEMETRY.example.com."},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := d.Observe(t0, c, tc.qname, 1); !r.Ignored {
+				t.Errorf("Observe(%s).Ignored = false (domain %q, score %.3f), want true: ignore matching must not depend on case", tc.qname, r.Domain, r.Score)
+			}
+		})
+	}
+}
+
 func TestNewlySeenLearnPeriod(t *testing.T) {
 	st, err := seen.Open("memory:", time.Hour, func() time.Time { return t0 })
 	if err != nil {
