@@ -83,7 +83,7 @@ type Config struct {
 	Ignore []string
 	// NoDefaultIgnore drops DefaultIgnore (Ignore still applies).
 	NoDefaultIgnore bool
-	Learn           time.Duration // newly-seen learning period after a fresh store (default 24h; <0 disables)
+	Learn           time.Duration // newly-seen learning period from the store's Created time (default 24h; <0 disables)
 	Retention       time.Duration // newly-seen retention (default 30 days; used by callers opening the store)
 	// Shared, when set, adds other instances' counters of each pair to its
 	// score (a fleet of resolvers sharing state; see Shared). nil: this
@@ -389,7 +389,11 @@ func New(cfg Config, store seen.Store, sink AlertSink, m *Metrics, logger *slog.
 		}
 		d.sigs[mask] = s
 	}
-	if store != nil && store.Fresh() && cfg.Learn > 0 {
+	// The learning period counts from the store's creation, not from this
+	// start: a bolt file reopened after a restart, or a Redis set another
+	// fleet instance created, continues it (and one created more than
+	// Learn ago ends it at once).
+	if store != nil && cfg.Learn > 0 {
 		d.learnTo = store.Created().Add(cfg.Learn)
 	}
 	return d, nil

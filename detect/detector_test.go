@@ -1,8 +1,10 @@
 package detect
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/dnsvalve/dnsvalve/detect/internal/corpus"
 	"github.com/dnsvalve/dnsvalve/detect/seen"
+	"github.com/dnsvalve/dnsvalve/internal/redistest"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -218,6 +221,74 @@ func TestNewlySeenLearnPeriod(t *testing.T) {
 	}
 	if r := d.Observe(t0.Add(25*time.Hour), b, "www.fresh.com", 1); r.NewlySeen {
 		t.Errorf("second client reported newly seen again")
+	}
+}
+
+// TestLearningSurvivesRestart: the learning period counts from the
+// store's creation, so a bolt file reopened an hour later (restart,
+// upgrade) and a second fleet instance on the same Redis set keep
+// learning for the 23 hours left, then flag newly seen domains.
+func TestLearningSurvivesRestart(t *testing.T) {
+	tests := []struct {
+		name string
+		// opener returns a func opening the store: the first run's
+		// creates it at t0, the second run's reopens it (or is another
+		// instance's).
+		opener func(t *testing.T, clock func() time.Time) func() seen.Store
+	}{
+		{"bolt_reopened", func(t *testing.T, clock func() time.Time) func() seen.Store {
+			spec := "file:" + filepath.Join(t.TempDir(), "seen.db")
+			open := func() seen.Store {
+				st, err := seen.Open(spec, 0, clock)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return st
+			}
+			return open
+		}},
+		{"redis_second_instance", func(t *testing.T, clock func() time.Time) func() seen.Store {
+			r := redistest.Start(t)
+			open := func() seen.Store {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				st, err := seen.OpenRedis(ctx, r.URL(), 0, clock, seen.RedisOptions{Sync: time.Hour})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return st
+			}
+			return open
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			now := t0
+			clock := func() time.Time { return now }
+			open := tc.opener(t, clock)
+			c := Client{Addr: netip.MustParseAddr("10.0.2.1")}
+
+			st := open()
+			d, _, _ := newTestDetector(t, Config{Learn: 24 * time.Hour}, st)
+			if r := d.Observe(now, c, "www.first.example.com.", 1); r.NewlySeen {
+				t.Fatalf("first run, learning: NewlySeen = true")
+			}
+			d.Close()
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			now = t0.Add(time.Hour) // 23h of learning left
+			st = open()
+			t.Cleanup(func() { st.Close() })
+			d2, _, _ := newTestDetector(t, Config{Learn: 24 * time.Hour}, st)
+			if r := d2.Observe(now, c, "www.second.example.org.", 1); r.NewlySeen {
+				t.Errorf("second run within the learning period: NewlySeen = true (store Created %v, Fresh %v)", st.Created(), st.Fresh())
+			}
+			if r := d2.Observe(t0.Add(25*time.Hour), c, "www.third.example.net.", 1); !r.NewlySeen {
+				t.Errorf("second run after the learning period: NewlySeen = false (store Created %v)", st.Created())
+			}
+		})
 	}
 }
 

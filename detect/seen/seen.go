@@ -24,10 +24,11 @@ type Store interface {
 	// FirstSeen records domain at now and reports whether it was not seen
 	// within the retention period before now.
 	FirstSeen(ctx context.Context, domain string, now time.Time) (bool, error)
-	// Fresh reports whether the store was created empty (no earlier data),
-	// so callers can apply a learning period counted from Created.
+	// Fresh reports whether this Open created the store (no earlier data).
 	Fresh() bool
-	// Created is when the store's data was first created.
+	// Created is when the store's data was first created: kept across
+	// restarts (file) and shared by a fleet (redis), so a learning period
+	// counted from it survives both.
 	Created() time.Time
 	Close() error
 }
