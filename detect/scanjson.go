@@ -18,7 +18,7 @@ type fastRecord struct {
 	answers                           [][3][]byte // Rdata, Type, Class
 	group, policy, category, rule     []byte
 	source, cache, upstream, reason   []byte
-	ecs, dvInstance                   []byte
+	ecs, forwarder, dvInstance        []byte
 	latency                           int64
 }
 
@@ -306,7 +306,7 @@ var (
 	answerFields = []string{"Rdata", "Type", "Class"}
 	srcidsFields = []string{"instance"}
 	extraFields  = []string{"group", "policy", "category", "rule", "source", "cache", "upstream",
-		"latency_us", "score", "signals", "alert", "newly_seen", "reason", "ecs", "instance"}
+		"latency_us", "score", "signals", "alert", "newly_seen", "reason", "ecs", "forwarder", "instance"}
 )
 
 // parseFast fills r from line and reports whether the line has the plain
@@ -478,6 +478,8 @@ func (s *jsonScan) extraField(r *fastRecord, k int) bool {
 	case 13:
 		r.ecs = v
 	case 14:
+		r.forwarder = v
+	case 15:
 		r.dvInstance = v
 	}
 	return ok

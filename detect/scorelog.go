@@ -336,6 +336,7 @@ func appendEntry(dst []byte, r *fastRecord, res *Result) []byte {
 	dst = strconv.AppendBool(dst, res.NewlySeen)
 	dst = appendOpt(dst, `,"reason":"`, r.reason)
 	dst = appendOpt(dst, `,"ecs":"`, r.ecs)
+	dst = appendOpt(dst, `,"forwarder":"`, r.forwarder)
 	dst = appendOpt(dst, `,"instance":"`, r.dvInstance)
 	dst = append(dst[:n], dst[n+1:]...) // the comma before the first key
 	return append(dst, "}}\n"...)

@@ -3,10 +3,13 @@ package detect
 import (
 	"bytes"
 	"context"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/dnsvalve/dnsvalve/detect/internal/corpus"
+	"github.com/dnsvalve/dnsvalve/resolver/querylog"
 )
 
 // scoreBoth runs in through the fast and the encoding/json-only paths with
@@ -59,6 +62,49 @@ func TestScoreLogFastMatchesEncodingJSON(t *testing.T) {
 	}
 }
 
+// TestScoreLogKeepsForwarder: dnsvalve.forwarder (a query relayed by a
+// trusted forwarder or load balancer) comes out of ScoreLog as it went in,
+// on the fast path as with encoding/json.
+func TestScoreLogKeepsForwarder(t *testing.T) {
+	line := `{"version":"1.100000","account_id":"","region":"","vpc_id":"","query_timestamp":"2026-03-01T12:00:00.000Z",` +
+		`"query_name":"api.example.com.","query_type":"A","query_class":"IN","rcode":"NOERROR","answers":[],` +
+		`"srcaddr":"10.0.8.5","srcport":"40000","transport":"UDP","srcids":{},` +
+		`"dnsvalve":{"cache":"miss","latency_us":12,"score":0,"alert":false,"newly_seen":false,"forwarder":"10.0.0.2"}}` + "\n"
+	out := scoreBoth(t, []byte(line), FormatDNSValve)
+	if !strings.Contains(string(out), `"forwarder":"10.0.0.2"`) {
+		t.Errorf("scored line lost dnsvalve.forwarder:\n%s", out)
+	}
+}
+
+// TestScanFieldsMatchSchema: the fast path knows every key of the
+// query-log schema, in querylog's field order (a key it does not know is
+// skipped and lost from its output, while encoding/json keeps it).
+func TestScanFieldsMatchSchema(t *testing.T) {
+	tests := []struct {
+		name   string
+		typ    reflect.Type
+		extra  []string // keys inRecord adds
+		fields []string
+	}{
+		{"entry", reflect.TypeFor[querylog.Entry](), []string{"type"}, topFields},
+		{"answer", reflect.TypeFor[querylog.Answer](), nil, answerFields},
+		{"srcids", reflect.TypeFor[querylog.SrcIDs](), nil, srcidsFields},
+		{"dnsvalve", reflect.TypeFor[querylog.Extra](), nil, extraFields},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var want []string
+			for f := range tc.typ.Fields() {
+				name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+				want = append(want, name)
+			}
+			want = append(want, tc.extra...)
+			if !slices.Equal(tc.fields, want) {
+				t.Errorf("scanner fields %q, schema %q", tc.fields, want)
+			}
+		})
+	}
+}
 func TestParseFastShapes(t *testing.T) {
 	tests := []struct {
 		name, line string
