@@ -26,9 +26,10 @@ const flushEvery = time.Second
 const refreshEvery = time.Hour
 
 // boltStore keeps domain -> last-seen (unix nanoseconds, big endian) in a
-// bbolt file. FirstSeen reads through a pending map and a read-only
-// transaction and never waits for a disk sync: writes are batched by a
-// background goroutine every flushEvery and on Close.
+// bbolt file. FirstSeen reads through the pending map, the map being
+// flushed and a read-only transaction and never waits for a disk sync:
+// writes are batched by a background goroutine every flushEvery and on
+// Close.
 type boltStore struct {
 	db        *bolt.DB
 	retention time.Duration
@@ -36,10 +37,14 @@ type boltStore struct {
 	created   time.Time
 	fresh     bool
 
-	mu        sync.Mutex
-	pending   map[string]int64
+	mu       sync.Mutex
+	pending  map[string]int64
+	flushing map[string]int64 // records flush is writing, until they are committed (nil otherwise)
+	closed   bool
+
+	flushMu   sync.Mutex // one flush at a time; guards lastSweep and afterSwap
 	lastSweep int64
-	closed    bool
+	afterSwap func() // test hook: flush calls it between taking pending and the commit
 
 	stop chan struct{}
 	done chan struct{}
@@ -89,6 +94,9 @@ func (s *boltStore) FirstSeen(_ context.Context, domain string, now time.Time) (
 	}
 	last, ok := s.pending[domain]
 	if !ok {
+		last, ok = s.flushing[domain]
+	}
+	if !ok {
 		err := s.db.View(func(tx *bolt.Tx) error {
 			if v := tx.Bucket(bucketSeen).Get([]byte(domain)); len(v) == 8 {
 				last, ok = int64(binary.BigEndian.Uint64(v)), true
@@ -123,15 +131,22 @@ func (s *boltStore) loop() {
 }
 
 // flush writes pending records and, at most every retention/8, deletes
-// expired ones.
+// expired ones. The records stay visible to FirstSeen (as flushing) until
+// their transaction has committed, or back in pending if it failed.
 func (s *boltStore) flush() error {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
 	s.mu.Lock()
 	p := s.pending
 	if len(p) > 0 {
 		s.pending = make(map[string]int64, len(p))
+		s.flushing = p
 	}
 	s.mu.Unlock()
 	if len(p) > 0 {
+		if s.afterSwap != nil {
+			s.afterSwap()
+		}
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketSeen)
 			for d, t := range p {
@@ -141,14 +156,17 @@ func (s *boltStore) flush() error {
 			}
 			return nil
 		})
+		s.mu.Lock()
+		s.flushing = nil
 		if err != nil {
-			s.mu.Lock()
 			for d, t := range p { // keep them for the next attempt
 				if _, ok := s.pending[d]; !ok {
 					s.pending[d] = t
 				}
 			}
-			s.mu.Unlock()
+		}
+		s.mu.Unlock()
+		if err != nil {
 			return fmt.Errorf("seen: flush: %w", err)
 		}
 	}

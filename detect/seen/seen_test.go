@@ -158,3 +158,66 @@ func TestConcurrentFirstSeen(t *testing.T) {
 		t.Errorf("%d goroutines saw race.com first, want 1", firsts)
 	}
 }
+
+// TestBoltFirstSeenDuringFlush: records flush is writing stay visible to
+// FirstSeen until their transaction commits (and come back to pending if
+// it fails), so a domain is newly seen once, not again while its record is
+// between the pending map and the file.
+func TestBoltFirstSeenDuringFlush(t *testing.T) {
+	tests := []struct {
+		name    string
+		poison  bool // an empty key in the batch makes bbolt refuse the write
+		wantErr bool
+	}{
+		{"commit", false, false},
+		{"failed_write", true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &clock{t: t0}
+			s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), 24*time.Hour, c.now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			if !firstSeen(t, s, "a.example", t0) {
+				t.Fatal("a.example not newly seen on first sight")
+			}
+			if tc.poison {
+				firstSeen(t, s, "", t0)
+			}
+			var during, fresh bool
+			s.flushMu.Lock() // the background flusher reads the hook under flushMu
+			s.afterSwap = func() {
+				during = firstSeen(t, s, "a.example", t0.Add(time.Millisecond))
+				fresh = firstSeen(t, s, "b.example", t0.Add(time.Millisecond))
+			}
+			s.flushMu.Unlock()
+			err = s.flush()
+			s.flushMu.Lock()
+			s.afterSwap = nil
+			s.flushMu.Unlock()
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("flush() = %v, want error %v", err, tc.wantErr)
+			}
+			if during {
+				t.Error("a.example newly seen again while its record was being flushed")
+			}
+			if !fresh {
+				t.Error("b.example, never asked for, not newly seen during a flush")
+			}
+			if firstSeen(t, s, "a.example", t0.Add(2*time.Millisecond)) {
+				t.Error("a.example newly seen again after the flush")
+			}
+			s.mu.Lock()
+			flushing, pending := len(s.flushing), len(s.pending)
+			s.mu.Unlock()
+			if flushing != 0 {
+				t.Errorf("%d records still marked flushing after flush returned", flushing)
+			}
+			if want := map[bool]int{false: 1, true: 3}[tc.wantErr]; pending != want { // b.example, and the failed batch back
+				t.Errorf("%d records pending after the flush, want %d", pending, want)
+			}
+		})
+	}
+}
