@@ -440,18 +440,13 @@ func (d *Detector) Observe(now time.Time, c Client, qname string, qtype uint16) 
 // it with the query).
 func (d *Detector) observe(now time.Time, c Client, qname string, qtype uint16, rcode int) (Result, *Alert) {
 	var f Features
-	extractLower(qname, qtype, &f)
+	name := extractLower(qname, qtype, &f)
 	res := Result{Domain: f.Registered}
 	if f.Registered == "" {
 		return res, nil
 	}
 	// Ignore entries are lower case and may be deeper than the registered
-	// domain (zen.spamhaus.org): match the whole name, lower-cased when it
-	// has upper case (0x20 forwarders, DNSBL clients) and only then copied.
-	name := strings.TrimSuffix(qname, ".")
-	if f.upper {
-		name = asciiLower(name)
-	}
+	// domain (zen.spamhaus.org): match the whole lower-cased name.
 	if d.ignore.match(name) {
 		res.Ignored = true
 		d.m.Ignored.Inc()
@@ -515,22 +510,39 @@ func (d *Detector) observe(now time.Time, c Client, qname string, qtype uint16, 
 	return res, alert
 }
 
-// extractLower runs Extract, lower-casing the name first (one allocation)
-// only when the registered domain part has upper-case letters; the
-// subdomain features keep the original case (MixedCase matters).
-func extractLower(qname string, qtype uint16, f *Features) {
-	extract(qname, qtype, f, true)
-	if !f.upper || !hasUpper(f.Registered) {
-		return
+// extractLower runs extract (lite) for the detector and returns the name
+// without its trailing dot, lower-cased (copied only when it has upper
+// case). Case carries no data for a resolver, but a client can put data in
+// it: mixed-case base64 packs 6 bits a character. DNS 0x20 (a forwarder's
+// use-caps-for-id) randomises the case of every letter, the registered
+// domain's too, and would make ordinary service names look like mixed-case
+// base64. So a name whose registered domain has upper case is scored
+// lower-cased, keeping of the original case only MixedCase (a label had
+// both cases) for a subdomain that is encoded anyway, so a base64 payload
+// still counts 6 bits a character, and Sub, for the alert samples. Case in
+// the subdomain alone, under a lower-case domain, is the client's own and
+// scored as it is.
+func extractLower(qname string, qtype uint16, f *Features) string {
+	name := strings.TrimSuffix(qname, ".")
+	extract(name, qtype, f, true)
+	if !f.upper {
+		return name
 	}
-	orig := strings.TrimSuffix(qname, ".")
-	var g Features
-	extract(asciiLower(orig), qtype, &g, true)
-	*f = Features{QtypeWeight: f.QtypeWeight, NonPrintable: f.NonPrintable, Registered: g.Registered, BadTLD: g.BadTLD, upper: true}
-	if g.Sub != "" {
-		f.Sub = orig[:len(g.Sub)]
-		subFeatures(f, true)
+	orig := name
+	name = asciiLower(orig)
+	if !hasUpper(f.Registered) {
+		return name
 	}
+	mixed := f.MixedCase
+	extract(name, qtype, f, true)
+	f.upper = true
+	if mixed && f.Encoded > 0 { // Encoded > 0: the full path ran, every feature is filled
+		f.MixedCase = true
+		f.Encoded = f.encoded()
+	}
+	f.entropy() // of the lower-cased Sub, before Sub takes the original case
+	f.Sub = orig[:len(f.Sub)]
+	return name
 }
 
 func hasUpper(s string) bool {

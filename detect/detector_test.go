@@ -3,6 +3,7 @@ package detect
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -204,6 +205,84 @@ func TestIgnoreCaseInsensitive(t *testing.T) {
 			}
 		})
 	}
+}
+
+func random0x20(r *rand.Rand, s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'a' && c <= 'z' && r.IntN(2) == 0 {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
+
+// TestCaseRandomizationDoesNotInflateScore: DNS 0x20 (a forwarder with
+// use-caps-for-id) randomizes the case of every letter. Case carries no
+// data for a resolver: ordinary service names must not look like
+// mixed-case base64 for it. Case a client put in the subdomain of a
+// lower-case domain still counts, and a 0x20'd base64 payload stays
+// encoded.
+func TestCaseRandomizationDoesNotInflateScore(t *testing.T) {
+	t.Run("features", func(t *testing.T) {
+		r := rand.New(rand.NewPCG(1, 2))
+		for _, name := range []string{
+			"telemetry-collector-prod-eu-west-1.example.com.",
+			"9-prod-dynamite-prod-09-us-signaler-pa.clients6.google.com.",
+			"login-microsoftonline-com.trafficmanager.example.net.",
+		} {
+			var lo, mixed Features
+			extractLower(name, 1, &lo)
+			extractLower(random0x20(r, name), 1, &mixed)
+			if mixed.Encoded > lo.Encoded+0.05 {
+				t.Errorf("%s: Encoded %.3f lower-case, %.3f with 0x20 case", name, lo.Encoded, mixed.Encoded)
+			}
+		}
+	})
+	t.Run("session", func(t *testing.T) {
+		for _, x20 := range []bool{false, true} {
+			d, rec, _ := newTestDetector(t, Config{Learn: -1}, nil)
+			c := Client{Addr: netip.MustParseAddr("10.0.1.7")}
+			r := rand.New(rand.NewPCG(3, 4))
+			alert := false
+			for i := range 60 { // one page load's worth of service names, within a minute
+				name := fmt.Sprintf("%d-prod-dynamite-prod-%02d-us-signaler-pa.clients6.google.com.", i%10, i)
+				if x20 {
+					name = random0x20(r, name)
+				}
+				res := d.Observe(t0.Add(time.Duration(i)*time.Second), c, name, 1)
+				alert = alert || res.Alert
+			}
+			if alert || rec.len() > 0 {
+				t.Errorf("0x20=%v: legit session alerted (%d alerts)", x20, rec.len())
+			}
+		}
+	})
+	t.Run("payload", func(t *testing.T) {
+		tests := []struct {
+			name, qname    string
+			minEnc, maxEnc float64
+		}{
+			{"base64_under_lower_domain", "aGVsbG8gd29ybGQgdGhpcyBpcyBhIHRlc3Qgb2YgYmFzZTY0.ZW5jb2Rpbmc.t.evil.io.", 1, 1}, // as Extract scores it
+			{"base64_behind_0x20", "AGVSBG8gD29YBGQgDGHpCYBPCYBhIHRlC3Qgb2YGYmFzZTY0.ZW5JB2RPbMc.T.EVil.IO.", 0.75, 1},
+			{"uuid_behind_0x20", "123E4567-E89b-12D3-a456-426614174000.EvEnTS.exaMPlE.Com.", 0, 0.45}, // still halved
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				var f Features
+				name := extractLower(tc.qname, 16, &f)
+				if f.Encoded < tc.minEnc || f.Encoded > tc.maxEnc {
+					t.Errorf("extractLower(%s): Encoded %.3f, want in [%.2f, %.2f]", tc.qname, f.Encoded, tc.minEnc, tc.maxEnc)
+				}
+				if want := strings.ToLower(strings.TrimSuffix(tc.qname, ".")); name != want || f.Registered != "evil.io" && f.Registered != "example.com" {
+					t.Errorf("extractLower(%s) = %q, Registered %q; want %q and a lower-case domain", tc.qname, name, f.Registered, want)
+				}
+				if !strings.HasPrefix(tc.qname, f.Sub+".") {
+					t.Errorf("Sub %q is not the original case of %s", f.Sub, tc.qname)
+				}
+			})
+		}
+	})
 }
 
 func TestNewlySeenLearnPeriod(t *testing.T) {

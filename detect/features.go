@@ -47,6 +47,9 @@ type Features struct {
 
 	bpc        float64 // payload bits per character / 5: 1.2 for mixed case, else 1 (0 when Encoded is 0)
 	switchRate float64 // character-class switches per character of Sub
+	chars      int     // characters of Sub without dots
+	hyphens    int     // hyphens in Sub
+	uuids      int     // canonical UUID labels in Sub
 	upper      bool    // the qname has an ASCII upper-case letter
 	// lazyEntropy: extract took the lite path, Entropy is not filled in.
 	lazyEntropy bool
@@ -318,12 +321,20 @@ func subFeatures(f *Features, lite bool) {
 	f.Base32Share = float64(b32) / nf
 	f.Base64Share = float64(b64) / nf
 	f.switchRate = float64(switches) / nf
-	f.Encoded = encodedness(f, n, hyphens)
-	if uuids > 0 && f.SubLen <= 37*uuids+16 {
+	f.chars, f.hyphens, f.uuids = n, hyphens, uuids
+	f.Encoded = f.encoded()
+}
+
+// encoded computes Encoded from the other features (subFeatures' full
+// path filled them).
+func (f *Features) encoded() float64 {
+	e := encodedness(f, f.chars, f.hyphens)
+	if f.uuids > 0 && f.SubLen <= 37*f.uuids+16 {
 		// A canonical UUID label is an identifier (telemetry, sessions),
 		// 16 bytes per query at most; tunnels do not emit that shape.
-		f.Encoded *= 0.5
+		e *= 0.5
 	}
+	return e
 }
 
 // isUUID reports whether s has the 8-4-4-4-12 hex shape.
