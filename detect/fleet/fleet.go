@@ -10,9 +10,11 @@
 // active since the previous round to Redis and reads back the fleet totals
 // of those pairs; the other instances' share is the total minus what this
 // instance pushed. When Redis is down or slow, rounds fail (counted, logged
-// once), deltas stay pending (at most two window buckets per pair) and
-// scoring goes on with local state and the last fetched totals; the first
-// good round catches up.
+// once), deltas stay pending (at most two window buckets per pair; a bucket
+// older than the previous window, which nobody reads, is dropped and
+// counted, and so is a pair's pending data when the pair is forgotten two
+// windows after its last query) and scoring goes on with local state and
+// the last fetched totals; the first good round catches up.
 //
 // Keys (PREFIX defaults to "dnsvalve:"; IP|DOMAIN names the pair):
 //
@@ -228,6 +230,35 @@ func (e *entry) pendFor(b int64, m *Metrics) *pending {
 	return &e.pend[i]
 }
 
+// dropStale drops the pair's pending buckets before bucket oldest and
+// returns how many it dropped. Fleet totals are read for the current and
+// the previous window only: an older bucket would be pushed for nobody.
+func (e *entry) dropStale(oldest int64) int {
+	n := 0
+	for i := range e.pend {
+		if b := e.pend[i].bucket; b != 0 && b < oldest {
+			e.pend[i] = pending{hashes: e.pend[i].hashes[:0]}
+			n++
+		}
+	}
+	return n
+}
+
+// pendingDeltas is the number of deltas the pair holds for Redis: its
+// pending buckets, or 1 for pending decayed sums alone.
+func (e *entry) pendingDeltas() int {
+	n := 0
+	for i := range e.pend {
+		if e.pend[i].bucket != 0 {
+			n++
+		}
+	}
+	if n == 0 && e.pdAt != 0 {
+		n = 1
+	}
+	return n
+}
+
 func decay(v float64, at, t int64) float64 {
 	if v == 0 || t <= at {
 		return v
@@ -274,17 +305,24 @@ func (s *Syncer) Sync(ctx context.Context) {
 	defer s.syncMu.Unlock()
 	start := time.Now()
 	now := s.cfg.Now().UnixNano()
+	g := now / s.window
 	var ws []work
-	n := 0
+	n, dropped := 0, 0
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		for h, e := range sh.pairs {
+			if now-e.last > 2*s.window {
+				// Idle for two windows: its window counters are read by
+				// nobody any more. With Redis up it has nothing pending;
+				// with Redis down what it still holds goes too, or the
+				// table would grow with every pair of the outage.
+				dropped += e.pendingDeltas()
+				delete(sh.pairs, h)
+				continue
+			}
+			dropped += e.dropStale(g - 1)
 			if !e.dirty {
-				if now-e.last > 2*s.window && e.pend[0].bucket == 0 && e.pend[1].bucket == 0 {
-					delete(sh.pairs, h)
-					continue
-				}
 				// A pair other instances also see stays pulled for a few
 				// rounds after its last local query, so its next query
 				// here scores with fresh totals; a pair only this instance
@@ -305,6 +343,7 @@ func (s *Syncer) Sync(ctx context.Context) {
 		sh.mu.Unlock()
 	}
 	s.m.Pairs.Set(float64(n))
+	s.m.Dropped.Add(float64(dropped))
 	var err error
 	if len(ws) == 0 {
 		err = s.client.Ping(ctx).Err()
@@ -312,7 +351,7 @@ func (s *Syncer) Sync(ctx context.Context) {
 	for i := 0; i < len(ws) && err == nil; i += chunkPairs {
 		err = s.round(ctx, ws[i:min(i+chunkPairs, len(ws))], now)
 		if err != nil {
-			s.requeue(ws[i:])
+			s.requeue(ws[i:], g-1)
 		}
 	}
 	if err != nil {
@@ -323,8 +362,9 @@ func (s *Syncer) Sync(ctx context.Context) {
 	s.m.SyncDuration.Observe(time.Since(start).Seconds())
 }
 
-// requeue gives failed work's deltas back to their pairs.
-func (s *Syncer) requeue(ws []work) {
+// requeue gives failed work's deltas back to their pairs, except buckets
+// before oldest (counted as dropped).
+func (s *Syncer) requeue(ws []work, oldest int64) {
 	for i := range ws {
 		w := &ws[i]
 		e := w.e
@@ -332,6 +372,10 @@ func (s *Syncer) requeue(ws []work) {
 		sh.mu.Lock()
 		for _, p := range w.pend {
 			if p.bucket == 0 {
+				continue
+			}
+			if p.bucket < oldest {
+				s.m.Dropped.Inc()
 				continue
 			}
 			dst := e.pendFor(p.bucket, s.m)

@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/base32"
-
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -69,11 +70,12 @@ func newSyncer(tb testing.TB, url string, c *clock, logw *lockedBuffer) (*Syncer
 	return s, m
 }
 
-// touch marks pair h active so the next round pulls it.
+// touch marks pair h active now, as a query without a delta would, so the
+// next round pulls it.
 func touch(s *Syncer, h uint64) {
 	sh := &s.shards[h>>60]
 	sh.mu.Lock()
-	sh.pairs[h].dirty = true
+	sh.pairs[h].dirty, sh.pairs[h].last = true, s.cfg.Now().UnixNano()
 	sh.mu.Unlock()
 }
 
@@ -324,5 +326,74 @@ func TestFleetAlertsLikeOneResolver(t *testing.T) {
 	}
 	if split >= 0 && split < one*3/2 {
 		t.Errorf("without sharing the split session alerted at query %d, not clearly later than %d: the test no longer shows what sharing buys", split, one)
+	}
+}
+
+// TestPairsBoundedWhileRedisDown: while Redis is down, a pending bucket
+// older than the previous window (read by nobody) is dropped, and a pair
+// two windows after its last query is forgotten with what it still holds,
+// both counted in shared_dropped_total; otherwise every pair of an outage
+// (a flood of distinct registered domains) would stay in the table.
+func TestPairsBoundedWhileRedisDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // a loopback port nothing answers on
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	const n = 2000
+	client := netip.MustParseAddr("10.0.0.66")
+	pk := func(i int) detect.PairKey {
+		return detect.PairKey{Hash: uint64(i+1) * 0x9e3779b97f4a7c15, Addr: client, Domain: fmt.Sprintf("r%d.example", i)}
+	}
+	tests := []struct {
+		name        string
+		later       time.Duration // from the outage's queries to the next round
+		wantPairs   int
+		wantPending int // pending buckets of pair 0, queried again at later
+		wantDropped float64
+	}{
+		// pair 0's first bucket is the previous window: kept, as every pair
+		{"previous_window", time.Minute, n, 2, 0},
+		// every idle pair goes with its bucket; pair 0 keeps only its new one
+		{"three_hours", 3 * time.Hour, 1, 1, n},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &clock{t: t0}
+			s, m := newSyncer(t, "redis://"+addr, c, nil)
+			for i := range n {
+				s.Record(pk(i), detect.Delta{Time: t0.UnixNano(), Novel: true, SubHash: uint64(i) + 1, Bytes: 40, EncBytes: 30})
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s.Sync(ctx) // fails: Redis down
+			if s.Up() {
+				t.Fatal("syncer up without Redis")
+			}
+			c.set(t0.Add(tc.later))
+			s.Record(pk(0), detect.Delta{Time: c.now().UnixNano(), Novel: true, SubHash: 1 << 40, Bytes: 40, EncBytes: 30})
+			s.Sync(ctx) // still down
+			total := 0
+			for i := range s.shards {
+				s.shards[i].mu.Lock()
+				total += len(s.shards[i].pairs)
+				s.shards[i].mu.Unlock()
+			}
+			if total != tc.wantPairs {
+				t.Errorf("%d pairs held %v after their last query (Redis down), want %d", total, tc.later, tc.wantPairs)
+			}
+			h := pk(0).Hash
+			sh := &s.shards[h>>60]
+			sh.mu.Lock()
+			pending := sh.pairs[h].pendingDeltas()
+			sh.mu.Unlock()
+			if pending != tc.wantPending {
+				t.Errorf("active pair holds %d pending buckets, want %d", pending, tc.wantPending)
+			}
+			if got := testutil.ToFloat64(m.Dropped); got != tc.wantDropped {
+				t.Errorf("shared_dropped_total = %v, want %v", got, tc.wantDropped)
+			}
+		})
 	}
 }
