@@ -324,7 +324,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, m *dns.Msg) {
 		resp = s.errorReply(req, err)
 	}
 	s.finish(req, resp)
-	s.write(w, req, resp)
+	resp = s.write(w, req, resp)
 	s.observe(req, resp)
 }
 
@@ -427,13 +427,11 @@ func (s *Server) finish(req *query.Request, resp *dns.Msg) {
 // Upstream OPT options (cookies, NSID, padding) are not passed on.
 func fixOPT(req, resp *dns.Msg) {
 	var ede []dns.EDNS0
-	var ext int
 	for i := len(resp.Extra) - 1; i >= 0; i-- {
 		opt, ok := resp.Extra[i].(*dns.OPT)
 		if !ok {
 			continue
 		}
-		ext = opt.ExtendedRcode()
 		for _, o := range opt.Option {
 			if o.Option() == dns.EDNS0EDE {
 				ede = append(ede, o)
@@ -441,9 +439,17 @@ func fixOPT(req, resp *dns.Msg) {
 		}
 		resp.Extra = append(resp.Extra[:i], resp.Extra[i+1:]...)
 	}
-	_ = ext
 	ropt := req.IsEdns0()
 	if ropt == nil {
+		if resp.Rcode > 0xF {
+			// An extended RCODE (BADCOOKIE, BADVERS from an upstream)
+			// needs an OPT record to carry its upper bits, and a client
+			// without EDNS0 must not get one (RFC 6891 section 7): such
+			// a reply cannot even be packed. The client gets a plain
+			// SERVFAIL instead.
+			resp.Rcode = dns.RcodeServerFailure
+			resp.Answer, resp.Ns, resp.Extra = nil, nil, nil
+		}
 		return
 	}
 	opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
@@ -462,14 +468,38 @@ func fixOPT(req, resp *dns.Msg) {
 // exceed AdvertisedUDPSize, whatever buffer size the client claims (as
 // Unbound's and BIND's max-udp-size): no IP fragmentation, and a minimal
 // query cannot be amplified beyond about 41 times.
-func (s *Server) write(w dns.ResponseWriter, req *query.Request, resp *dns.Msg) {
+//
+// A reply that cannot be packed (a bug in a stage, or an upstream record
+// miekg/dns reads but cannot write back) is replaced by a SERVFAIL without
+// records, so the client is not left waiting for its timeout. write
+// returns the reply it sent (or tried to send).
+func (s *Server) write(w dns.ResponseWriter, req *query.Request, resp *dns.Msg) *dns.Msg {
 	if req.Proto == query.UDP {
 		resp.Truncate(min(int(req.UDPSize), AdvertisedUDPSize))
 	}
-	if err := w.WriteMsg(resp); err != nil {
-		s.metrics.WriteErrors.Inc()
-		s.logger.Debug("write reply", "client", req.Client.Addr, "err", err)
+	err := w.WriteMsg(resp)
+	if err == nil {
+		return resp
 	}
+	s.metrics.WriteErrors.Inc()
+	// A network error may come after part of a TCP reply was written: a
+	// second message would corrupt the stream. Any other error comes from
+	// packing, before anything was written.
+	var ne net.Error
+	if errors.As(err, &ne) {
+		s.logger.Debug("write reply", "client", req.Client.Addr, "err", err)
+		return resp
+	}
+	s.logger.Warn("cannot pack reply, answering SERVFAIL", "client", req.Client.Addr, "rcode", resp.Rcode, "err", err)
+	if req.Info.Reason == "" {
+		req.Info.Reason = "servfail"
+	}
+	fb := rcodeReply(req.Msg, dns.RcodeServerFailure)
+	fixOPT(req.Msg, fb)
+	if err := w.WriteMsg(fb); err != nil {
+		s.logger.Debug("write fallback reply", "client", req.Client.Addr, "err", fmt.Errorf("servfail after pack error: %w", err))
+	}
+	return fb
 }
 
 // errorReply turns a chain error into SERVFAIL with an Extended DNS Error.

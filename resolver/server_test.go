@@ -469,6 +469,82 @@ func TestServerNilReplyIsServfail(t *testing.T) {
 	wantRcode(t, h.exchange(t, "udp", msg("fine.example.", dns.TypeA, 0, false)), dns.RcodeSuccess)
 }
 
+// badRR is a stage that answers name with an A record of three bytes,
+// which miekg/dns cannot pack.
+func badRR(name string) resolver.Middleware {
+	return func(next resolver.Handler) resolver.Handler {
+		return resolver.HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
+			if !strings.EqualFold(req.Question().Name, name) {
+				return next.ServeDNS(ctx, req)
+			}
+			r := new(dns.Msg)
+			r.SetReply(req.Msg)
+			r.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IP{192, 0, 2}}}
+			return r, nil
+		})
+	}
+}
+
+// TestServerUnpackableReply: a reply the server cannot send as it is
+// still gets an answer. An upstream's extended RCODE (BADCOOKIE, 23) to a
+// client without EDNS0 needs an OPT record the client must not get: it
+// becomes SERVFAIL (it used to fail to pack and the client got nothing).
+// A client with EDNS0 gets the extended RCODE. Any other reply that
+// cannot be packed becomes a SERVFAIL without records.
+func TestServerUnpackableReply(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessConfig{
+		handler: func(w dns.ResponseWriter, r *dns.Msg) {
+			m := new(dns.Msg)
+			m.SetRcode(r, dns.RcodeBadCookie)
+			m.SetEdns0(1232, false)
+			_ = w.WriteMsg(m)
+		},
+		inner: []resolver.Middleware{badRR("bad-rr.example.")},
+	})
+	cases := []struct {
+		name      string
+		qname     string
+		network   string
+		bufsize   uint16
+		wantRcode int
+	}{
+		{"ext_rcode_no_edns_udp", "cookie1.example.", "udp", 0, dns.RcodeServerFailure},
+		{"ext_rcode_no_edns_tcp", "cookie2.example.", "tcp", 0, dns.RcodeServerFailure},
+		{"ext_rcode_edns_udp", "cookie3.example.", "udp", 1232, dns.RcodeBadCookie},
+		{"ext_rcode_edns_tcp", "cookie4.example.", "tcp", 1232, dns.RcodeBadCookie},
+		{"bad_rr_no_edns_udp", "bad-rr.example.", "udp", 0, dns.RcodeServerFailure},
+		{"bad_rr_no_edns_tcp", "bad-rr.example.", "tcp", 0, dns.RcodeServerFailure},
+		{"bad_rr_edns_udp", "bad-rr.example.", "udp", 1232, dns.RcodeServerFailure},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := testutil.ToFloat64(h.metrics.WriteErrors)
+			r, err := tryExchangeTimeout(c.network, h.addr, msg(c.qname, dns.TypeA, c.bufsize, false), 5*time.Second)
+			if err != nil {
+				t.Fatalf("no reply: %v", err)
+			}
+			wantRcode(t, r, c.wantRcode)
+			if len(r.Answer)+len(r.Ns) != 0 {
+				t.Errorf("records in the reply: %v", r)
+			}
+			if (r.IsEdns0() != nil) != (c.bufsize != 0) {
+				t.Errorf("OPT present = %v, client sent EDNS0 = %v", r.IsEdns0() != nil, c.bufsize != 0)
+			}
+			if o := h.obs.next(t); o.Rcode != c.wantRcode {
+				t.Errorf("observed rcode %s, want %s", dns.RcodeToString[o.Rcode], dns.RcodeToString[c.wantRcode])
+			}
+			wantWriteErrors := before
+			if strings.HasPrefix(c.qname, "bad-rr.") {
+				wantWriteErrors++ // the reply that could not be packed
+			}
+			if got := testutil.ToFloat64(h.metrics.WriteErrors); got != wantWriteErrors {
+				t.Errorf("write_errors_total = %v, want %v", got, wantWriteErrors)
+			}
+		})
+	}
+}
+
 // blackhole is a UDP socket that reads and drops every query.
 func blackhole(tb testing.TB) string {
 	tb.Helper()
