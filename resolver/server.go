@@ -279,12 +279,21 @@ func (s *Server) closeLocked() {
 // a header-only FORMERR, which is never larger than the query. Everything
 // else reaches ServeDNS, which answers FORMERR/NOTIMP itself so those
 // queries are logged with their client.
+//
+// The counts are absurd only for a QUERY: other opcodes are answered
+// NOTIMP whatever their sections hold (a DNS UPDATE carries its
+// prerequisites and updates in the answer and authority sections). Those
+// the query limits would reject get a header-only NOTIMP without being
+// unpacked.
 func (s *Server) accept(dh dns.Header) dns.MsgAcceptAction {
 	if dh.Bits&(1<<15) != 0 { // QR
 		s.metrics.malformed("response")
 		return dns.MsgIgnore
 	}
 	if dh.Qdcount > 4 || dh.Ancount > 1 || dh.Nscount > 1 || dh.Arcount > 2 {
+		if int(dh.Bits>>11)&0xF != dns.OpcodeQuery {
+			return dns.MsgRejectNotImplemented
+		}
 		s.metrics.malformed("counts")
 		return dns.MsgReject
 	}

@@ -447,8 +447,9 @@ func replyOOB(oob []byte) []byte {
 
 // servePacket does for one UDP packet what miekg/dns's server does before
 // calling the handler: header checks and unpacking, with the same policy
-// as accept. Malformed packets get at most a header-only FORMERR, which is
-// never larger than what was sent.
+// as accept. Malformed packets get at most a header-only FORMERR (NOTIMP
+// for an opcode other than QUERY), which is never larger than what was
+// sent.
 func (s *Server) servePacket(w *udpWriter, data []byte) {
 	if len(data) < 12 {
 		s.metrics.malformed("unpack")
@@ -466,6 +467,9 @@ func (s *Server) servePacket(w *udpWriter, data []byte) {
 		return
 	case dns.MsgReject:
 		w.writeHeaderOnly(dh, dns.RcodeFormatError)
+		return
+	case dns.MsgRejectNotImplemented:
+		w.writeHeaderOnly(dh, dns.RcodeNotImplemented)
 		return
 	}
 	m := new(dns.Msg)
