@@ -8,7 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"time"
+	"sync/atomic"
 )
 
 // Client identity behind forwarders and load balancers.
@@ -72,66 +72,99 @@ type proxiedAddr struct {
 func (a proxiedAddr) Network() string { return "tcp" }
 func (a proxiedAddr) String() string  { return a.src.String() }
 
-// proxyListener reads a PROXY v2 header from connections from trusted
-// forwarders before handing them to the DNS server.
+// proxyListener hands connections to the DNS server at once; those from
+// trusted forwarders are wrapped to read their PROXY v2 header first.
+//
+// The header is read on the connection's first Read, by the goroutine
+// that serves it, not in Accept: miekg/dns accepts connections one at a
+// time in a single loop, so a forwarder slow to send its header would
+// hold up every other client's connection. The header read runs under
+// the read deadline miekg/dns sets before reading the first message
+// (ServerConfig.TCPIdleTimeout, ReadTimeout there), which Shutdown moves
+// into the past to unblock it. miekg/dns asks for RemoteAddr only after it
+// read a message, so the handler sees the announced client.
 type proxyListener struct {
 	net.Listener
 	trusted []netip.Prefix
-	timeout time.Duration
 }
 
 func (l *proxyListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		ta, ok := c.RemoteAddr().(*net.TCPAddr)
-		if !ok {
-			return c, nil
-		}
-		from := ta.AddrPort()
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if !containsAddr(l.trusted, from.Addr()) {
-			return c, nil
-		}
-		pc, err := readProxyHeader(c, from, l.timeout)
-		if err != nil {
-			c.Close() // a trusted forwarder that speaks no PROXY v2 is misconfigured
-			continue
-		}
-		return pc, nil
-	}
-}
-
-func readProxyHeader(c net.Conn, from netip.AddrPort, timeout time.Duration) (net.Conn, error) {
-	_ = c.SetReadDeadline(time.Now().Add(timeout))
-	defer c.SetReadDeadline(time.Time{})
-	hdr := make([]byte, 16, 16+216)
-	if _, err := io.ReadFull(c, hdr); err != nil {
-		return nil, err
-	}
-	n := 16 + int(binary.BigEndian.Uint16(hdr[14:16]))
-	if n > 16+2048 {
-		return nil, fmt.Errorf("%w: header of %d bytes", errProxy, n)
-	}
-	hdr = append(hdr, make([]byte, n-16)...)
-	if _, err := io.ReadFull(c, hdr[16:]); err != nil {
-		return nil, err
-	}
-	src, _, err := parseProxyV2(hdr)
+	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	if !src.IsValid() {
-		return c, nil // LOCAL: the forwarder itself
+	ta, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return c, nil
 	}
-	return &proxiedConn{Conn: c, addr: proxiedAddr{src: src, via: from}}, nil
+	from := ta.AddrPort()
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if !containsAddr(l.trusted, from.Addr()) {
+		return c, nil
+	}
+	return &proxiedConn{Conn: c, from: from}, nil
 }
 
+// proxiedConn is a connection from a trusted forwarder: its first Read
+// reads the PROXY v2 header, and from then on RemoteAddr is the client it
+// announced (the forwarder's own address for a LOCAL header).
 type proxiedConn struct {
 	net.Conn
-	addr proxiedAddr
+	from netip.AddrPort
+	// hdrDone and hdrErr belong to the reading goroutine.
+	hdrDone bool
+	hdrErr  error
+	addr    atomic.Pointer[proxiedAddr]
 }
 
-func (c *proxiedConn) RemoteAddr() net.Addr { return c.addr }
+func (c *proxiedConn) Read(b []byte) (int, error) {
+	if !c.hdrDone {
+		c.hdrDone = true
+		if c.hdrErr = c.readHeader(); c.hdrErr != nil {
+			// A trusted forwarder that speaks no PROXY v2 is
+			// misconfigured: the server closes the connection.
+			c.hdrErr = fmt.Errorf("PROXY header from %s: %w", c.from, c.hdrErr)
+		}
+	}
+	if c.hdrErr != nil {
+		return 0, c.hdrErr
+	}
+	return c.Conn.Read(b)
+}
+
+// readHeader reads exactly one PROXY v2 header, nothing of the DNS stream
+// behind it.
+func (c *proxiedConn) readHeader() error {
+	hdr := make([]byte, 16, 16+216)
+	if _, err := io.ReadFull(c.Conn, hdr); err != nil {
+		return err
+	}
+	if !bytes.Equal(hdr[:12], proxySig) {
+		return fmt.Errorf("%w: no signature", errProxy)
+	}
+	n := 16 + int(binary.BigEndian.Uint16(hdr[14:16]))
+	if n > 16+2048 {
+		return fmt.Errorf("%w: header of %d bytes", errProxy, n)
+	}
+	hdr = append(hdr, make([]byte, n-16)...)
+	if _, err := io.ReadFull(c.Conn, hdr[16:]); err != nil {
+		return err
+	}
+	src, _, err := parseProxyV2(hdr)
+	if err != nil {
+		return err
+	}
+	if src.IsValid() { // not LOCAL (the forwarder itself)
+		c.addr.Store(&proxiedAddr{src: src, via: c.from})
+	}
+	return nil
+}
+
+// RemoteAddr is the client the PROXY header announced, once it was read;
+// the forwarder's address before that and for a LOCAL header.
+func (c *proxiedConn) RemoteAddr() net.Addr {
+	if a := c.addr.Load(); a != nil {
+		return *a
+	}
+	return c.Conn.RemoteAddr()
+}

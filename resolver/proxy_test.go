@@ -3,6 +3,7 @@ package resolver
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -200,5 +201,190 @@ func TestClientIdentityBehindForwarders(t *testing.T) {
 				t.Errorf("server saw %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestProxyHeaderDoesNotBlockAccept: a trusted forwarder's connection whose
+// PROXY header has not (all) arrived must not keep the server from
+// accepting and answering other connections. The header used to be read
+// inside Accept, and miekg/dns accepts in one loop: one silent connection
+// held up every new TCP client for up to tcp_idle_timeout. Each case
+// leaves the first connection stalled at some point, has a second one
+// answered (it would wait a minute before the fix: the client gives up
+// after 10 s), then completes the first, which is answered as the client
+// its header announces.
+func TestProxyHeaderDoesNotBlockAccept(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	addr := startIdentityServer(t, ServerConfig{TrustedForwarders: trusted, ProxyProtocol: true, TCPIdleTimeout: time.Minute})
+	dst := netip.MustParseAddrPort("10.0.0.2:53")
+	stream := func(src netip.AddrPort) []byte {
+		m := new(dns.Msg)
+		m.SetQuestion("whoami.test.", dns.TypeTXT)
+		wire, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := append(proxyHeader(src, dst, 1, false), byte(len(wire)>>8), byte(len(wire)))
+		return append(out, wire...)
+	}
+	hdrLen := len(proxyHeader(netip.MustParseAddrPort("10.0.8.1:1"), dst, 1, false))
+	readReply := func(t *testing.T, c net.Conn) *dns.Msg {
+		t.Helper()
+		var l [2]byte
+		if _, err := io.ReadFull(c, l[:]); err != nil {
+			t.Fatalf("no reply: %v", err)
+		}
+		buf := make([]byte, binary.BigEndian.Uint16(l[:]))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatal(err)
+		}
+		r := new(dns.Msg)
+		if err := r.Unpack(buf); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for i, tc := range []struct {
+		name  string
+		stall int // bytes of its stream the first connection sends before it stalls
+	}{
+		{"silent", 0},
+		{"partial_signature", 5},
+		{"partial_addresses", 20},
+		{"header_without_query", hdrLen},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			first, second := netip.MustParseAddrPort(fmt.Sprintf("10.0.8.%d:40000", 2*i+1)), netip.MustParseAddrPort(fmt.Sprintf("10.0.8.%d:40000", 2*i+2))
+			firstStream := stream(first)
+			// Connected first, so first in the listener's accept queue.
+			stalled, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stalled.Close()
+			_ = stalled.SetDeadline(time.Now().Add(20 * time.Second))
+			if _, err := stalled.Write(firstStream[:tc.stall]); err != nil {
+				t.Fatal(err)
+			}
+
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write(stream(second)); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := identity(t, readReply(t, c)), second.Addr().String()+" 127.0.0.1"; got != want {
+				t.Errorf("second connection: server saw %q, want %q", got, want)
+			}
+
+			if _, err := stalled.Write(firstStream[tc.stall:]); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := identity(t, readReply(t, stalled)), first.Addr().String()+" 127.0.0.1"; got != want {
+				t.Errorf("stalled connection: server saw %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestProxyHeaderMissing: a trusted forwarder's connection that does not
+// start with a PROXY v2 header is closed without an answer; the server
+// goes on answering others.
+func TestProxyHeaderMissing(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	addr := startIdentityServer(t, ServerConfig{TrustedForwarders: trusted, ProxyProtocol: true})
+	m := new(dns.Msg)
+	m.SetQuestion("whoami.test.", dns.TypeTXT)
+	wire, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := append([]byte{byte(len(wire) >> 8), byte(len(wire))}, wire...)
+	for _, tc := range []struct {
+		name string
+		in   []byte
+	}{
+		{"plain_dns", plain},
+		{"bad_signature", append(append([]byte("\r\n\r\n\x00\r\nQUIX\n"), 0x21, 0x11, 0, 0), plain...)},
+		{"version_1", append(append(append([]byte(nil), proxySig...), 0x11, 0x11, 0, 0), plain...)},
+		{"eof_in_header", proxySig[:6]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write(tc.in); err != nil {
+				t.Fatal(err)
+			}
+			if tc.name == "eof_in_header" {
+				_ = c.(*net.TCPConn).CloseWrite()
+			}
+			if n, err := c.Read(make([]byte, 512)); err == nil {
+				t.Errorf("got %d bytes, want the connection closed", n)
+			}
+		})
+	}
+	src := netip.MustParseAddrPort("10.0.8.5:40000")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(append(proxyHeader(src, netip.MustParseAddrPort("10.0.0.2:53"), 1, false), plain...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
+		t.Errorf("no reply after the bad connections: %v", err)
+	}
+}
+
+// TestShutdownWithStalledProxyHeader: Shutdown does not wait for a
+// trusted forwarder's connection still waiting for its PROXY header.
+func TestShutdownWithStalledProxyHeader(t *testing.T) {
+	cfg := ServerConfig{Listen: []string{"127.0.0.1:0"}, TrustedForwarders: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+		ProxyProtocol: true, TCPIdleTimeout: time.Minute}
+	s := NewServer(cfg, whoami, nil, nil, nil, nil)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.Addrs()[0].String()
+	for _, stall := range []int{0, 5} { // silent, part of the signature
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(proxySig[:stall]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Answered: both stalled connections were accepted (and are read).
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	m := new(dns.Msg)
+	m.SetQuestion("whoami.test.", dns.TypeTXT)
+	wire, _ := m.Pack()
+	out := append(proxyHeader(netip.MustParseAddrPort("10.0.8.5:40000"), netip.MustParseAddrPort("10.0.0.2:53"), 1, false), byte(len(wire)>>8), byte(len(wire)))
+	if _, err := c.Write(append(out, wire...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
+		t.Fatalf("no reply: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with connections waiting for their PROXY header: %v", err)
 	}
 }

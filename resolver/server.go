@@ -123,7 +123,7 @@ func (s *Server) Start(ctx context.Context) error {
 		tcpAddr := l.Addr().String()
 		s.addrs = append(s.addrs, pc.LocalAddr())
 		if s.cfg.ProxyProtocol && len(s.cfg.TrustedForwarders) > 0 {
-			l = &proxyListener{Listener: l, trusted: s.cfg.TrustedForwarders, timeout: s.cfg.TCPIdleTimeout}
+			l = &proxyListener{Listener: l, trusted: s.cfg.TrustedForwarders}
 		}
 		uc, ok := pc.(*net.UDPConn)
 		if !ok {
