@@ -104,6 +104,26 @@ func identity(t *testing.T, r *dns.Msg) string {
 	return strings.Join(r.Answer[0].(*dns.TXT).Txt, " ")
 }
 
+// identityECS is identity, followed by the reply's ECS option as
+// "ecs ADDRESS/SOURCE/SCOPE" when it has one.
+func identityECS(t *testing.T, r *dns.Msg) string {
+	t.Helper()
+	id := identity(t, r)
+	if opt := r.IsEdns0(); opt != nil {
+		for _, o := range opt.Option {
+			if sn, ok := o.(*dns.EDNS0_SUBNET); ok {
+				id += fmt.Sprintf(" ecs %s/%d/%d", sn.Address, sn.SourceNetmask, sn.SourceScope)
+			}
+		}
+	}
+	return id
+}
+
+// TestClientIdentityBehindForwarders: the client's identity from a trusted
+// forwarder's full-length ECS option or PROXY v2 header, and nothing from
+// others. An ECS option that named the client is echoed with a scope of
+// its full length, so that a caching forwarder keeps the answer for that
+// client only (RFC 7871 section 7.3: no option would mean for everyone).
 func TestClientIdentityBehindForwarders(t *testing.T) {
 	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	addr := startIdentityServer(t, ServerConfig{TrustedForwarders: trusted, ECSClient: true, ProxyProtocol: true})
@@ -187,8 +207,8 @@ func TestClientIdentityBehindForwarders(t *testing.T) {
 		// An ID whose first byte is '\r', like the PROXY signature's: 1 in
 		// 256 random IDs; such queries used to be dropped as bad headers.
 		{"plain_udp_id_0d", func(t *testing.T) *dns.Msg { m := q("", 0); m.Id = 0x0D0A; return udpRaw(t, addr, nil, m) }, "127.0.0.1 -"},
-		{"ecs_full_length", func(t *testing.T) *dns.Msg { return udpRaw(t, addr, nil, q("10.0.8.5", 32)) }, "10.0.8.5 127.0.0.1"},
-		{"ecs_ipv6", func(t *testing.T) *dns.Msg { return udpRaw(t, addr, nil, q("fd00:8::5", 128)) }, "fd00:8::5 127.0.0.1"},
+		{"ecs_full_length", func(t *testing.T) *dns.Msg { return udpRaw(t, addr, nil, q("10.0.8.5", 32)) }, "10.0.8.5 127.0.0.1 ecs 10.0.8.5/32/32"},
+		{"ecs_ipv6", func(t *testing.T) *dns.Msg { return udpRaw(t, addr, nil, q("fd00:8::5", 128)) }, "fd00:8::5 127.0.0.1 ecs fd00:8::5/128/128"},
 		{"ecs_subnet_ignored", func(t *testing.T) *dns.Msg { return udpRaw(t, addr, nil, q("10.0.8.0", 24)) }, "127.0.0.1 -"},
 		{"proxy_udp", func(t *testing.T) *dns.Msg { return udpRaw(t, addr, proxyHeader(src, dst, 2, false), q("", 0)) }, "10.0.8.5 127.0.0.1"},
 		{"proxy_udp_local", func(t *testing.T) *dns.Msg { return udpRaw(t, addr, proxyHeader(src, dst, 2, true), q("", 0)) }, "127.0.0.1 -"},
@@ -197,7 +217,7 @@ func TestClientIdentityBehindForwarders(t *testing.T) {
 		{"untrusted_tcp_plain", func(t *testing.T) *dns.Msg { return tcpRaw(t, untrustedAddr, nil, q("", 0)) }, "127.0.0.1 -"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := identity(t, tc.do(t)); got != tc.want {
+			if got := identityECS(t, tc.do(t)); got != tc.want {
 				t.Errorf("server saw %q, want %q", got, tc.want)
 			}
 		})

@@ -428,7 +428,35 @@ func (s *Server) finish(req *query.Request, resp *dns.Msg) {
 		}
 	}
 	fixOPT(m, resp)
+	echoECS(req, resp)
 	resp.Compress = true
+}
+
+// echoECS returns the client's EDNS Client Subnet option, with a scope of
+// its full length, when dnsvalve took the client's identity from it: the
+// answer (the client's group's policy) is for that address only, and a
+// caching forwarder given no ECS option would take it for an answer valid
+// for every client (RFC 7871 section 7.3) and serve one group's answer to
+// the others.
+func echoECS(req *query.Request, resp *dns.Msg) {
+	if !req.Client.Via.IsValid() {
+		return
+	}
+	ropt, opt := req.Msg.IsEdns0(), resp.IsEdns0()
+	if ropt == nil || opt == nil {
+		return
+	}
+	for _, o := range ropt.Option {
+		sn, ok := o.(*dns.EDNS0_SUBNET)
+		if !ok {
+			continue
+		}
+		if a, ok := netip.AddrFromSlice(sn.Address); ok && a.Unmap() == req.Client.Addr {
+			opt.Option = append(opt.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: sn.Family,
+				SourceNetmask: sn.SourceNetmask, SourceScope: sn.SourceNetmask, Address: sn.Address})
+		}
+		return
+	}
 }
 
 // fixOPT gives resp an OPT record only when the client sent one: our
