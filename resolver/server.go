@@ -85,8 +85,14 @@ type Server struct {
 	stopping atomic.Bool // set by Shutdown: UDP readers exit on their next read error
 	addrs    []net.Addr
 	inflight sync.RWMutex
-	ready    atomic.Bool
-	reqPool  sync.Pool
+	// udpPending counts the UDP packets read and not yet done with (their
+	// reply sent, or dropped), plus one for each reader inside a read:
+	// Shutdown waits for it to reach zero before it closes the sockets.
+	// udpDrained is signalled when it does while stopping.
+	udpPending atomic.Int64
+	udpDrained chan struct{}
+	ready      atomic.Bool
+	reqPool    sync.Pool
 }
 
 // NewServer builds a Server. observer may be nil. now defaults to time.Now.
@@ -100,7 +106,7 @@ func NewServer(cfg ServerConfig, h Handler, observer Observer, m *Metrics, logge
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, handler: h, observer: observer, metrics: m, logger: logger, now: now}
+	s := &Server{cfg: cfg, handler: h, observer: observer, metrics: m, logger: logger, now: now, udpDrained: make(chan struct{}, 1)}
 	s.reqPool.New = func() any { return new(query.Request) }
 	return s
 }
@@ -211,7 +217,8 @@ func (s *Server) Addrs() []net.Addr {
 func (s *Server) Ready() bool { return s.ready.Load() }
 
 // Shutdown stops accepting queries and waits, until ctx is done, for the
-// queries in flight to be answered.
+// queries in flight to be answered: those in a handler, and the UDP
+// packets already read but not yet served (the rest of a batch).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.ready.Store(false)
 	s.mu.Lock()
@@ -244,6 +251,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	// The UDP packets already read (a batch is read at once, and served
+	// one after the other) are answered, and the replies a send batch
+	// holds are sent, before the sockets close. Only then the read lock
+	// below: a writer waiting for it would keep the rest of a batch from
+	// getting it.
+	if err := s.waitUDPDrained(ctx); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
 	done := make(chan struct{})
 	go func() {
 		// Waits for every query holding the read lock. Unlocked again so
@@ -259,6 +274,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("shutdown: queries still in flight: %w", ctx.Err()))
 	}
 	return errors.Join(errs...)
+}
+
+// udpDone records k UDP packets (or readers leaving a read) as done with.
+func (s *Server) udpDone(k int64) {
+	if s.udpPending.Add(-k) == 0 && s.stopping.Load() {
+		select {
+		case s.udpDrained <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// waitUDPDrained waits, once the readers were told to stop, until every UDP
+// packet read has been answered or dropped and no reader is inside a read.
+func (s *Server) waitUDPDrained(ctx context.Context) error {
+	for s.udpPending.Load() != 0 {
+		select {
+		case <-s.udpDrained:
+		case <-ctx.Done():
+			return fmt.Errorf("shutdown: %d UDP queries (and readers) still in flight: %w", s.udpPending.Load(), ctx.Err())
+		}
+	}
+	return nil
 }
 
 func (s *Server) closeLocked() {

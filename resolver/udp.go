@@ -352,11 +352,18 @@ type udpPacket struct {
 func (l *udpLoop) read(w *udpWriter, p *readPermit, pkts []udpPacket) bool {
 	for {
 		if len(pkts) == 0 {
+			// Counted as pending while inside the read, so that Shutdown
+			// cannot miss a batch read just as it looks.
+			l.s.udpPending.Add(1)
 			if err := p.in.recv(); err != nil {
+				l.s.udpDone(1)
 				if errors.Is(err, net.ErrClosed) || l.s.stopping.Load() {
 					return false
 				}
 				continue
+			}
+			if p.in.n != 1 {
+				l.s.udpPending.Add(int64(p.in.n - 1))
 			}
 			p.pkts = p.pkts[:0]
 			for i := range p.in.n {
@@ -420,6 +427,7 @@ func (l *udpLoop) drain(w *udpWriter) {
 			src, hl, err := parseProxyV2(data)
 			if err != nil {
 				l.s.metrics.malformed("proxy")
+				w.packetDone()
 				continue
 			}
 			if src.IsValid() {
@@ -428,6 +436,7 @@ func (l *udpLoop) drain(w *udpWriter) {
 			data = data[hl:]
 		}
 		l.s.servePacket(w, data)
+		w.packetDone()
 	}
 }
 
@@ -499,7 +508,11 @@ type udpWriter struct {
 	// queue holds the packets of the permit's current batch not yet
 	// served (views of its buffers).
 	queue []udpPacket
-	ctx   context.Context // carries beforeWait
+	// done counts the packets served while holding the permit whose
+	// replies may still sit in its send batch: they stop counting as
+	// pending (Server.udpPending) once it was flushed.
+	done int64
+	ctx  context.Context // carries beforeWait
 }
 
 var _ dns.ResponseWriter = (*udpWriter)(nil)
@@ -548,13 +561,27 @@ func (w *udpWriter) Write(b []byte) (int, error) {
 	return w.conn.WriteToUDPAddrPort(b, w.remote)
 }
 
-// flush sends the queued replies.
-func (w *udpWriter) flush() {
-	if w.permit == nil || w.permit.out.n == 0 {
+// packetDone records that a packet of the queue was served (or dropped).
+// Its reply may wait in the permit's send batch; without a permit (passed
+// on while it was served) the reply was written already.
+func (w *udpWriter) packetDone() {
+	if w.permit != nil {
+		w.done++
 		return
 	}
-	if dropped := w.permit.out.send(); dropped > 0 {
-		w.loop.s.metrics.WriteErrors.Add(float64(dropped))
+	w.loop.s.udpDone(1)
+}
+
+// flush sends the queued replies; the packets they answer are done with.
+func (w *udpWriter) flush() {
+	if w.permit != nil && w.permit.out.n > 0 {
+		if dropped := w.permit.out.send(); dropped > 0 {
+			w.loop.s.metrics.WriteErrors.Add(float64(dropped))
+		}
+	}
+	if w.done > 0 {
+		w.loop.s.udpDone(w.done)
+		w.done = 0
 	}
 }
 

@@ -346,3 +346,143 @@ func TestStallJudge(t *testing.T) {
 		})
 	}
 }
+
+// probeCtx is a context that reports, on reached, when Done is first
+// asked for: Shutdown asks once it waits for the queries in flight.
+type probeCtx struct {
+	context.Context
+	once    sync.Once
+	reached chan struct{}
+}
+
+func (c *probeCtx) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.reached) })
+	return c.Context.Done()
+}
+
+// TestShutdownAnswersReadBatch: the UDP queries Shutdown finds already
+// read are answered before it closes the sockets, including the rest of a
+// recvmmsg batch not yet handed to ServeDNS. Shutdown used to wait only
+// for the queries inside ServeDNS: the rest of the batch then waited
+// behind Shutdown's write lock and was served after the socket closed.
+//
+// All packets wait in the socket before the listener's only read permit
+// reads them, so they are one batch. In it, "wait" calls BeforeWait (as a
+// cache miss does: the permit and the rest of the batch pass to another
+// goroutine) and blocks; "hold" blocks holding the permit; both are
+// released only once Shutdown waits. "fast" is answered at once, "garbage"
+// is not a DNS message and gets no reply.
+func TestShutdownAnswersReadBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		packets []string
+	}{
+		{"rest_behind_passed_permit", []string{"wait", "hold", "fast"}},
+		{"rest_behind_holder", []string{"hold", "fast", "fast"}},
+		{"garbage_in_batch", []string{"wait", "garbage", "hold", "fast", "garbage", "fast"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			releaseWait, releaseHold := make(chan struct{}), make(chan struct{})
+			held := make(chan struct{})
+			var mu sync.Mutex
+			afterStop := 0 // queries that reached the handler once Shutdown had begun
+			var s *Server
+			h := HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
+				mu.Lock()
+				if s.stopping.Load() {
+					afterStop++
+				}
+				mu.Unlock()
+				switch req.Msg.Question[0].Name[:4] {
+				case "wait":
+					query.BeforeWait(ctx)
+					<-releaseWait
+				case "hold":
+					close(held)
+					<-releaseHold
+				}
+				return rcodeReply(req.Msg, dns.RcodeSuccess), nil
+			})
+			s = NewServer(ServerConfig{}, h, nil, NewMetrics(prometheus.NewRegistry()), nil, nil)
+			uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			client, err := net.DialUDP("udp", nil, uc.LocalAddr().(*net.UDPAddr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			want := map[string]bool{}
+			for i, p := range tc.packets {
+				wire := []byte("garbage, not a DNS message")
+				if p != "garbage" {
+					name := fmt.Sprintf("%s%d.test.", p, i)
+					want[name] = true
+					m := new(dns.Msg)
+					m.SetQuestion(name, dns.TypeA)
+					if wire, err = m.Pack(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// On loopback the datagram is in the server's socket
+				// buffer when Write returns.
+				if _, err := client.Write(wire); err != nil {
+					t.Fatal(err)
+				}
+			}
+			loop := newUDPLoop(s, uc)
+			loop.min = 1 // one reader: the packets are one batch
+			s.mu.Lock()
+			s.udpConns = append(s.udpConns, uc)
+			s.loops = append(s.loops, loop)
+			s.mu.Unlock()
+			loop.start()
+
+			select {
+			case <-held:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the hold query never reached the handler")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			probe := &probeCtx{Context: ctx, reached: make(chan struct{})}
+			shutdownDone := make(chan error, 1)
+			go func() { shutdownDone <- s.Shutdown(probe) }()
+			select {
+			case <-probe.reached:
+			case err := <-shutdownDone:
+				t.Fatalf("Shutdown returned (%v) with queries in flight", err)
+			}
+			close(releaseHold)
+			close(releaseWait)
+			if err := <-shutdownDone; err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+
+			got := map[string]bool{}
+			_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 4096)
+			for len(got) < len(want) {
+				n, err := client.Read(buf)
+				if err != nil {
+					break
+				}
+				r := new(dns.Msg)
+				if r.Unpack(buf[:n]) == nil && len(r.Question) == 1 {
+					got[r.Question[0].Name] = true
+				}
+			}
+			for name := range want {
+				if !got[name] {
+					t.Errorf("%s was read before Shutdown but never answered (answered: %v)", name, got)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if afterStop == 0 {
+				t.Error("no query of the batch was served after Shutdown began: the test tested nothing")
+			}
+		})
+	}
+}
