@@ -104,6 +104,24 @@ func identity(t *testing.T, r *dns.Msg) string {
 	return strings.Join(r.Answer[0].(*dns.TXT).Txt, " ")
 }
 
+// readTCPReply reads one length-prefixed DNS message from c.
+func readTCPReply(t *testing.T, c net.Conn) *dns.Msg {
+	t.Helper()
+	var l [2]byte
+	if _, err := io.ReadFull(c, l[:]); err != nil {
+		t.Fatalf("no reply: %v", err)
+	}
+	buf := make([]byte, binary.BigEndian.Uint16(l[:]))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	r := new(dns.Msg)
+	if err := r.Unpack(buf); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 // identityECS is identity, followed by the reply's ECS option as
 // "ecs ADDRESS/SOURCE/SCOPE" when it has one.
 func identityECS(t *testing.T, r *dns.Msg) string {
@@ -184,19 +202,7 @@ func TestClientIdentityBehindForwarders(t *testing.T) {
 		if _, err := c.Write(append(out, wire...)); err != nil {
 			t.Fatal(err)
 		}
-		var l [2]byte
-		if _, err := io.ReadFull(c, l[:]); err != nil {
-			t.Fatalf("no reply: %v", err)
-		}
-		buf := make([]byte, binary.BigEndian.Uint16(l[:]))
-		if _, err := io.ReadFull(c, buf); err != nil {
-			t.Fatal(err)
-		}
-		r := new(dns.Msg)
-		if err := r.Unpack(buf); err != nil {
-			t.Fatal(err)
-		}
-		return r
+		return readTCPReply(t, c)
 	}
 	for _, tc := range []struct {
 		name string
@@ -248,22 +254,6 @@ func TestProxyHeaderDoesNotBlockAccept(t *testing.T) {
 		return append(out, wire...)
 	}
 	hdrLen := len(proxyHeader(netip.MustParseAddrPort("10.0.8.1:1"), dst, 1, false))
-	readReply := func(t *testing.T, c net.Conn) *dns.Msg {
-		t.Helper()
-		var l [2]byte
-		if _, err := io.ReadFull(c, l[:]); err != nil {
-			t.Fatalf("no reply: %v", err)
-		}
-		buf := make([]byte, binary.BigEndian.Uint16(l[:]))
-		if _, err := io.ReadFull(c, buf); err != nil {
-			t.Fatal(err)
-		}
-		r := new(dns.Msg)
-		if err := r.Unpack(buf); err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
 	for i, tc := range []struct {
 		name  string
 		stall int // bytes of its stream the first connection sends before it stalls
@@ -296,14 +286,14 @@ func TestProxyHeaderDoesNotBlockAccept(t *testing.T) {
 			if _, err := c.Write(stream(second)); err != nil {
 				t.Fatal(err)
 			}
-			if got, want := identity(t, readReply(t, c)), second.Addr().String()+" 127.0.0.1"; got != want {
+			if got, want := identity(t, readTCPReply(t, c)), second.Addr().String()+" 127.0.0.1"; got != want {
 				t.Errorf("second connection: server saw %q, want %q", got, want)
 			}
 
 			if _, err := stalled.Write(firstStream[tc.stall:]); err != nil {
 				t.Fatal(err)
 			}
-			if got, want := identity(t, readReply(t, stalled)), first.Addr().String()+" 127.0.0.1"; got != want {
+			if got, want := identity(t, readTCPReply(t, stalled)), first.Addr().String()+" 127.0.0.1"; got != want {
 				t.Errorf("stalled connection: server saw %q, want %q", got, want)
 			}
 		})
