@@ -590,6 +590,13 @@ func (d *Detector) roll(p *pair, t int64) {
 	}
 }
 
+// prevWeight is the weight of the pair's previous window at t: the part of
+// it still inside the sliding window, in [0, 1] even when t is before the
+// current window's start (a clock stepped back, records out of order).
+func (d *Detector) prevWeight(p *pair, t int64) float64 {
+	return min(1, max(0, 1-float64(t-p.curStart)/float64(d.window)))
+}
+
 // update adds the query to the pair and returns the pair's score and
 // signals. With shared set, the fleet's counters of the pair are added to
 // the local ones (shared.Record only touches memory).
@@ -626,7 +633,7 @@ func (d *Detector) update(p *pair, t int64, f *Features, shared Shared) (float64
 		}
 	}
 
-	w := 1 - float64(t-p.curStart)/float64(d.window)
+	w := d.prevWeight(p, t)
 	prev := &p.prev
 	encBytes := float64(cur.encBytes) + w*float64(prev.encBytes)
 	bytes := float64(cur.bytes) + w*float64(prev.bytes)
@@ -636,7 +643,7 @@ func (d *Detector) update(p *pair, t int64, f *Features, shared Shared) (float64
 	if shared != nil {
 		dl := Delta{Time: t, Novel: novel, SubHash: h}
 		if novel {
-			dl.Bytes, dl.EncBytes = float64(f.SubLen), f.Encoded*float64(f.SubLen)
+			dl.Bytes, dl.EncBytes = float64(f.SubLen), f.Encoded*f.bpc*float64(f.SubLen) // as counted locally
 		}
 		r := shared.Record(PairKey{Hash: p.key, Addr: p.addr, Domain: p.domain}, dl)
 		rw := remoteWindow(&r, t, d.window)
@@ -716,7 +723,7 @@ func subHash(s string) uint64 {
 }
 
 func (d *Detector) buildAlert(now time.Time, c Client, p *pair, score float64, signals []string) *Alert {
-	w := 1 - float64(now.UnixNano()-p.curStart)/float64(d.window)
+	w := d.prevWeight(p, now.UnixNano())
 	a := &Alert{
 		Time: now, Client: c.Addr, ClientName: c.Name, Group: c.Group, Policy: c.Policy,
 		Domain: p.domain, Score: score, Signals: signals,

@@ -3,6 +3,7 @@ package detect
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
@@ -439,5 +440,50 @@ func BenchmarkObserve(b *testing.B) {
 		x := qs[i%len(qs)]
 		d.Observe(t0.Add(time.Duration(i)*time.Millisecond), x.c, x.name, x.qtype)
 		i++
+	}
+}
+
+// TestPrevWeight: the previous window's weight stays in [0, 1], also for a
+// time before the current window's start (a clock stepped back, records
+// out of order in "dnsvalve score"), where it used to exceed 1 and inflate
+// the score.
+func TestPrevWeight(t *testing.T) {
+	d, _, _ := newTestDetector(t, Config{Learn: -1}, nil)
+	p := &pair{curStart: t0.UnixNano()}
+	win := d.window
+	for _, tc := range []struct {
+		name string
+		at   int64
+		want float64
+	}{
+		{"stepped_back", -win / 2, 1},
+		{"window_start", 0, 1},
+		{"half_way", win / 2, 0.5},
+		{"window_end", win, 0},
+		{"long_after", 3 * win, 0},
+	} {
+		if got := d.prevWeight(p, t0.UnixNano()+tc.at); got != tc.want {
+			t.Errorf("%s: prevWeight = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestSharedDeltaPayloadWeight: the delta a query sends to the fleet
+// weighs its encoded bytes as the instance counts them locally (mixed-case
+// base64 packs 6 bits a character), so a tunnel spread over instances
+// scores as it would on one.
+func TestSharedDeltaPayloadWeight(t *testing.T) {
+	var got []Delta
+	shared := SharedFunc(func(_ PairKey, dl Delta) Remote { got = append(got, dl); return Remote{} })
+	d, _, _ := newTestDetector(t, Config{Learn: -1, Shared: shared}, nil)
+	name := "aGVsbG8gV29ybGQhIFRoaXMgaXMgYSB0ZXN0IG9mIGJhc2U2NA.t.example.com."
+	d.Observe(t0, Client{Addr: netip.MustParseAddr("10.0.0.7")}, name, 1)
+	var f Features
+	extractLower(name, 1, &f)
+	if len(got) != 1 || !got[0].Novel {
+		t.Fatalf("deltas %+v, want one novel", got)
+	}
+	if want := f.Encoded * f.bpc * float64(f.SubLen); f.bpc <= 1 || math.Abs(got[0].EncBytes-want) > 1e-9 {
+		t.Errorf("delta EncBytes %v, want Encoded*bpc*SubLen = %v (bpc %v)", got[0].EncBytes, want, f.bpc)
 	}
 }
