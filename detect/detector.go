@@ -85,6 +85,10 @@ type Config struct {
 	NoDefaultIgnore bool
 	Learn           time.Duration // newly-seen learning period from the store's Created time (default 24h; <0 disables)
 	Retention       time.Duration // newly-seen retention (default 30 days; used by callers opening the store)
+	// LearnFromFirstQuery starts the learning period at the first query's
+	// time instead of the store's creation: for scoring past logs, whose
+	// clock is their records' timestamps ("dnsvalve score").
+	LearnFromFirstQuery bool
 	// Shared, when set, adds other instances' counters of each pair to its
 	// score (a fleet of resolvers sharing state; see Shared). nil: this
 	// instance's state only.
@@ -355,6 +359,8 @@ type Detector struct {
 	sigs    [128][]string
 	closed  atomic.Bool
 	learnTo time.Time // newly seen is record-only before this
+	// learnStart sets learnTo from the first query (LearnFromFirstQuery).
+	learnStart sync.Once
 }
 
 // New builds a Detector. store may be nil (no newly-seen signal), sink may
@@ -393,7 +399,7 @@ func New(cfg Config, store seen.Store, sink AlertSink, m *Metrics, logger *slog.
 	// start: a bolt file reopened after a restart, or a Redis set another
 	// fleet instance created, continues it (and one created more than
 	// Learn ago ends it at once).
-	if store != nil && cfg.Learn > 0 {
+	if store != nil && cfg.Learn > 0 && !cfg.LearnFromFirstQuery {
 		d.learnTo = store.Created().Add(cfg.Learn)
 	}
 	return d, nil
@@ -468,6 +474,9 @@ func (d *Detector) observe(now time.Time, c Client, qname string, qtype uint16, 
 		}
 		d.m.TrackedPairs.Set(float64(d.pairs.Add(1)))
 		if d.store != nil {
+			if d.cfg.LearnFromFirstQuery && d.cfg.Learn > 0 {
+				d.learnStart.Do(func() { d.learnTo = now.Add(d.cfg.Learn) })
+			}
 			first, err := d.store.FirstSeen(context.Background(), dom, now)
 			switch {
 			case err != nil:

@@ -487,3 +487,36 @@ func TestSharedDeltaPayloadWeight(t *testing.T) {
 		t.Errorf("delta EncBytes %v, want Encoded*bpc*SubLen = %v (bpc %v)", got[0].EncBytes, want, f.bpc)
 	}
 }
+
+// TestLearnFromFirstQuery: scoring past logs ("dnsvalve score"), the
+// learning period runs from the first record's time, not from the store's
+// creation (now), which put every past record inside it: nothing was ever
+// newly seen.
+func TestLearnFromFirstQuery(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		fromFirst bool
+		wantLater bool // the domain first seen two hours after the first record is newly seen
+	}{
+		{"from_first_query", true, true},
+		{"from_store_creation", false, false}, // store created now, long after t0
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := seen.Open("memory:", 0, time.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, _, _ := newTestDetector(t, Config{Learn: time.Hour, LearnFromFirstQuery: tc.fromFirst}, st)
+			c := Client{Addr: netip.MustParseAddr("10.0.3.1")}
+			if r := d.Observe(t0, c, "www.first.example.com.", 1); r.NewlySeen {
+				t.Errorf("first record, learning: NewlySeen")
+			}
+			if r := d.Observe(t0.Add(30*time.Minute), c, "www.second.example.net.", 1); r.NewlySeen {
+				t.Errorf("30 min in, learning: NewlySeen")
+			}
+			if r := d.Observe(t0.Add(2*time.Hour), c, "www.third.example.org.", 1); r.NewlySeen != tc.wantLater {
+				t.Errorf("2 h in: NewlySeen %v, want %v", r.NewlySeen, tc.wantLater)
+			}
+		})
+	}
+}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -208,5 +210,49 @@ func TestUnknownEnv(t *testing.T) {
 	}
 	if cfg.Cache.Size != 77 || cfg.Server.RateLimit.QPS != 5 {
 		t.Errorf("known variables not applied: cache.size %d, rate_limit.qps %v", cfg.Cache.Size, cfg.Server.RateLimit.QPS)
+	}
+}
+
+// TestScoreCommand runs "dnsvalve score" over a dnsvalve query log that
+// spans three hours, with a one-hour learning period: domains first seen
+// in the first hour are learned, one first seen after it is newly seen
+// (the records' timestamps are the clock; the learning used to run from
+// the time of the scoring, so nothing in a past log was ever newly seen).
+func TestScoreCommand(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "c.yaml", "detect:\n  newly_seen:\n    learn: 1h\n")
+	line := func(ts, name string) string {
+		return `{"version":"1.100000","account_id":"","region":"","vpc_id":"","query_timestamp":"` + ts + `",` +
+			`"query_name":"` + name + `","query_type":"A","query_class":"IN","rcode":"NOERROR","answers":[],` +
+			`"srcaddr":"10.0.8.5","srcport":"40000","transport":"UDP","srcids":{},` +
+			`"dnsvalve":{"cache":"miss","latency_us":12,"score":0,"alert":false,"newly_seen":false}}` + "\n"
+	}
+	log := writeFile(t, dir, "q.log", line("2026-03-01T12:00:00.000Z", "www.first.example.com.")+
+		line("2026-03-01T12:30:00.000Z", "www.second.example.net.")+
+		line("2026-03-01T14:00:00.000Z", "www.third.example.org.")+
+		line("2026-03-01T14:00:01.000Z", "api.first.example.com."))
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"score", "--config", cfg, "--format", "dnsvalve", log}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	got := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		var rec struct {
+			Name     string `json:"query_name"`
+			DNSValve struct {
+				NewlySeen bool `json:"newly_seen"`
+			} `json:"dnsvalve"`
+		}
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("output line %q: %v", l, err)
+		}
+		if rec.Name != "" {
+			got[rec.Name] = rec.DNSValve.NewlySeen
+		}
+	}
+	want := map[string]bool{"www.first.example.com.": false, "www.second.example.net.": false,
+		"www.third.example.org.": true, "api.first.example.com.": false}
+	if !maps.Equal(got, want) {
+		t.Errorf("newly_seen by name %v, want %v\nstderr: %s", got, want, stderr.String())
 	}
 }

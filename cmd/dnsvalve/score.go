@@ -31,7 +31,8 @@ func scoreCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	// Offline scoring must not touch the live first-seen store: a fresh
-	// in-memory one, created at the first record's time, learns as it goes.
+	// in-memory one learns for detect.newly_seen.learn from the first
+	// record's time (the records' timestamps are the clock).
 	store, err := seen.Open("memory:", cfg.Detect.NewlySeen.Retention, time.Now)
 	if err != nil {
 		fmt.Fprintf(stderr, "dnsvalve score: %v\n", err)
@@ -39,7 +40,7 @@ func scoreCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	dc := detect.Config{AlertScore: cfg.Detect.AlertScore, BlockScore: cfg.Detect.BlockScore, Window: cfg.Detect.Window,
 		MaxPairs: cfg.Detect.MaxPairs, Ignore: append(append([]string(nil), detect.DefaultIgnore...), cfg.Detect.Ignore...),
-		Learn: 0, Retention: cfg.Detect.NewlySeen.Retention}
+		Learn: cfg.Detect.NewlySeen.Learn, LearnFromFirstQuery: true, Retention: cfg.Detect.NewlySeen.Retention}
 	det, err := detect.New(dc, store, nil, detect.NewMetrics(prometheus.NewRegistry()), logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "dnsvalve score: %v\n", err)
