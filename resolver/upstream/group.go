@@ -57,10 +57,11 @@ const (
 	kindInvalid
 	kindServfail
 	kindRefused
+	kindRejected // FORMERR or NOTIMP: the upstream rejected our query
 	numKinds
 )
 
-var kindNames = [numKinds]string{"timeout", "network", "invalid", "servfail", "refused"}
+var kindNames = [numKinds]string{"timeout", "network", "invalid", "servfail", "refused", "rejected"}
 
 // errLost cancels the losers of a parallel exchange; their failures are not
 // held against them.
@@ -337,6 +338,13 @@ func (g *Group) try(ctx context.Context, mb *member, m *dns.Msg) (*dns.Msg, erro
 		mb.errs[kindRefused].Inc()
 		g.succeeded(mb)
 		return nil, fmt.Errorf("upstream %s: answered REFUSED", mb.name)
+	case dns.RcodeFormatError, dns.RcodeNotImplemented:
+		// Our query is well formed: the upstream cannot take it (an old
+		// server without EDNS0, say). The client's query was fine, so it
+		// must not get the FORMERR: fail over as for SERVFAIL.
+		mb.errs[kindRejected].Inc()
+		g.succeeded(mb)
+		return nil, fmt.Errorf("upstream %s: answered %s", mb.name, rcodeName(r.Rcode))
 	}
 	g.succeeded(mb)
 	return r, nil
@@ -426,8 +434,8 @@ func (g *Group) probeLoop(ctx context.Context) {
 }
 
 // ProbeNow runs one probe round: every upstream marked down that has no
-// probe in flight is sent ". IN NS"; a usable reply (not SERVFAIL or
-// REFUSED) marks it up. It returns when the probes it started finished.
+// probe in flight is sent ". IN NS"; a usable reply (not SERVFAIL,
+// REFUSED, FORMERR or NOTIMP) marks it up. It returns when the probes it started finished.
 // The probe loop calls it every ProbeInterval; tests call it directly.
 func (g *Group) ProbeNow(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -453,7 +461,7 @@ func (g *Group) probe(ctx context.Context, mb *member) {
 		g.log.Debug("upstream probe failed", "upstream", mb.name, "error", err)
 		return
 	}
-	if r.Rcode == dns.RcodeServerFailure || r.Rcode == dns.RcodeRefused {
+	if rejects(r.Rcode) {
 		g.log.Debug("upstream probe failed", "upstream", mb.name, "rcode", rcodeName(r.Rcode))
 		return
 	}

@@ -100,6 +100,15 @@ func TestGroup_failover(t *testing.T) {
 		{name: "silent", first: func(t *testing.T) string { return "udp://" + dropUDP(t) }, wantKind: "timeout", wantFails: 1},
 		{name: "servfail", first: func(t *testing.T) string { return "udp://" + startDNS(t, answer(dns.RcodeServerFailure, "")).Addr }, wantKind: "servfail"},
 		{name: "refused", first: func(t *testing.T) string { return "udp://" + startDNS(t, answer(dns.RcodeRefused, "")).Addr }, wantKind: "refused"},
+		// FORMERR/NOTIMP to our well-formed query: the client must not get
+		// them; often sent without the question, which used to be
+		// discarded as invalid until the try timed out.
+		{name: "formerr", first: func(t *testing.T) string { return "udp://" + startDNS(t, answer(dns.RcodeFormatError, "")).Addr }, wantKind: "rejected"},
+		{name: "formerr_no_question", first: func(t *testing.T) string { return "udp://" + startDNS(t, answerNoQuestion(dns.RcodeFormatError)).Addr }, wantKind: "rejected"},
+		{name: "notimp_no_question_tcp", first: func(t *testing.T) string {
+			return "tcp://" + startDNS(t, answerNoQuestion(dns.RcodeNotImplemented)).Addr
+		}, wantKind: "rejected"},
+		{name: "refused_no_question", first: func(t *testing.T) string { return "udp://" + startDNS(t, answerNoQuestion(dns.RcodeRefused)).Addr }, wantKind: "refused"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -205,6 +205,17 @@ func answer(rcode int, ip string) dns.HandlerFunc {
 	return func(w dns.ResponseWriter, r *dns.Msg) { _ = w.WriteMsg(reply(r, rcode, ip)) }
 }
 
+// answerNoQuestion answers every query with rcode and no question section,
+// as servers that reject a query may.
+func answerNoQuestion(rcode int) dns.HandlerFunc {
+	return func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetRcode(r, rcode)
+		m.Question = nil
+		_ = w.WriteMsg(m)
+	}
+}
+
 func newQuery(name string, qtype uint16) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)

@@ -179,6 +179,11 @@ func (p *prepared) validate(r *dns.Msg) error {
 		return fmt.Errorf("id mismatch: %w", ErrInvalidResponse)
 	case r.Opcode != p.opcode:
 		return fmt.Errorf("opcode mismatch: %w", ErrInvalidResponse)
+	case len(r.Question) == 0 && rejects(r.Rcode):
+		// Servers that reject a query often answer without its question
+		// (RFC 1035 lets them): taken as the rejection it is, so the
+		// query fails over now instead of waiting out its timeout.
+		return nil
 	case len(r.Question) != 1:
 		return fmt.Errorf("reply has %d questions: %w", len(r.Question), ErrInvalidResponse)
 	}
@@ -196,11 +201,24 @@ func (p *prepared) validate(r *dns.Msg) error {
 	return nil
 }
 
+// rejects reports whether rcode is a server's refusal or failure to take a
+// query, which may come without the question section.
+func rejects(rcode int) bool {
+	switch rcode {
+	case dns.RcodeFormatError, dns.RcodeServerFailure, dns.RcodeNotImplemented, dns.RcodeRefused:
+		return true
+	}
+	return false
+}
+
 // restore makes r look like an answer to orig: the caller's ID and question
 // name (case included), owner names that echoed the randomised case put
 // back, and an OPT record we added removed again.
 func (p *prepared) restore(r *dns.Msg, orig *dns.Msg) {
 	r.Id = orig.Id
+	if len(r.Question) == 0 { // a rejection without the question (see validate)
+		r.Question = []dns.Question{orig.Question[0]}
+	}
 	oname := orig.Question[0].Name
 	r.Question[0].Name = oname
 	if p.exact && p.name != oname {
