@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -121,7 +123,14 @@ func (w *Webhook) post(ctx context.Context, body []byte) error {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("webhook: post: %w", err)
+		// A *url.Error names the whole URL, whose path or query is often
+		// the webhook's secret (Slack, Teams, ?token=): keep it out of
+		// the error, and so out of the log.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("webhook: post to %s: %w", redactURL(w.url), err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
@@ -158,4 +167,14 @@ func (w *Webhook) Close(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// redactURL returns the scheme and host of raw, without the path, query or
+// credentials that may hold a secret.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Scheme + "://" + u.Host + "/..."
 }

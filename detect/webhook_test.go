@@ -1,11 +1,15 @@
 package detect
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -78,5 +82,35 @@ func TestWebhookNeverBlocks(t *testing.T) {
 	cancel() // deadline already passed: Close drops the rest and returns
 	if err := w.Close(ctx); err == nil {
 		t.Errorf("Close with an expired context returned nil")
+	}
+}
+
+// TestWebhookSecretNotLogged: a webhook URL usually holds its secret in
+// the path or query (Slack, Teams, ?token=). A transport error used to
+// put the whole URL in the "gave up" warning, and so in the log pipeline.
+func TestWebhookSecretNotLogged(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens: connection refused
+	const secret = "XoXb-SeCrEt-T0K3N"
+	var out bytes.Buffer
+	w := NewWebhook("http://user:pw@"+addr+"/services/T000/B000/"+secret+"?token="+secret, nil,
+		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewJSONHandler(&out, nil)))
+	w.backoff, w.retries = time.Millisecond, 0
+	w.Alert(Alert{Time: t0, Client: netip.MustParseAddr("10.0.0.1"), Domain: "evil.com", Score: 0.93})
+	if err := w.Close(context.Background()); err != nil { // delivers what is queued first
+		t.Fatal(err)
+	}
+	s := out.String()
+	if !strings.Contains(s, "gave up") || !strings.Contains(s, "http://"+addr+"/...") {
+		t.Fatalf("no warning naming the webhook's host:\n%s", s)
+	}
+	for _, leak := range []string{secret, "pw@", "T000"} {
+		if strings.Contains(s, leak) {
+			t.Errorf("%q in the log:\n%s", leak, s)
+		}
 	}
 }
