@@ -93,6 +93,7 @@ server:
   listen: ["127.0.0.1:$DNSVALVE_PORT"]
 http:
   listen: "$DNSVALVE_HTTP"
+  pprof: true
 upstream:
   servers: ["udp://$UPSTREAM_ADDR"]
   timeout: 2s

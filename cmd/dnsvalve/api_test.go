@@ -5,7 +5,9 @@ import (
 	"encoding/base32"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +15,8 @@ import (
 	"github.com/miekg/dns"
 )
 
-// TestAPIToken: with http.token set, /api/ and /debug/pprof/ need the
-// bearer token; /metrics and the health endpoints stay open.
+// TestAPIToken: with http.token set, /api/ and /debug/pprof/ (http.pprof
+// on) need the bearer token; /metrics and the health endpoints stay open.
 func TestAPIToken(t *testing.T) {
 	cfg, err := loadConfig("", nil)
 	if err != nil {
@@ -24,6 +26,7 @@ func TestAPIToken(t *testing.T) {
 	cfg.StateDir = t.TempDir()
 	cfg.HTTP.Listen = freePort(t)
 	cfg.HTTP.Token = "s3cret"
+	cfg.HTTP.Pprof = true
 	a := newTestApp(t, cfg)
 	if err := a.startHTTP(cfg); err != nil {
 		t.Fatal(err)
@@ -39,6 +42,7 @@ func TestAPIToken(t *testing.T) {
 		{"check_with_token", "/api/v1/check?name=example.com", "s3cret", http.StatusOK},
 		{"stats_with_token", "/api/v1/stats", "s3cret", http.StatusOK},
 		{"pprof_without_token", "/debug/pprof/", "", http.StatusUnauthorized},
+		{"pprof_with_token", "/debug/pprof/cmdline", "s3cret", http.StatusOK},
 		{"check_bad_qtype", "/api/v1/check?name=example.com&qtype=BOGUS", "s3cret", http.StatusBadRequest},
 		{"metrics_open", "/metrics", "", http.StatusOK},
 		{"healthz_open", "/healthz", "", http.StatusOK},
@@ -187,5 +191,52 @@ func TestReloadForgetsRemovedUpstreams(t *testing.T) {
 	}
 	if !strings.Contains(m, "udp://127.0.0.1:2") {
 		t.Error("the new upstream's series are missing")
+	}
+}
+
+// TestHTTPExposure: /debug/pprof/ is not served unless http.pprof is on
+// (its dumps hold live query names; the container image listens on every
+// interface), an API without a token on a non-loopback address is warned
+// about, and an idle keep-alive connection is closed by the server.
+func TestHTTPExposure(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		pprof     bool
+		wantPprof int
+	}{{"pprof_off_by_default", false, http.StatusNotFound}, {"pprof_on", true, http.StatusOK}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := loadConfig("", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Upstream.Servers = []string{"udp://127.0.0.1:1"}
+			cfg.StateDir = t.TempDir()
+			cfg.HTTP.Listen = freePort(t)
+			cfg.HTTP.Pprof = tc.pprof
+			a := newTestApp(t, cfg)
+			if err := a.startHTTP(cfg); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = a.http.Shutdown(context.Background()) })
+			resp, err := http.Get("http://" + cfg.HTTP.Listen + "/debug/pprof/goroutine?debug=1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.wantPprof {
+				t.Errorf("pprof: %d, want %d", resp.StatusCode, tc.wantPprof)
+			}
+			if a.http.IdleTimeout <= 0 || a.http.ReadTimeout <= 0 {
+				t.Errorf("IdleTimeout %v ReadTimeout %v: idle connections are never closed", a.http.IdleTimeout, a.http.ReadTimeout)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		addr string
+		want bool
+	}{{"127.0.0.1:9153", true}, {"[::1]:9153", true}, {"0.0.0.0:9153", false}, {"[::]:9153", false}, {"10.0.0.5:9153", false}} {
+		if got := loopbackListen(net.TCPAddrFromAddrPort(netip.MustParseAddrPort(tc.addr))); got != tc.want {
+			t.Errorf("loopbackListen(%s) = %v, want %v", tc.addr, got, tc.want)
+		}
 	}
 }

@@ -79,6 +79,9 @@ type RateLimitConfig struct {
 type HTTPConfig struct {
 	Listen string `mapstructure:"listen"`
 	Token  string `mapstructure:"token"`
+	// Pprof mounts /debug/pprof/ (goroutine and heap dumps hold live query
+	// names): off unless asked for, behind the token when one is set.
+	Pprof bool `mapstructure:"pprof"`
 }
 
 type UpstreamConfig struct {

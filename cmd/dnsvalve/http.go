@@ -36,15 +36,25 @@ func (a *app) startHTTP(cfg *Config) error {
 	api.HandleFunc("GET /api/v1/check", a.apiCheck)
 	api.HandleFunc("GET /api/v1/stats", a.apiStats)
 	mux.Handle("/api/", requireToken(cfg.HTTP.Token, api))
-	// Profiling, for "why is it slow?": same protection as /api/.
-	dbg := http.NewServeMux()
-	dbg.HandleFunc("/debug/pprof/", pprof.Index)
-	dbg.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	dbg.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	dbg.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	dbg.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.Handle("/debug/pprof/", requireToken(cfg.HTTP.Token, dbg))
-	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// Profiling, for "why is it slow?", only when asked for: its dumps
+	// hold live query names. Same protection as /api/.
+	if cfg.HTTP.Pprof {
+		dbg := http.NewServeMux()
+		dbg.HandleFunc("/debug/pprof/", pprof.Index)
+		dbg.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		dbg.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		dbg.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		dbg.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.Handle("/debug/pprof/", requireToken(cfg.HTTP.Token, dbg))
+	}
+	if cfg.HTTP.Token == "" && !loopbackListen(ln.Addr()) {
+		a.logger.Warn("http.token is empty and http.listen is not loopback: /api/ (and /debug/pprof/ when http.pprof is on) answer anyone who can reach it; set http.token (DNSVALVE_HTTP_TOKEN)", "addr", ln.Addr().String())
+	}
+	// Idle keep-alive connections close after IdleTimeout and a request
+	// must arrive within ReadTimeout, so that clients cannot hold
+	// connections open; no WriteTimeout, which would cut pprof's
+	// profile?seconds=N.
+	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second, IdleTimeout: 60 * time.Second}
 	go func() {
 		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.logger.Error("http server stopped", "err", err)
@@ -52,6 +62,13 @@ func (a *app) startHTTP(cfg *Config) error {
 	}()
 	a.logger.Info("http listening", "addr", ln.Addr().String())
 	return nil
+}
+
+// loopbackListen reports whether addr is a loopback address (only this
+// machine can reach it).
+func loopbackListen(addr net.Addr) bool {
+	ap, err := netip.ParseAddrPort(addr.String())
+	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
 
 // requireToken guards h with a bearer token compared in constant time;
