@@ -219,13 +219,26 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 		}()
 	}
 
-	if _, err := conn.Write(p.wire()); err != nil {
-		return nil, fmt.Errorf("write: %w", ctxErr(ctx, err))
-	}
 	bp := u.pools.read.Get().(*[]byte)
 	defer u.pools.read.Put(bp)
 	buf := *bp
 	invalid := 0
+	if s.answered {
+		// A reused socket: whatever reached it while it sat idle is
+		// stale at best and a forgery queued in advance at worst, which
+		// would be read before the real reply. Drop it before asking.
+		_, foreign, err := drainQueued(conn, buf, s.lastID)
+		if err != nil {
+			return nil, fmt.Errorf("drain reused socket: %w", err)
+		}
+		invalid += foreign
+		if u.invalid != nil && foreign > 0 {
+			u.invalid.Add(float64(foreign))
+		}
+	}
+	if _, err := conn.Write(p.wire()); err != nil {
+		return nil, fmt.Errorf("write: %w", ctxErr(ctx, err))
+	}
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {
@@ -242,7 +255,9 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 		if err := r.Unpack(buf[:n]); err == nil {
 			if err = p.validate(r); err == nil {
 				s.lastID, s.answered = p.id, true
-				reuse = true
+				// A socket that met unexpected datagrams may be a target:
+				// not reused.
+				reuse = invalid == 0
 				return r, nil
 			}
 		}

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"testing"
@@ -222,5 +223,97 @@ func TestUDPSocketReuse_cancelAndClose(t *testing.T) {
 	p := pr.seen()
 	if p[0] == p[1] {
 		t.Errorf("query after a cancelled one reused its socket (port %d)", p[0])
+	}
+}
+
+// TestUDPReusedSocketDrainsQueuedReplies: a pooled socket (the default
+// udp_socket_lifetime) receives whatever is sent to its port while it sits
+// idle. A forger who guessed the next ID could queue replies there in
+// advance, to be read before the real one: they must be dropped before the
+// query goes out, counted as invalid, and the socket not pooled again.
+func TestUDPReusedSocketDrainsQueuedReplies(t *testing.T) {
+	srv, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	server := srv.LocalAddr().(*net.UDPAddr).AddrPort()
+	m := NewMetrics(nil)
+	u := newUDP("udp://"+server.String(), server, Options{Timeout: 5 * time.Second, SocketLifetime: time.Hour, Metrics: m})
+	defer u.Close()
+	var seed [32]byte
+	seed[0] = 42
+	u.rnd = &randSource{r: rand.NewChaCha8(seed)}
+	pred := rand.NewChaCha8(seed)
+	answerOne := func(ip net.IP) {
+		buf := make([]byte, 1500)
+		n, from, err := srv.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Errorf("upstream read: %v", err)
+			return
+		}
+		q := new(dns.Msg)
+		if err := q.Unpack(buf[:n]); err != nil {
+			t.Errorf("upstream unpack: %v", err)
+			return
+		}
+		r := new(dns.Msg)
+		r.SetReply(q)
+		r.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: ip}}
+		b, _ := r.Pack()
+		_, _ = srv.WriteToUDPAddrPort(b, from)
+	}
+	ask := func(name string) *dns.Msg {
+		done := make(chan struct{})
+		go func() { defer close(done); answerOne(net.IPv4(192, 0, 2, 1)) }()
+		q := new(dns.Msg)
+		q.SetQuestion(name, dns.TypeA)
+		r, err := u.Exchange(context.Background(), q)
+		<-done
+		if err != nil {
+			t.Fatalf("exchange %s: %v", name, err)
+		}
+		return r
+	}
+	ask("first.example.")
+	pred.Uint64() // the first query's ID
+	nextID := uint16(pred.Uint64())
+	u.mu.Lock()
+	if len(u.idle) != 1 {
+		u.mu.Unlock()
+		t.Fatalf("%d idle sockets, want 1", len(u.idle))
+	}
+	port := u.idle[0].c.LocalAddr().(*net.UDPAddr).AddrPort()
+	u.mu.Unlock()
+	forge := func(id uint16) []byte {
+		r := new(dns.Msg)
+		r.SetQuestion("bank.example.", dns.TypeA)
+		r.Id, r.Response = id, true
+		r.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: "bank.example.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 86400}, A: net.IPv4(203, 0, 113, 66)}}
+		b, _ := r.Pack()
+		return b
+	}
+	// Loopback delivers each datagram into the socket's queue before the
+	// write returns: all of them wait there when the next query is sent.
+	for i := range 20 {
+		if _, err := srv.WriteToUDPAddrPort(forge(nextID+uint16(i)+1), port); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := srv.WriteToUDPAddrPort(forge(nextID), port); err != nil {
+		t.Fatal(err)
+	}
+	r := ask("bank.example.")
+	if a := r.Answer[0].(*dns.A); !a.A.Equal(net.IPv4(192, 0, 2, 1)) {
+		t.Fatalf("answer %v: a reply queued before the query was accepted", r.Answer[0])
+	}
+	if got := testutil.ToFloat64(m.InvalidResponses.WithLabelValues(u.String())); got != 21 {
+		t.Errorf("invalid_responses_total = %v, want 21 (the queued datagrams)", got)
+	}
+	u.mu.Lock()
+	idle := len(u.idle)
+	u.mu.Unlock()
+	if idle != 0 {
+		t.Errorf("%d idle sockets: a socket that met unexpected datagrams went back to the pool", idle)
 	}
 }
