@@ -436,7 +436,7 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bo
 			rc.Close()
 			parsed += size
 			if err != nil {
-				m.log.Warn("parse last good copy", "list", c.Name, "source", src, "err", err)
+				m.log.Warn("parse last good copy", "list", c.Name, "source", redactSource(src), "err", err)
 			}
 			if st.entries <= 0 {
 				st.entries = stats.Entries
@@ -469,7 +469,7 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bo
 			m.metrics.lastSuccess.WithLabelValues(c.Name).Set(now)
 			continue
 		}
-		m.log.Error("list source failed; keeping its last good copy", "list", c.Name, "source", src, "err", r.err)
+		m.log.Error("list source failed; keeping its last good copy", "list", c.Name, "source", redactSource(src), "err", r.err)
 	}
 	m.metrics.refreshDuration.WithLabelValues(c.Name).Observe(m.now().Sub(start).Seconds())
 	return rebuild
@@ -508,10 +508,10 @@ func (m *Manager) parseNew(c Config, src string, format Format, b *Builder, r *f
 
 func (m *Manager) logStats(list, src string, s Stats) {
 	if s.Invalid > 0 {
-		m.log.Warn("list source has invalid lines", "list", list, "source", src,
+		m.log.Warn("list source has invalid lines", "list", list, "source", redactSource(src),
 			"invalid", s.Invalid, "first_errors", s.FirstErrors)
 	}
-	m.log.Info("list source loaded", "list", list, "source", src, "format", string(s.Format),
+	m.log.Info("list source loaded", "list", list, "source", redactSource(src), "format", string(s.Format),
 		"entries", s.Entries, "invalid", s.Invalid, "skipped", s.Skipped, "badfilter", s.Badfilter)
 }
 
@@ -536,9 +536,10 @@ func (m *Manager) fetch(ctx context.Context, c Config, src string, st *sourceSta
 }
 
 func (m *Manager) fetchURL(ctx context.Context, c Config, src string, st *sourceState) fetched {
+	shown := redactSource(src) // errors are logged: no access keys
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
 	if err != nil {
-		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", src, err)}
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", shown, err)}
 	}
 	req.Header.Set("User-Agent", "dnsvalve")
 	if st.good {
@@ -551,17 +552,21 @@ func (m *Manager) fetchURL(ctx context.Context, c Config, src string, st *source
 	}
 	resp, err := m.client.Do(req)
 	if err != nil {
-		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", src, err)}
+		var ue *url.Error // names the whole URL
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", shown, err)}
 	}
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusNotModified && st.good:
 		return fetched{result: resultNotModified}
 	case resp.StatusCode != http.StatusOK:
-		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w: %s", src, ErrStatus, resp.Status)}
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w: %s", shown, ErrStatus, resp.Status)}
 	}
 	if resp.ContentLength > c.MaxBytes {
-		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %d bytes: %w", src, resp.ContentLength, ErrTooLarge)}
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %d bytes: %w", shown, resp.ContentLength, ErrTooLarge)}
 	}
 	// Spool the body (to the cache directory) rather than hold it: it is
 	// parsed from there, and becomes the last good copy if accepted.
@@ -572,7 +577,7 @@ func (m *Manager) fetchURL(ctx context.Context, c Config, src string, st *source
 	}
 	if err != nil {
 		sp.discard()
-		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", src, err)}
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", shown, err)}
 	}
 	return fetched{body: sp, result: resultOK, meta: cacheMeta{
 		Source: src, ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"), Fetched: m.now(),
@@ -745,7 +750,7 @@ func (m *Manager) keep(src string, st *sourceState, r *fetched, sp *spool, entri
 	if err == nil {
 		return
 	}
-	m.log.Warn("write list cache; keeping the copy in memory", "source", src, "err", err)
+	m.log.Warn("write list cache; keeping the copy in memory", "source", redactSource(src), "err", err)
 	from := tmp
 	if renamed {
 		from = p + ".data"

@@ -1,6 +1,7 @@
 package lists
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -353,5 +354,47 @@ func TestRestartRefusesEmptyDownload(t *testing.T) {
 				t.Errorf("refresh_total{result=error} = %v, want 1", got)
 			}
 		})
+	}
+}
+
+// TestSourceAccessKeysNotShown: a feed URL's access key (user info, query
+// values) must not reach the log, the matched rule's source (query log,
+// dnsvalve check) or a fetch error, while the fetch itself uses it.
+func TestSourceAccessKeysNotShown(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"https://user:s3cret@feeds.example/list.txt?key=s3cret&fmt=hosts", "https://REDACTED@feeds.example/list.txt?fmt=REDACTED&key=REDACTED"},
+		{"https://feeds.example/list.txt", "https://feeds.example/list.txt"},
+		{"/etc/dnsvalve/lists/ads.txt", "/etc/dnsvalve/lists/ads.txt"},
+		{"lists/a?b.txt", "lists/a?b.txt"},
+	} {
+		if got := redactSource(tc.in); got != tc.want {
+			t.Errorf("redactSource(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	srv := newListServer(t)
+	var logs bytes.Buffer
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := NewManager(t.TempDir(), srv.Client(), NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(&logs, nil)), clock.now)
+	src := strings.Replace(srv.URL, "http://", "http://feeduser:s3cret@", 1) + "/ads.txt?key=s3cret"
+	cfg := []Config{{Name: "ads", Sources: []string{src}, Refresh: time.Hour, MaxBytes: 1000}}
+	lists, err := m.Load(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	match, ok := lists["ads"].Match("ads.example")
+	if !ok {
+		t.Fatal("ads.example not blocked: the fetch did not use the URL")
+	}
+	// A transport error (the server gone) names the URL in net/http's error.
+	srv.Close()
+	clock.step(2 * time.Hour)
+	m.refreshDue(context.Background())
+	for what, s := range map[string]string{"log": logs.String(), "match source": match.Source} {
+		if strings.Contains(s, "s3cret") {
+			t.Errorf("the access key is in the %s: %s", what, s)
+		}
+	}
+	if !strings.Contains(logs.String(), "list source failed") {
+		t.Errorf("no failure logged:\n%s", logs.String())
 	}
 }

@@ -230,7 +230,7 @@ func (b *Builder) source(s string) uint32 {
 		return i
 	}
 	i := uint32(len(b.sources))
-	b.sources = append(b.sources, s)
+	b.sources = append(b.sources, redactSource(s)) // shown in matches
 	b.srcIdx[s] = i
 	return i
 }

@@ -151,7 +151,7 @@ func parse(r io.Reader, source string, format Format, b *Builder, size int64, at
 		return Stats{}, err
 	}
 	br := bufio.NewReaderSize(r, 64<<10)
-	p := &parser{b: b, src: b.source(source), source: source, size: size, first: len(b.hashes)}
+	p := &parser{b: b, src: b.source(source), source: redactSource(source), size: size, first: len(b.hashes)}
 	if at != nil && size > 0 {
 		p.lineDensity = sampleLineDensity(at, size)
 	}
