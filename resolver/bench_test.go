@@ -1,10 +1,15 @@
 package resolver_test
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -122,4 +127,63 @@ func BenchmarkServeCacheHit(b *testing.B) {
 		srv, w := benchServer(b, pcfg, ls, q)
 		run(b, srv, w)
 	})
+}
+
+// BenchmarkServeTCP measures cache hits over one real TCP connection on
+// loopback, through the started Server: window queries are written at
+// once, then their replies read (1: a client that waits for each reply;
+// more: a pipelining one).
+func BenchmarkServeTCP(b *testing.B) {
+	clk := newClock()
+	reg := prometheus.NewRegistry()
+	up := startUpstream(b, answer(b, dns.RcodeSuccess, []string{"@ 300 IN A 192.0.2.1", "@ 300 IN A 192.0.2.2"}, nil))
+	sm := resolver.NewMetrics(reg)
+	chain, _, store := buildChain(b, harnessConfig{}, clk, reg, sm, up.url())
+	srv := resolver.NewServer(resolver.ServerConfig{Listen: []string{"127.0.0.1:0"}}, chain, nil, sm, nil, clk.now)
+	srv.SetIdentifier(storeIdentifier{store})
+	if err := srv.Start(context.Background()); err != nil {
+		b.Fatalf("Start: %v", err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	addr := srv.Addrs()[0].String()
+	q := msg("www.example.com.", dns.TypeA, 1232, false)
+	if r, err := tryExchange("tcp", addr, q); err != nil || len(r.Answer) != 2 {
+		b.Fatalf("warm-up: %v %v", r, err)
+	}
+	wire := pack(b, q)
+	for _, window := range []int{1, 16} {
+		b.Run(fmt.Sprintf("window_%d", window), func(b *testing.B) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			var out []byte
+			for range window {
+				out = binary.BigEndian.AppendUint16(out, uint16(len(wire)))
+				out = append(out, wire...)
+			}
+			rd := bufio.NewReader(c)
+			buf := make([]byte, 4096)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Write(out); err != nil {
+					b.Fatal(err)
+				}
+				for range window {
+					if _, err := io.ReadFull(rd, buf[:2]); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(rd, buf[:binary.BigEndian.Uint16(buf)]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*window), "ns/query")
+		})
+	}
 }

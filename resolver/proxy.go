@@ -75,14 +75,14 @@ func (a proxiedAddr) String() string  { return a.src.String() }
 // proxyListener hands connections to the DNS server at once; those from
 // trusted forwarders are wrapped to read their PROXY v2 header first.
 //
-// The header is read on the connection's first Read, by the goroutine
-// that serves it, not in Accept: miekg/dns accepts connections one at a
-// time in a single loop, so a forwarder slow to send its header would
-// hold up every other client's connection. The header read runs under
-// the read deadline miekg/dns sets before reading the first message
-// (ServerConfig.TCPIdleTimeout, ReadTimeout there), which Shutdown moves
-// into the past to unblock it. miekg/dns asks for RemoteAddr only after it
-// read a message, so the handler sees the announced client.
+// The header is read on the connection's first Read, by the connection's
+// reader goroutine (tcpConn.serve), not in Accept: connections are
+// accepted one at a time in a single loop, so a forwarder slow to send its
+// header would hold up every other client's connection. The header read
+// runs under the read deadline set before reading the first message
+// (ServerConfig.TCPIdleTimeout), which Shutdown moves into the past to
+// unblock it. RemoteAddr is asked for only for messages read after the
+// header, so the handler sees the announced client.
 type proxyListener struct {
 	net.Listener
 	trusted []netip.Prefix

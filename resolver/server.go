@@ -33,8 +33,6 @@ var (
 	// errNoReply is what a handler returning neither a reply nor an error
 	// becomes (a broken stage must not crash the server).
 	errNoReply = errors.New("handler returned no reply")
-	// errNotServing reports a listener that stopped before it served.
-	errNotServing = errors.New("listener stopped before serving")
 )
 
 // Observer sees every query after its reply was written (or dropped):
@@ -79,7 +77,7 @@ type Server struct {
 	now      func() time.Time
 
 	mu       sync.Mutex
-	servers  []*dns.Server // TCP listeners
+	tcps     []*tcpServer
 	udpConns []*net.UDPConn
 	loops    []*udpLoop
 	stopping atomic.Bool // set by Shutdown: UDP readers exit on their next read error
@@ -93,6 +91,12 @@ type Server struct {
 	udpDrained chan struct{}
 	ready      atomic.Bool
 	reqPool    sync.Pool
+
+	// tcpPipeline overrides the bound on a TCP connection's queries in
+	// flight (tests); tcpFullHook runs when a connection's reader pauses
+	// at that bound (tests).
+	tcpPipeline int
+	tcpFullHook func()
 }
 
 // NewServer builds a Server. observer may be nil. now defaults to time.Now.
@@ -139,18 +143,9 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("listen udp %s: not a UDP socket", addr)
 		}
 		s.udpConns = append(s.udpConns, uc)
-		maxq := s.cfg.TCPMaxQueries
-		if maxq <= 0 {
-			maxq = -1
-		}
-		tcp := &dns.Server{Listener: l, Handler: s, MsgAcceptFunc: s.accept, MsgInvalidFunc: s.invalid,
-			IdleTimeout: func() time.Duration { return s.cfg.TCPIdleTimeout }, MaxTCPQueries: maxq,
-			ReadTimeout: s.cfg.TCPIdleTimeout, WriteTimeout: 5 * time.Second}
-		s.servers = append(s.servers, tcp)
-		if err := s.serve(tcp, tcpAddr); err != nil {
-			s.closeLocked()
-			return err
-		}
+		tcp := newTCPServer(s, l, tcpAddr)
+		s.tcps = append(s.tcps, tcp)
+		tcp.start()
 		loop := newUDPLoop(s, uc)
 		s.loops = append(s.loops, loop)
 		loop.start()
@@ -183,29 +178,6 @@ func listenPair(ctx context.Context, lc *net.ListenConfig, addr string) (net.Pac
 	}
 }
 
-// serve runs srv in the background and returns once it is serving, so
-// that a Shutdown right after Start finds it started (miekg/dns refuses to
-// shut down a server that has not started yet, which would leave it
-// serving forever).
-func (s *Server) serve(srv *dns.Server, addr string) error {
-	started := make(chan struct{})
-	stopped := make(chan error, 1)
-	srv.NotifyStartedFunc = func() { close(started) }
-	go func() {
-		err := srv.ActivateAndServe()
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			s.logger.Error("listener stopped", "addr", addr, "err", err)
-		}
-		stopped <- err
-	}()
-	select {
-	case <-started:
-		return nil
-	case err := <-stopped:
-		return fmt.Errorf("serve %s: %w", addr, errors.Join(errNotServing, err))
-	}
-}
-
 // Addrs returns the bound listen addresses (UDP; TCP uses the same ports).
 func (s *Server) Addrs() []net.Addr {
 	s.mu.Lock()
@@ -222,8 +194,8 @@ func (s *Server) Ready() bool { return s.ready.Load() }
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.ready.Store(false)
 	s.mu.Lock()
-	servers, udpConns, loops := s.servers, s.udpConns, s.loops
-	s.servers, s.udpConns, s.loops = nil, nil, nil
+	tcps, udpConns, loops := s.tcps, s.udpConns, s.loops
+	s.tcps, s.udpConns, s.loops = nil, nil, nil
 	s.mu.Unlock()
 	// UDP readers stop reading at once; the sockets stay open until the
 	// queries in flight have written their replies.
@@ -242,11 +214,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	// All listeners at once: shutting them down one by one would keep the
 	// later ones accepting queries while an earlier one drains.
-	errc := make(chan error, len(servers))
-	for _, srv := range servers {
-		go func() { errc <- srv.ShutdownContext(ctx) }()
+	errc := make(chan error, len(tcps))
+	for _, t := range tcps {
+		go func() { errc <- t.shutdown(ctx) }()
 	}
-	for range servers {
+	for range tcps {
 		if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
 			errs = append(errs, err)
 		}
@@ -300,8 +272,8 @@ func (s *Server) waitUDPDrained(ctx context.Context) error {
 }
 
 func (s *Server) closeLocked() {
-	for _, srv := range s.servers {
-		_ = srv.Shutdown()
+	for _, t := range s.tcps {
+		_ = t.shutdown(context.Background())
 	}
 	for _, c := range s.udpConns {
 		_ = c.Close()
@@ -309,14 +281,14 @@ func (s *Server) closeLocked() {
 	for _, l := range s.loops {
 		close(l.stop)
 	}
-	s.servers, s.udpConns, s.loops = nil, nil, nil
+	s.tcps, s.udpConns, s.loops = nil, nil, nil
 }
 
-// accept decides, from the header alone, what miekg/dns does with a message.
-// Responses are ignored (never answer an answer); absurd section counts get
-// a header-only FORMERR, which is never larger than the query. Everything
-// else reaches ServeDNS, which answers FORMERR/NOTIMP itself so those
-// queries are logged with their client.
+// accept decides, from the header alone, what servePacket does with a
+// message (UDP and TCP alike). Responses are ignored (never answer an
+// answer); absurd section counts get a header-only FORMERR, which is never
+// larger than the query. Everything else reaches ServeDNS, which answers
+// FORMERR/NOTIMP itself so those queries are logged with their client.
 //
 // The counts are absurd only for a QUERY: other opcodes are answered
 // NOTIMP whatever their sections hold (a DNS UPDATE carries its

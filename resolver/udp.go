@@ -454,12 +454,19 @@ func replyOOB(oob []byte) []byte {
 	return nil
 }
 
-// servePacket does for one UDP packet what miekg/dns's server does before
-// calling the handler: header checks and unpacking, with the same policy
-// as accept. Malformed packets get at most a header-only FORMERR (NOTIMP
-// for an opcode other than QUERY), which is never larger than what was
-// sent.
-func (s *Server) servePacket(w *udpWriter, data []byte) {
+// headerWriter is a dns.ResponseWriter that can answer a malformed
+// message with just a header.
+type headerWriter interface {
+	dns.ResponseWriter
+	writeHeaderOnly(dh dns.Header, rcode int)
+}
+
+// servePacket does for one UDP packet or TCP message what miekg/dns's
+// server does before calling the handler: header checks and unpacking,
+// with the same policy as accept. Malformed messages get at most a
+// header-only FORMERR (NOTIMP for an opcode other than QUERY), which is
+// never larger than what was sent.
+func (s *Server) servePacket(w headerWriter, data []byte) {
 	if len(data) < 12 {
 		s.metrics.malformed("unpack")
 		return
@@ -607,14 +614,20 @@ func (w *udpWriter) beforeWait() {
 	w.loop.dispatch(udpJob{permit: p, pkts: rest})
 }
 
-// writeHeaderOnly answers with just a header: the query's ID and opcode,
-// QR set, no sections.
+// writeHeaderOnly answers with just a header (see headerOnly).
 func (w *udpWriter) writeHeaderOnly(dh dns.Header, rcode int) {
+	h := headerOnly(dh, rcode)
+	_, _ = w.Write(h[:])
+}
+
+// headerOnly is a reply of just a header: the query's ID and opcode, QR
+// set, no sections.
+func headerOnly(dh dns.Header, rcode int) [12]byte {
 	var h [12]byte
 	binary.BigEndian.PutUint16(h[0:], dh.Id)
 	bits := dh.Bits&(0xF<<11|1<<8) | 1<<15 | uint16(rcode&0xF) // keep opcode and RD, set QR
 	binary.BigEndian.PutUint16(h[2:], bits)
-	_, _ = w.Write(h[:])
+	return h
 }
 
 func (w *udpWriter) Close() error        { return nil }
