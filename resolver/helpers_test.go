@@ -261,6 +261,8 @@ type harnessConfig struct {
 	group     upstream.GroupConfig
 	// inner middlewares run between the policy stage and the cache.
 	inner []resolver.Middleware
+	// tcpMaxConns and tcpMaxConnsPerClient are the server's TCP limits.
+	tcpMaxConns, tcpMaxConnsPerClient int
 }
 
 // harness is a running Server with the production chain over a real
@@ -346,8 +348,22 @@ func newHarness(tb testing.TB, hc harnessConfig) *harness {
 	chain, h.cache, h.store = buildChain(tb, hc, h.clock, h.reg, h.metrics, h.up.url())
 	// Start binds TCP on the port UDP got; retry if that one is taken.
 	var err error
+	scfg := resolver.ServerConfig{Listen: []string{"127.0.0.1:0"}}
+	if hc.access != nil { // as cmd/dnsvalve wires it
+		allow := hc.access.Allow
+		scfg.Allowed = func(a netip.Addr) bool {
+			for _, p := range allow {
+				if p.Contains(a) {
+					return true
+				}
+			}
+			return false
+		}
+		scfg.DropOutsiders = hc.access.Drop
+	}
+	scfg.TCPMaxConns, scfg.TCPMaxConnsPerClient = hc.tcpMaxConns, hc.tcpMaxConnsPerClient
 	for range 10 {
-		h.srv = resolver.NewServer(resolver.ServerConfig{Listen: []string{"127.0.0.1:0"}}, chain, h.obs, h.metrics, nil, h.clock.now)
+		h.srv = resolver.NewServer(scfg, chain, h.obs, h.metrics, nil, h.clock.now)
 		h.srv.SetIdentifier(storeIdentifier{h.store})
 		if err = h.srv.Start(context.Background()); err == nil {
 			break

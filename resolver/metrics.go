@@ -20,6 +20,7 @@ type Metrics struct {
 	Dropped     prometheus.Counter
 	Refused     *prometheus.CounterVec // reason
 	UDPStuck    prometheus.Counter
+	TCPRejected *prometheus.CounterVec // reason
 
 	// children caches resolved Queries children so the hot path does not
 	// hash label values per query.
@@ -66,18 +67,28 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "dnsvalve", Subsystem: "server", Name: "refused_total",
 			Help: "Queries refused by access control, by reason (not_allowed, rate_limited).",
 		}, []string{"reason"}),
+		TCPRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "dnsvalve", Subsystem: "server", Name: "tcp_rejected_total",
+			Help: "TCP connections closed as soon as they were accepted, by reason (max_connections, max_per_client, not_allowed).",
+		}, []string{"reason"}),
 		UDPStuck: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "dnsvalve", Subsystem: "server", Name: "udp_stuck_total",
 			Help: "Times every UDP reader of a listener sat in one batch, nothing served, for two on-time watcher ticks (or 1 s), and a read permit was added: a stage that waits without query.BeforeWait, or readers starved of CPU by other goroutines (a burst of upstream replies).",
 		}),
 	}
-	reg.MustRegister(m.Queries, m.Duration, m.Panics, m.Malformed, m.WriteErrors, m.Dropped, m.Refused, m.UDPStuck)
+	reg.MustRegister(m.Queries, m.Duration, m.Panics, m.Malformed, m.WriteErrors, m.Dropped, m.Refused, m.UDPStuck, m.TCPRejected)
 	return m
 }
 
 func (m *Metrics) udpStuck() {
 	if m != nil {
 		m.UDPStuck.Inc()
+	}
+}
+
+func (m *Metrics) tcpRejected(reason string) {
+	if m != nil {
+		m.TCPRejected.WithLabelValues(reason).Inc()
 	}
 }
 

@@ -55,6 +55,20 @@ type ServerConfig struct {
 	TCPIdleTimeout time.Duration
 	// TCPMaxQueries per TCP connection; 0 = unlimited (default 0).
 	TCPMaxQueries int
+	// TCPMaxConns bounds the open TCP connections of a listen address
+	// (0 = unlimited); TCPMaxConnsPerClient those of one client address
+	// (IPv4 /32, IPv6 /64; trusted forwarders are exempt). A connection
+	// beyond either is closed at once: a client must not exhaust the
+	// file descriptors the resolver needs for its upstreams.
+	TCPMaxConns, TCPMaxConnsPerClient int
+	// Allowed tells whether a client address may be answered at all
+	// (server.allow_clients; nil: every client). With DropOutsiders
+	// (refuse_action: drop) a client it refuses gets nothing from the
+	// server, not even FORMERR, NOTIMP or BADVERS for a malformed query,
+	// and its TCP connections are closed unread; without, a refused
+	// client's TCP connection is closed after its first reply.
+	Allowed       func(netip.Addr) bool
+	DropOutsiders bool
 	// TrustedForwarders may tell who the real client is (ECS, PROXY v2).
 	TrustedForwarders []netip.Prefix
 	// ECSClient takes the client address from a full-length EDNS Client
@@ -370,12 +384,12 @@ func (s *Server) answer(ctx context.Context, req *query.Request) (resp *dns.Msg,
 	req.UDPSize = dns.MinMsgSize
 	if len(m.Extra) > 1 && multipleOPT(m.Extra) {
 		req.Info.Reason = "formerr" // RFC 6891 section 6.1.1: MUST
-		return rcodeReply(m, dns.RcodeFormatError), nil
+		return s.early(req, rcodeReply(m, dns.RcodeFormatError))
 	}
 	if opt := m.IsEdns0(); opt != nil {
 		if opt.Version() != 0 {
 			req.Info.Reason = "badvers"
-			return badVers(m), nil
+			return s.early(req, badVers(m))
 		}
 		if sz := opt.UDPSize(); sz > dns.MinMsgSize {
 			req.UDPSize = sz
@@ -387,13 +401,13 @@ func (s *Server) answer(ctx context.Context, req *query.Request) (resp *dns.Msg,
 		// type and class 0 (both reserved): echoing it back would make the
 		// reply larger than the query.
 		req.Info.Reason = "formerr"
-		return rcodeReply(m, dns.RcodeFormatError), nil
+		return s.early(req, rcodeReply(m, dns.RcodeFormatError))
 	case m.Opcode != dns.OpcodeQuery:
 		req.Info.Reason = "notimp"
-		return rcodeReply(m, dns.RcodeNotImplemented), nil
+		return s.early(req, rcodeReply(m, dns.RcodeNotImplemented))
 	case len(m.Question) != 1:
 		req.Info.Reason = "formerr"
-		return rcodeReply(m, dns.RcodeFormatError), nil
+		return s.early(req, rcodeReply(m, dns.RcodeFormatError))
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -407,6 +421,18 @@ func (s *Server) answer(ctx context.Context, req *query.Request) (resp *dns.Msg,
 		err = errNoReply
 	}
 	return resp, err
+}
+
+// early returns r, an answer given before the chain (FORMERR, NOTIMP,
+// BADVERS), or ErrDrop when the client gets no reply at all (see
+// ServerConfig.DropOutsiders): the access stage, which would drop it,
+// does not run for these.
+func (s *Server) early(req *query.Request, r *dns.Msg) (*dns.Msg, error) {
+	if s.cfg.DropOutsiders && s.silent(req.Client.Addr) {
+		req.Info.Reason = "not_allowed"
+		return nil, ErrDrop
+	}
+	return r, nil
 }
 
 // multipleOPT reports whether extra holds more than one OPT record.
@@ -622,6 +648,19 @@ func ecsClient(req *query.Request) {
 		}
 		return
 	}
+}
+
+// allowed reports whether client a may be answered at all (see
+// ServerConfig.Allowed).
+func (s *Server) allowed(a netip.Addr) bool {
+	return s.cfg.Allowed == nil || s.cfg.Allowed(a)
+}
+
+// silent reports whether client a gets no reply at all: refused in drop
+// mode (a trusted forwarder is answered: the client it relays for is
+// judged by the access stage).
+func (s *Server) silent(a netip.Addr) bool {
+	return s.cfg.DropOutsiders && !s.allowed(a) && !containsAddr(s.cfg.TrustedForwarders, a)
 }
 
 // rcodeReply is a reply to m with rcode and no records.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -74,17 +75,18 @@ type tcpServer struct {
 	maxq     int // queries per connection; 0 = unlimited
 	pipeline int
 
-	mu       sync.Mutex
-	conns    map[*tcpConn]struct{}
-	stopping bool
-	stop     chan struct{} // closed by shutdown: ends an accept back-off
+	mu        sync.Mutex
+	conns     map[*tcpConn]struct{}
+	perClient map[netip.Prefix]int // open connections per client (IPv4 /32, IPv6 /64), trusted forwarders not counted
+	stopping  bool
+	stop      chan struct{} // closed by shutdown: ends an accept back-off
 	// wg counts the accept loop and every goroutine of every connection.
 	wg sync.WaitGroup
 }
 
 func newTCPServer(s *Server, l net.Listener, addr string) *tcpServer {
 	t := &tcpServer{s: s, l: l, addr: addr, maxq: max(s.cfg.TCPMaxQueries, 0), pipeline: tcpPipeline,
-		conns: make(map[*tcpConn]struct{}), stop: make(chan struct{})}
+		conns: make(map[*tcpConn]struct{}), perClient: make(map[netip.Prefix]int), stop: make(chan struct{})}
 	if s.tcpPipeline > 0 {
 		t.pipeline = s.tcpPipeline
 	}
@@ -125,19 +127,71 @@ func (t *tcpServer) accept() {
 			continue
 		}
 		pause = 0
-		c := &tcpConn{t: t, conn: nc, r: bufio.NewReaderSize(nc, tcpReadBuf), idle: t.s.cfg.TCPIdleTimeout,
+		c := &tcpConn{t: t, conn: nc, r: bufio.NewReaderSize(nc, tcpReadBuf), idle: t.s.cfg.TCPIdleTimeout, maxq: t.maxq,
 			slots: make(chan struct{}, t.pipeline), role: make(chan struct{}), done: make(chan struct{})}
+		peer, trusted := t.peer(nc)
+		if !trusted && !t.s.allowed(peer) {
+			if t.s.cfg.DropOutsiders {
+				t.s.metrics.tcpRejected("not_allowed")
+				_ = nc.Close()
+				continue
+			}
+			c.maxq = 1 // its REFUSED, then the connection closes
+		}
 		t.mu.Lock()
 		if t.stopping {
 			t.mu.Unlock()
 			_ = nc.Close()
 			return
 		}
+		if reason := t.admit(c, peer, trusted); reason != "" {
+			t.mu.Unlock()
+			t.s.metrics.tcpRejected(reason)
+			_ = nc.Close()
+			continue
+		}
 		t.conns[c] = struct{}{}
 		t.wg.Add(1)
 		t.mu.Unlock()
 		go c.run()
 	}
+}
+
+// peer returns the address a connection comes from (a trusted
+// forwarder's own, whatever client its PROXY header will announce) and
+// whether that is a trusted forwarder.
+func (t *tcpServer) peer(nc net.Conn) (netip.Addr, bool) {
+	if pc, ok := nc.(*proxiedConn); ok {
+		return pc.from.Addr(), true
+	}
+	ta, ok := nc.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	a := ta.AddrPort().Addr().Unmap()
+	return a, containsAddr(t.s.cfg.TrustedForwarders, a)
+}
+
+// admit checks the connection limits for c from peer and, when it may
+// stay, counts it; it returns the reason to close it otherwise. t.mu is
+// held.
+func (t *tcpServer) admit(c *tcpConn, peer netip.Addr, trusted bool) string {
+	if limit := t.s.cfg.TCPMaxConns; limit > 0 && len(t.conns) >= limit {
+		return "max_connections"
+	}
+	if limit := t.s.cfg.TCPMaxConnsPerClient; limit > 0 && !trusted && peer.IsValid() {
+		bits := 32
+		if peer.Is6() {
+			bits = 64
+		}
+		key := netip.PrefixFrom(peer, bits).Masked()
+		if t.perClient[key] >= limit {
+			return "max_per_client"
+		}
+		t.perClient[key]++
+		c.client, c.counted = key, true
+	}
+	return ""
 }
 
 func (t *tcpServer) isStopping() bool {
@@ -183,6 +237,11 @@ func (t *tcpServer) shutdown(ctx context.Context) error {
 func (t *tcpServer) forget(c *tcpConn) {
 	t.mu.Lock()
 	delete(t.conns, c)
+	if c.counted {
+		if t.perClient[c.client]--; t.perClient[c.client] <= 0 {
+			delete(t.perClient, c.client)
+		}
+	}
 	t.mu.Unlock()
 }
 
@@ -192,7 +251,12 @@ type tcpConn struct {
 	conn net.Conn
 	r    *bufio.Reader // the reader role's
 	read int           // messages read; the reader role's
+	maxq int           // messages it may read; 0 = unlimited
 	idle time.Duration
+	// client is the prefix its connection is counted under in
+	// tcpServer.perClient, when counted.
+	client  netip.Prefix
+	counted bool
 
 	// mu orders the reader's read deadlines against stop's: once
 	// stopped, no deadline undoes the one that unblocks the reader.
@@ -248,7 +312,7 @@ func (c *tcpConn) run() {
 // next reads one message and answers it with w. It reports false, having
 // read nothing, when the connection is done.
 func (c *tcpConn) next(w *tcpWriter) bool {
-	if c.t.maxq > 0 && c.read >= c.t.maxq {
+	if c.maxq > 0 && c.read >= c.maxq {
 		return false
 	}
 	select {

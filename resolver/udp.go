@@ -482,19 +482,32 @@ func (s *Server) servePacket(w headerWriter, data []byte) {
 	case dns.MsgIgnore:
 		return
 	case dns.MsgReject:
-		w.writeHeaderOnly(dh, dns.RcodeFormatError)
+		s.rejectHeader(w, dh, dns.RcodeFormatError)
 		return
 	case dns.MsgRejectNotImplemented:
-		w.writeHeaderOnly(dh, dns.RcodeNotImplemented)
+		s.rejectHeader(w, dh, dns.RcodeNotImplemented)
 		return
 	}
 	m := new(dns.Msg)
 	if err := m.Unpack(data); err != nil {
 		s.invalid(data, err)
-		w.writeHeaderOnly(dh, dns.RcodeFormatError)
+		s.rejectHeader(w, dh, dns.RcodeFormatError)
 		return
 	}
 	s.ServeDNS(w, m)
+}
+
+// rejectHeader answers dh with just a header and rcode, unless its client
+// gets no reply at all (ServerConfig.DropOutsiders): a scanner must not
+// learn that a resolver listens.
+func (s *Server) rejectHeader(w headerWriter, dh dns.Header, rcode int) {
+	if s.cfg.DropOutsiders {
+		if ap, err := netip.ParseAddrPort(w.RemoteAddr().String()); err == nil && s.silent(ap.Addr().Unmap()) {
+			s.metrics.Dropped.Inc()
+			return
+		}
+	}
+	w.writeHeaderOnly(dh, rcode)
 }
 
 // udpWriter is the dns.ResponseWriter of a UDP reader: it packs into a

@@ -55,12 +55,16 @@ type Config struct {
 }
 
 type ServerConfig struct {
-	Listen         []string        `mapstructure:"listen"`
-	AllowClients   []string        `mapstructure:"allow_clients"`
-	RefuseAction   string          `mapstructure:"refuse_action"`
-	TCPIdleTimeout time.Duration   `mapstructure:"tcp_idle_timeout"`
-	TCPMaxQueries  int             `mapstructure:"tcp_max_queries"`
-	RateLimit      RateLimitConfig `mapstructure:"rate_limit"`
+	Listen         []string      `mapstructure:"listen"`
+	AllowClients   []string      `mapstructure:"allow_clients"`
+	RefuseAction   string        `mapstructure:"refuse_action"`
+	TCPIdleTimeout time.Duration `mapstructure:"tcp_idle_timeout"`
+	TCPMaxQueries  int           `mapstructure:"tcp_max_queries"`
+	// TCPMaxConns and TCPMaxConnsPerClient bound open TCP connections per
+	// listen address, and per client address (/32, /64).
+	TCPMaxConns          int             `mapstructure:"tcp_max_connections"`
+	TCPMaxConnsPerClient int             `mapstructure:"tcp_max_connections_per_client"`
+	RateLimit            RateLimitConfig `mapstructure:"rate_limit"`
 	// TrustedForwarders may name the real client: ECSClient takes it from a
 	// full-length EDNS Client Subnet option, ProxyProtocol from a PROXY v2
 	// header (TCP streams and UDP datagrams).
@@ -392,6 +396,12 @@ func (c *Config) validate() error {
 	oneOf("server.rate_limit.action", c.Server.RateLimit.Action, "refuse", "drop")
 	if c.Server.RateLimit.QPS < 0 {
 		bad("server.rate_limit.qps", "must not be negative")
+	}
+	for key, n := range map[string]int{"server.tcp_max_queries": c.Server.TCPMaxQueries,
+		"server.tcp_max_connections": c.Server.TCPMaxConns, "server.tcp_max_connections_per_client": c.Server.TCPMaxConnsPerClient} {
+		if n < 0 {
+			bad(key, "must not be negative")
+		}
 	}
 	for i, p := range c.Server.RateLimit.Exempt {
 		if _, err := parsePrefix(p); err != nil {
