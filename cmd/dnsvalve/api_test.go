@@ -17,7 +17,11 @@ import (
 
 // TestAPIToken: with http.token set, /api/ and /debug/pprof/ (http.pprof
 // on) need the bearer token; /metrics and the health endpoints stay open.
-func TestAPIToken(t *testing.T) {
+// startHTTPApp starts an app's HTTP server on a free loopback port, with
+// the embedded default changed by set, and returns the app and its base
+// URL.
+func startHTTPApp(t *testing.T, set func(*Config)) (*app, string) {
+	t.Helper()
 	cfg, err := loadConfig("", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -25,14 +29,17 @@ func TestAPIToken(t *testing.T) {
 	cfg.Upstream.Servers = []string{"udp://127.0.0.1:1"}
 	cfg.StateDir = t.TempDir()
 	cfg.HTTP.Listen = freePort(t)
-	cfg.HTTP.Token = "s3cret"
-	cfg.HTTP.Pprof = true
+	set(cfg)
 	a := newTestApp(t, cfg)
 	if err := a.startHTTP(cfg); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = a.http.Shutdown(context.Background()) })
-	base := "http://" + cfg.HTTP.Listen
+	return a, "http://" + cfg.HTTP.Listen
+}
+
+func TestAPIToken(t *testing.T) {
+	_, base := startHTTPApp(t, func(cfg *Config) { cfg.HTTP.Token, cfg.HTTP.Pprof = "s3cret", true })
 	for _, tc := range []struct {
 		name, path, token string
 		want              int
@@ -205,20 +212,8 @@ func TestHTTPExposure(t *testing.T) {
 		wantPprof int
 	}{{"pprof_off_by_default", false, http.StatusNotFound}, {"pprof_on", true, http.StatusOK}} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := loadConfig("", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.Upstream.Servers = []string{"udp://127.0.0.1:1"}
-			cfg.StateDir = t.TempDir()
-			cfg.HTTP.Listen = freePort(t)
-			cfg.HTTP.Pprof = tc.pprof
-			a := newTestApp(t, cfg)
-			if err := a.startHTTP(cfg); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = a.http.Shutdown(context.Background()) })
-			resp, err := http.Get("http://" + cfg.HTTP.Listen + "/debug/pprof/goroutine?debug=1")
+			a, base := startHTTPApp(t, func(cfg *Config) { cfg.HTTP.Pprof = tc.pprof })
+			resp, err := http.Get(base + "/debug/pprof/goroutine?debug=1")
 			if err != nil {
 				t.Fatal(err)
 			}
