@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dnsvalve/dnsvalve/resolver/query"
 )
@@ -113,7 +114,8 @@ type Server struct {
 	tcpFullHook func()
 }
 
-// NewServer builds a Server. observer may be nil. now defaults to time.Now.
+// NewServer builds a Server. observer may be nil; m nil counts into a
+// registry of its own; now defaults to time.Now.
 func NewServer(cfg ServerConfig, h Handler, observer Observer, m *Metrics, logger *slog.Logger, now func() time.Time) *Server {
 	if cfg.TCPIdleTimeout <= 0 {
 		cfg.TCPIdleTimeout = 10 * time.Second
@@ -123,6 +125,9 @@ func NewServer(cfg ServerConfig, h Handler, observer Observer, m *Metrics, logge
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	if m == nil {
+		m = NewMetrics(prometheus.NewRegistry()) // counted, never exported
 	}
 	s := &Server{cfg: cfg, handler: h, observer: observer, metrics: m, logger: logger, now: now, udpDrained: make(chan struct{}, 1)}
 	s.reqPool.New = func() any { return new(query.Request) }
