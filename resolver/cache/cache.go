@@ -31,6 +31,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/dnsvalve/dnsvalve/resolver/query"
+	"github.com/dnsvalve/dnsvalve/resolver/upstream"
 )
 
 // Sentinel errors, wrapped with context; check with errors.Is.
@@ -367,7 +368,7 @@ func cacheableType(t uint16) bool {
 func (c *Cache) bypass(ctx context.Context, req *dns.Msg) (*dns.Msg, query.CacheStatus, string, error) {
 	c.m.misses.Inc()
 	query.BeforeWait(ctx)
-	resp, up, err := c.next.Exchange(ctx, req.Copy())
+	resp, up, err := c.next.Exchange(upstream.WithRelayed(ctx), req.Copy())
 	if err != nil {
 		return nil, query.CacheMiss, up, fmt.Errorf("cache: forward: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dnsvalve/dnsvalve/resolver/query"
+	"github.com/dnsvalve/dnsvalve/resolver/upstream"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
@@ -816,5 +817,34 @@ func TestExchangePanic(t *testing.T) {
 				t.Errorf("upstream asked %d times, want 2", n)
 			}
 		})
+	}
+}
+
+// TestBypassIsRelayed: a zone transfer or meta query is passed upstream as
+// the client sent it, marked relayed (an upstream's FORMERR/NOTIMP is its
+// answer); the cache's own queries are not.
+func TestBypassIsRelayed(t *testing.T) {
+	for _, tc := range []struct {
+		qtype uint16
+		want  bool
+	}{{dns.TypeAXFR, true}, {dns.TypeA, false}} {
+		var relayed atomic.Bool
+		up := &fakeUpstream{reply: func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+			relayed.Store(upstream.Relayed(ctx))
+			r := new(dns.Msg)
+			r.SetRcode(m, dns.RcodeNotImplemented)
+			return r, nil
+		}}
+		c := newTestCache(t, DefaultConfig(), up)
+		resp, _, _, err := c.Resolve(context.Background(), newQuery("example.", tc.qtype, false, false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := relayed.Load(); got != tc.want {
+			t.Errorf("%s: relayed %v, want %v", dns.TypeToString[tc.qtype], got, tc.want)
+		}
+		if tc.want && resp.Rcode != dns.RcodeNotImplemented {
+			t.Errorf("%s: rcode %s, want the upstream's NOTIMP", dns.TypeToString[tc.qtype], dns.RcodeToString[resp.Rcode])
+		}
 	}
 }

@@ -339,6 +339,9 @@ func (g *Group) try(ctx context.Context, mb *member, m *dns.Msg) (*dns.Msg, erro
 		g.succeeded(mb)
 		return nil, fmt.Errorf("upstream %s: answered REFUSED", mb.name)
 	case dns.RcodeFormatError, dns.RcodeNotImplemented:
+		if Relayed(ctx) {
+			break // the client's own message: the rejection is its answer
+		}
 		// Our query is well formed: the upstream cannot take it (an old
 		// server without EDNS0, say). The client's query was fine, so it
 		// must not get the FORMERR: fail over as for SERVFAIL.
@@ -348,6 +351,22 @@ func (g *Group) try(ctx context.Context, mb *member, m *dns.Msg) (*dns.Msg, erro
 	}
 	g.succeeded(mb)
 	return r, nil
+}
+
+type relayedKey struct{}
+
+// WithRelayed marks the exchanges under ctx as relaying a client's own
+// message as it came (the cache passes zone transfers and meta queries on
+// so): an upstream's FORMERR or NOTIMP is then the answer to it, not a
+// failure of dnsvalve's own query to fail over from.
+func WithRelayed(ctx context.Context) context.Context {
+	return context.WithValue(ctx, relayedKey{}, true)
+}
+
+// Relayed reports whether ctx was marked by WithRelayed.
+func Relayed(ctx context.Context) bool {
+	r, _ := ctx.Value(relayedKey{}).(bool)
+	return r
 }
 
 func classify(err error) int {
