@@ -235,3 +235,33 @@ func TestHTTPExposure(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIRebindingGuard: without a token, the API on a loopback listener
+// answers only requests naming it by address or as localhost; a web page
+// reaching it through a rebound DNS name sends that name and is refused.
+// /metrics and health are not guarded.
+func TestAPIRebindingGuard(t *testing.T) {
+	_, base := startHTTPApp(t, func(cfg *Config) { cfg.HTTP.Pprof = true })
+	port := base[strings.LastIndexByte(base, ':')+1:]
+	for _, tc := range []struct {
+		path, host string
+		want       int
+	}{
+		{"/api/v1/check?name=example.com", "127.0.0.1:" + port, http.StatusOK},
+		{"/api/v1/check?name=example.com", "localhost:" + port, http.StatusOK},
+		{"/api/v1/check?name=example.com", "rebind.attacker.example:" + port, http.StatusForbidden},
+		{"/debug/pprof/cmdline", "rebind.attacker.example", http.StatusForbidden},
+		{"/metrics", "rebind.attacker.example:" + port, http.StatusOK},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, base+tc.path, nil)
+		req.Host = tc.host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("GET %s with Host %s: %d, want %d", tc.path, tc.host, resp.StatusCode, tc.want)
+		}
+	}
+}

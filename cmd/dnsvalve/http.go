@@ -35,7 +35,14 @@ func (a *app) startHTTP(cfg *Config) error {
 	api := http.NewServeMux()
 	api.HandleFunc("GET /api/v1/check", a.apiCheck)
 	api.HandleFunc("GET /api/v1/stats", a.apiStats)
-	mux.Handle("/api/", requireToken(cfg.HTTP.Token, api))
+	// Without a token, a loopback listener trusts whoever reaches it:
+	// only requests that name it by address or as localhost, so that a
+	// web page on this machine cannot reach it through DNS rebinding.
+	guard := func(h http.Handler) http.Handler { return requireToken(cfg.HTTP.Token, h) }
+	if cfg.HTTP.Token == "" && loopbackListen(ln.Addr()) {
+		guard = localHostOnly
+	}
+	mux.Handle("/api/", guard(api))
 	// Profiling, for "why is it slow?", only when asked for: its dumps
 	// hold live query names. Same protection as /api/.
 	if cfg.HTTP.Pprof {
@@ -45,7 +52,7 @@ func (a *app) startHTTP(cfg *Config) error {
 		dbg.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		dbg.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		dbg.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.Handle("/debug/pprof/", requireToken(cfg.HTTP.Token, dbg))
+		mux.Handle("/debug/pprof/", guard(dbg))
 	}
 	if cfg.HTTP.Token == "" && !loopbackListen(ln.Addr()) {
 		a.logger.Warn("http.token is empty and http.listen is not loopback: /api/ (and /debug/pprof/ when http.pprof is on) answer anyone who can reach it; set http.token (DNSVALVE_HTTP_TOKEN)", "addr", ln.Addr().String())
@@ -69,6 +76,23 @@ func (a *app) startHTTP(cfg *Config) error {
 func loopbackListen(addr net.Addr) bool {
 	ap, err := netip.ParseAddrPort(addr.String())
 	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
+
+// localHostOnly serves requests whose Host is an IP address or localhost
+// (with or without a port) and refuses the others with 403: a browser sent
+// to a rebound DNS name sends that name.
+func localHostOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if hh, _, err := net.SplitHostPort(host); err == nil {
+			host = hh
+		}
+		if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err != nil && !strings.EqualFold(host, "localhost") {
+			http.Error(w, "forbidden: name this endpoint by its address or as localhost, or set http.token", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // requireToken guards h with a bearer token compared in constant time;
