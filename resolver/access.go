@@ -45,7 +45,7 @@ func Access(cfg AccessConfig, m *Metrics, now func() time.Time) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
 			a := req.Client.Addr
-			if !containsAddr(cfg.Allow, a) {
+			if !cfg.Allows(a) {
 				req.Info.Reason = "not_allowed"
 				if m != nil {
 					m.Refused.WithLabelValues("not_allowed").Inc()
@@ -71,6 +71,10 @@ func Access(cfg AccessConfig, m *Metrics, now func() time.Time) Middleware {
 		})
 	}
 }
+
+// Allows reports whether client a is inside Allow (ServerConfig.Allowed
+// takes it, so that the server drops what this stage would).
+func (c AccessConfig) Allows(a netip.Addr) bool { return containsAddr(c.Allow, a) }
 
 func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 	for _, p := range ps {

@@ -350,16 +350,7 @@ func newHarness(tb testing.TB, hc harnessConfig) *harness {
 	var err error
 	scfg := resolver.ServerConfig{Listen: []string{"127.0.0.1:0"}}
 	if hc.access != nil { // as cmd/dnsvalve wires it
-		allow := hc.access.Allow
-		scfg.Allowed = func(a netip.Addr) bool {
-			for _, p := range allow {
-				if p.Contains(a) {
-					return true
-				}
-			}
-			return false
-		}
-		scfg.DropOutsiders = hc.access.Drop
+		scfg.Allowed, scfg.DropOutsiders = hc.access.Allows, hc.access.Drop
 	}
 	scfg.TCPMaxConns, scfg.TCPMaxConnsPerClient = hc.tcpMaxConns, hc.tcpMaxConnsPerClient
 	for range 10 {

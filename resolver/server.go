@@ -433,7 +433,7 @@ func (s *Server) answer(ctx context.Context, req *query.Request) (resp *dns.Msg,
 // ServerConfig.DropOutsiders): the access stage, which would drop it,
 // does not run for these.
 func (s *Server) early(req *query.Request, r *dns.Msg) (*dns.Msg, error) {
-	if s.cfg.DropOutsiders && s.silent(req.Client.Addr) {
+	if s.silent(req.Client.Addr) {
 		req.Info.Reason = "not_allowed"
 		return nil, ErrDrop
 	}
@@ -483,20 +483,13 @@ func echoECS(req *query.Request, resp *dns.Msg) {
 	if !req.Client.Via.IsValid() {
 		return
 	}
-	ropt, opt := req.Msg.IsEdns0(), resp.IsEdns0()
-	if ropt == nil || opt == nil {
+	opt, sn := resp.IsEdns0(), query.ECSOption(req.Msg)
+	if opt == nil || sn == nil {
 		return
 	}
-	for _, o := range ropt.Option {
-		sn, ok := o.(*dns.EDNS0_SUBNET)
-		if !ok {
-			continue
-		}
-		if a, ok := netip.AddrFromSlice(sn.Address); ok && a.Unmap() == req.Client.Addr {
-			opt.Option = append(opt.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: sn.Family,
-				SourceNetmask: sn.SourceNetmask, SourceScope: sn.SourceNetmask, Address: sn.Address})
-		}
-		return
+	if a, ok := netip.AddrFromSlice(sn.Address); ok && a.Unmap() == req.Client.Addr {
+		opt.Option = append(opt.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: sn.Family,
+			SourceNetmask: sn.SourceNetmask, SourceScope: sn.SourceNetmask, Address: sn.Address})
 	}
 }
 
@@ -633,25 +626,18 @@ func addrPort(ip net.IP, port int) (netip.Addr, uint16) {
 // ecsClient replaces the client address with a full-length EDNS Client
 // Subnet source address, remembering the forwarder as Via.
 func ecsClient(req *query.Request) {
-	opt := req.Msg.IsEdns0()
-	if opt == nil {
+	sn := query.ECSOption(req.Msg)
+	if sn == nil {
 		return
 	}
-	for _, o := range opt.Option {
-		sn, ok := o.(*dns.EDNS0_SUBNET)
-		if !ok {
-			continue
-		}
-		a, ok := netip.AddrFromSlice(sn.Address)
-		if !ok {
-			return
-		}
-		a = a.Unmap()
-		if (a.Is4() && sn.SourceNetmask == 32) || (a.Is6() && sn.SourceNetmask == 128) {
-			req.Client.Via = req.Client.Addr
-			req.Client.Addr = a
-		}
+	a, ok := netip.AddrFromSlice(sn.Address)
+	if !ok {
 		return
+	}
+	a = a.Unmap()
+	if (a.Is4() && sn.SourceNetmask == 32) || (a.Is6() && sn.SourceNetmask == 128) {
+		req.Client.Via = req.Client.Addr
+		req.Client.Addr = a
 	}
 }
 

@@ -502,7 +502,9 @@ func (s *Server) servePacket(w headerWriter, data []byte) {
 // learn that a resolver listens.
 func (s *Server) rejectHeader(w headerWriter, dh dns.Header, rcode int) {
 	if s.cfg.DropOutsiders {
-		if ap, err := netip.ParseAddrPort(w.RemoteAddr().String()); err == nil && s.silent(ap.Addr().Unmap()) {
+		var req query.Request // the client, as ServeDNS would see it
+		setClient(&req, w)
+		if s.silent(req.Client.Addr) {
 			s.metrics.Dropped.Inc()
 			return
 		}

@@ -165,7 +165,7 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 		Listen: cfg.Server.Listen, TCPIdleTimeout: cfg.Server.TCPIdleTimeout, TCPMaxQueries: cfg.Server.TCPMaxQueries,
 		TCPMaxConns: cfg.Server.TCPMaxConns, TCPMaxConnsPerClient: cfg.Server.TCPMaxConnsPerClient,
 		ECSClient: cfg.Server.ECSClient, ProxyProtocol: cfg.Server.ProxyProtocol,
-		Allowed: func(a netip.Addr) bool { return containsPrefix(access.Allow, a) }, DropOutsiders: access.Drop,
+		Allowed: access.Allows, DropOutsiders: access.Drop,
 	}
 	for _, f := range cfg.Server.TrustedForwarders {
 		p, err := parsePrefix(f)
@@ -277,16 +277,6 @@ func (a *app) compileWith(cfg *Config, loaded map[string]*lists.List) (*policy.S
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return snap, nil
-}
-
-// containsPrefix reports whether a prefix of ps holds a.
-func containsPrefix(ps []netip.Prefix, a netip.Addr) bool {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 func accessConfig(cfg *Config) (resolver.AccessConfig, error) {

@@ -252,7 +252,8 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 	}
 	k := makeKey(req)
 	now := c.now()
-	if e, ok := c.lru.Get(k); ok && now.Before(e.expires) {
+	e, found := c.lru.Get(k)
+	if found && now.Before(e.expires) {
 		c.m.hits.Inc()
 		if c.cfg.Prefetch && e.hits.Add(1) >= int64(c.cfg.PrefetchHits) &&
 			e.expires.Sub(now) < e.ttl/10 && e.prefetching.CompareAndSwap(false, true) {
@@ -272,10 +273,8 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 	// had the stale answer.
 	var stale *entry
 	var timer <-chan time.Time
-	if err == nil && c.cfg.StaleClientTimeout > 0 {
-		if stale = c.staleEntry(k, now); stale != nil {
-			timer = c.after(c.cfg.StaleClientTimeout)
-		}
+	if err == nil && c.cfg.StaleClientTimeout > 0 && found && c.servableStale(e, now) {
+		stale, timer = e, c.after(c.cfg.StaleClientTimeout)
 	}
 	inline := leader && ctx.Done() == nil && timer == nil
 	switch {
@@ -331,15 +330,6 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 		return nil, query.CacheMiss, upstreamOf(cl), fmt.Errorf("cache: resolve %s %s: %w", q.Name, dns.TypeToString[q.Qtype], err)
 	}
 	return passthrough(req, cl.resp), query.CacheMiss, cl.upstream, nil
-}
-
-// staleEntry returns the entry of k if it has expired and may still be
-// served stale at now, else nil.
-func (c *Cache) staleEntry(k key, now time.Time) *entry {
-	if e, ok := c.lru.Peek(k); ok && !now.Before(e.expires) && c.servableStale(e, now) {
-		return e
-	}
-	return nil
 }
 
 // servableStale reports whether expired entry e may be served stale at now.
@@ -417,17 +407,13 @@ func (c *Cache) join(ctx context.Context, k key) (cl *call, leader bool, err err
 func (c *Cache) run(k key, cl *call, recheck, inline bool) {
 	defer c.wg.Done()
 	defer cl.cancel()
-	ended := false
 	defer func() {
-		if ended {
+		p := recover() // never nil for a panic (since Go 1.21, panic(nil) too)
+		if p == nil {
 			return
 		}
-		p := recover()
 		cl.err = fmt.Errorf("%w: %v", ErrPanic, p)
-		c.mu.Lock()
-		delete(c.calls, k)
-		c.mu.Unlock()
-		close(cl.done)
+		c.end(k, cl)
 		if inline {
 			panic(p)
 		}
@@ -436,11 +422,7 @@ func (c *Cache) run(k key, cl *call, recheck, inline bool) {
 	if recheck {
 		if e, ok := c.lru.Peek(k); ok && c.now().Before(e.expires) {
 			cl.e = e
-			c.mu.Lock()
-			delete(c.calls, k)
-			c.mu.Unlock()
-			ended = true
-			close(cl.done)
+			c.end(k, cl)
 			return
 		}
 	}
@@ -467,10 +449,15 @@ func (c *Cache) run(k key, cl *call, recheck, inline bool) {
 		c.m.entries.Set(float64(c.lru.Len()))
 		cl.e = e
 	}
+	c.end(k, cl)
+}
+
+// end ends cl's flight: later queries for k start a new one, and its
+// waiters read its result.
+func (c *Cache) end(k key, cl *call) {
 	c.mu.Lock()
 	delete(c.calls, k)
 	c.mu.Unlock()
-	ended = true
 	close(cl.done)
 }
 

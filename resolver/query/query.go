@@ -182,3 +182,21 @@ func WithoutBeforeWait(ctx context.Context) context.Context {
 	}
 	return context.WithValue(ctx, beforeWaitKey{}, (func())(nil))
 }
+
+// ECSOption returns the EDNS Client Subnet option of m, nil when it has
+// none (or m is nil).
+func ECSOption(m *dns.Msg) *dns.EDNS0_SUBNET {
+	if m == nil {
+		return nil
+	}
+	opt := m.IsEdns0()
+	if opt == nil {
+		return nil
+	}
+	for _, o := range opt.Option {
+		if sn, ok := o.(*dns.EDNS0_SUBNET); ok {
+			return sn
+		}
+	}
+	return nil
+}

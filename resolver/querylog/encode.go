@@ -91,7 +91,7 @@ func AppendJSON(dst []byte, r *Record) []byte {
 	dst = append(dst, `,"newly_seen":`...)
 	dst = strconv.AppendBool(dst, r.Info.NewlySeen)
 	dst = appendOptString(dst, `,"reason":`, r.Info.Reason)
-	if sn := ecsOption(r.Req); sn != nil {
+	if sn := query.ECSOption(r.Req); sn != nil {
 		dst = append(dst, `,"ecs":"`...)
 		dst = appendECS(dst, sn)
 		dst = append(dst, '"')

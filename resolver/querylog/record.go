@@ -84,7 +84,7 @@ func NewEntry(r *Record) Entry {
 	x.Alert = r.Info.Alert
 	x.NewlySeen = r.Info.NewlySeen
 	x.Reason = r.Info.Reason
-	if sn := ecsOption(r.Req); sn != nil {
+	if sn := query.ECSOption(r.Req); sn != nil {
 		x.ECS = string(appendECS(nil, sn))
 	}
 	if r.Client.Via.IsValid() {
@@ -244,22 +244,6 @@ func appendRdataSlow(dst []byte, rr dns.RR) []byte {
 		return append(dst, s[len(h):]...)
 	}
 	return append(dst, s...)
-}
-
-func ecsOption(m *dns.Msg) *dns.EDNS0_SUBNET {
-	if m == nil {
-		return nil
-	}
-	opt := m.IsEdns0()
-	if opt == nil {
-		return nil
-	}
-	for _, o := range opt.Option {
-		if sn, ok := o.(*dns.EDNS0_SUBNET); ok {
-			return sn
-		}
-	}
-	return nil
 }
 
 // appendECS appends "192.0.2.0/24" for an EDNS0 client-subnet option.
