@@ -446,13 +446,13 @@ func (d *Detector) Observe(now time.Time, c Client, qname string, qtype uint16) 
 // it with the query).
 func (d *Detector) observe(now time.Time, c Client, qname string, qtype uint16, rcode int) (Result, *Alert) {
 	var f Features
-	name := extractLower(qname, qtype, &f)
+	name := extractFold(qname, qtype, &f)
 	res := Result{Domain: f.Registered}
 	if f.Registered == "" {
 		return res, nil
 	}
 	// Ignore entries are lower case and may be deeper than the registered
-	// domain (zen.spamhaus.org): match the whole lower-cased name.
+	// domain (zen.spamhaus.org): match the whole name, without case.
 	if d.ignore.match(name) {
 		res.Ignored = true
 		d.m.Ignored.Inc()
@@ -519,29 +519,27 @@ func (d *Detector) observe(now time.Time, c Client, qname string, qtype uint16, 
 	return res, alert
 }
 
-// extractLower runs extract (lite) for the detector and returns the name
-// without its trailing dot, lower-cased (copied only when it has upper
-// case). Case carries no data for a resolver, but a client can put data in
-// it: mixed-case base64 packs 6 bits a character. DNS 0x20 (a forwarder's
-// use-caps-for-id) randomises the case of every letter, the registered
-// domain's too, and would make ordinary service names look like mixed-case
-// base64. So a name whose registered domain has upper case is scored
-// lower-cased, keeping of the original case only MixedCase (a label had
-// both cases) for a subdomain that is encoded anyway, so a base64 payload
-// still counts 6 bits a character, and Sub, for the alert samples. Case in
-// the subdomain alone, under a lower-case domain, is the client's own and
-// scored as it is.
-func extractLower(qname string, qtype uint16, f *Features) string {
+// extractFold runs extract (lite) for the detector and returns the name
+// without its trailing dot, lower-cased (a copy) when its registered
+// domain has upper case and as given otherwise. Case carries no data for a
+// resolver, but a client can put data in it: mixed-case base64 packs 6
+// bits a character. DNS 0x20 (a forwarder's use-caps-for-id) randomises
+// the case of every letter, the registered domain's too, and would make
+// ordinary service names look like mixed-case base64. So a name whose
+// registered domain has upper case is scored lower-cased, keeping of the
+// original case only MixedCase (a label had both cases) for a subdomain
+// that is encoded anyway, so a base64 payload still counts 6 bits a
+// character, and Sub, for the alert samples. Case in the subdomain alone,
+// under a lower-case domain, is the client's own and scored as it is (and
+// costs no copy).
+func extractFold(qname string, qtype uint16, f *Features) string {
 	name := strings.TrimSuffix(qname, ".")
 	extract(name, qtype, f, true)
-	if !f.upper {
+	if !f.upper || !hasUpper(f.Registered) {
 		return name
 	}
 	orig := name
 	name = asciiLower(orig)
-	if !hasUpper(f.Registered) {
-		return name
-	}
 	mixed := f.MixedCase
 	extract(name, qtype, f, true)
 	f.upper = true
@@ -551,6 +549,15 @@ func extractLower(qname string, qtype uint16, f *Features) string {
 	}
 	f.entropy() // of the lower-cased Sub, before Sub takes the original case
 	f.Sub = orig[:len(f.Sub)]
+	return name
+}
+
+// extractLower is extractFold returning the whole name lower-cased.
+func extractLower(qname string, qtype uint16, f *Features) string {
+	name := extractFold(qname, qtype, f)
+	if f.upper && hasUpper(name) {
+		name = asciiLower(name)
+	}
 	return name
 }
 
@@ -763,7 +770,7 @@ func (d *Detector) ObserveRcode(now time.Time, client netip.Addr, domain string,
 		return
 	}
 	var f Features
-	extractLower(domain, 1, &f)
+	extractFold(domain, 1, &f)
 	if f.Registered != "" && f.Registered != name {
 		d.countRcode(t, client, f.Registered, rcode)
 	}

@@ -328,7 +328,7 @@ func subFeatures(f *Features, lite bool) {
 // encoded computes Encoded from the other features (subFeatures' full
 // path filled them).
 func (f *Features) encoded() float64 {
-	e := encodedness(f, f.chars, f.hyphens)
+	e := encodedness(f)
 	if f.uuids > 0 && f.SubLen <= 37*f.uuids+16 {
 		// A canonical UUID label is an identifier (telemetry, sessions),
 		// 16 bytes per query at most; tunnels do not emit that shape.
@@ -356,7 +356,7 @@ func isUUID(s string) bool {
 }
 
 // encodedness combines length and randomness into [0,1].
-func encodedness(f *Features, n, hyphens int) float64 {
+func encodedness(f *Features) float64 {
 	f.bpc = 1
 	if f.NonPrintable >= 4 {
 		return clamp01(float64(f.MaxLabel-8) / 24)
@@ -387,7 +387,7 @@ func encodedness(f *Features, n, hyphens int) float64 {
 	}
 	bpc := f.bpc
 	lenScore := math.Max(clamp01(float64(f.MaxLabel-12)*bpc/28), clamp01(float64(f.SubLen-24)*bpc/56))
-	nf := float64(n)
+	nf := float64(f.chars)
 	expH := math.Log2(k) - (k-1)/(2*nf*math.Ln2)
 	if expH < 1 {
 		expH = 1
@@ -399,7 +399,7 @@ func encodedness(f *Features, n, hyphens int) float64 {
 	r := 0.45*entScore + 0.55*swScore
 	// Hyphen-separated words (service names) are not encodings; base64url
 	// has hyphens too but then the rest of the string is random.
-	if hyphens > 0 && swScore < 0.5 {
+	if f.hyphens > 0 && swScore < 0.5 {
 		r *= 0.6
 	}
 	return clamp01(lenScore * r)

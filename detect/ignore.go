@@ -1,6 +1,9 @@
 package detect
 
-import "strings"
+import (
+	"strings"
+	"unsafe"
+)
 
 // DefaultIgnore lists domains (and, implicitly, their subdomains) whose
 // legitimate traffic looks like tunneling: CDN and cloud hash-named hosts,
@@ -54,13 +57,38 @@ func newIgnoreSet(lists ...[]string) ignoreSet {
 	return s
 }
 
-// match reports whether name (lower-case, no trailing dot) or one of its
-// parents is in the set. Entries may be deeper or shallower than the
+// match reports whether name (no trailing dot, any ASCII case) or one of
+// its parents is in the set. Entries may be deeper or shallower than the
 // registered domain (akamaiedge.net and in-addr.arpa are public suffixes).
 func (s ignoreSet) match(name string) bool {
 	if len(s.set) == 0 {
 		return false
 	}
+	// Only name's last maxLen+1 bytes decide: every suffix matchLower looks
+	// up is at most maxLen long, and the byte before it tells whether it
+	// starts a label. Upper case in them is lowered on the stack.
+	tail := name[max(0, len(name)-s.maxLen-1):]
+	if !hasUpper(tail) {
+		return s.matchLower(name)
+	}
+	var buf [256]byte
+	if len(tail) > len(buf) {
+		return s.matchLower(asciiLower(tail))
+	}
+	b := buf[:len(tail)]
+	for i := range b {
+		c := tail[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b[i] = c
+	}
+	// b lives on this stack frame: matchLower only looks it up.
+	return s.matchLower(unsafe.String(&b[0], len(b)))
+}
+
+// matchLower is match for a lower-case name.
+func (s ignoreSet) matchLower(name string) bool {
 	// Any matching entry of two or more labels ends in the name's last
 	// two labels: one lookup rejects almost every name.
 	if t, ok := lastTwoLabels(name); ok {
