@@ -182,40 +182,30 @@ type hit struct {
 }
 
 // matchTier evaluates block or alert lists as one rule set, whatever list
-// each rule is in. win is the winning entry (nil list when none or when an
-// exception cancels it), exc the winning exception: an $important
-// exception beats everything, an $important entry beats plain exceptions,
-// and any exception beats plain entries.
+// each rule is in: the strongest match wins (by lists.Match.Rank: an
+// $important exception beats everything, an $important entry beats plain
+// exceptions, and any exception beats plain entries), the first list's
+// among equals. It is returned as win, or as exc when it is an exception
+// (win is then empty: the exception cancels the block entries).
 func matchTier(ls []Matcher, name string) (win, exc hit) {
 	if name == "" {
 		return hit{}, hit{}
 	}
-	var first, important hit
+	var best hit
 	for _, l := range ls {
 		m, ok := l.Match(name)
-		switch {
-		case !ok:
-		case m.Action == lists.Allow && m.Important:
-			return hit{}, hit{l, m}
-		case m.Action == lists.Allow:
-			if exc.list == nil {
-				exc = hit{l, m}
-			}
-		case m.Important:
-			if important.list == nil {
-				important = hit{l, m}
-			}
-		case first.list == nil:
-			first = hit{l, m}
+		if !ok || best.list != nil && m.Rank() <= best.m.Rank() {
+			continue
+		}
+		best = hit{l, m}
+		if m.Action == lists.Allow && m.Important {
+			break // nothing beats it
 		}
 	}
-	switch {
-	case important.list != nil:
-		return important, hit{}
-	case exc.list != nil:
-		return hit{}, exc
+	if best.m.Action == lists.Allow {
+		return hit{}, best
 	}
-	return first, hit{}
+	return best, hit{}
 }
 
 // normalize lower-cases name and strips one trailing dot. It allocates only

@@ -22,3 +22,8 @@ type Match struct {
 	Action    Action
 	Important bool // adblock $important: beats exceptions
 }
+
+// Rank orders matches for conflict resolution, the order in which a List
+// resolves its own entries: an important exception beats an important
+// block beats an exception beats a block.
+func (m Match) Rank() int { return rank(m.Action, m.Important) }

@@ -1048,7 +1048,7 @@ func sortBuckets(hs []uint64, meta, aux []uint32, bits uint, dir []uint32) {
 // (hosts, plain domains, RPZ names) and that part of name is lower case:
 // Rule is then a substring of name. It allocates Rule for a bare name
 // whose matched part has upper case, and a lower-cased copy of name when
-// regexes run on a name with upper case.
+// a regexp runs on a name with upper case.
 func (l *List) Match(name string) (Match, bool) {
 	if l == nil {
 		return Match{}, false
@@ -1207,17 +1207,23 @@ func (l *List) match(s, orig string, lastUpper int) (Match, bool) {
 		best = l.matchGlobs(s, best)
 	}
 	if len(l.regexes) > 0 && (!best.ok || best.rank < l.maxRank) {
-		rs := orig
-		if lastUpper >= 0 {
-			rs = strings.Clone(s)
-		}
+		// The filters read s; a regexp gets rs, which must not point into
+		// Match's frame: orig, or when it has upper case a copy of s, made
+		// only once a filter lets a name through.
+		rs := ""
 		for k := range l.regexes {
 			re := &l.regexes[k]
 			r := re.rank()
-			if best.ok && r <= best.rank {
+			if best.ok && r <= best.rank || !re.filter.pass(s) {
 				continue
 			}
-			if re.filter.pass(rs) && re.re.MatchString(rs) {
+			if rs == "" {
+				rs = orig
+				if lastUpper >= 0 {
+					rs = strings.Clone(s)
+				}
+			}
+			if re.re.MatchString(rs) {
 				best = found{rank: r, ok: true, re: k + 1}
 			}
 		}

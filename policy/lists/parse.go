@@ -72,7 +72,7 @@ const detectSample = 64
 type parser struct {
 	b      *Builder
 	src    uint32
-	source string
+	source string // as shown: b.sources[src], redacted
 	st     Stats
 	lineNo int
 	// sizing hint: the source's size, bytes read so far, and how many
@@ -151,7 +151,8 @@ func parse(r io.Reader, source string, format Format, b *Builder, size int64, at
 		return Stats{}, err
 	}
 	br := bufio.NewReaderSize(r, 64<<10)
-	p := &parser{b: b, src: b.source(source), source: redactSource(source), size: size, first: len(b.hashes)}
+	src := b.source(source)
+	p := &parser{b: b, src: src, source: b.sources[src], size: size, first: len(b.hashes)}
 	if at != nil && size > 0 {
 		p.lineDensity = sampleLineDensity(at, size)
 	}
