@@ -450,6 +450,11 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bo
 		m.parsedBytes += parsed
 		m.metrics.entries.WithLabelValues(c.Name).Set(float64(ls.list.Len()))
 		m.metrics.regexes.WithLabelValues(c.Name).Set(float64(ls.list.Regexps()))
+		huge, err := ls.list.HugePageBytes()
+		m.metrics.hugeBytes.WithLabelValues(c.Name).Set(float64(huge))
+		if err != nil {
+			m.log.Debug("list table stays on small pages; matches are slower", "list", c.Name, "err", err)
+		}
 		if n := ls.list.Regexps(); n > 0 {
 			m.log.Warn("list has regex rules; each one is evaluated per query and is slow", "list", c.Name, "regexes", n)
 		}

@@ -636,6 +636,8 @@ type List struct {
 	maxRank        int                // the strongest rank of any entry
 	onlySub        bool               // every hashed entry is a name-and-subdomains entry
 	inPlace        bool               // keys and bloom were built in the builder's array (tests)
+	hugeBytes      int                // bytes of keys and bloom on transparent huge pages
+	hugeErr        error              // why they are not, when the kernel refused
 }
 
 // Name returns the list name from the config.
@@ -646,6 +648,12 @@ func (l *List) Category() string { return l.category }
 
 // Len returns the number of distinct entries, regexes included.
 func (l *List) Len() int { return l.n + len(l.regexes) + len(l.globs) }
+
+// HugePageBytes returns how many bytes of the list's table the kernel
+// backs with transparent huge pages, and the error when it refused (a
+// kernel before Linux 6.1, or THP disabled): 0 and nil for a small table
+// or on other systems.
+func (l *List) HugePageBytes() (int, error) { return l.hugeBytes, l.hugeErr }
 
 // Regexps returns the number of regex rules; each one costs a regexp
 // evaluation on every Match that the hashed entries do not settle.
@@ -865,6 +873,7 @@ func (b *Builder) Build(name, category string) *List {
 	l.bloom = dst[:nw:nw]
 	copy(l.bloom, bloom)
 	l.keys = placeKeys(dst, t0, nslots, homes, src)
+	l.hugeBytes, l.hugeErr = collapseHuge(dst[:t0+nslots])
 	l.span = (maxDist + 1) * slotsPerBucket
 	l.finish(b)
 	return l
@@ -1120,26 +1129,25 @@ func (l *List) probe(s string) found {
 	h := uint64(hashInit)
 	end := len(s)
 	for end >= 0 {
-		// Hash the suffixes and test them against the prefilter; only
-		// those that pass are kept (n counts them without a branch, so a
-		// pass costs no misprediction).
+		// Hash the suffixes and test them against the prefilter; a suffix
+		// that passes has its home bucket loaded at once, before the next
+		// suffix is hashed and before any bucket is examined. The loads
+		// are independent of each other, so their cache misses overlap,
+		// and the branch lets the CPU go on speculating that a suffix
+		// fails (most do): nothing waits on a prefilter word but its own
+		// suffix's load. (Counting kept suffixes without a branch made
+		// each suffix's slot in ps depend on every earlier prefilter load,
+		// which chained them: 60 ns more per hit on a 2M-name list.)
 		n := 0
 		for n < probeBatch && end >= 0 {
 			i := lastDot(s, end) + 1
 			h = l.hash.label(h, s[i:end])
-			m := bloomMask(h)
-			ps[n] = probe{h: h, start: i}
-			if bloom[bloomWord(h, nw)]&m == m {
+			if m := bloomMask(h); bloom[bloomWord(h, nw)]&m == m {
+				slot := int(l.home(h)) * slotsPerBucket
+				ps[n] = probe{h: h, start: i, slot: slot, first: keys[slot]}
 				n++
 			}
 			end = i - 1 // -1 after the full name
-		}
-		// Load every kept suffix's bucket before examining any: the loads
-		// are independent, so their cache misses overlap.
-		for k := range n {
-			p := &ps[k]
-			p.slot = int(l.home(p.h)) * slotsPerBucket
-			p.first = keys[p.slot]
 		}
 		for k := range n {
 			p := &ps[k]

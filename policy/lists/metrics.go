@@ -11,6 +11,7 @@ type Metrics struct {
 	lastRefresh     *prometheus.GaugeVec
 	lastSuccess     *prometheus.GaugeVec
 	regexes         *prometheus.GaugeVec
+	hugeBytes       *prometheus.GaugeVec
 	refreshDuration *prometheus.HistogramVec
 }
 
@@ -48,6 +49,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "dnsvalve", Subsystem: "lists", Name: "regex_rules",
 			Help: "Regex rules in each list; every one is evaluated on queries the other entries do not settle.",
 		}, []string{"list"}),
+		hugeBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "dnsvalve", Subsystem: "lists", Name: "huge_page_bytes",
+			Help: "Bytes of each list's match table on transparent huge pages (Linux 6.1+, tables over 4 MiB).",
+		}, []string{"list"}),
 		refreshDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "dnsvalve", Subsystem: "lists", Name: "load_duration_seconds",
 			Help:    "Time to fetch and compile a list.",
@@ -55,7 +60,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"list"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.entries, m.refreshes, m.parseErrors, m.lastRefresh, m.lastSuccess, m.regexes, m.refreshDuration)
+		reg.MustRegister(m.entries, m.refreshes, m.parseErrors, m.lastRefresh, m.lastSuccess, m.regexes, m.hugeBytes, m.refreshDuration)
 	}
 	return m
 }
@@ -72,5 +77,6 @@ func (m *Metrics) forget(list string) {
 	m.lastRefresh.DeletePartialMatch(l)
 	m.lastSuccess.DeletePartialMatch(l)
 	m.regexes.DeletePartialMatch(l)
+	m.hugeBytes.DeletePartialMatch(l)
 	m.refreshDuration.DeletePartialMatch(l)
 }
