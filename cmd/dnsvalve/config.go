@@ -71,6 +71,9 @@ type ServerConfig struct {
 	TrustedForwarders []string `mapstructure:"trusted_forwarders"`
 	ECSClient         bool     `mapstructure:"ecs_client"`
 	ProxyProtocol     bool     `mapstructure:"proxy_protocol"`
+	// GCMinHeapMB is the floor of the Go heap goal (see gcFloor); 0 leaves
+	// the runtime's GOGC alone.
+	GCMinHeapMB int `mapstructure:"gc_min_heap_mb"`
 }
 
 type RateLimitConfig struct {
@@ -398,7 +401,8 @@ func (c *Config) validate() error {
 		bad("server.rate_limit.qps", "must not be negative")
 	}
 	for key, n := range map[string]int{"server.tcp_max_queries": c.Server.TCPMaxQueries,
-		"server.tcp_max_connections": c.Server.TCPMaxConns, "server.tcp_max_connections_per_client": c.Server.TCPMaxConnsPerClient} {
+		"server.tcp_max_connections": c.Server.TCPMaxConns, "server.tcp_max_connections_per_client": c.Server.TCPMaxConnsPerClient,
+		"server.gc_min_heap_mb": c.Server.GCMinHeapMB} {
 		if n < 0 {
 			bad(key, "must not be negative")
 		}

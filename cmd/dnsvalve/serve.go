@@ -58,6 +58,7 @@ func serveCmd(args []string, stderr io.Writer) int {
 	if len(cfg.UnknownEnv) > 0 {
 		logger.Warn("environment variables with dnsvalve's prefix that name no config key: ignored", "vars", strings.Join(cfg.UnknownEnv, ","))
 	}
+	defer startGCFloor(uint64(cfg.Server.GCMinHeapMB)<<20, logger)()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	a, err := newApp(ctx, cfg, fs, logger)
