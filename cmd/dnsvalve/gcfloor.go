@@ -10,21 +10,21 @@ import (
 )
 
 // maxGCPercent bounds what the GC floor sets GOGC to: with a live heap
-// under min/51, the heap goal is then 51 times the live heap rather than
-// min.
+// and roots (stacks, globals) under a 50th of the floor, the goal stays
+// below the floor.
 const maxGCPercent = 5000
 
 // gcFloor keeps the Go heap goal at least min bytes by raising GOGC while
 // the live heap is small. The runtime's default, GOGC=100, sets the goal
 // at twice the live heap: a resolver holding a few MB and answering 100k
 // queries a second (about 700 bytes of garbage each, the reply and the
-// parsed query) collected ~30 times a second, each cycle slowing queries
-// on the core it shares with them for milliseconds (bench/run.sh, hits:
-// p99 at 80% load 5.8-8.2 ms vs 3.2-4.7 ms with a 64 MB floor). Once the
-// live heap passes min/2 (a big cache or list), GOGC is the process's own
-// again. After every collection a finalizer reads the live heap
-// (runtime/metrics "/gc/heap/live:bytes") and sets the GOGC that puts the
-// next goal at min.
+// parsed query) collected ~30 times a second (597 collections in 21 s of
+// bench/run.sh hits; with a 64 MB floor, 17 in 17 s and ~8% more qps),
+// each cycle taking CPU from the core it shares with the queries. Once
+// the process's own GOGC reaches the floor (a live heap of about half of
+// it: a big cache or list), GOGC is left at that. After every collection a finalizer reads the live heap and the
+// scannable stacks and globals (runtime/metrics) and sets the GOGC that
+// puts the next goal at min.
 type gcFloor struct {
 	min    uint64
 	base   int // the GOGC the process had
@@ -63,7 +63,7 @@ func newGCFloor(minBytes uint64) *gcFloor {
 	base := debug.SetGCPercent(100)
 	debug.SetGCPercent(base)
 	return &gcFloor{min: minBytes, base: base, last: base,
-		sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+		sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}}
 }
 
 func (f *gcFloor) arm() {
@@ -89,7 +89,7 @@ func (f *gcFloor) adjust() bool {
 		return false
 	}
 	metrics.Read(f.sample)
-	gogc := floorPercent(f.sample[0].Value.Uint64(), f.min, f.base)
+	gogc := floorPercent(f.sample[0].Value.Uint64(), f.sample[1].Value.Uint64(), f.sample[2].Value.Uint64(), f.min, f.base)
 	if gogc != f.last {
 		debug.SetGCPercent(gogc)
 		f.last = gogc
@@ -113,16 +113,25 @@ func (f *gcFloor) stop() {
 	}
 }
 
-// floorPercent returns the GOGC that puts the heap goal, live*(1+GOGC/100),
-// at floor (at most maxGCPercent), or base when base already reaches it
-// (or GC is off, base < 0).
-func floorPercent(live, floor uint64, base int) int {
+// floorPercent returns the GOGC that puts the heap goal at floor (at
+// most maxGCPercent), or base when base already reaches it (or GC is off,
+// base < 0). Since Go 1.18 the goal is live + (live + stacks + globals) *
+// GOGC/100: the scannable goroutine stacks and globals count too, and
+// with a GOGC in the thousands they can outweigh a small live heap (1,000
+// parked goroutines hold ~7 MB of stack).
+func floorPercent(live, stacks, globals, floor uint64, base int) int {
 	if base < 0 {
 		return base
 	}
-	live = max(live, 1)
-	if live*uint64(100+base)/100 >= floor {
+	if live >= floor {
 		return base
 	}
-	return max(base, min(int(floor*100/live)-100, maxGCPercent))
+	roots := max(live+stacks+globals, 1)
+	// In uint64, clamped, before it becomes an int (32 bits on some
+	// platforms).
+	p := (floor - live) * 100 / roots
+	if p <= uint64(base) {
+		return base
+	}
+	return int(min(p, maxGCPercent))
 }

@@ -46,8 +46,10 @@ func rank(a Action, important bool) int {
 
 // maxEntries is the most entries one List can hold (32-bit slot numbers
 // keep the matcher compact, and the table has ~1.33 slots per entry);
-// further entries are dropped.
-const maxEntries = min(3<<30, math.MaxInt) // and what an int holds on 32-bit platforms
+// further entries are dropped. On 32-bit platforms it is half of what an
+// int holds, so that the builder's array (1.5 words per entry) has a
+// length an int holds too.
+const maxEntries = min(3<<30, math.MaxInt/2)
 
 // Entry key layout: the top fpBits hold the low fpBits of the name hash
 // (the fingerprint; the bucket comes from the top bits), the low lineBits
@@ -317,7 +319,8 @@ func (b *Builder) grow() {
 			more = r
 		}
 	}
-	more = min(more, maxEntries-n+1)
+	// add drops entries past maxEntries before it grows, so n < maxEntries.
+	more = min(more, maxEntries-n)
 	c := n + more
 	buf := make([]uint64, c+(c+1)/2)
 	hashes := buf[:n:c]
