@@ -30,7 +30,11 @@ type benchWriter struct {
 
 var _ dns.ResponseWriter = (*benchWriter)(nil)
 
-func (w *benchWriter) LocalAddr() net.Addr  { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
+// benchLocal is the listener address every benchWriter reports: one
+// value, as a real connection keeps its own.
+var benchLocal net.Addr = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53}
+
+func (w *benchWriter) LocalAddr() net.Addr  { return benchLocal }
 func (w *benchWriter) RemoteAddr() net.Addr { return w.remote }
 func (w *benchWriter) WriteMsg(m *dns.Msg) error {
 	w.last = m

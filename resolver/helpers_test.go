@@ -199,6 +199,7 @@ type observation struct {
 	Question   dns.Question
 	NoQuestion bool
 	Client     query.Client
+	Server     netip.AddrPort
 	Proto      query.Proto
 	Info       query.Info
 	Rcode      int // -1: no reply (dropped)
@@ -212,7 +213,7 @@ func newRecorder() *recorder { return &recorder{ch: make(chan observation, 256)}
 var _ resolver.Observer = (*recorder)(nil)
 
 func (r *recorder) Observe(req *query.Request, resp *dns.Msg, _ time.Duration) {
-	o := observation{Client: req.Client, Proto: req.Proto, Info: req.Info, Rcode: -1}
+	o := observation{Client: req.Client, Server: req.Server, Proto: req.Proto, Info: req.Info, Rcode: -1}
 	o.Info.Signals = append([]string(nil), req.Info.Signals...)
 	if len(req.Msg.Question) > 0 {
 		o.Question = req.Msg.Question[0]

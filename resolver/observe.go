@@ -27,6 +27,7 @@ func (q *QueryLog) Observe(req *query.Request, resp *dns.Msg, latency time.Durat
 		Req:      req.Msg,
 		Resp:     resp,
 		Client:   req.Client,
+		Server:   req.Server,
 		Proto:    req.Proto,
 		Info:     req.Info,
 		Latency:  latency,

@@ -112,6 +112,9 @@ func TestServerObserver(t *testing.T) {
 				if o.Proto != wantProto || o.Client.Addr != netip.MustParseAddr("127.0.0.1") || o.Client.Port == 0 {
 					t.Errorf("query %d: observed %v client %v:%d, want %v from 127.0.0.1", i, o.Proto, o.Client.Addr, o.Client.Port, wantProto)
 				}
+				if o.Server.String() != h.addr {
+					t.Errorf("query %d: observed server address %v, want the listener %s", i, o.Server, h.addr)
+				}
 				if o.Client.Group != "lab" || o.Client.Policy != "strict" || o.Client.Name != "test-runner" {
 					t.Errorf("query %d: client identity %+v, want group lab, policy strict, name test-runner", i, o.Client)
 				}

@@ -591,6 +591,7 @@ func (s *Server) errorReply(req *query.Request, err error) *dns.Msg {
 func setClient(req *query.Request, w dns.ResponseWriter) {
 	if uw, ok := w.(*udpWriter); ok {
 		req.Proto = query.UDP
+		req.Server = uw.dst
 		req.Client.Addr, req.Client.Port = uw.client.Addr(), uw.client.Port()
 		if uw.client != uw.remote {
 			req.Client.Via = uw.remote.Addr()
@@ -615,6 +616,14 @@ func setClient(req *query.Request, w dns.ResponseWriter) {
 		if a.Network() == "tcp" {
 			req.Proto = query.TCP
 		}
+	}
+	switch a := w.LocalAddr().(type) {
+	case *net.TCPAddr:
+		ip, port := addrPort(a.IP, a.Port)
+		req.Server = netip.AddrPortFrom(ip, port)
+	case *net.UDPAddr:
+		ip, port := addrPort(a.IP, a.Port)
+		req.Server = netip.AddrPortFrom(ip, port)
 	}
 }
 

@@ -87,7 +87,8 @@ type udpLoop struct {
 	s        *Server
 	conn     *net.UDPConn
 	local    net.Addr
-	wildcard bool // bound to 0.0.0.0/::: replies need the query's destination as source
+	localAP  netip.AddrPort // local as an AddrPort (IPv4 unmapped)
+	wildcard bool           // bound to 0.0.0.0/::: replies need the query's destination as source
 	oobSize  int
 	min      int32
 	// permits is the number of read permits; holdersBusy how many of
@@ -108,6 +109,9 @@ type udpLoop struct {
 
 func newUDPLoop(s *Server, conn *net.UDPConn) *udpLoop {
 	l := &udpLoop{s: s, conn: conn, local: conn.LocalAddr(), min: int32(runtime.GOMAXPROCS(0)), stop: make(chan struct{})}
+	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		l.localAP = netip.AddrPortFrom(ua.AddrPort().Addr().Unmap(), ua.AddrPort().Port())
+	}
 	l.spareIdle.Store(int64(spareIdle))
 	growReadBuffer(conn)
 	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok && ua.IP.IsUnspecified() {
@@ -402,7 +406,7 @@ func (l *udpLoop) read(w *udpWriter, p *readPermit, pkts []udpPacket) bool {
 // newWriter returns a writer for this listener. While its goroutine holds
 // a read permit, replies are queued on the permit's send batch.
 func (l *udpLoop) newWriter() *udpWriter {
-	w := &udpWriter{conn: l.conn, local: l.local, loop: l, buf: make([]byte, 0, 4096)}
+	w := &udpWriter{conn: l.conn, local: l.local, loop: l, buf: make([]byte, 0, 4096), dst: l.localAP}
 	w.ctx = query.WithBeforeWait(context.Background(), w.beforeWait)
 	return w
 }
@@ -414,9 +418,12 @@ func (l *udpLoop) drain(w *udpWriter) {
 	for len(w.queue) > 0 {
 		p := w.queue[0]
 		w.queue = w.queue[1:]
-		w.oob = nil
+		w.oob, w.dst = nil, l.localAP
 		if l.wildcard && len(p.oob) > 0 {
-			w.oob = replyOOB(p.oob)
+			var dst netip.Addr
+			if w.oob, dst = replyOOB(p.oob); dst.IsValid() {
+				w.dst = netip.AddrPortFrom(dst, l.localAP.Port())
+			}
 		}
 		w.remote = p.from
 		w.client = w.remote
@@ -441,17 +448,20 @@ func (l *udpLoop) drain(w *udpWriter) {
 }
 
 // replyOOB turns the control message of a received packet into the one
-// that makes the reply leave from the address the query was sent to.
-func replyOOB(oob []byte) []byte {
+// that makes the reply leave from the address the query was sent to, and
+// returns that address (invalid when the message names none).
+func replyOOB(oob []byte) ([]byte, netip.Addr) {
 	var cm4 ipv4.ControlMessage
 	if cm4.Parse(oob) == nil && cm4.Dst != nil && cm4.Dst.To4() != nil {
-		return (&ipv4.ControlMessage{Src: cm4.Dst}).Marshal()
+		dst, _ := netip.AddrFromSlice(cm4.Dst.To4())
+		return (&ipv4.ControlMessage{Src: cm4.Dst}).Marshal(), dst
 	}
 	var cm6 ipv6.ControlMessage
 	if cm6.Parse(oob) == nil && cm6.Dst != nil {
-		return (&ipv6.ControlMessage{Src: cm6.Dst}).Marshal()
+		dst, _ := netip.AddrFromSlice(cm6.Dst)
+		return (&ipv6.ControlMessage{Src: cm6.Dst}).Marshal(), dst.Unmap()
 	}
-	return nil
+	return nil, netip.Addr{}
 }
 
 // headerWriter is a dns.ResponseWriter that can answer a malformed
@@ -521,6 +531,7 @@ type udpWriter struct {
 	loop   *udpLoop
 	remote netip.AddrPort // where the packet came from and the reply goes
 	client netip.AddrPort // who asked: remote, or the PROXY header's source
+	dst    netip.AddrPort // where the packet was sent: the listener, or its destination on a wildcard one
 	oob    []byte
 	buf    []byte
 	// permit is the read permit this writer's goroutine holds (nil when

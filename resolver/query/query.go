@@ -141,6 +141,10 @@ type Request struct {
 	Msg    *dns.Msg
 	Client Client
 	Proto  Proto
+	// Server is the address the query was sent to: the listener's, or for
+	// a UDP listener on a wildcard address the packet's destination; zero
+	// when unknown. The query log's dnstap response_address.
+	Server netip.AddrPort
 	Start  time.Time
 	// UDPSize is the payload size the client can receive: its EDNS0 buffer
 	// size, or 512 without EDNS0. Meaningless for TCP.
