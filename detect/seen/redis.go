@@ -70,6 +70,10 @@ type RedisStore struct {
 	closed    bool
 	createdAt time.Time
 	fresh     bool
+	maxQueued int // maxQueued; lower in tests
+
+	// afterTake, when set (tests), runs in Sync once the queue is taken.
+	afterTake func()
 
 	syncMu    sync.Mutex // one round at a time; guards the fields below
 	loaded    bool
@@ -110,7 +114,7 @@ func OpenRedis(ctx context.Context, url string, retention time.Duration, now fun
 	s := &RedisStore{client: redis.NewClient(opts), key: o.Prefix + "seen", created: o.Prefix + "seen:created",
 		retention: retention, now: now, sync: o.Sync, logger: o.Logger,
 		health: redisconn.NewHealth("seen", o.Up, o.Errors, o.Logger),
-		known:  map[string]int64{}, queue: map[string]int64{}, createdAt: now(),
+		known:  map[string]int64{}, queue: map[string]int64{}, createdAt: now(), maxQueued: maxQueued,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	s.nextSweep = s.createdAt.Add(retention / 8).UnixNano()
 	if err := s.init(ctx); err != nil {
@@ -202,7 +206,7 @@ func (s *RedisStore) FirstSeen(_ context.Context, domain string, now time.Time) 
 			d = strings.Clone(domain)
 		}
 		s.known[d] = t
-		if len(s.queue) < maxQueued {
+		if len(s.queue) < s.maxQueued {
 			s.queue[d] = t
 		} else {
 			s.health.Fail(now, errQueueFull)
@@ -268,6 +272,9 @@ func (s *RedisStore) Sync(ctx context.Context) error {
 		s.queue = make(map[string]int64, len(q))
 	}
 	s.mu.Unlock()
+	if s.afterTake != nil {
+		s.afterTake()
+	}
 	pipe := s.client.Pipeline()
 	if len(q) > 0 {
 		zs := make([]redis.Z, 0, len(q))
@@ -283,13 +290,25 @@ func (s *RedisStore) Sync(ctx context.Context) error {
 		s.lastTrim = t.UnixNano()
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
+		// Keep them for the next round, behind what was queued meanwhile
+		// (a domain queued again has its newer time already); past the
+		// bound they are dropped and counted, as in FirstSeen.
+		dropped := 0
 		s.mu.Lock()
-		for d, at := range q { // keep them for the next round
-			if _, ok := s.queue[d]; !ok && len(s.queue) < maxQueued {
+		for d, at := range q {
+			if _, ok := s.queue[d]; ok {
+				continue
+			}
+			if len(s.queue) < s.maxQueued {
 				s.queue[d] = at
+			} else {
+				dropped++
 			}
 		}
 		s.mu.Unlock()
+		if dropped > 0 {
+			s.health.FailN(t, errQueueFull, dropped)
+		}
 		s.loaded = false // reload on recovery: records written meanwhile may be older than the pull margin
 		return fmt.Errorf("seen: redis sync: %w", err)
 	}

@@ -122,3 +122,52 @@ func TestRedisFirstSeenAllocatesNothingWhenKnown(t *testing.T) {
 		t.Errorf("FirstSeen of a known domain allocates %v times", allocs)
 	}
 }
+
+// TestRedisRequeueDropsAreCounted: records of a failed round go back to
+// the queue behind those queued meanwhile; past the bound they are
+// dropped, and each one is counted as an error, as FirstSeen counts the
+// ones it cannot queue. (They were dropped silently.)
+func TestRedisRequeueDropsAreCounted(t *testing.T) {
+	r := redistest.Start(t)
+	c := &clock{t: t0}
+	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "errors"})
+	s := openRedisT(t, r.URL(), c, RedisOptions{Errors: errs})
+	s.maxQueued = 3
+	for _, d := range []string{"a.example", "b.example", "c.example"} {
+		firstSeen(t, s, d, t0)
+	}
+	before := testutil.ToFloat64(errs)
+	firstSeen(t, s, "full.example", t0) // the queue is full: counted at once
+	if got := testutil.ToFloat64(errs) - before; got != 1 {
+		t.Fatalf("a record past a full queue counted %v times, want 1", got)
+	}
+	// While the round is out, two more domains and a newer sighting of
+	// one in flight are queued; then the round fails.
+	s.afterTake = func() {
+		firstSeen(t, s, "d.example", t0.Add(time.Second))
+		firstSeen(t, s, "e.example", t0.Add(time.Second))
+		s.mu.Lock()
+		s.queue["a.example"] = t0.Add(2 * time.Second).UnixNano()
+		s.mu.Unlock()
+	}
+	r.Stop()
+	before = testutil.ToFloat64(errs)
+	if err := s.Sync(context.Background()); err == nil {
+		t.Fatal("Sync succeeded with Redis down")
+	}
+	s.afterTake = nil
+	// Queue after the failure: d, e, a (newer, kept) and room for none of
+	// b and c: both dropped and counted.
+	s.mu.Lock()
+	q := len(s.queue)
+	_, bKept := s.queue["b.example"]
+	_, cKept := s.queue["c.example"]
+	aAt := s.queue["a.example"]
+	s.mu.Unlock()
+	if q != 3 || bKept || cKept || aAt != t0.Add(2*time.Second).UnixNano() {
+		t.Errorf("queue after the failed round: %d records (b kept %v, c kept %v, a at %v)", q, bKept, cKept, aAt)
+	}
+	if got := testutil.ToFloat64(errs) - before; got != 2 {
+		t.Errorf("dropped records counted %v times, want 2", got)
+	}
+}

@@ -147,9 +147,13 @@ func (h *Health) OK(now time.Time) {
 }
 
 // Fail records a failed round trip at now.
-func (h *Health) Fail(now time.Time, err error) {
+func (h *Health) Fail(now time.Time, err error) { h.FailN(now, err, 1) }
+
+// FailN is Fail for n failures at once (n records dropped), counted as n
+// errors.
+func (h *Health) FailN(now time.Time, err error, n int) {
 	if h.errs != nil {
-		h.errs.Inc()
+		h.errs.Add(float64(n))
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
