@@ -54,16 +54,8 @@ func TestFloorPercent(t *testing.T) {
 func TestGCFloor(t *testing.T) {
 	base := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(base)
-	f := newGCFloor(256 << 20)
-	f.adjusted = make(chan int, 1)
-	f.arm()
-	runtime.GC()
-	var gogc int
-	select {
-	case gogc = <-f.adjusted:
-	case <-time.After(30 * time.Second):
-		t.Fatal("no adjustment after a collection")
-	}
+	f := startedFloor(256 << 20)
+	gogc := collectAndWait(t, f)
 	if gogc <= 100 {
 		t.Fatalf("GOGC after a collection with a small heap = %d, want > 100", gogc)
 	}
@@ -76,12 +68,7 @@ func TestGCFloor(t *testing.T) {
 		t.Fatalf("heap goal %d MB with GOGC %d, want about the 256 MB floor", g>>20, gogc)
 	}
 	// It re-arms: the next collection adjusts again.
-	runtime.GC()
-	select {
-	case <-f.adjusted:
-	case <-time.After(30 * time.Second):
-		t.Fatal("no adjustment after a second collection")
-	}
+	collectAndWait(t, f)
 	f.stop()
 	if got := debug.SetGCPercent(100); got != 100 {
 		t.Fatalf("GOGC after stop = %d, want the base 100", got)
@@ -118,17 +105,9 @@ func TestGCFloorGoalWithStacks(t *testing.T) {
 	defer close(release)
 
 	const floor = 64 << 20
-	f := newGCFloor(floor)
-	f.adjusted = make(chan int, 1)
-	f.arm()
+	f := startedFloor(floor)
 	defer f.stop()
-	runtime.GC()
-	var gogc int
-	select {
-	case gogc = <-f.adjusted:
-	case <-time.After(30 * time.Second):
-		t.Fatal("no adjustment after a collection")
-	}
+	gogc := collectAndWait(t, f)
 	s := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
 	goal := s[0].Value.Uint64()
@@ -136,5 +115,28 @@ func TestGCFloorGoalWithStacks(t *testing.T) {
 		gogc, s[2].Value.Uint64()>>20, s[1].Value.Uint64()>>20, goal>>20, floor>>20)
 	if goal > floor*5/4 {
 		t.Errorf("heap goal %d MiB is over the %d MiB floor", goal>>20, floor>>20)
+	}
+}
+
+// startedFloor returns a floor of floor bytes, armed, that reports its
+// adjustments.
+func startedFloor(floor uint64) *gcFloor {
+	f := newGCFloor(floor)
+	f.adjusted = make(chan int, 1)
+	f.arm()
+	return f
+}
+
+// collectAndWait runs a collection and returns the GOGC the floor set
+// after it.
+func collectAndWait(t *testing.T, f *gcFloor) int {
+	t.Helper()
+	runtime.GC()
+	select {
+	case gogc := <-f.adjusted:
+		return gogc
+	case <-time.After(30 * time.Second):
+		t.Fatal("no adjustment after a collection")
+		return 0
 	}
 }
