@@ -122,11 +122,7 @@ func TestOutsidersGetNothingInDropMode(t *testing.T) {
 				t.Errorf("%s over UDP: a %d-byte reply, want none", name, len(raw))
 			}
 		}
-		c, err := net.Dial("tcp", h.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := dialTCP(t, h.addr)
 		if r, err := tcpAsk(t, c, msg("x.example.", dns.TypeA, 0, false)); err == nil {
 			t.Errorf("TCP: reply %v, want the connection closed unread", r)
 		}
@@ -136,11 +132,7 @@ func TestOutsidersGetNothingInDropMode(t *testing.T) {
 	})
 	t.Run("refuse", func(t *testing.T) {
 		h := newHarness(t, harnessConfig{access: &resolver.AccessConfig{Allow: tenOnly}})
-		c, err := net.Dial("tcp", h.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := dialTCP(t, h.addr)
 		if r, err := tcpAsk(t, c, msg("x.example.", dns.TypeA, 0, false)); err != nil || r.Rcode != dns.RcodeRefused {
 			t.Fatalf("first query: %v %v, want REFUSED", r, err)
 		}

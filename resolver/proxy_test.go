@@ -191,11 +191,7 @@ func TestClientIdentityBehindForwarders(t *testing.T) {
 	}
 	tcpRaw := func(t *testing.T, to string, prefix []byte, m *dns.Msg) *dns.Msg {
 		t.Helper()
-		c, err := net.Dial("tcp", to)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := dialConn(t, to)
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 		wire, _ := m.Pack()
 		out := append(append([]byte(nil), prefix...), byte(len(wire)>>8), byte(len(wire)))
@@ -267,21 +263,13 @@ func TestProxyHeaderDoesNotBlockAccept(t *testing.T) {
 			first, second := netip.MustParseAddrPort(fmt.Sprintf("10.0.8.%d:40000", 2*i+1)), netip.MustParseAddrPort(fmt.Sprintf("10.0.8.%d:40000", 2*i+2))
 			firstStream := stream(first)
 			// Connected first, so first in the listener's accept queue.
-			stalled, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer stalled.Close()
+			stalled := dialConn(t, addr)
 			_ = stalled.SetDeadline(time.Now().Add(20 * time.Second))
 			if _, err := stalled.Write(firstStream[:tc.stall]); err != nil {
 				t.Fatal(err)
 			}
 
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := dialConn(t, addr)
 			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 			if _, err := c.Write(stream(second)); err != nil {
 				t.Fatal(err)
@@ -323,11 +311,7 @@ func TestProxyHeaderMissing(t *testing.T) {
 		{"eof_in_header", proxySig[:6]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := dialConn(t, addr)
 			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 			if _, err := c.Write(tc.in); err != nil {
 				t.Fatal(err)
@@ -341,11 +325,7 @@ func TestProxyHeaderMissing(t *testing.T) {
 		})
 	}
 	src := netip.MustParseAddrPort("10.0.8.5:40000")
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialConn(t, addr)
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Write(append(proxyHeader(src, netip.MustParseAddrPort("10.0.0.2:53"), 1, false), plain...)); err != nil {
 		t.Fatal(err)
@@ -366,21 +346,13 @@ func TestShutdownWithStalledProxyHeader(t *testing.T) {
 	}
 	addr := s.Addrs()[0].String()
 	for _, stall := range []int{0, 5} { // silent, part of the signature
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := dialConn(t, addr)
 		if _, err := c.Write(proxySig[:stall]); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Answered: both stalled connections were accepted (and are read).
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialConn(t, addr)
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	m := new(dns.Msg)
 	m.SetQuestion("whoami.test.", dns.TypeTXT)

@@ -74,14 +74,22 @@ func startTCPTest(t *testing.T, cfg ServerConfig, h Handler, tweak func(*Server)
 	return s, s.Addrs()[0].String()
 }
 
+// dialConn connects to addr over TCP, closing the connection when the
+// test ends.
+func dialConn(tb testing.TB, addr string) net.Conn {
+	tb.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatalf("dial: %v", err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
 // dialTest connects to addr with tcpTestDeadline on every operation.
 func dialTest(t *testing.T, addr string) *net.TCPConn {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := dialConn(t, addr)
 	_ = c.SetDeadline(time.Now().Add(tcpTestDeadline))
 	return c.(*net.TCPConn)
 }

@@ -751,12 +751,7 @@ func TestStaleClientTimeout(t *testing.T) {
 			}
 			// The exchange goes on after the stale answer and stores the
 			// fresh reply: the next query is a hit on it.
-			c.mu.Lock()
-			cl := c.calls[makeKey(req)]
-			c.mu.Unlock()
-			if cl == nil {
-				t.Fatal("the exchange ended with the stale answer; want it to go on")
-			}
+			cl := inFlight(t, c.Cache, req, "the exchange ended with the stale answer; want it to go on")
 			close(release)
 			<-returned
 			<-cl.done

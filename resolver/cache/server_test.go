@@ -46,13 +46,7 @@ func TestResolve_real_server(t *testing.T) {
 			t.Errorf("write: %v", err)
 		}
 	})
-	up := clientExchanger{client: &dns.Client{Net: "udp", Timeout: 2 * time.Second}, addr: addr}
-	clk := newClock()
-	c, err := New(DefaultConfig(), up, nil, nil, clk.now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c, clk := newServerCache(t, addr, 2*time.Second, DefaultConfig())
 
 	tests := []struct {
 		name      string
@@ -121,13 +115,7 @@ func TestResolve_real_server_down(t *testing.T) {
 			t.Errorf("write: %v", err)
 		}
 	})
-	up := clientExchanger{client: &dns.Client{Net: "udp", Timeout: 200 * time.Millisecond}, addr: addr}
-	clk := newClock()
-	c, err := New(DefaultConfig(), up, nil, nil, clk.now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c, clk := newServerCache(t, addr, 200*time.Millisecond, DefaultConfig())
 	req := newQuery("www.example.com.", dns.TypeA, true, false)
 	mustResolve(t, c, req)
 	answer.Store(false)
@@ -164,15 +152,9 @@ func TestResolve_real_server_slow(t *testing.T) {
 			t.Errorf("write: %v", err)
 		}
 	})
-	up := clientExchanger{client: &dns.Client{Net: "udp", Timeout: 10 * time.Second}, addr: addr}
-	clk := newClock()
 	cfg := DefaultConfig()
 	cfg.StaleClientTimeout = 50 * time.Millisecond
-	c, err := New(cfg, up, nil, nil, clk.now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c, clk := newServerCache(t, addr, 10*time.Second, cfg)
 	req := newQuery("www.example.com.", dns.TypeA, true, false)
 	mustResolve(t, c, req)
 	slow.Store(true)
@@ -181,16 +163,38 @@ func TestResolve_real_server_slow(t *testing.T) {
 	if err != nil || st.String() != "stale" || ttls(resp.Answer)[0] != 30 || resp.Answer[0].(*dns.A).A.String() != "192.0.2.1" {
 		t.Fatalf("status %s err %v resp %v, want the stale 192.0.2.1 with TTL 30", st, err, resp)
 	}
-	c.mu.Lock()
-	cl := c.calls[makeKey(req)]
-	c.mu.Unlock()
-	if cl == nil {
-		t.Fatal("no exchange in flight after the stale answer")
-	}
+	cl := inFlight(t, c, req, "no exchange in flight after the stale answer")
 	close(release)
 	<-cl.done
 	resp, st2 := mustResolve(t, c, req)
 	if st2 != "hit" || resp.Answer[0].(*dns.A).A.String() != "192.0.2.2" {
 		t.Fatalf("after the late reply: %s %v, want a hit on 192.0.2.2", st2, resp.Answer)
 	}
+}
+
+// newServerCache returns a cache with the default metrics and a stepped
+// clock over the loopback upstream at addr, asked over UDP with timeout.
+func newServerCache(t *testing.T, addr string, timeout time.Duration, cfg Config) (*Cache, *clock) {
+	t.Helper()
+	up := clientExchanger{client: &dns.Client{Net: "udp", Timeout: timeout}, addr: addr}
+	clk := newClock()
+	c, err := New(cfg, up, nil, nil, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c, clk
+}
+
+// inFlight returns the exchange in flight for req, failing with msg when
+// there is none.
+func inFlight(t *testing.T, c *Cache, req *dns.Msg, msg string) *call {
+	t.Helper()
+	c.mu.Lock()
+	cl := c.calls[makeKey(req)]
+	c.mu.Unlock()
+	if cl == nil {
+		t.Fatal(msg)
+	}
+	return cl
 }
