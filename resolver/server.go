@@ -619,11 +619,9 @@ func setClient(req *query.Request, w dns.ResponseWriter) {
 	}
 	switch a := w.LocalAddr().(type) {
 	case *net.TCPAddr:
-		ip, port := addrPort(a.IP, a.Port)
-		req.Server = netip.AddrPortFrom(ip, port)
+		req.Server = netip.AddrPortFrom(addrPort(a.IP, a.Port))
 	case *net.UDPAddr:
-		ip, port := addrPort(a.IP, a.Port)
-		req.Server = netip.AddrPortFrom(ip, port)
+		req.Server = netip.AddrPortFrom(addrPort(a.IP, a.Port))
 	}
 }
 

@@ -127,7 +127,7 @@ func (t *tcpServer) accept() {
 			continue
 		}
 		pause = 0
-		c := &tcpConn{t: t, conn: nc, r: bufio.NewReaderSize(nc, tcpReadBuf), idle: t.s.cfg.TCPIdleTimeout, maxq: t.maxq,
+		c := &tcpConn{t: t, conn: nc, idle: t.s.cfg.TCPIdleTimeout, maxq: t.maxq,
 			slots: make(chan struct{}, t.pipeline), role: make(chan struct{}), done: make(chan struct{})}
 		peer, trusted := t.peer(nc)
 		if !trusted && !t.s.allowed(peer) {
@@ -153,6 +153,7 @@ func (t *tcpServer) accept() {
 		t.conns[c] = struct{}{}
 		t.wg.Add(1)
 		t.mu.Unlock()
+		c.r = bufio.NewReaderSize(nc, tcpReadBuf) // admitted connections only: rejects come in floods
 		go c.run()
 	}
 }
@@ -273,7 +274,6 @@ type tcpConn struct {
 	// queries counts the queries read and not yet answered, for the
 	// reader that ends the connection to wait for.
 	queries   sync.WaitGroup
-	inflight  atomic.Int32 // the same, for the idle check
 	lastReply atomic.Int64 // unix nanoseconds of the last query answered; 0: none yet
 
 	wmu  sync.Mutex // one reply frame at a time
@@ -331,13 +331,11 @@ func (c *tcpConn) next(w *tcpWriter) bool {
 		return false
 	}
 	c.read++
-	c.inflight.Add(1)
 	c.queries.Add(1)
 	c.t.s.servePacket(w, m)
-	// Recorded before the query stops counting as in flight, so that the
-	// reader's idle check sees one or the other.
+	// Recorded before the query gives its slot back, so that the reader's
+	// idle check sees one or the other.
 	c.lastReply.Store(time.Now().UnixNano())
-	c.inflight.Add(-1)
 	c.queries.Done()
 	<-c.slots
 	return true
@@ -381,8 +379,10 @@ func (c *tcpConn) readFull(b []byte) error {
 
 // busyUntil reports whether the connection is not idle at now, and until
 // when it is not at least.
+// Only the reader calls it, holding one slot: a query in flight holds
+// another.
 func (c *tcpConn) busyUntil(now time.Time) (time.Time, bool) {
-	if c.inflight.Load() > 0 {
+	if len(c.slots) > 1 {
 		return now.Add(c.idle), true
 	}
 	if last := c.lastReply.Load(); last != 0 {
@@ -508,12 +508,6 @@ func (w *tcpWriter) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
-}
-
-// writeHeaderOnly answers with just a header (see headerOnly).
-func (w *tcpWriter) writeHeaderOnly(dh dns.Header, rcode int) {
-	h := headerOnly(dh, rcode)
-	_, _ = w.Write(h[:])
 }
 
 func (w *tcpWriter) Close() error        { return nil }

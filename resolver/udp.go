@@ -109,12 +109,13 @@ type udpLoop struct {
 
 func newUDPLoop(s *Server, conn *net.UDPConn) *udpLoop {
 	l := &udpLoop{s: s, conn: conn, local: conn.LocalAddr(), min: int32(runtime.GOMAXPROCS(0)), stop: make(chan struct{})}
-	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok {
-		l.localAP = netip.AddrPortFrom(ua.AddrPort().Addr().Unmap(), ua.AddrPort().Port())
-	}
 	l.spareIdle.Store(int64(spareIdle))
 	growReadBuffer(conn)
-	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok && ua.IP.IsUnspecified() {
+	ua, _ := conn.LocalAddr().(*net.UDPAddr)
+	if ua != nil {
+		l.localAP = netip.AddrPortFrom(addrPort(ua.IP, ua.Port))
+	}
+	if ua != nil && ua.IP.IsUnspecified() {
 		// Ask for the destination address of each packet, to answer from it.
 		err6 := ipv6.NewPacketConn(conn).SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true)
 		err4 := ipv4.NewPacketConn(conn).SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true)
@@ -406,7 +407,7 @@ func (l *udpLoop) read(w *udpWriter, p *readPermit, pkts []udpPacket) bool {
 // newWriter returns a writer for this listener. While its goroutine holds
 // a read permit, replies are queued on the permit's send batch.
 func (l *udpLoop) newWriter() *udpWriter {
-	w := &udpWriter{conn: l.conn, local: l.local, loop: l, buf: make([]byte, 0, 4096), dst: l.localAP}
+	w := &udpWriter{conn: l.conn, local: l.local, loop: l, buf: make([]byte, 0, 4096)}
 	w.ctx = query.WithBeforeWait(context.Background(), w.beforeWait)
 	return w
 }
@@ -464,19 +465,12 @@ func replyOOB(oob []byte) ([]byte, netip.Addr) {
 	return nil, netip.Addr{}
 }
 
-// headerWriter is a dns.ResponseWriter that can answer a malformed
-// message with just a header.
-type headerWriter interface {
-	dns.ResponseWriter
-	writeHeaderOnly(dh dns.Header, rcode int)
-}
-
 // servePacket does for one UDP packet or TCP message what miekg/dns's
 // server does before calling the handler: header checks and unpacking,
 // with the same policy as accept. Malformed messages get at most a
 // header-only FORMERR (NOTIMP for an opcode other than QUERY), which is
 // never larger than what was sent.
-func (s *Server) servePacket(w headerWriter, data []byte) {
+func (s *Server) servePacket(w dns.ResponseWriter, data []byte) {
 	if len(data) < 12 {
 		s.metrics.malformed("unpack")
 		return
@@ -510,7 +504,7 @@ func (s *Server) servePacket(w headerWriter, data []byte) {
 // rejectHeader answers dh with just a header and rcode, unless its client
 // gets no reply at all (ServerConfig.DropOutsiders): a scanner must not
 // learn that a resolver listens.
-func (s *Server) rejectHeader(w headerWriter, dh dns.Header, rcode int) {
+func (s *Server) rejectHeader(w dns.ResponseWriter, dh dns.Header, rcode int) {
 	if s.cfg.DropOutsiders {
 		var req query.Request // the client, as ServeDNS would see it
 		setClient(&req, w)
@@ -519,7 +513,8 @@ func (s *Server) rejectHeader(w headerWriter, dh dns.Header, rcode int) {
 			return
 		}
 	}
-	w.writeHeaderOnly(dh, rcode)
+	h := headerOnly(dh, rcode)
+	_, _ = w.Write(h[:])
 }
 
 // udpWriter is the dns.ResponseWriter of a UDP reader: it packs into a
@@ -638,12 +633,6 @@ func (w *udpWriter) beforeWait() {
 	w.permit = nil
 	w.loop.holdersBusy.Add(-1)
 	w.loop.dispatch(udpJob{permit: p, pkts: rest})
-}
-
-// writeHeaderOnly answers with just a header (see headerOnly).
-func (w *udpWriter) writeHeaderOnly(dh dns.Header, rcode int) {
-	h := headerOnly(dh, rcode)
-	_, _ = w.Write(h[:])
 }
 
 // headerOnly is a reply of just a header: the query's ID and opcode, QR

@@ -271,10 +271,9 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 	// (RFC 8767 section 5): the exchange then runs on its own goroutine,
 	// so that it can finish, and refresh the entry, after this query has
 	// had the stale answer.
-	var stale *entry
-	var timer <-chan time.Time
+	var timer <-chan time.Time // set: e may be served stale when it fires
 	if err == nil && c.cfg.StaleClientTimeout > 0 && found && c.servableStale(e, now) {
-		stale, timer = e, c.after(c.cfg.StaleClientTimeout)
+		timer = c.after(c.cfg.StaleClientTimeout)
 	}
 	inline := leader && ctx.Done() == nil && timer == nil
 	switch {
@@ -298,7 +297,7 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 		case <-timer:
 			c.m.stale.Inc()
 			c.logger.Debug("serving stale answer: upstream slower than the client response timer", "qname", q.Name, "qtype", dns.TypeToString[q.Qtype], "timer", c.cfg.StaleClientTimeout)
-			return reply(req, stale, 0, true), query.CacheStale, "", nil
+			return reply(req, e, 0, true), query.CacheStale, "", nil
 		case <-ctx.Done():
 			c.m.misses.Inc()
 			return nil, query.CacheMiss, "", fmt.Errorf("cache: resolve %s %s: %w", q.Name, dns.TypeToString[q.Qtype], ctx.Err())
