@@ -552,15 +552,6 @@ func extractFold(qname string, qtype uint16, f *Features) string {
 	return name
 }
 
-// extractLower is extractFold returning the whole name lower-cased.
-func extractLower(qname string, qtype uint16, f *Features) string {
-	name := extractFold(qname, qtype, f)
-	if f.upper && hasUpper(name) {
-		name = asciiLower(name)
-	}
-	return name
-}
-
 func hasUpper(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= 'A' && s[i] <= 'Z' {

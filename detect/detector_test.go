@@ -520,3 +520,12 @@ func TestLearnFromFirstQuery(t *testing.T) {
 		})
 	}
 }
+
+// extractLower is extractFold returning the whole name lower-cased.
+func extractLower(qname string, qtype uint16, f *Features) string {
+	name := extractFold(qname, qtype, f)
+	if f.upper && hasUpper(name) {
+		name = asciiLower(name)
+	}
+	return name
+}

@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/dnsvalve/dnsvalve/internal/redact"
 )
 
 // Webhook is an AlertSink that POSTs each alert as a JSON query-log alert
@@ -126,11 +127,7 @@ func (w *Webhook) post(ctx context.Context, body []byte) error {
 		// A *url.Error names the whole URL, whose path or query is often
 		// the webhook's secret (Slack, Teams, ?token=): keep it out of
 		// the error, and so out of the log.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("webhook: post to %s: %w", redactURL(w.url), err)
+		return fmt.Errorf("webhook: post to %s: %w", redactURL(w.url), redact.URLError(err))
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()

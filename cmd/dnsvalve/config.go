@@ -19,6 +19,8 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/dnsvalve/dnsvalve/internal/redact"
 )
 
 //go:embed default.yaml
@@ -287,12 +289,18 @@ func cleanDecodeError(err error) error {
 	return errors.New(s)
 }
 
+// mapKey returns the config key of a struct field (its mapstructure tag).
+func mapKey(f reflect.StructField) string {
+	key, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+	return key
+}
+
 // unknownKeys lists the keys of m (dotted paths) that t has no field for.
 func unknownKeys(m map[string]any, t reflect.Type, prefix string) []string {
 	fields := map[string]reflect.Type{}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		tag := strings.Split(f.Tag.Get("mapstructure"), ",")[0]
+		tag := mapKey(f)
 		if tag == "" || tag == "-" {
 			continue
 		}
@@ -527,7 +535,7 @@ func (c *Config) validate() error {
 		if !isRedis(s) {
 			bad("detect.shared", "must be \"\" (off), redis://[USER:PASSWORD@]HOST:PORT[/DB] or rediss://...")
 		} else if _, err := url.Parse(s); err != nil {
-			bad("detect.shared", "not a URL (%v)", redactErr(err))
+			bad("detect.shared", "not a URL (%v)", redact.URLError(err))
 		}
 	}
 	if c.Detect.SharedSync < 50*time.Millisecond || c.Detect.SharedSync > 10*time.Second {
@@ -549,15 +557,6 @@ func (c *Config) validate() error {
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf("log.format", c.Log.Format, "text", "json")
 	return errors.Join(errs...)
-}
-
-// redactErr drops the URL (which may hold a password) from a url.Parse error.
-func redactErr(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }
 
 // parsePrefix accepts a CIDR or a bare address (a /32 or /128).

@@ -443,12 +443,6 @@ func changedKeys(keys []string, key string, a, b reflect.Value) []string {
 	return keys
 }
 
-// mapKey returns the config key of a struct field (its mapstructure tag).
-func mapKey(f reflect.StructField) string {
-	key, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
-	return key
-}
-
 // watchConfig queues a reload when the config file changes (debounced).
 // It watches the directory, so editors that replace the file and
 // Kubernetes ConfigMap symlink swaps are seen.

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dnsvalve/dnsvalve/internal/redact"
 )
 
 // Defaults for Config fields left zero.
@@ -557,11 +559,8 @@ func (m *Manager) fetchURL(ctx context.Context, c Config, src string, st *source
 	}
 	resp, err := m.client.Do(req)
 	if err != nil {
-		var ue *url.Error // names the whole URL
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", shown, err)}
+		// A *url.Error names the whole URL, access key included.
+		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", shown, redact.URLError(err))}
 	}
 	defer resp.Body.Close()
 	switch {

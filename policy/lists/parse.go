@@ -547,13 +547,14 @@ func (p *parser) addGlob(k kind, pattern, pre, post string, a Action, important,
 		p.invalid("wildcard pattern matches every name")
 		return
 	}
+	pattern = strings.ToLower(pattern)
 	if badfilter {
-		p.b.cancelRule(pre+strings.ToLower(pattern)+post, important)
+		p.b.cancelRule(pre+pattern+post, important)
 		p.st.Badfilter++
 		return
 	}
 	// Cloned: pattern may be a view of the reader's line buffer.
-	pattern = strings.Clone(strings.ToLower(pattern))
+	pattern = strings.Clone(pattern)
 	p.b.addGlob(p.src, p.lineNo, k, pattern, pre+pattern+post, a, important)
 	p.st.Entries++
 }
