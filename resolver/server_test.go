@@ -920,3 +920,42 @@ func TestServerShutdownRightAfterStart(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamEDEOnHits checks over real sockets that a filtering
+// upstream's Extended DNS Error reaches the client on the miss and on
+// every cache hit after it, over UDP and TCP, and that a client without
+// EDNS0 gets no OPT record.
+func TestUpstreamEDEOnHits(t *testing.T) {
+	t.Parallel()
+	nx := answer(t, dns.RcodeNameError, nil, []string{"example. 300 IN SOA ns.example. h.example. 1 2 3 4 60"})
+	h := newHarness(t, harnessConfig{handler: func(w dns.ResponseWriter, r *dns.Msg) {
+		nx(filterEDE{w}, r)
+	}})
+	for i, network := range []string{"udp", "udp", "tcp"} {
+		resp := h.exchange(t, network, msg("filtered.example.", dns.TypeA, 1232, false))
+		wantRcode(t, resp, dns.RcodeNameError)
+		if e := wantEDE(t, resp, dns.ExtendedErrorCodeFiltered); e.ExtraText != "upstream policy" {
+			t.Errorf("query %d (%s): EDE text %q, want %q", i, network, e.ExtraText, "upstream policy")
+		}
+	}
+	if resp := h.exchange(t, "udp", msg("filtered.example.", dns.TypeA, 0, false)); resp.IsEdns0() != nil {
+		t.Errorf("OPT in a reply to a client without EDNS0: %v", resp.IsEdns0())
+	}
+	if n := h.up.hits.Load(); n != 1 {
+		t.Errorf("upstream saw %d queries, want 1 (the rest are hits)", n)
+	}
+}
+
+// filterEDE adds an EDE "Filtered" to the replies it writes, as a
+// filtering upstream (Cloudflare's 1.1.1.2, AdGuard DNS) does.
+type filterEDE struct{ dns.ResponseWriter }
+
+func (w filterEDE) WriteMsg(m *dns.Msg) error {
+	opt := m.IsEdns0()
+	if opt == nil {
+		m.SetEdns0(1232, false)
+		opt = m.IsEdns0()
+	}
+	opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeFiltered, ExtraText: "upstream policy"})
+	return w.ResponseWriter.WriteMsg(m)
+}

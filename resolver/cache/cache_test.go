@@ -843,3 +843,86 @@ func TestBypassIsRelayed(t *testing.T) {
 		}
 	}
 }
+
+// withEDE wraps reply so the upstream's answer carries an OPT with ede.
+func withEDE(reply func(context.Context, *dns.Msg) (*dns.Msg, error), ede ...dns.EDNS0_EDE) func(context.Context, *dns.Msg) (*dns.Msg, error) {
+	return func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+		r, err := reply(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+		opt.SetUDPSize(1232)
+		opt.Option = append(opt.Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"})
+		for _, e := range ede {
+			opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: e.InfoCode, ExtraText: e.ExtraText})
+		}
+		r.Extra = append(r.Extra, opt)
+		return r, nil
+	}
+}
+
+// edeOf returns resp's Extended DNS Errors as "code:text", in order.
+func edeOf(t *testing.T, resp *dns.Msg) []string {
+	t.Helper()
+	opt := resp.IsEdns0()
+	if opt == nil {
+		return nil
+	}
+	var out []string
+	for _, o := range opt.Option {
+		e, ok := o.(*dns.EDNS0_EDE)
+		if !ok {
+			t.Fatalf("option %v in a reply from the cache: only EDEs are kept", o)
+		}
+		out = append(out, strconv.Itoa(int(e.InfoCode))+":"+e.ExtraText)
+	}
+	return out
+}
+
+// TestUpstreamEDEKept checks that an upstream's Extended DNS Errors go with
+// every answer from its cache entry (miss, hit, stale), bounded in number
+// and length, and only to clients with EDNS0.
+func TestUpstreamEDEKept(t *testing.T) {
+	long := strings.Repeat("x", 254) + "é" // 256 bytes: the cut falls inside "é"
+	nx := answerWith(t, dns.RcodeNameError, nil, []string{"example. 300 IN SOA ns.example. h.example. 1 2 3 4 60"})
+	tests := []struct {
+		name string
+		ede  []dns.EDNS0_EDE
+		want []string
+	}{
+		{"none", nil, nil},
+		{"blocked", []dns.EDNS0_EDE{{InfoCode: dns.ExtendedErrorCodeBlocked, ExtraText: "malware: bad.example"}}, []string{"15:malware: bad.example"}},
+		{"bounded", []dns.EDNS0_EDE{{InfoCode: 15}, {InfoCode: 16}, {InfoCode: 17, ExtraText: long}, {InfoCode: 18}, {InfoCode: 0}},
+			[]string{"15:", "16:", "17:" + strings.Repeat("x", 254)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := &fakeUpstream{reply: withEDE(nx, tt.ede...)}
+			c := newTestCache(t, DefaultConfig(), up)
+			resp, st := mustResolve(t, c.Cache, newQuery("bad.example.", dns.TypeA, true, false))
+			if got := edeOf(t, resp); st != "miss" || !slices.Equal(got, tt.want) {
+				t.Fatalf("miss: status %s EDE %q, want miss %q", st, got, tt.want)
+			}
+			// The reply's options are the caller's.
+			if opt := resp.IsEdns0(); opt != nil && len(opt.Option) > 0 {
+				opt.Option[0].(*dns.EDNS0_EDE).ExtraText = "changed"
+			}
+			c.clock.step(10 * time.Second)
+			resp, st = mustResolve(t, c.Cache, newQuery("bad.example.", dns.TypeA, true, false))
+			if got := edeOf(t, resp); st != "hit" || !slices.Equal(got, tt.want) {
+				t.Errorf("hit: status %s EDE %q, want hit %q", st, got, tt.want)
+			}
+			if resp, _ := mustResolve(t, c.Cache, newQuery("bad.example.", dns.TypeA, false, false)); resp.IsEdns0() != nil {
+				t.Errorf("OPT in a reply to a client without EDNS0: %v", resp.IsEdns0())
+			}
+			up.reply = func(context.Context, *dns.Msg) (*dns.Msg, error) { return nil, errUpstream }
+			c.clock.step(2 * time.Minute)
+			resp, st = mustResolve(t, c.Cache, newQuery("bad.example.", dns.TypeA, true, false))
+			want := append([]string{"3:"}, tt.want...)
+			if got := edeOf(t, resp); st != "stale" || !slices.Equal(got, want) {
+				t.Errorf("stale: status %s EDE %q, want stale %q", st, got, want)
+			}
+		})
+	}
+}

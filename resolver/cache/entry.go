@@ -62,6 +62,10 @@ type entry struct {
 	expires time.Time
 	ttl     time.Duration // original lifetime, expires - stored
 	aaaa    bool          // msg has AAAA records: replies use replyBufAAAA
+	// ede holds the upstream's Extended DNS Errors (RFC 8914), at most
+	// maxEDE: a filtering upstream's "Blocked" or "Filtered" reason goes
+	// with every answer from this entry, not only the first.
+	ede []dns.EDNS0_EDE
 
 	hits        atomic.Int64 // hits while fresh
 	prefetching atomic.Bool  // a prefetch was started for this entry
@@ -170,7 +174,8 @@ func (cp *rrCopier) copy(rr dns.RR) dns.RR {
 
 // reply builds the caller-owned answer to req from e. age is how long e has
 // been stored; stale answers get staleTTL on every record and, when req has
-// EDNS0, an Extended DNS Error "Stale Answer" (RFC 8914 code 3).
+// EDNS0, an Extended DNS Error "Stale Answer" (RFC 8914 code 3) before the
+// upstream's own EDEs (e.ede), which every answer to an EDNS0 client has.
 func reply(req *dns.Msg, e *entry, age time.Duration, stale bool) *dns.Msg {
 	cp := rrCopier{qname: e.qname, userQName: req.Question[0].Name, stale: stale}
 	var b *replyHead
@@ -237,8 +242,8 @@ func reply(req *dns.Msg, e *entry, age time.Duration, stale bool) *dns.Msg {
 		if do {
 			b.opt.SetDo()
 		}
-		if stale {
-			b.opt.Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleAnswer}}
+		if stale || len(e.ede) > 0 {
+			b.opt.Option = ednsErrors(e.ede, stale)
 		}
 		rrs[k] = &b.opt
 		k++
@@ -247,6 +252,25 @@ func reply(req *dns.Msg, e *entry, age time.Duration, stale bool) *dns.Msg {
 		m.Extra = rrs[j:k:k]
 	}
 	return m
+}
+
+// ednsErrors returns caller-owned copies of ede, after a "Stale Answer"
+// EDE when stale, as EDNS0 options.
+func ednsErrors(ede []dns.EDNS0_EDE, stale bool) []dns.EDNS0 {
+	n := len(ede)
+	if stale {
+		n++
+	}
+	opts := make([]dns.EDNS0, 0, n)
+	errs := make([]dns.EDNS0_EDE, 0, n)
+	if stale {
+		errs = append(errs, dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleAnswer})
+	}
+	errs = append(errs, ede...)
+	for i := range errs {
+		opts = append(opts, &errs[i])
+	}
+	return opts
 }
 
 // passthrough returns a caller-owned copy of an uncacheable upstream reply

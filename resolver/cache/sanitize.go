@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -259,7 +260,7 @@ func (c *Cache) newEntry(k key, resp *dns.Msg, now time.Time) (*entry, string) {
 		}
 	}
 	life := time.Duration(ttl) * time.Second
-	e := &entry{msg: msg, qname: k.name, stored: now, expires: now.Add(life), ttl: life}
+	e := &entry{msg: msg, qname: k.name, stored: now, expires: now.Add(life), ttl: life, ede: upstreamEDE(resp)}
 	for _, set := range [][]dns.RR{msg.Answer, msg.Ns, msg.Extra} {
 		for _, rr := range set {
 			if rr.Header().Rrtype == dns.TypeAAAA {
@@ -268,6 +269,41 @@ func (c *Cache) newEntry(k key, resp *dns.Msg, now time.Time) (*entry, string) {
 		}
 	}
 	return e, ""
+}
+
+// maxEDE and maxEDEText bound the upstream Extended DNS Errors an entry
+// keeps, and the text of each: an upstream cannot make entries, or every
+// answer from them, large. A reply that still outgrows a UDP client's
+// size is truncated as any other.
+const (
+	maxEDE     = 3
+	maxEDEText = 255
+)
+
+// upstreamEDE returns copies of the Extended DNS Errors in resp's OPT
+// record: the first maxEDE, each text cut to maxEDEText bytes (at a
+// character boundary). nil when there are none.
+func upstreamEDE(resp *dns.Msg) []dns.EDNS0_EDE {
+	opt := resp.IsEdns0()
+	if opt == nil {
+		return nil
+	}
+	var out []dns.EDNS0_EDE
+	for _, o := range opt.Option {
+		e, ok := o.(*dns.EDNS0_EDE)
+		if !ok {
+			continue
+		}
+		if len(out) == maxEDE {
+			break
+		}
+		text := e.ExtraText
+		if len(text) > maxEDEText {
+			text = strings.ToValidUTF8(text[:maxEDEText], "")
+		}
+		out = append(out, dns.EDNS0_EDE{InfoCode: e.InfoCode, ExtraText: strings.Clone(text)})
+	}
+	return out
 }
 
 func isProof(t uint16) bool {
