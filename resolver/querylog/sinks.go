@@ -129,15 +129,17 @@ func (s *WriterSink) Close() error {
 	return err
 }
 
-// FileOptions control file rotation (lumberjack). Zero MaxSizeMB,
-// MaxAgeDays or MaxBackups take the defaults. Compression of rotated files
+// FileOptions control file rotation (lumberjack). A zero MaxSizeMB takes
+// the default; a zero MaxAgeDays or MaxBackups means no limit of that
+// kind (rotated files are then kept until the other limit, or an
+// operator, removes them), as in lumberjack. Compression of rotated files
 // is off by default: gzip costs about one CPU core per 50-100 MB/s of log,
 // taken from DNS on a busy resolver; turn it on with compress=true when
 // the files are kept rather than shipped.
 type FileOptions struct {
 	MaxSizeMB  int  // rotate when the file would exceed this size (default 100)
-	MaxAgeDays int  // remove rotated files older than this (default 30)
-	MaxBackups int  // keep at most this many rotated files (default 10)
+	MaxAgeDays int  // remove rotated files older than this (default 30; 0: never)
+	MaxBackups int  // keep at most this many rotated files (default 10; 0: all)
 	Compress   bool // gzip rotated files
 }
 
@@ -157,16 +159,10 @@ var _ AlertSink = (*FileSink)(nil)
 // NewFileSink opens (creating directories and the file as needed) a
 // rotated JSON-lines file at path. The sink is named "file:"+path.
 func NewFileSink(path string, o FileOptions) (*FileSink, error) {
-	d := DefaultFileOptions()
 	if o.MaxSizeMB <= 0 {
-		o.MaxSizeMB = d.MaxSizeMB
+		o.MaxSizeMB = DefaultFileOptions().MaxSizeMB
 	}
-	if o.MaxAgeDays <= 0 {
-		o.MaxAgeDays = d.MaxAgeDays
-	}
-	if o.MaxBackups <= 0 {
-		o.MaxBackups = d.MaxBackups
-	}
+	o.MaxAgeDays, o.MaxBackups = max(o.MaxAgeDays, 0), max(o.MaxBackups, 0)
 	// Fail now, at config time, rather than on the first query.
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("querylog: open %s: %w", path, err)
@@ -209,6 +205,8 @@ func (s *FileSink) Rotate() error {
 // ParseFileSpec parses the part of a sink spec after "file:": a path with
 // optional query-style options, e.g.
 // "/var/log/dnsvalve/query.log?max_size_mb=50&max_age_days=7&max_backups=5&compress=false".
+// Options not given take DefaultFileOptions; max_age_days=0 and
+// max_backups=0 lift that limit, and max_size_mb must be at least 1.
 func ParseFileSpec(s string) (string, FileOptions, error) {
 	o := DefaultFileOptions()
 	path, rawq, _ := strings.Cut(s, "?")
@@ -242,6 +240,9 @@ func ParseFileSpec(s string) (string, FileOptions, error) {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
 			return "", o, fmt.Errorf("option %s=%q: not a non-negative integer", k, v)
+		}
+		if k == "max_size_mb" && n == 0 {
+			return "", o, fmt.Errorf("option %s=0: a file must be allowed at least 1 MB", k)
 		}
 		*dst = n
 	}

@@ -80,6 +80,43 @@ func TestParseFileSpec(t *testing.T) {
 	if _, o, _ := ParseFileSpec("/q.log"); o != DefaultFileOptions() || o.Compress || o.MaxSizeMB != 100 || o.MaxAgeDays != 30 || o.MaxBackups != 10 {
 		t.Errorf("defaults = %+v", o)
 	}
+	for _, bad := range []string{"/q.log?max_size_mb=0", "/q.log?max_age_days=-1", "/q.log?max_backups=x", "/q.log?compress=maybe", "/q.log?max_files=3", "?max_backups=1"} {
+		if _, _, err := ParseFileSpec(bad); err == nil {
+			t.Errorf("ParseFileSpec(%q): no error", bad)
+		}
+	}
+}
+
+// TestFileSinkLimits checks what each spec hands lumberjack: an explicit
+// 0 for max_age_days or max_backups lifts that limit (it used to be read
+// as "the default", pruning files the operator meant to keep).
+func TestFileSinkLimits(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		opts               string
+		size, age, backups int
+	}{
+		{"", 100, 30, 10},
+		{"?max_age_days=0", 100, 0, 10},
+		{"?max_backups=0", 100, 30, 0},
+		{"?max_age_days=0&max_backups=0", 100, 0, 0},
+		{"?max_size_mb=5&max_age_days=7&max_backups=2", 5, 7, 2},
+	} {
+		t.Run(tt.opts, func(t *testing.T) {
+			path, o, err := ParseFileSpec(filepath.Join(dir, "q.log") + tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fs, err := NewFileSink(path, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fs.Close()
+			if fs.lj.MaxSize != tt.size || fs.lj.MaxAge != tt.age || fs.lj.MaxBackups != tt.backups {
+				t.Errorf("lumberjack size %d age %d backups %d, want %d %d %d", fs.lj.MaxSize, fs.lj.MaxAge, fs.lj.MaxBackups, tt.size, tt.age, tt.backups)
+			}
+		})
+	}
 }
 
 func TestFileSinkOpenError(t *testing.T) {
