@@ -14,6 +14,7 @@ type Metrics struct {
 	Evictions      prometheus.Counter
 	NewlySeen      prometheus.Counter
 	SeenErrors     prometheus.Counter
+	SeenEvictions  prometheus.Counter
 	WebhookSent    *prometheus.CounterVec // result: ok | error
 	WebhookDropped prometheus.Counter
 	ScoredRecords  prometheus.Counter
@@ -43,6 +44,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "newly_seen_total", Help: "Registered domains reported as newly seen."}),
 		SeenErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "seen_store_errors_total", Help: "Errors from the newly-seen store."}),
+		SeenEvictions: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "seen_store_evictions_total", Help: "Domains evicted from the full memory: newly-seen store (detect.newly_seen.max_domains)."}),
 		WebhookSent: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "webhook_deliveries_total", Help: "Alert webhook delivery attempts by result."}, []string{"result"}),
 		WebhookDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -57,7 +60,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.WebhookSent.WithLabelValues("error")
 	if reg != nil {
 		reg.MustRegister(m.Queries, m.Ignored, m.Alerts, m.AlertsTotal, m.Score, m.TrackedPairs, m.Evictions,
-			m.NewlySeen, m.SeenErrors, m.WebhookSent, m.WebhookDropped, m.ScoredRecords)
+			m.NewlySeen, m.SeenErrors, m.SeenEvictions, m.WebhookSent, m.WebhookDropped, m.ScoredRecords)
 	}
 	return m
 }

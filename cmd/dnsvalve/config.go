@@ -162,9 +162,10 @@ type DetectConfig struct {
 }
 
 type NewlySeenConfig struct {
-	Store     string        `mapstructure:"store"`
-	Learn     time.Duration `mapstructure:"learn"`
-	Retention time.Duration `mapstructure:"retention"`
+	Store      string        `mapstructure:"store"`
+	Learn      time.Duration `mapstructure:"learn"`
+	Retention  time.Duration `mapstructure:"retention"`
+	MaxDomains int           `mapstructure:"max_domains"` // memory: store only; 0: no bound
 }
 
 type AlertsConfig struct {
@@ -526,6 +527,9 @@ func (c *Config) validate() error {
 	}
 	if c.Detect.MaxPairs < 1 {
 		bad("detect.max_pairs", "must be at least 1")
+	}
+	if c.Detect.NewlySeen.MaxDomains < 0 {
+		bad("detect.newly_seen.max_domains", "must be 0 (no bound) or more")
 	}
 	if s := c.Detect.NewlySeen.Store; s != "memory:" && !strings.HasPrefix(s, "file:") && !strings.HasPrefix(s, "redis://") && !strings.HasPrefix(s, "rediss://") {
 		bad("detect.newly_seen.store", "%q is not memory:, file:PATH or redis://HOST:PORT/DB", s)

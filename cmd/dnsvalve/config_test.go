@@ -94,6 +94,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown_group_policy", "clients:\n  groups:\n    - name: g\n      cidrs: [10.0.0.0/8]\n      policy: nope\n", []string{"clients.groups[0].policy", "nope"}},
 		{"negative_stale_timer", "cache:\n  stale_client_timeout: -1s\n", []string{"cache.stale_client_timeout", "negative"}},
 		{"score_range", "detect:\n  alert_score: 2\n", []string{"detect.alert_score"}},
+		{"negative_max_domains", "detect:\n  newly_seen:\n    max_domains: -1\n", []string{"detect.newly_seen.max_domains"}},
 		{"several_errors_joined", "upstream:\n  strategy: x\ncache:\n  min_ttl: 2h\n  max_ttl: 1h\n", []string{"upstream.strategy", "cache.min_ttl"}},
 		{"bad_yaml", "server: [\n", []string{"dnsvalve.yaml"}},
 	} {

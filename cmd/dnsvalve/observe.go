@@ -57,6 +57,7 @@ func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*
 		}
 	}
 	o.fm = fleet.NewMetrics(reg)
+	dm := detect.NewMetrics(reg)
 	if st := cfg.Detect.NewlySeen.Store; strings.HasPrefix(st, "redis://") || strings.HasPrefix(st, "rediss://") {
 		// Waits at most 3s for Redis to load the fleet's known domains; a
 		// Redis that is down is a degraded state, not a start failure.
@@ -66,6 +67,12 @@ func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*
 			Up: o.fm.Up.WithLabelValues(fleet.ComponentSeen), Errors: o.fm.Errors.WithLabelValues(fleet.ComponentSeen),
 			Logger: logger})
 		cancel()
+	} else if st == "memory:" {
+		maxDomains := cfg.Detect.NewlySeen.MaxDomains
+		o.store = seen.OpenMemory(cfg.Detect.NewlySeen.Retention, maxDomains, dm.SeenEvictions, func() {
+			logger.Warn("newly-seen store full: each new domain now evicts one at random (evicted ones are new again); "+
+				"raise detect.newly_seen.max_domains if this is normal traffic", "max_domains", maxDomains)
+		}, time.Now)
 	} else {
 		o.store, err = seen.Open(st, cfg.Detect.NewlySeen.Retention, time.Now)
 	}
@@ -84,7 +91,6 @@ func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*
 		}
 		dc.Shared = o.syncer
 	}
-	dm := detect.NewMetrics(reg)
 	if cfg.Alerts.Webhook != "" {
 		o.webhook = detect.NewWebhook(cfg.Alerts.Webhook, &http.Client{Timeout: 10 * time.Second}, dm, logger)
 	}

@@ -15,6 +15,9 @@ import (
 	"time"
 )
 
+// defaultRetention is the retention of Open and OpenMemory when given 0.
+const defaultRetention = 30 * 24 * time.Hour
+
 // ErrClosed is returned by a store after Close.
 var ErrClosed = errors.New("seen: store closed")
 
@@ -33,13 +36,14 @@ type Store interface {
 	Close() error
 }
 
-// Open opens the store named by spec: "memory:", "file:PATH" or
+// Open opens the store named by spec: "memory:" (without a bound on its
+// size: OpenMemory sets one), "file:PATH" or
 // "redis://..." (OpenRedis with default options, waiting at most 2s for
 // Redis). Retention is how long a domain stays
 // "seen" after its last query (0 means 30 days); now is the clock.
 func Open(spec string, retention time.Duration, now func() time.Time) (Store, error) {
 	if retention <= 0 {
-		retention = 30 * 24 * time.Hour
+		retention = defaultRetention
 	}
 	if now == nil {
 		now = time.Now

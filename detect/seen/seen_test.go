@@ -3,11 +3,14 @@ package seen
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -217,6 +220,66 @@ func TestBoltFirstSeenDuringFlush(t *testing.T) {
 			}
 			if want := map[bool]int{false: 1, true: 3}[tc.wantErr]; pending != want { // b.example, and the failed batch back
 				t.Errorf("%d records pending after the flush, want %d", pending, want)
+			}
+		})
+	}
+}
+
+// TestMemoryBound checks the memory store's bound: past maxDomains each
+// new domain evicts one (counted, the full callback once), the store never
+// holds more, domains still held are not new, and an evicted one is new
+// again.
+func TestMemoryBound(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		maxDomains int
+		add        int
+		wantHeld   int
+	}{
+		{"unbounded", 0, 50, 50},
+		{"under", 10, 5, 5},
+		{"at", 10, 10, 10},
+		{"over", 10, 50, 10},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+			evicted := prometheus.NewCounter(prometheus.CounterOpts{Name: "evicted"})
+			fulls := 0
+			s := OpenMemory(time.Hour, tt.maxDomains, evicted, func() { fulls++ }, func() time.Time { return at })
+			defer s.Close()
+			for i := range tt.add {
+				if !firstSeen(t, s, fmt.Sprintf("d%d.example", i), at) {
+					t.Fatalf("d%d.example: not new on its first query", i)
+				}
+			}
+			m := s.(*memory)
+			if len(m.last) != tt.wantHeld {
+				t.Errorf("holds %d domains, want %d", len(m.last), tt.wantHeld)
+			}
+			wantEvicted := tt.add - tt.wantHeld
+			if got := testutil.ToFloat64(evicted); got != float64(wantEvicted) {
+				t.Errorf("evictions %v, want %d", got, wantEvicted)
+			}
+			if want := min(wantEvicted, 1); fulls != want {
+				t.Errorf("full callback called %d times, want %d", fulls, want)
+			}
+			held, gone := 0, ""
+			for i := range tt.add {
+				d := fmt.Sprintf("d%d.example", i)
+				if _, in := m.last[d]; !in {
+					gone = d
+					continue
+				}
+				held++
+				if firstSeen(t, s, d, at.Add(time.Minute)) {
+					t.Errorf("%s: held, yet new on its second query", d)
+				}
+			}
+			if gone != "" && !firstSeen(t, s, gone, at.Add(time.Minute)) {
+				t.Errorf("%s: evicted, yet not new when it comes back", gone)
+			}
+			if held != tt.wantHeld {
+				t.Errorf("%d of the added domains held, want %d", held, tt.wantHeld)
 			}
 		})
 	}
