@@ -254,3 +254,82 @@ func BenchmarkLoadFloor(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkProbeFloor bounds what BenchmarkMatch2M/hit can reach with
+// this table: the same hit queries, probed by a bare loop (prefilter
+// word, then the keys from the home bucket on) with none of Match's other
+// work.
+// "hashes_given" has every suffix's hash computed beforehand, so only the
+// memory accesses remain; "hashing" hashes the suffixes from the name as
+// Match does. Out-of-order execution overlaps the DRAM loads of
+// consecutive queries only as far as the work between them lets it, so
+// the gap between the two (and between "hashing" and Match) is the
+// compute that keeps the loads from overlapping.
+func BenchmarkProbeFloor(b *testing.B) {
+	l, names, _, _ := load2M(b)
+	r := rand.New(rand.NewPCG(3, 4))
+	const q = 1 << 16
+	qs := make([]string, q)
+	hs := make([][]uint64, q) // suffix hashes, shortest first
+	for i := range qs {
+		qs[i] = "www." + names[r.IntN(len(names))]
+		h := uint64(hashInit)
+		labels := strings.Split(qs[i], ".")
+		for j := len(labels) - 1; j >= 0; j-- {
+			h = l.hash.label(h, labels[j])
+			hs[i] = append(hs[i], h)
+		}
+	}
+	qs = backToBack(qs)
+	// probe is the bare lookup of one suffix hash: true when it is listed.
+	probe := func(h uint64) bool {
+		if m := bloomMask(h); l.bloom[bloomWord(h, uint64(len(l.bloom)))]&m != m {
+			return false
+		}
+		fp, slot := fingerprint(h), int(l.home(h))*slotsPerBucket
+		for _, key := range l.keys[slot:min(slot+l.span, len(l.keys))] {
+			if key == 0 {
+				return false
+			}
+			if key>>lineBits == fp {
+				return true
+			}
+		}
+		return false
+	}
+	run := func(b *testing.B, hit func(i int) bool) {
+		floor := loadLatency(20<<20, 1<<17, 1<<21)
+		i := 0
+		for b.Loop() {
+			if !hit(i & (q - 1)) {
+				b.Fatalf("%q not found", qs[i&(q-1)])
+			}
+			i++
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/floor, "dram-loads/op")
+	}
+	b.Run("hashes_given", func(b *testing.B) {
+		run(b, func(i int) bool {
+			for _, h := range hs[i] {
+				if probe(h) {
+					return true
+				}
+			}
+			return false
+		})
+	})
+	b.Run("hashing", func(b *testing.B) {
+		run(b, func(i int) bool {
+			s, h := qs[i], uint64(hashInit)
+			for end := len(s); end >= 0; {
+				k := lastDot(s, end) + 1
+				h = l.hash.label(h, s[k:end])
+				end = k - 1
+				if probe(h) {
+					return true
+				}
+			}
+			return false
+		})
+	})
+}
