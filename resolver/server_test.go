@@ -928,8 +928,13 @@ func TestServerShutdownRightAfterStart(t *testing.T) {
 func TestUpstreamEDEOnHits(t *testing.T) {
 	t.Parallel()
 	nx := answer(t, dns.RcodeNameError, nil, []string{"example. 300 IN SOA ns.example. h.example. 1 2 3 4 60"})
+	big := answer(t, dns.RcodeSuccess, manyA(60), nil)
 	h := newHarness(t, harnessConfig{handler: func(w dns.ResponseWriter, r *dns.Msg) {
-		nx(filterEDE{w}, r)
+		if r.Question[0].Name == "big.example." {
+			big(filterEDE{w, strings.Repeat("long reason ", 40)}, r)
+			return
+		}
+		nx(filterEDE{w, "upstream policy"}, r)
 	}})
 	for i, network := range []string{"udp", "udp", "tcp"} {
 		resp := h.exchange(t, network, msg("filtered.example.", dns.TypeA, 1232, false))
@@ -941,14 +946,41 @@ func TestUpstreamEDEOnHits(t *testing.T) {
 	if resp := h.exchange(t, "udp", msg("filtered.example.", dns.TypeA, 0, false)); resp.IsEdns0() != nil {
 		t.Errorf("OPT in a reply to a client without EDNS0: %v", resp.IsEdns0())
 	}
-	if n := h.up.hits.Load(); n != 1 {
-		t.Errorf("upstream saw %d queries, want 1 (the rest are hits)", n)
+	// A big answer with a long upstream EDE text, to a client with a
+	// 512-byte buffer: the reply fits, and the (bounded) EDE leaves room
+	// for answers.
+	for i := range 2 { // miss, then hit
+		q := msg("big.example.", dns.TypeA, 512, false)
+		wire, err := q.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := rawUDP(t, h.addr, wire, 10*time.Second)
+		resp := new(dns.Msg)
+		if err := resp.Unpack(raw); err != nil {
+			t.Fatalf("query %d: unpack %d bytes: %v", i, len(raw), err)
+		}
+		if len(raw) > 512 || !resp.Truncated || len(resp.Answer) < 10 {
+			t.Errorf("query %d: %d bytes, TC %v, %d answers; want at most 512 bytes, TC and 10 answers or more", i, len(raw), resp.Truncated, len(resp.Answer))
+		}
+		if e := wantEDE(t, resp, dns.ExtendedErrorCodeFiltered); len(e.ExtraText) > 150 {
+			t.Errorf("query %d: EDE text of %d bytes, want at most 150", i, len(e.ExtraText))
+		}
+	}
+	// One for filtered.example; two for big.example, whose answer with its
+	// EDE outgrows 1232 bytes, so the UDP try is followed by TCP. The rest
+	// are hits.
+	if n := h.up.hits.Load(); n != 3 {
+		t.Errorf("upstream saw %d queries, want 3", n)
 	}
 }
 
-// filterEDE adds an EDE "Filtered" to the replies it writes, as a
-// filtering upstream (Cloudflare's 1.1.1.2, AdGuard DNS) does.
-type filterEDE struct{ dns.ResponseWriter }
+// filterEDE adds an EDE "Filtered" with text to the replies it writes, as
+// a filtering upstream (Cloudflare's 1.1.1.2, AdGuard DNS) does.
+type filterEDE struct {
+	dns.ResponseWriter
+	text string
+}
 
 func (w filterEDE) WriteMsg(m *dns.Msg) error {
 	opt := m.IsEdns0()
@@ -956,6 +988,6 @@ func (w filterEDE) WriteMsg(m *dns.Msg) error {
 		m.SetEdns0(1232, false)
 		opt = m.IsEdns0()
 	}
-	opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeFiltered, ExtraText: "upstream policy"})
+	opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeFiltered, ExtraText: w.text})
 	return w.ResponseWriter.WriteMsg(m)
 }

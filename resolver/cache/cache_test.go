@@ -884,7 +884,7 @@ func edeOf(t *testing.T, resp *dns.Msg) []string {
 // every answer from its cache entry (miss, hit, stale), bounded in number
 // and length, and only to clients with EDNS0.
 func TestUpstreamEDEKept(t *testing.T) {
-	long := strings.Repeat("x", 254) + "é" // 256 bytes: the cut falls inside "é"
+	x := strings.Repeat
 	nx := answerWith(t, dns.RcodeNameError, nil, []string{"example. 300 IN SOA ns.example. h.example. 1 2 3 4 60"})
 	tests := []struct {
 		name string
@@ -893,8 +893,16 @@ func TestUpstreamEDEKept(t *testing.T) {
 	}{
 		{"none", nil, nil},
 		{"blocked", []dns.EDNS0_EDE{{InfoCode: dns.ExtendedErrorCodeBlocked, ExtraText: "malware: bad.example"}}, []string{"15:malware: bad.example"}},
-		{"bounded", []dns.EDNS0_EDE{{InfoCode: 15}, {InfoCode: 16}, {InfoCode: 17, ExtraText: long}, {InfoCode: 18}, {InfoCode: 0}},
-			[]string{"15:", "16:", "17:" + strings.Repeat("x", 254)}},
+		{"three_kept", []dns.EDNS0_EDE{{InfoCode: 15}, {InfoCode: 16}, {InfoCode: 17}, {InfoCode: 18}, {InfoCode: 0}},
+			[]string{"15:", "16:", "17:"}},
+		// 150 bytes of text in all: the second text is cut inside "é".
+		{"text_budget", []dns.EDNS0_EDE{{InfoCode: 15, ExtraText: x("a", 100)}, {InfoCode: 17, ExtraText: x("b", 49) + "é" + x("c", 300)}},
+			[]string{"15:" + x("a", 100), "17:" + x("b", 49)}},
+		{"invalid_utf8", []dns.EDNS0_EDE{{InfoCode: 15, ExtraText: "bad\xffname"}}, []string{"15:badname"}},
+		// How the upstream got the answer is not replayed on hits.
+		{"upstream_state_dropped", []dns.EDNS0_EDE{{InfoCode: dns.ExtendedErrorCodeStaleAnswer}, {InfoCode: dns.ExtendedErrorCodeNetworkError},
+			{InfoCode: dns.ExtendedErrorCodeNoReachableAuthority}, {InfoCode: dns.ExtendedErrorCodeStaleNXDOMAINAnswer}, {InfoCode: 16, ExtraText: "censored"}},
+			[]string{"16:censored"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

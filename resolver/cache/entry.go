@@ -62,9 +62,10 @@ type entry struct {
 	expires time.Time
 	ttl     time.Duration // original lifetime, expires - stored
 	aaaa    bool          // msg has AAAA records: replies use replyBufAAAA
-	// ede holds the upstream's Extended DNS Errors (RFC 8914), at most
-	// maxEDE: a filtering upstream's "Blocked" or "Filtered" reason goes
-	// with every answer from this entry, not only the first.
+	// ede holds the upstream's Extended DNS Errors (RFC 8914) about the
+	// answer, bounded (upstreamEDE): a filtering upstream's "Blocked" or
+	// "Filtered" reason goes with every answer from this entry, not only
+	// the first.
 	ede []dns.EDNS0_EDE
 
 	hits        atomic.Int64 // hits while fresh

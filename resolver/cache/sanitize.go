@@ -272,36 +272,49 @@ func (c *Cache) newEntry(k key, resp *dns.Msg, now time.Time) (*entry, string) {
 }
 
 // maxEDE and maxEDEText bound the upstream Extended DNS Errors an entry
-// keeps, and the text of each: an upstream cannot make entries, or every
-// answer from them, large. A reply that still outgrows a UDP client's
-// size is truncated as any other.
+// keeps: at most maxEDE options with maxEDEText bytes of text between
+// them, so the OPT record of every answer from the entry stays under 200
+// bytes. (A UDP reply is truncated to the client's size with the whole OPT
+// kept, so a large one would crowd out the answer.)
 const (
 	maxEDE     = 3
-	maxEDEText = 255
+	maxEDEText = 150
 )
 
 // upstreamEDE returns copies of the Extended DNS Errors in resp's OPT
-// record: the first maxEDE, each text cut to maxEDEText bytes (at a
-// character boundary). nil when there are none.
+// record that describe the answer itself (a filtering upstream's Blocked,
+// Filtered, Censored...), bounded by maxEDE and maxEDEText; texts are cut
+// at a character boundary and made valid UTF-8. Codes about how the
+// upstream obtained this answer (Stale Answer, Stale NXDOMAIN Answer, No
+// Reachable Authority, Network Error) are not kept: they would be replayed
+// on fresh hits for the whole TTL. nil when there are none.
 func upstreamEDE(resp *dns.Msg) []dns.EDNS0_EDE {
 	opt := resp.IsEdns0()
 	if opt == nil {
 		return nil
 	}
 	var out []dns.EDNS0_EDE
+	budget := maxEDEText
 	for _, o := range opt.Option {
 		e, ok := o.(*dns.EDNS0_EDE)
 		if !ok {
+			continue
+		}
+		switch e.InfoCode {
+		case dns.ExtendedErrorCodeStaleAnswer, dns.ExtendedErrorCodeStaleNXDOMAINAnswer,
+			dns.ExtendedErrorCodeNoReachableAuthority, dns.ExtendedErrorCodeNetworkError:
 			continue
 		}
 		if len(out) == maxEDE {
 			break
 		}
 		text := e.ExtraText
-		if len(text) > maxEDEText {
-			text = strings.ToValidUTF8(text[:maxEDEText], "")
+		if len(text) > budget {
+			text = text[:budget]
 		}
-		out = append(out, dns.EDNS0_EDE{InfoCode: e.InfoCode, ExtraText: strings.Clone(text)})
+		text = strings.Clone(strings.ToValidUTF8(text, ""))
+		budget -= len(text)
+		out = append(out, dns.EDNS0_EDE{InfoCode: e.InfoCode, ExtraText: text})
 	}
 	return out
 }
