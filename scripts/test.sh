@@ -90,7 +90,7 @@ log "deploy/kubernetes/validate"
 # that one failure is reported and the target run once more; a second
 # failure, or any other, fails the suite.
 fuzz_target() { # pkg dir target
-  local out status input
+  local out status input attempt
   for attempt in 1 2; do
     set +e
     out=$(go test -run '^$' -fuzz "^${3}\$" -fuzztime "$FUZZTIME" "$1" 2>&1)
@@ -100,7 +100,7 @@ fuzz_target() { # pkg dir target
       printf '%s\n' "$out" | tail -n 3
       return 0
     fi
-    printf '%s\n' "$out" | tail -n 40
+    printf '%s\n' "$out"
     input=$(printf '%s\n' "$out" | sed -n 's/.*Failing input written to \(testdata\/fuzz\/[^ ]*\).*/\1/p' | head -n 1)
     if [ -n "$input" ]; then
       echo "--- failing input $2/$input:"

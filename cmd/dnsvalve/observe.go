@@ -70,7 +70,7 @@ func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*
 	} else if st == "memory:" {
 		maxDomains := cfg.Detect.NewlySeen.MaxDomains
 		o.store = seen.OpenMemory(cfg.Detect.NewlySeen.Retention, maxDomains, dm.SeenEvictions, func() {
-			logger.Warn("newly-seen store full: each new domain now evicts one at random (evicted ones are new again); "+
+			logger.Warn("newly-seen store full: each new domain now replaces one asked for only once (evicted ones are new again); "+
 				"raise detect.newly_seen.max_domains if this is normal traffic", "max_domains", maxDomains)
 		}, time.Now)
 	} else {

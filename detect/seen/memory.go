@@ -9,17 +9,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// DefaultMaxDomains is the memory store's default bound: about 100 MB of
-// map at ~100 bytes a domain.
-const DefaultMaxDomains = 1_000_000
-
 // memory is the in-process store. Expired entries are swept at most once
 // per retention/8, so memory stays proportional to the domains seen within
 // the retention period, and never above maxDomains: a client asking for
 // random registered domains (a DGA, or a flood meant to exhaust memory)
-// would otherwise grow the map for the whole retention period. When it is
-// full, a new domain takes the place of one picked at random (map order),
-// which under a flood is most likely one of the flood's own; the evicted
+// would otherwise grow the map for the whole retention period.
+//
+// Domains asked for once are kept apart from those asked for again. When
+// the store is full, expired entries are swept first (at most once a
+// minute); then a new domain takes the place of a random one asked for
+// only once, and only when there is none of those, of a random one asked
+// for again. A flood's names are asked for once each, so they replace
+// each other and the domains the network keeps using stay. An evicted
 // domain is new again if it comes back.
 type memory struct {
 	retention  time.Duration
@@ -29,8 +30,10 @@ type memory struct {
 	created    time.Time
 
 	mu        sync.Mutex
-	last      map[string]int64 // domain -> last seen, unix nanoseconds
+	once      map[string]int64 // domain asked for once -> when, unix nanoseconds
+	again     map[string]int64 // domain asked for more than once -> last time
 	nextSweep int64
+	fullSweep int64  // earliest time of the next sweep when full
 	full      func() // called once, the first time the bound is reached
 	closed    bool
 }
@@ -54,7 +57,7 @@ func OpenMemory(retention time.Duration, maxDomains int, evicted prometheus.Coun
 
 func newMemory(retention time.Duration, now func() time.Time) *memory {
 	c := now()
-	return &memory{retention: retention, now: now, created: c, last: map[string]int64{},
+	return &memory{retention: retention, now: now, created: c, once: map[string]int64{}, again: map[string]int64{},
 		nextSweep: c.Add(retention / 8).UnixNano()}
 }
 
@@ -66,32 +69,52 @@ func (m *memory) FirstSeen(_ context.Context, domain string, now time.Time) (boo
 		return false, ErrClosed
 	}
 	if t >= m.nextSweep {
-		cut := t - int64(m.retention)
-		for d, l := range m.last {
-			if l < cut {
-				delete(m.last, d)
-			}
-		}
-		m.nextSweep = t + int64(m.retention/8)
+		m.sweep(t)
 	}
-	l, ok := m.last[domain]
-	if !ok {
-		if m.maxDomains > 0 && len(m.last) >= m.maxDomains {
+	if l, ok := m.again[domain]; ok {
+		m.again[domain] = max(t, l)
+		return t-l > int64(m.retention), nil
+	}
+	if l, ok := m.once[domain]; ok {
+		delete(m.once, domain)
+		m.again[strings.Clone(domain)] = max(t, l)
+		return t-l > int64(m.retention), nil
+	}
+	if m.maxDomains > 0 && len(m.once)+len(m.again) >= m.maxDomains {
+		if t >= m.fullSweep {
+			m.sweep(t)
+			m.fullSweep = t + int64(time.Minute)
+		}
+		if len(m.once)+len(m.again) >= m.maxDomains {
 			m.evictOne()
 		}
-		m.last[strings.Clone(domain)] = t
-		return true, nil
 	}
-	if t > l {
-		m.last[domain] = t
-	}
-	return t-l > int64(m.retention), nil
+	m.once[strings.Clone(domain)] = t
+	return true, nil
 }
 
-// evictOne removes one domain, the first in map order (random).
+// sweep deletes the domains not seen within the retention before t.
+func (m *memory) sweep(t int64) {
+	cut := t - int64(m.retention)
+	for _, set := range []map[string]int64{m.once, m.again} {
+		for d, l := range set {
+			if l < cut {
+				delete(set, d)
+			}
+		}
+	}
+	m.nextSweep = t + int64(m.retention/8)
+}
+
+// evictOne removes a domain asked for once, or if there is none one asked
+// for again: the first in map order, which is random.
 func (m *memory) evictOne() {
-	for d := range m.last {
-		delete(m.last, d)
+	set := m.once
+	if len(set) == 0 {
+		set = m.again
+	}
+	for d := range set {
+		delete(set, d)
 		break
 	}
 	if m.evicted != nil {
@@ -109,7 +132,7 @@ func (m *memory) Created() time.Time { return m.created }
 func (m *memory) Close() error {
 	m.mu.Lock()
 	m.closed = true
-	m.last = nil
+	m.once, m.again = nil, nil
 	m.mu.Unlock()
 	return nil
 }

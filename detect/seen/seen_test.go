@@ -253,8 +253,8 @@ func TestMemoryBound(t *testing.T) {
 				}
 			}
 			m := s.(*memory)
-			if len(m.last) != tt.wantHeld {
-				t.Errorf("holds %d domains, want %d", len(m.last), tt.wantHeld)
+			if n := m.size(); n != tt.wantHeld {
+				t.Errorf("holds %d domains, want %d", n, tt.wantHeld)
 			}
 			wantEvicted := tt.add - tt.wantHeld
 			if got := testutil.ToFloat64(evicted); got != float64(wantEvicted) {
@@ -266,7 +266,7 @@ func TestMemoryBound(t *testing.T) {
 			held, gone := 0, ""
 			for i := range tt.add {
 				d := fmt.Sprintf("d%d.example", i)
-				if _, in := m.last[d]; !in {
+				if !m.holds(d) {
 					gone = d
 					continue
 				}
@@ -284,3 +284,47 @@ func TestMemoryBound(t *testing.T) {
 		})
 	}
 }
+
+// TestMemoryBoundFlood fills a bounded memory store with domains asked for
+// twice (the network's own), then floods it with names asked for once:
+// the flood's names replace each other, not the network's domains.
+func TestMemoryBoundFlood(t *testing.T) {
+	const known, flood = 1000, 5000
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	evicted := prometheus.NewCounter(prometheus.CounterOpts{Name: "evicted"})
+	s := OpenMemory(time.Hour, known, evicted, nil, func() time.Time { return at })
+	defer s.Close()
+	for round := range 2 {
+		for i := range known {
+			firstSeen(t, s, fmt.Sprintf("k%d.example", i), at.Add(time.Duration(round)*time.Second))
+		}
+	}
+	for i := range flood {
+		if !firstSeen(t, s, fmt.Sprintf("f%d.example", i), at.Add(time.Minute)) {
+			t.Fatalf("f%d.example: not new", i)
+		}
+	}
+	m := s.(*memory)
+	kept := 0
+	for i := range known {
+		if m.holds(fmt.Sprintf("k%d.example", i)) {
+			kept++
+		}
+	}
+	// The first flood name found no name asked for once to replace and
+	// took a known domain's place; every later one replaced a flood name.
+	if m.size() != known || kept != known-1 {
+		t.Errorf("store holds %d (want %d); %d of the %d known domains kept, want %d", m.size(), known, kept, known, known-1)
+	}
+	if got := testutil.ToFloat64(evicted); got != flood {
+		t.Errorf("evictions %v, want %d", got, flood)
+	}
+}
+
+func (m *memory) holds(d string) bool {
+	_, once := m.once[d]
+	_, again := m.again[d]
+	return once || again
+}
+
+func (m *memory) size() int { return len(m.once) + len(m.again) }

@@ -132,7 +132,9 @@ func (s *WriterSink) Close() error {
 // FileOptions control file rotation (lumberjack). A zero MaxSizeMB takes
 // the default; a zero MaxAgeDays or MaxBackups means no limit of that
 // kind (rotated files are then kept until the other limit, or an
-// operator, removes them), as in lumberjack. Compression of rotated files
+// operator, removes them), as in lumberjack: the zero FileOptions keep
+// every file, and DefaultFileOptions (which ParseFileSpec starts from)
+// has the defaults below. Compression of rotated files
 // is off by default: gzip costs about one CPU core per 50-100 MB/s of log,
 // taken from DNS on a busy resolver; turn it on with compress=true when
 // the files are kept rather than shipped.
