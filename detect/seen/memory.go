@@ -50,16 +50,13 @@ func OpenMemory(retention time.Duration, maxDomains int, evicted prometheus.Coun
 	if now == nil {
 		now = time.Now
 	}
-	m := newMemory(retention, now)
-	m.maxDomains, m.evicted, m.full = max(maxDomains, 0), evicted, full
-	return m
+	c := now()
+	return &memory{retention: retention, maxDomains: max(maxDomains, 0), evicted: evicted, full: full, now: now,
+		created: c, once: map[string]int64{}, again: map[string]int64{}, nextSweep: c.Add(retention / 8).UnixNano()}
 }
 
-func newMemory(retention time.Duration, now func() time.Time) *memory {
-	c := now()
-	return &memory{retention: retention, now: now, created: c, once: map[string]int64{}, again: map[string]int64{},
-		nextSweep: c.Add(retention / 8).UnixNano()}
-}
+// size is how many domains m holds.
+func (m *memory) size() int { return len(m.once) + len(m.again) }
 
 func (m *memory) FirstSeen(_ context.Context, domain string, now time.Time) (bool, error) {
 	t := now.UnixNano()
@@ -80,12 +77,12 @@ func (m *memory) FirstSeen(_ context.Context, domain string, now time.Time) (boo
 		m.again[strings.Clone(domain)] = max(t, l)
 		return t-l > int64(m.retention), nil
 	}
-	if m.maxDomains > 0 && len(m.once)+len(m.again) >= m.maxDomains {
+	if m.maxDomains > 0 && m.size() >= m.maxDomains {
 		if t >= m.fullSweep {
 			m.sweep(t)
 			m.fullSweep = t + int64(time.Minute)
 		}
-		if len(m.once)+len(m.again) >= m.maxDomains {
+		if m.size() >= m.maxDomains {
 			m.evictOne()
 		}
 	}

@@ -50,7 +50,7 @@ func Open(spec string, retention time.Duration, now func() time.Time) (Store, er
 	}
 	switch {
 	case spec == "memory:" || spec == "memory" || spec == "":
-		return newMemory(retention, now), nil
+		return OpenMemory(retention, 0, nil, nil, now), nil
 	case strings.HasPrefix(spec, "file:"):
 		path := strings.TrimPrefix(spec, "file:")
 		if path == "" {

@@ -326,5 +326,3 @@ func (m *memory) holds(d string) bool {
 	_, again := m.again[d]
 	return once || again
 }
-
-func (m *memory) size() int { return len(m.once) + len(m.again) }

@@ -1202,6 +1202,8 @@ func (f found) ok() bool { return f.from != fromNone }
 // shortest to the full name. orig is the caller's name (same length);
 // lastUpper is the index of its last upper-case byte, -1 for none (s is
 // then orig). s must not be retained: it may point into Match's frame.
+// It reports whether a rule matched and writes it to *m (Match's result:
+// returning a Match would copy it through the stack, see found).
 func (l *List) match(s, orig string, lastUpper int, m *Match) bool {
 	var best found
 	if l.n > 0 {
