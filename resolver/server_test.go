@@ -3,9 +3,11 @@ package resolver_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -990,4 +992,48 @@ func (w filterEDE) WriteMsg(m *dns.Msg) error {
 	}
 	opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeFiltered, ExtraText: w.text})
 	return w.ResponseWriter.WriteMsg(m)
+}
+
+// An upstream from before EDNS0 (FORMERR without OPT to a query with one)
+// still answers: dnsvalve asks it again without EDNS0, fetches an answer
+// over 512 bytes over TCP, and gives EDNS0 clients its own OPT record.
+func TestEDNSIntolerantUpstream(t *testing.T) {
+	t.Parallel()
+	var withOPT, bare atomic.Int64
+	big := answer(t, dns.RcodeSuccess, manyA(40), nil)
+	h := newHarness(t, harnessConfig{handler: func(w dns.ResponseWriter, r *dns.Msg) {
+		if r.IsEdns0() != nil {
+			withOPT.Add(1)
+			m := new(dns.Msg)
+			m.SetRcode(r, dns.RcodeFormatError)
+			_ = w.WriteMsg(m)
+			return
+		}
+		bare.Add(1)
+		big(&truncatingWriter{w, r}, r)
+	}})
+	for i, tc := range []struct {
+		network string
+		bufsize uint16
+	}{{"udp", 1232}, {"tcp", 0}, {"udp", 4096}} {
+		q := msg(fmt.Sprintf("n%d.example.", i), dns.TypeA, tc.bufsize, true)
+		resp := h.exchange(t, tc.network, q)
+		wantRcode(t, resp, dns.RcodeSuccess)
+		if len(resp.Answer) != 40 || (resp.IsEdns0() != nil) != (tc.bufsize > 0) {
+			t.Errorf("query %d: %d answers, OPT %v; want 40, OPT %v", i, len(resp.Answer), resp.IsEdns0() != nil, tc.bufsize > 0)
+		}
+	}
+	// The first query found out; the others went without EDNS0 at once.
+	// Each plain query is asked over UDP (truncated) and again over TCP.
+	if withOPT.Load() != 1 || bare.Load() != 6 {
+		t.Errorf("upstream got %d queries with OPT and %d without, want 1 and 6", withOPT.Load(), bare.Load())
+	}
+	const want = `
+# HELP dnsvalve_upstream_edns_fallbacks_total Queries sent once more without EDNS0 because the upstream rejected them with EDNS0 (FORMERR or NOTIMP without an OPT record, RFC 6891 section 7).
+# TYPE dnsvalve_upstream_edns_fallbacks_total counter
+dnsvalve_upstream_edns_fallbacks_total{upstream="%s"} 1
+`
+	if err := testutil.GatherAndCompare(h.reg, strings.NewReader(fmt.Sprintf(want, h.up.url())), "dnsvalve_upstream_edns_fallbacks_total"); err != nil {
+		t.Error(err)
+	}
 }

@@ -513,13 +513,7 @@ func (a *app) forgetUpstreams(prev, next *upstream.Group) {
 		if keep[st.Name] {
 			continue
 		}
-		l := prometheus.Labels{"upstream": st.Name}
-		a.upm.Healthy.DeletePartialMatch(l)
-		a.upm.Requests.DeletePartialMatch(l)
-		a.upm.Errors.DeletePartialMatch(l)
-		a.upm.Duration.DeletePartialMatch(l)
-		a.upm.InvalidResponses.DeletePartialMatch(l)
-		a.upm.SocketsOpened.DeletePartialMatch(l)
+		a.upm.Forget(st.Name)
 	}
 }
 

@@ -80,6 +80,10 @@ type member struct {
 	isDown  atomic.Bool // mirrors down for lock-free reads on the hot path
 	probing atomic.Bool // a probe is in flight
 
+	addsOPT      bool         // the transport adds an OPT record to queries without one (udp://)
+	ednsOffUntil atomic.Int64 // unix nanos until which the upstream is queried without EDNS0 (edns.go)
+	ednsRetries  prometheus.Counter
+
 	duration prometheus.Observer
 	healthy  prometheus.Gauge
 	errs     [numKinds]prometheus.Counter
@@ -176,6 +180,8 @@ func NewGroup(ups []Upstream, cfg GroupConfig, m *Metrics, logger *slog.Logger, 
 			healthy:  m.Healthy.WithLabelValues(name),
 			requests: m.Requests,
 		}
+		_, mb.addsOPT = up.(*udpUpstream)
+		mb.ednsRetries = m.EDNSFallbacks.WithLabelValues(name)
 		for k := range mb.errs {
 			mb.errs[k] = m.Errors.WithLabelValues(name, kindNames[k])
 		}
@@ -312,19 +318,22 @@ func (g *Group) release() {
 }
 
 // try sends m to one upstream and does the accounting: metrics, and health
-// unless the query was cancelled by the caller or lost a parallel race.
+// unless the query was cancelled by the caller or lost a parallel race. A
+// query with EDNS0 that the upstream rejects as a server without EDNS0
+// would is sent once more without it (edns.go).
 func (g *Group) try(ctx context.Context, mb *member, m *dns.Msg) (*dns.Msg, error) {
-	start := g.now()
-	r, err := mb.up.Exchange(ctx, m)
-	if err != nil && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return nil, err // cancelled: not the upstream's fault
+	relayed := Relayed(ctx)
+	plain := !relayed && mb.ednsOff(g.now())
+	r, err := g.attempt(ctx, mb, m, plain)
+	if err == nil && !plain && !relayed && ednsRejection(r) && mb.sendsOPT(m) {
+		mb.ednsRetries.Inc()
+		if r, err = g.attempt(ctx, mb, m, true); err == nil && !rejects(r.Rcode) {
+			g.ednsRejected(mb)
+		}
 	}
-	mb.duration.Observe(g.now().Sub(start).Seconds())
 	if err != nil {
-		g.failed(mb, classify(err))
 		return nil, err
 	}
-	mb.countRcode(r.Rcode)
 	// SERVFAIL and REFUSED fail over to the next upstream but do not count
 	// toward marking this one down: the answer proves it is alive, and a
 	// client could otherwise take every upstream down with a few queries
@@ -339,17 +348,38 @@ func (g *Group) try(ctx context.Context, mb *member, m *dns.Msg) (*dns.Msg, erro
 		g.succeeded(mb)
 		return nil, fmt.Errorf("upstream %s: answered REFUSED", mb.name)
 	case dns.RcodeFormatError, dns.RcodeNotImplemented:
-		if Relayed(ctx) {
+		if relayed {
 			break // the client's own message: the rejection is its answer
 		}
-		// Our query is well formed: the upstream cannot take it (an old
-		// server without EDNS0, say). The client's query was fine, so it
-		// must not get the FORMERR: fail over as for SERVFAIL.
+		// Our query is well formed, and without EDNS0 too: the upstream
+		// cannot take it. The client's query was fine, so it must not get
+		// the FORMERR: fail over as for SERVFAIL.
 		mb.errs[kindRejected].Inc()
 		g.succeeded(mb)
 		return nil, fmt.Errorf("upstream %s: answered %s", mb.name, rcodeName(r.Rcode))
 	}
 	g.succeeded(mb)
+	return r, nil
+}
+
+// attempt sends m to mb once, without EDNS0 when plain, and counts the
+// reply's rcode and the time taken; a failure counts against mb's health
+// unless the caller cancelled.
+func (g *Group) attempt(ctx context.Context, mb *member, m *dns.Msg, plain bool) (*dns.Msg, error) {
+	if plain {
+		ctx, m = withoutEDNS(ctx), withoutOPT(m)
+	}
+	start := g.now()
+	r, err := mb.up.Exchange(ctx, m)
+	if err != nil && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return nil, err // cancelled: not the upstream's fault
+	}
+	mb.duration.Observe(g.now().Sub(start).Seconds())
+	if err != nil {
+		g.failed(mb, classify(err))
+		return nil, err
+	}
+	mb.countRcode(r.Rcode)
 	return r, nil
 }
 
@@ -475,7 +505,17 @@ func (g *Group) probe(ctx context.Context, mb *member) {
 	defer cancel()
 	q := new(dns.Msg)
 	q.SetQuestion(".", dns.TypeNS)
-	r, err := mb.up.Exchange(ctx, q)
+	plain := mb.ednsOff(g.now())
+	qctx := ctx
+	if plain {
+		qctx = withoutEDNS(ctx)
+	}
+	r, err := mb.up.Exchange(qctx, q)
+	if err == nil && !plain && ednsRejection(r) && mb.sendsOPT(q) {
+		if r, err = mb.up.Exchange(withoutEDNS(ctx), q); err == nil && !rejects(r.Rcode) {
+			g.ednsRejected(mb)
+		}
+	}
 	if err != nil {
 		g.log.Debug("upstream probe failed", "upstream", mb.name, "error", err)
 		return

@@ -13,6 +13,7 @@ type Metrics struct {
 	InvalidResponses *prometheus.CounterVec   // dnsvalve_upstream_invalid_responses_total{upstream}
 	SocketsOpened    *prometheus.CounterVec   // dnsvalve_upstream_udp_sockets_opened_total{upstream}
 	Overloaded       prometheus.Counter       // dnsvalve_upstream_overloaded_total
+	EDNSFallbacks    *prometheus.CounterVec   // dnsvalve_upstream_edns_fallbacks_total{upstream}
 }
 
 // NewMetrics creates the upstream metrics and registers them with reg.
@@ -49,9 +50,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: ns, Subsystem: sub, Name: "overloaded_total",
 			Help: "Queries rejected because the concurrent upstream query limit was reached.",
 		}),
+		EDNSFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "edns_fallbacks_total",
+			Help: "Queries sent once more without EDNS0 because the upstream rejected them with EDNS0 (FORMERR or NOTIMP without an OPT record, RFC 6891 section 7).",
+		}, []string{"upstream"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Requests, m.Errors, m.Duration, m.Healthy, m.InvalidResponses, m.SocketsOpened, m.Overloaded)
+		reg.MustRegister(m.Requests, m.Errors, m.Duration, m.Healthy, m.InvalidResponses, m.SocketsOpened, m.Overloaded, m.EDNSFallbacks)
 	}
 	return m
+}
+
+// Forget removes every series of the upstream named name, one a reload
+// removed, so that it does not stay exported (as "down", say) until the
+// next restart.
+func (m *Metrics) Forget(name string) {
+	l := prometheus.Labels{"upstream": name}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.Requests, m.Errors, m.Duration, m.Healthy, m.InvalidResponses, m.SocketsOpened, m.EDNSFallbacks,
+	} {
+		v.DeletePartialMatch(l)
+	}
 }

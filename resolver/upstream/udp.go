@@ -173,7 +173,7 @@ func (u *udpUpstream) put(s *udpSock, ok bool) {
 func (u *udpUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 	ctx, cancel := withTimeout(ctx, u.timeout)
 	defer cancel()
-	p, err := prepare(m, u.pools, uint16(u.rnd.Uint64()), u.rnd, u.x20, true)
+	p, err := prepare(m, u.pools, uint16(u.rnd.Uint64()), u.rnd, u.x20, !noEDNS(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("udp %s: %w", u.addr, err)
 	}

@@ -1,0 +1,188 @@
+package upstream
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// ednsServer answers like a server from before EDNS0 (mode "intolerant":
+// FORMERR without OPT to a query with one, an A record otherwise), one
+// that rejects everything ("reject": FORMERR), or one that knows EDNS0
+// and rejects the query anyway ("aware": FORMERR with an OPT record). It
+// counts the queries it got with and without an OPT record.
+type ednsServer struct {
+	mode          atomic.Value // string
+	withOPT, bare atomic.Int64
+	addr          string
+}
+
+func startEDNSServer(tb testing.TB, mode string) *ednsServer {
+	tb.Helper()
+	s := &ednsServer{}
+	s.mode.Store(mode)
+	s.addr = startDNS(tb, func(w dns.ResponseWriter, r *dns.Msg) {
+		opt := r.IsEdns0()
+		if opt != nil {
+			s.withOPT.Add(1)
+		} else {
+			s.bare.Add(1)
+		}
+		var m *dns.Msg
+		switch s.mode.Load().(string) {
+		case "drop":
+			return
+		case "intolerant":
+			if opt != nil {
+				m = reply(r, dns.RcodeFormatError, "")
+			} else {
+				m = reply(r, dns.RcodeSuccess, "192.0.2.53")
+			}
+		case "reject":
+			m = reply(r, dns.RcodeFormatError, "")
+		case "aware":
+			m = reply(r, dns.RcodeFormatError, "")
+			if opt != nil {
+				m.SetEdns0(1232, false)
+			}
+		}
+		_ = w.WriteMsg(m)
+	}).Addr
+	return s
+}
+
+func (s *ednsServer) counts() (withOPT, bare int64) { return s.withOPT.Load(), s.bare.Load() }
+
+func TestGroup_ednsFallback(t *testing.T) {
+	type step struct {
+		wait          time.Duration // clock step before the query
+		wantOK        bool
+		withOPT, bare int64 // queries the server got for it
+	}
+	for _, tc := range []struct {
+		name      string
+		mode      string
+		scheme    string
+		clientOPT bool
+		relayed   bool
+		steps     []step
+		retries   float64 // edns_fallbacks_total at the end
+	}{
+		{
+			// Retried without EDNS0, then queried without it for
+			// ednsOffFor, then EDNS0 is tried again.
+			name: "intolerant_udp", mode: "intolerant", scheme: "udp",
+			steps: []step{
+				{0, true, 1, 1},
+				{time.Minute, true, 0, 1},
+				{ednsOffFor, true, 1, 1},
+				{0, true, 0, 1},
+			},
+			retries: 2,
+		},
+		{
+			name: "intolerant_client_opt_tcp", mode: "intolerant", scheme: "tcp", clientOPT: true,
+			steps:   []step{{0, true, 1, 1}, {0, true, 0, 1}},
+			retries: 1,
+		},
+		{
+			// Rejected without EDNS0 too: the verdict is not kept, and
+			// the query fails over (here: fails).
+			name: "rejects_everything", mode: "reject", scheme: "udp",
+			steps:   []step{{0, false, 1, 1}, {0, false, 1, 1}},
+			retries: 2,
+		},
+		{
+			// A rejection that carries an OPT record comes from a server
+			// that knows EDNS0: no retry.
+			name: "rejection_with_opt", mode: "aware", scheme: "udp", clientOPT: true,
+			steps: []step{{0, false, 1, 0}},
+		},
+		{
+			// Nothing sent with EDNS0, nothing to fall back from.
+			name: "tcp_without_opt", mode: "reject", scheme: "tcp",
+			steps: []step{{0, false, 0, 1}},
+		},
+		{
+			// A relayed message gets the upstream's answer as it is.
+			name: "relayed", mode: "intolerant", scheme: "udp", relayed: true,
+			steps: []step{{0, true, 1, 0}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startEDNSServer(t, tc.mode)
+			m := NewMetrics(nil)
+			clock := newClock()
+			up := mustNew(t, tc.scheme+"://"+srv.addr, Options{})
+			g := newTestGroup(t, []Upstream{up}, GroupConfig{}, m, clock)
+			ctx := t.Context()
+			if tc.relayed {
+				ctx = WithRelayed(ctx)
+			}
+			for i, st := range tc.steps {
+				clock.Step(st.wait)
+				q := newQuery("example.org.", dns.TypeA)
+				if tc.clientOPT {
+					q.SetEdns0(1232, true)
+				}
+				w0, b0 := srv.counts()
+				r, _, err := g.Exchange(ctx, q)
+				w1, b1 := srv.counts()
+				if w1-w0 != st.withOPT || b1-b0 != st.bare {
+					t.Errorf("query %d: server got %d with OPT and %d without, want %d and %d", i, w1-w0, b1-b0, st.withOPT, st.bare)
+				}
+				switch {
+				case tc.relayed:
+					if err != nil || r.Rcode != dns.RcodeFormatError {
+						t.Errorf("query %d: relayed got %v, %v; want the FORMERR", i, r, err)
+					}
+				case st.wantOK:
+					if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+						t.Fatalf("query %d: %v, %v; want an answer", i, r, err)
+					}
+					if (r.IsEdns0() != nil) != tc.clientOPT && st.bare == 0 {
+						t.Errorf("query %d: OPT in reply %v, client sent one %v", i, r.IsEdns0() != nil, tc.clientOPT)
+					}
+					if q.IsEdns0() == nil && tc.clientOPT {
+						t.Errorf("query %d: the caller's message lost its OPT record", i)
+					}
+				default:
+					wantErrIs(t, err, ErrAllFailed)
+				}
+			}
+			if got := testutil.ToFloat64(m.EDNSFallbacks.WithLabelValues(up.String())); got != tc.retries {
+				t.Errorf("edns_fallbacks_total = %v, want %v", got, tc.retries)
+			}
+		})
+	}
+}
+
+// A probe of an upstream marked down falls back too, and its verdict holds
+// for the queries after it.
+func TestGroup_ednsFallbackProbe(t *testing.T) {
+	srv := startEDNSServer(t, "drop")
+	clock := newClock()
+	up := mustNew(t, "udp://"+srv.addr, Options{Timeout: 50 * time.Millisecond})
+	g := newTestGroup(t, []Upstream{up}, GroupConfig{MaxFails: 1}, nil, clock)
+	q := newQuery("example.org.", dns.TypeA)
+	if _, _, err := g.Exchange(t.Context(), q); err == nil || g.Healthy() {
+		t.Fatalf("dropped query: err %v, healthy %v; want down", err, g.Healthy())
+	}
+	srv.mode.Store("intolerant")
+	w0, b0 := srv.counts()
+	g.ProbeNow(context.Background())
+	if w1, b1 := srv.counts(); !g.Healthy() || w1-w0 != 1 || b1-b0 != 1 {
+		t.Fatalf("probe: healthy %v, %d with OPT and %d without; want up after one of each", g.Healthy(), w1-w0, b1-b0)
+	}
+	w0, b0 = srv.counts()
+	if r, _, err := g.Exchange(t.Context(), q); err != nil || len(r.Answer) != 1 {
+		t.Fatalf("after probe: %v, %v", r, err)
+	}
+	if w1, b1 := srv.counts(); w1 != w0 || b1-b0 != 1 {
+		t.Errorf("after probe: %d with OPT and %d without, want 0 and 1", w1-w0, b1-b0)
+	}
+}
