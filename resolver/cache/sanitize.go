@@ -24,9 +24,11 @@ const maxChain = 16
 
 // chain returns the records of answer that belong to qname (lowercased) and
 // its CNAME/DNAME chain, in their original order, plus the chain's names
-// (qname first). ok is false when the chain is inconsistent (two different
-// CNAMEs for one owner) or longer than maxChain.
-func chain(qname string, answer []dns.RR) (kept []dns.RR, names []string, ok bool) {
+// (qname first). A DNAME record joins the chain for the names below its
+// owner; one owned by a chain name is kept only for a DNAME (or ANY)
+// question, which it answers. ok is false when the chain is inconsistent
+// (two different CNAMEs for one owner) or longer than maxChain.
+func chain(qname string, qtype uint16, answer []dns.RR) (kept []dns.RR, names []string, ok bool) {
 	names = []string{qname}
 	inChain := func(n string) bool {
 		for _, x := range names {
@@ -66,6 +68,9 @@ func chain(qname string, answer []dns.RR) (kept []dns.RR, names []string, ok boo
 						}
 						break
 					}
+				}
+				if !keep[i] && (qtype == dns.TypeDNAME || qtype == dns.TypeANY) && inChain(owner) {
+					keep[i], changed = true, true
 				}
 				continue
 			}
@@ -152,7 +157,7 @@ func (c *Cache) newEntry(k key, resp *dns.Msg, now time.Time) (*entry, string) {
 	if resp.Rcode != dns.RcodeSuccess && resp.Rcode != dns.RcodeNameError {
 		return nil, reasonRcode
 	}
-	answer, names, ok := chain(k.name, resp.Answer)
+	answer, names, ok := chain(k.name, k.qtype, resp.Answer)
 	if !ok {
 		return nil, reasonCNAMEClash
 	}
