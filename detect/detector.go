@@ -346,20 +346,22 @@ func (s *shard) purge() int {
 
 // Detector scores queries. It is safe for concurrent use.
 type Detector struct {
-	cfg     Config
-	store   seen.Store
-	sink    AlertSink
-	m       *Metrics
-	log     *slog.Logger
-	ignore  ignoreSet
-	seed    maphash.Seed
-	window  int64
-	shards  [numShards]shard
-	pairs   atomic.Int64
-	sigs    [128][]string
-	closed  atomic.Bool
-	learnTo time.Time // newly seen is record-only before this
-	// learnStart sets learnTo from the first query (LearnFromFirstQuery).
+	cfg    Config
+	store  seen.Store
+	sink   AlertSink
+	m      *Metrics
+	log    *slog.Logger
+	ignore ignoreSet
+	seed   maphash.Seed
+	window int64
+	shards [numShards]shard
+	pairs  atomic.Int64
+	sigs   [128][]string
+	closed atomic.Bool
+	// learnTo is when the learning period of LearnFromFirstQuery ends
+	// (newly seen is record-only before it), set by learnStart from the
+	// first query. Otherwise learnEnd reads it off the store.
+	learnTo    time.Time
 	learnStart sync.Once
 }
 
@@ -395,14 +397,25 @@ func New(cfg Config, store seen.Store, sink AlertSink, m *Metrics, logger *slog.
 		}
 		d.sigs[mask] = s
 	}
-	// The learning period counts from the store's creation, not from this
-	// start: a bolt file reopened after a restart, or a Redis set another
-	// fleet instance created, continues it (and one created more than
-	// Learn ago ends it at once).
-	if store != nil && cfg.Learn > 0 && !cfg.LearnFromFirstQuery {
-		d.learnTo = store.Created().Add(cfg.Learn)
-	}
 	return d, nil
+}
+
+// learnEnd returns when the newly-seen learning period ends (the zero time
+// without one). It counts from the store's creation, not from this start:
+// a bolt file reopened after a restart, or a Redis set another fleet
+// instance created, continues it (and one created more than Learn ago
+// ends it at once). It is read at each first sighting, not once: a Redis
+// store that did not answer at start reports its own opening until Redis
+// answers, then the set's creation, so an outage at start means learning
+// only while it lasts.
+func (d *Detector) learnEnd() time.Time {
+	switch {
+	case d.cfg.Learn <= 0:
+		return time.Time{}
+	case d.cfg.LearnFromFirstQuery:
+		return d.learnTo
+	}
+	return d.store.Created().Add(d.cfg.Learn)
 }
 
 // Config returns the effective configuration (defaults applied).
@@ -482,7 +495,7 @@ func (d *Detector) observe(now time.Time, c Client, qname string, qtype uint16, 
 			case err != nil:
 				d.m.SeenErrors.Inc()
 				d.log.Debug("newly seen store", "domain", dom, "err", err)
-			case first && now.Before(d.learnTo):
+			case first && now.Before(d.learnEnd()):
 				// learning: recorded, not reported
 			case first:
 				res.NewlySeen, p.newly = true, true

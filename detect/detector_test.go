@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -369,6 +370,36 @@ func TestLearningSurvivesRestart(t *testing.T) {
 				t.Errorf("second run after the learning period: NewlySeen = false (store Created %v)", st.Created())
 			}
 		})
+	}
+}
+
+// createdStore is a store whose creation time a test moves, as a Redis
+// store's moves from its opening to the fleet set's once Redis answers.
+type createdStore struct {
+	seen.Store
+	created atomic.Int64 // unix nanos
+}
+
+func (s *createdStore) Created() time.Time { return time.Unix(0, s.created.Load()).UTC() }
+
+// TestLearningFollowsStoreCreated: the learning period is read off the
+// store at each first sighting, so a store that learns an older creation
+// time (Redis was down at start) ends it then, not a full period later.
+func TestLearningFollowsStoreCreated(t *testing.T) {
+	mem, err := seen.Open("memory:", 0, func() time.Time { return t0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &createdStore{Store: mem}
+	st.created.Store(t0.UnixNano())
+	d, _, _ := newTestDetector(t, Config{Learn: 24 * time.Hour}, st)
+	c := Client{Addr: netip.MustParseAddr("10.0.3.1")}
+	if r := d.Observe(t0.Add(time.Hour), c, "www.during-outage.example.com.", 1); r.NewlySeen {
+		t.Error("newly seen while the store's creation says learning")
+	}
+	st.created.Store(t0.Add(-48 * time.Hour).UnixNano())
+	if r := d.Observe(t0.Add(time.Hour+time.Second), c, "www.after.example.org.", 1); !r.NewlySeen {
+		t.Error("not newly seen once the store reports a creation more than a learning period ago")
 	}
 }
 

@@ -76,6 +76,7 @@ type RedisStore struct {
 	afterTake func()
 
 	syncMu    sync.Mutex // one round at a time; guards the fields below
+	inited    bool       // createdAt and fresh come from Redis (init succeeded)
 	loaded    bool
 	lastPull  int64
 	lastTrim  int64
@@ -130,6 +131,11 @@ func OpenRedis(ctx context.Context, url string, retention time.Duration, now fun
 func (s *RedisStore) init(ctx context.Context) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
+	return s.initLocked(ctx)
+}
+
+// initLocked is init with syncMu held.
+func (s *RedisStore) initLocked(ctx context.Context) error {
 	c := s.now()
 	set, err := s.client.SetNX(ctx, s.created, c.UnixMilli(), 0).Result()
 	if err != nil {
@@ -142,6 +148,7 @@ func (s *RedisStore) init(ctx context.Context) error {
 	s.mu.Lock()
 	s.fresh, s.createdAt = set, time.UnixMilli(ms)
 	s.mu.Unlock()
+	s.inited = true
 	return s.load(ctx)
 }
 
@@ -218,11 +225,11 @@ func (s *RedisStore) FirstSeen(_ context.Context, domain string, now time.Time) 
 var errQueueFull = errors.New("seen: redis queue full, first-seen records dropped")
 
 // Fresh reports whether this store created the shared set (no instance had
-// before); false too when Redis did not answer at Open.
+// before); false until Redis first answered.
 func (s *RedisStore) Fresh() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.fresh }
 
-// Created is when the shared set was created (Open's time when Redis did
-// not answer).
+// Created is when the shared set was created; Open's time until Redis first
+// answered.
 func (s *RedisStore) Created() time.Time { s.mu.Lock(); defer s.mu.Unlock(); return s.createdAt }
 
 // Up reports whether the last round with Redis succeeded.
@@ -261,7 +268,14 @@ func (s *RedisStore) Sync(ctx context.Context) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	t := s.now()
-	if !s.loaded {
+	switch {
+	case !s.inited:
+		// Redis did not answer at Open: the fleet's creation time (and so
+		// the learning period, counted from Created) comes with the load.
+		if err := s.initLocked(ctx); err != nil {
+			return err
+		}
+	case !s.loaded:
 		if err := s.load(ctx); err != nil {
 			return err
 		}

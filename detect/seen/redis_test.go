@@ -171,3 +171,36 @@ func TestRedisRequeueDropsAreCounted(t *testing.T) {
 		t.Errorf("dropped records counted %v times, want 2", got)
 	}
 }
+
+// A store opened while Redis is down reports its opening as Created (so a
+// detector learns instead of calling every domain new) and takes the
+// fleet's creation time and domains once Redis answers.
+func TestRedisDownAtOpenLearnsCreation(t *testing.T) {
+	r := redistest.Start(t)
+	r.Stop()
+	c := &clock{t: t0.Add(2 * time.Hour)}
+	opened := c.now()
+	b := openRedisT(t, r.URL(), c, RedisOptions{})
+	if !b.Created().Equal(opened) || b.Fresh() || b.Known() != 0 {
+		t.Fatalf("opened with Redis down: Created %v, Fresh %v, %d known; want %v, false, 0", b.Created(), b.Fresh(), b.Known(), opened)
+	}
+	if err := b.Sync(context.Background()); err == nil {
+		t.Fatal("Sync succeeded with Redis down")
+	}
+	// Redis comes back with the set another instance created at t0.
+	r.Restart()
+	c.set(t0)
+	a := openRedisT(t, r.URL(), c, RedisOptions{})
+	firstSeen(t, a, "known.example", t0)
+	if err := a.Close(); err != nil { // flushes the queue
+		t.Fatal(err)
+	}
+	c.set(opened.Add(time.Minute))
+	syncT(t, b)
+	if !b.Created().Equal(t0) || b.Fresh() {
+		t.Errorf("after Redis came back: Created %v, Fresh %v; want the set's creation %v, false", b.Created(), b.Fresh(), t0)
+	}
+	if firstSeen(t, b, "known.example", c.now()) {
+		t.Error("a domain the fleet knew is new after Redis came back")
+	}
+}
