@@ -82,6 +82,8 @@ func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastRe
 
 func (d *dohUpstream) String() string { return d.addr }
 
+func (d *dohUpstream) tryTimeout() time.Duration { return d.timeout }
+
 // Close closes idle HTTP connections.
 func (d *dohUpstream) Close() error {
 	d.transport.CloseIdleConnections()
@@ -102,7 +104,7 @@ func (d *dohUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error
 	if err != nil {
 		return nil, fmt.Errorf("https %s: %w", d.addr, err)
 	}
-	p.restore(r, m)
+	p.restore(ctx, r, m)
 	return r, nil
 }
 

@@ -8,11 +8,18 @@ import (
 )
 
 // EDNS0 fallback (RFC 6891 section 7). A server that does not know EDNS0
-// answers a query with an OPT record FORMERR (some NOTIMP). dnsvalve
-// then asks that upstream once more without EDNS0, and when that is
-// answered, queries it without EDNS0 for ednsOffFor before trying EDNS0
-// again, as Unbound keeps such a verdict in its infrastructure cache.
-// Without the fallback such an upstream fails every query.
+// answers a query with an OPT record FORMERR (some NOTIMP), without an OPT
+// record of its own. dnsvalve then asks that upstream once more without
+// EDNS0, and when that is answered, queries it without EDNS0 for
+// ednsOffFor before trying EDNS0 again, as Unbound keeps such a verdict in
+// its infrastructure cache. Without the fallback such an upstream fails
+// every query.
+//
+// The verdict is kept only on evidence as strong as an answer's: a
+// rejection without its question is accepted on its ID alone (validate),
+// so from a udp:// upstream it earns the one retry but no verdict. An
+// off-path forger would otherwise need only the ID and port, not the 0x20
+// case of the name, to switch an upstream's EDNS0 off for every name.
 //
 // Queries without EDNS0 get at most 512 bytes over UDP; larger answers come
 // truncated and are fetched again over TCP (udpUpstream). The client still
@@ -37,6 +44,23 @@ func noEDNS(ctx context.Context) bool {
 	return v
 }
 
+// ednsNote is what a transport's restore hides from the caller of
+// Exchange: whether the reply carried an OPT record (restore removes one
+// the UDP transport added) and whether it came without its question
+// (restore puts it back).
+type ednsNote struct{ hadOPT, noQuestion bool }
+
+type ednsNoteKey struct{}
+
+func withEDNSNote(ctx context.Context, n *ednsNote) context.Context {
+	return context.WithValue(ctx, ednsNoteKey{}, n)
+}
+
+func noteOf(ctx context.Context) *ednsNote {
+	n, _ := ctx.Value(ednsNoteKey{}).(*ednsNote)
+	return n
+}
+
 // withoutOPT returns m, or when it has an OPT record a shallow copy of it
 // without one. m is not modified.
 func withoutOPT(m *dns.Msg) *dns.Msg {
@@ -53,25 +77,49 @@ func withoutOPT(m *dns.Msg) *dns.Msg {
 	return &c
 }
 
-// ednsRejection reports whether r, the reply to a query with an OPT
-// record, is what a server that does not know EDNS0 answers: FORMERR or
-// NOTIMP without an OPT record of its own. (The UDP transport removes an
-// OPT record it added from the reply, so there a rejection with one counts
-// too: the retry then costs one query.)
-func ednsRejection(r *dns.Msg) bool {
-	return (r.Rcode == dns.RcodeFormatError || r.Rcode == dns.RcodeNotImplemented) && r.IsEdns0() == nil
-}
-
-// sendsOPT reports whether m goes to mb with an OPT record: its own, or
-// the one the UDP transport adds.
-func (mb *member) sendsOPT(m *dns.Msg) bool {
-	return mb.addsOPT || m.IsEdns0() != nil
-}
-
 // ednsOff reports whether mb is queried without EDNS0 at now.
 func (mb *member) ednsOff(now time.Time) bool {
 	until := mb.ednsOffUntil.Load()
 	return until != 0 && now.UnixNano() < until
+}
+
+// exchangeEDNS sends m to mb through send (one attempt each) with the
+// fallback: without EDNS0 while mb is known to reject it, and once more
+// without it when mb rejects it with EDNS0. A relayed message (the client's
+// own) keeps an OPT record the client sent; one the UDP transport would add
+// is dnsvalve's and may go. The retry shares the first attempt's
+// per-upstream timeout, so a fallback never takes more of the group's
+// budget than one try.
+func (g *Group) exchangeEDNS(ctx context.Context, mb *member, m *dns.Msg, relayed bool,
+	send func(context.Context, *dns.Msg) (*dns.Msg, error)) (*dns.Msg, error) {
+	ownOPT := mb.udp && m.IsEdns0() == nil // the OPT sent is the transport's, not the caller's
+	if relayed && !ownOPT {
+		return send(ctx, m)
+	}
+	if mb.ednsOff(g.now()) {
+		return send(withoutEDNS(ctx), withoutOPT(m))
+	}
+	if !mb.udp && m.IsEdns0() == nil {
+		return send(ctx, m) // sent without EDNS0 anyway
+	}
+	start := time.Now()
+	var note ednsNote
+	r, err := send(withEDNSNote(ctx, &note), m)
+	if err != nil || note.hadOPT || (r.Rcode != dns.RcodeFormatError && r.Rcode != dns.RcodeNotImplemented) {
+		return r, err
+	}
+	mb.ednsRetries.Inc()
+	if t, ok := mb.up.(interface{ tryTimeout() time.Duration }); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, start.Add(t.tryTimeout()))
+		defer cancel()
+	}
+	verified := !(mb.udp && note.noQuestion)
+	r, err = send(withoutEDNS(ctx), withoutOPT(m))
+	if err == nil && !rejects(r.Rcode) && verified {
+		g.ednsRejected(mb)
+	}
+	return r, err
 }
 
 // ednsRejected records that mb rejected EDNS0 and answered without it: it

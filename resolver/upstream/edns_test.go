@@ -11,9 +11,11 @@ import (
 )
 
 // ednsServer answers like a server from before EDNS0 (mode "intolerant":
-// FORMERR without OPT to a query with one, an A record otherwise), one
-// that rejects everything ("reject": FORMERR), or one that knows EDNS0
-// and rejects the query anyway ("aware": FORMERR with an OPT record). It
+// FORMERR without OPT to a query with one, an A record otherwise;
+// "intolerant_notimp": NOTIMP instead; "intolerant_no_question": the
+// FORMERR without the question), one that rejects everything ("reject":
+// FORMERR), one that knows EDNS0 and rejects the query anyway ("aware":
+// FORMERR with an OPT record), or one that does not answer ("drop"). It
 // counts the queries it got with and without an OPT record.
 type ednsServer struct {
 	mode          atomic.Value // string
@@ -33,14 +35,20 @@ func startEDNSServer(tb testing.TB, mode string) *ednsServer {
 			s.bare.Add(1)
 		}
 		var m *dns.Msg
-		switch s.mode.Load().(string) {
+		switch mode := s.mode.Load().(string); mode {
 		case "drop":
 			return
-		case "intolerant":
-			if opt != nil {
-				m = reply(r, dns.RcodeFormatError, "")
-			} else {
+		case "intolerant", "intolerant_notimp", "intolerant_no_question":
+			switch {
+			case opt == nil:
 				m = reply(r, dns.RcodeSuccess, "192.0.2.53")
+			case mode == "intolerant_notimp":
+				m = reply(r, dns.RcodeNotImplemented, "")
+			default:
+				m = reply(r, dns.RcodeFormatError, "")
+				if mode == "intolerant_no_question" {
+					m.Question = nil
+				}
 			}
 		case "reject":
 			m = reply(r, dns.RcodeFormatError, "")
@@ -103,14 +111,45 @@ func TestGroup_ednsFallback(t *testing.T) {
 			steps: []step{{0, false, 1, 0}},
 		},
 		{
+			name: "rejection_with_opt_udp_own", mode: "aware", scheme: "udp",
+			steps: []step{{0, false, 1, 0}},
+		},
+		{
 			// Nothing sent with EDNS0, nothing to fall back from.
 			name: "tcp_without_opt", mode: "reject", scheme: "tcp",
 			steps: []step{{0, false, 0, 1}},
 		},
 		{
-			// A relayed message gets the upstream's answer as it is.
-			name: "relayed", mode: "intolerant", scheme: "udp", relayed: true,
-			steps: []step{{0, true, 1, 0}},
+			name: "notimp", mode: "intolerant_notimp", scheme: "udp",
+			steps:   []step{{0, true, 1, 1}, {0, true, 0, 1}},
+			retries: 1,
+		},
+		{
+			// A rejection without its question is taken on its ID alone:
+			// over UDP it earns the retry but no verdict (a forger would
+			// not need the name's 0x20 case), so each query retries.
+			name: "no_question_udp", mode: "intolerant_no_question", scheme: "udp",
+			steps:   []step{{0, true, 1, 1}, {0, true, 1, 1}},
+			retries: 2,
+		},
+		{
+			// Over TCP nobody forges it: the verdict holds.
+			name: "no_question_tcp", mode: "intolerant_no_question", scheme: "tcp", clientOPT: true,
+			steps:   []step{{0, true, 1, 1}, {0, true, 0, 1}},
+			retries: 1,
+		},
+		{
+			// A relayed message without OPT got the UDP transport's: that
+			// one may go, as for dnsvalve's own queries.
+			name: "relayed_own_opt", mode: "intolerant", scheme: "udp", relayed: true,
+			steps:   []step{{0, true, 1, 1}, {0, true, 0, 1}},
+			retries: 1,
+		},
+		{
+			// The client's own OPT stays: it gets the upstream's answer as
+			// it is.
+			name: "relayed_client_opt", mode: "intolerant", scheme: "udp", relayed: true, clientOPT: true,
+			steps: []step{{0, false, 1, 0}},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,8 +174,11 @@ func TestGroup_ednsFallback(t *testing.T) {
 				if w1-w0 != st.withOPT || b1-b0 != st.bare {
 					t.Errorf("query %d: server got %d with OPT and %d without, want %d and %d", i, w1-w0, b1-b0, st.withOPT, st.bare)
 				}
+				if (q.IsEdns0() != nil) != tc.clientOPT {
+					t.Errorf("query %d: the caller's message changed its OPT record", i)
+				}
 				switch {
-				case tc.relayed:
+				case tc.relayed && !st.wantOK:
 					if err != nil || r.Rcode != dns.RcodeFormatError {
 						t.Errorf("query %d: relayed got %v, %v; want the FORMERR", i, r, err)
 					}
@@ -144,11 +186,9 @@ func TestGroup_ednsFallback(t *testing.T) {
 					if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
 						t.Fatalf("query %d: %v, %v; want an answer", i, r, err)
 					}
-					if (r.IsEdns0() != nil) != tc.clientOPT && st.bare == 0 {
-						t.Errorf("query %d: OPT in reply %v, client sent one %v", i, r.IsEdns0() != nil, tc.clientOPT)
-					}
-					if q.IsEdns0() == nil && tc.clientOPT {
-						t.Errorf("query %d: the caller's message lost its OPT record", i)
+					// Every answer here came from a query without EDNS0.
+					if r.IsEdns0() != nil {
+						t.Errorf("query %d: the upstream's answer without EDNS0 has an OPT record", i)
 					}
 				default:
 					wantErrIs(t, err, ErrAllFailed)
@@ -166,7 +206,7 @@ func TestGroup_ednsFallback(t *testing.T) {
 func TestGroup_ednsFallbackProbe(t *testing.T) {
 	srv := startEDNSServer(t, "drop")
 	clock := newClock()
-	up := mustNew(t, "udp://"+srv.addr, Options{Timeout: 50 * time.Millisecond})
+	up := mustNew(t, "udp://"+srv.addr, Options{Timeout: 300 * time.Millisecond})
 	g := newTestGroup(t, []Upstream{up}, GroupConfig{MaxFails: 1}, nil, clock)
 	q := newQuery("example.org.", dns.TypeA)
 	if _, _, err := g.Exchange(t.Context(), q); err == nil || g.Healthy() {
@@ -184,5 +224,36 @@ func TestGroup_ednsFallbackProbe(t *testing.T) {
 	}
 	if w1, b1 := srv.counts(); w1 != w0 || b1-b0 != 1 {
 		t.Errorf("after probe: %d with OPT and %d without, want 0 and 1", w1-w0, b1-b0)
+	}
+}
+
+// The retry without EDNS0 runs within the first attempt's per-upstream
+// timeout, not a fresh one: a fallback never takes more of the group's
+// budget than one try.
+func TestExchangeEDNSSharesTheTryTimeout(t *testing.T) {
+	up := mustNew(t, "udp://127.0.0.1:9", Options{Timeout: time.Hour})
+	g := newTestGroup(t, []Upstream{up}, GroupConfig{}, nil, nil)
+	var deadlines []time.Time
+	var plain []bool
+	send := func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+		d, _ := ctx.Deadline()
+		deadlines = append(deadlines, d)
+		plain = append(plain, noEDNS(ctx) && m.IsEdns0() == nil)
+		if len(deadlines) == 1 {
+			return reply(m, dns.RcodeFormatError, ""), nil
+		}
+		return reply(m, dns.RcodeSuccess, "192.0.2.1"), nil
+	}
+	before := time.Now()
+	r, err := g.exchangeEDNS(t.Context(), g.members[0], newQuery("example.org.", dns.TypeA), false, send)
+	after := time.Now()
+	if err != nil || r.Rcode != dns.RcodeSuccess || len(deadlines) != 2 {
+		t.Fatalf("%v, %v after %d attempts; want an answer after 2", r, err, len(deadlines))
+	}
+	if !deadlines[0].IsZero() || plain[0] || !plain[1] {
+		t.Errorf("first attempt: deadline %v, plain %v; retry plain %v; want none, false, true", deadlines[0], plain[0], plain[1])
+	}
+	if d := deadlines[1]; d.Before(before.Add(time.Hour)) || d.After(after.Add(time.Hour)) {
+		t.Errorf("retry deadline %v, want the first attempt's start + 1h (%v..%v)", d, before.Add(time.Hour), after.Add(time.Hour))
 	}
 }

@@ -80,7 +80,7 @@ type member struct {
 	isDown  atomic.Bool // mirrors down for lock-free reads on the hot path
 	probing atomic.Bool // a probe is in flight
 
-	addsOPT      bool         // the transport adds an OPT record to queries without one (udp://)
+	udp          bool         // udp://: adds an OPT record to queries without one; replies can be forged off-path
 	ednsOffUntil atomic.Int64 // unix nanos until which the upstream is queried without EDNS0 (edns.go)
 	ednsRetries  prometheus.Counter
 
@@ -180,7 +180,7 @@ func NewGroup(ups []Upstream, cfg GroupConfig, m *Metrics, logger *slog.Logger, 
 			healthy:  m.Healthy.WithLabelValues(name),
 			requests: m.Requests,
 		}
-		_, mb.addsOPT = up.(*udpUpstream)
+		_, mb.udp = up.(*udpUpstream)
 		mb.ednsRetries = m.EDNSFallbacks.WithLabelValues(name)
 		for k := range mb.errs {
 			mb.errs[k] = m.Errors.WithLabelValues(name, kindNames[k])
@@ -320,17 +320,12 @@ func (g *Group) release() {
 // try sends m to one upstream and does the accounting: metrics, and health
 // unless the query was cancelled by the caller or lost a parallel race. A
 // query with EDNS0 that the upstream rejects as a server without EDNS0
-// would is sent once more without it (edns.go).
+// would is sent once more without it (exchangeEDNS).
 func (g *Group) try(ctx context.Context, mb *member, m *dns.Msg) (*dns.Msg, error) {
 	relayed := Relayed(ctx)
-	plain := !relayed && mb.ednsOff(g.now())
-	r, err := g.attempt(ctx, mb, m, plain)
-	if err == nil && !plain && !relayed && ednsRejection(r) && mb.sendsOPT(m) {
-		mb.ednsRetries.Inc()
-		if r, err = g.attempt(ctx, mb, m, true); err == nil && !rejects(r.Rcode) {
-			g.ednsRejected(mb)
-		}
-	}
+	r, err := g.exchangeEDNS(ctx, mb, m, relayed, func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+		return g.attempt(ctx, mb, m)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -362,13 +357,10 @@ func (g *Group) try(ctx context.Context, mb *member, m *dns.Msg) (*dns.Msg, erro
 	return r, nil
 }
 
-// attempt sends m to mb once, without EDNS0 when plain, and counts the
-// reply's rcode and the time taken; a failure counts against mb's health
-// unless the caller cancelled.
-func (g *Group) attempt(ctx context.Context, mb *member, m *dns.Msg, plain bool) (*dns.Msg, error) {
-	if plain {
-		ctx, m = withoutEDNS(ctx), withoutOPT(m)
-	}
+// attempt sends m to mb once and counts the reply's rcode and the time
+// taken (each attempt of a fallback counts); a failure counts against mb's
+// health unless the caller cancelled.
+func (g *Group) attempt(ctx context.Context, mb *member, m *dns.Msg) (*dns.Msg, error) {
 	start := g.now()
 	r, err := mb.up.Exchange(ctx, m)
 	if err != nil && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -505,17 +497,7 @@ func (g *Group) probe(ctx context.Context, mb *member) {
 	defer cancel()
 	q := new(dns.Msg)
 	q.SetQuestion(".", dns.TypeNS)
-	plain := mb.ednsOff(g.now())
-	qctx := ctx
-	if plain {
-		qctx = withoutEDNS(ctx)
-	}
-	r, err := mb.up.Exchange(qctx, q)
-	if err == nil && !plain && ednsRejection(r) && mb.sendsOPT(q) {
-		if r, err = mb.up.Exchange(withoutEDNS(ctx), q); err == nil && !rejects(r.Rcode) {
-			g.ednsRejected(mb)
-		}
-	}
+	r, err := g.exchangeEDNS(ctx, mb, q, false, mb.up.Exchange)
 	if err != nil {
 		g.log.Debug("upstream probe failed", "upstream", mb.name, "error", err)
 		return

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	crand "crypto/rand"
 	"errors"
 	"fmt"
@@ -214,7 +215,13 @@ func rejects(rcode int) bool {
 // restore makes r look like an answer to orig: the caller's ID and question
 // name (case included), owner names that echoed the randomised case put
 // back, and an OPT record we added removed again.
-func (p *prepared) restore(r *dns.Msg, orig *dns.Msg) {
+//
+// What it hides from the caller, the reply's own OPT record and a missing
+// question, goes to the ednsNote in ctx, if any.
+func (p *prepared) restore(ctx context.Context, r *dns.Msg, orig *dns.Msg) {
+	if n := noteOf(ctx); n != nil {
+		n.hadOPT, n.noQuestion = r.IsEdns0() != nil, len(r.Question) == 0
+	}
 	r.Id = orig.Id
 	if len(r.Question) == 0 { // a rejection without the question (see validate)
 		r.Question = []dns.Question{orig.Question[0]}

@@ -60,6 +60,8 @@ func newStream(addr, server string, tlsConf *tls.Config, opts Options) *streamUp
 
 func (s *streamUpstream) String() string { return s.addr }
 
+func (s *streamUpstream) tryTimeout() time.Duration { return s.timeout }
+
 func (s *streamUpstream) proto() string {
 	if s.tls != nil {
 		return "tls"
@@ -80,7 +82,7 @@ func (s *streamUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, er
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", s.proto(), s.addr, err)
 	}
-	p.restore(r, m)
+	p.restore(ctx, r, m)
 	return r, nil
 }
 

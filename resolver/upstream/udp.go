@@ -97,6 +97,8 @@ func newUDP(addr string, server netip.AddrPort, opts Options) *udpUpstream {
 
 func (u *udpUpstream) String() string { return u.addr }
 
+func (u *udpUpstream) tryTimeout() time.Duration { return u.timeout }
+
 // Close closes the idle UDP sockets and the pooled TCP connections of the
 // fallback path. Sockets in use are closed when their exchange ends.
 func (u *udpUpstream) Close() error {
@@ -187,7 +189,7 @@ func (u *udpUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error
 			return nil, fmt.Errorf("udp %s: truncated, tcp retry: %w", u.addr, err)
 		}
 	}
-	p.restore(r, m)
+	p.restore(ctx, r, m)
 	return r, nil
 }
 
