@@ -315,6 +315,14 @@ measure() {
 			}
 			print out
 		}')
+	# Queries over 2 ms (the p99 target) in the latency pass: how many
+	# episodes (runs of them, in answer order, closer than 10 ms of
+	# traffic) and their share of the answers. Few long episodes are
+	# stalls of the server or the machine, many short ones queueing.
+	local slow
+	slow=$(awk -v gap="$((rate / 100))" '
+		$1 > 2000 { if (!n || NR - last > gap) n++; last = NR; k++ }
+		END { printf "%d/%.1f%%", n, NR ? 100 * k / NR : 0 }' "$raw.lat")
 	metrics_snapshot "$set" "$label"
 	stop_server
 	stop_upstream
@@ -323,9 +331,9 @@ measure() {
 	local cpu_max cpu_rate
 	cpu_max=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" -v n="$completed" 'BEGIN { printf "%.1f", n ? (b - a) / t * 1e6 / n : 0 }')
 	cpu_rate=$(awk -v a="$c2" -v b="$c3" -v t="$CLK_TCK" -v n="$completed2" 'BEGIN { printf "%.1f", n ? (b - a) / t * 1e6 / n : 0 }')
-	ROWS+=("$(printf '%s %.0f%s %.0f %d %s %s %d %.0f %s %s %d %s %s' \
+	ROWS+=("$(printf '%s %.0f%s %.0f %d %s %s %d %.0f %s %s %d %s %s %s' \
 		"$label" "$qps" "$wrapped" "$(awk -v a="$avg" 'BEGIN { print a * 1e6 }')" "$lost" "$cpu_max" "$util" \
-		"$rate" "$qps2" "$p50" "$p99" "$lost2" "$cpu_rate" "$upq")")
+		"$rate" "$qps2" "$p50" "$p99" "$lost2" "$cpu_rate" "$upq" "$slow")")
 	log "$set $label: ${qps} qps, p99 ${p99}us at ${rate} qps, cpu ${cpu_max}/${cpu_rate} us/q, upstream ${upq} queries"
 }
 
@@ -347,12 +355,12 @@ report() {
 		echo "# $(dnsperf -h 2>&1 | grep -m1 Version | sed 's/^/dnsperf /'); $(unbound -V 2>/dev/null | head -1 | sed 's/^/unbound /'); $(go version 2>/dev/null | cut -d' ' -f3)"
 		[[ " ${SERVERS} " == *" dnsvalve "* ]] && echo "# dnsvalve variants: $VARIANTS${EXTRA_CONFIG:+ (extra config $EXTRA_CONFIG)}"
 		echo
-		printf '%-18s %9s %8s %7s %8s %11s | %9s %9s %8s %8s %7s %8s | %9s\n' \
-			server max_qps avg_us unans cpu_us/q srv/cpu0/1% "rate@$LAT_AT" got_qps p50_us p99_us timeout cpu_us/q upstream_q
+		printf '%-18s %9s %8s %7s %8s %11s | %9s %9s %8s %8s %7s %8s | %9s %12s\n' \
+			server max_qps avg_us unans cpu_us/q srv/cpu0/1% "rate@$LAT_AT" got_qps p50_us p99_us timeout cpu_us/q upstream_q over2ms
 		local r
 		for r in "${ROWS[@]}"; do
 			# shellcheck disable=SC2086
-			printf '%-18s %9s %8s %7s %8s %11s | %9s %9s %8s %8s %7s %8s | %9s\n' $r
+			printf '%-18s %9s %8s %7s %8s %11s | %9s %9s %8s %8s %7s %8s | %9s %12s\n' $r
 		done
 		echo
 		awk -v base_variant="dnsvalve:${VARIANTS%%:*}" '
@@ -377,6 +385,8 @@ report() {
 		echo "# avg_us: dnsperf average latency in that pass; unans: dnsperf's 'Queries lost' (includes the few hundred still in"
 		echo "# flight when -l stops it); rate@: -Q limit of the second pass; p50/p99 from every query's latency (-v);"
 		echo "# timeout: queries of that pass that timed out (counted as slowest); cpu_us/q: server utime+stime / completed queries;"
+		echo "# over2ms: in the latency pass, episodes of answers over 2 ms (runs closer than 10 ms of traffic) / their share"
+		echo "# of all answers (p99 < 2 ms needs under 1%): few long episodes are stalls, of the server or the machine;"
 		echo "# srv/cpu0/1%: in the max pass, the server's CPU use in % of one CPU / how busy SERVER_CPU was (anyone) /"
 		echo "# how busy LOAD_CPU was (dnsperf, fake upstream, anyone): srv well under cpu0 means others took the CPU;"
 		echo "# upstream_q: queries the fake upstream answered for this server over warm-up and both passes."
