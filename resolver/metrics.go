@@ -65,7 +65,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "dnsvalve", Subsystem: "server", Name: "refused_total",
-			Help: "Queries refused by access control, by reason (not_allowed, rate_limited).",
+			Help: "Queries refused by access control or for their class, by reason (not_allowed, rate_limited, class).",
 		}, []string{"reason"}),
 		TCPRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "dnsvalve", Subsystem: "server", Name: "tcp_rejected_total",

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dnsvalve/dnsvalve/resolver"
@@ -1035,5 +1036,52 @@ dnsvalve_upstream_edns_fallbacks_total{upstream="%s"} 1
 `
 	if err := testutil.GatherAndCompare(h.reg, strings.NewReader(fmt.Sprintf(want, h.up.url())), "dnsvalve_upstream_edns_fallbacks_total"); err != nil {
 		t.Error(err)
+	}
+}
+
+// Queries of a class other than IN are refused with EDE 21 and never
+// reach the upstream.
+func TestClassIN(t *testing.T) {
+	t.Parallel()
+	sm := resolver.NewMetrics(prometheus.NewRegistry())
+	h := newHarness(t, harnessConfig{inner: []resolver.Middleware{resolver.ClassIN(sm)}})
+	refused := 0.0
+	for _, tc := range []struct {
+		name  string
+		qname string
+		qtype uint16
+		class uint16
+	}{
+		{"chaos_version", "version.bind.", dns.TypeTXT, dns.ClassCHAOS},
+		{"chaos_id", "id.server.", dns.TypeTXT, dns.ClassCHAOS},
+		{"hesiod", "user.passwd.example.", dns.TypeTXT, dns.ClassHESIOD},
+		{"class_any", "example.", dns.TypeA, dns.ClassANY},
+		{"internet", "example.", dns.TypeA, dns.ClassINET},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := msg(tc.qname, tc.qtype, 1232, false)
+			q.Question[0].Qclass = tc.class
+			before := h.up.hits.Load()
+			resp := h.exchange(t, "udp", q)
+			if tc.class == dns.ClassINET {
+				wantRcode(t, resp, dns.RcodeSuccess)
+				if h.up.hits.Load() != before+1 || len(ede(resp)) != 0 {
+					t.Errorf("IN query: %d upstream queries, EDEs %v; want 1, none", h.up.hits.Load()-before, ede(resp))
+				}
+				return
+			}
+			refused++
+			wantRcode(t, resp, dns.RcodeRefused)
+			want := "class " + dns.Class(tc.class).String() + " is not served"
+			if e := wantEDE(t, resp, dns.ExtendedErrorCodeNotSupported); e.ExtraText != want {
+				t.Errorf("EDE text %q, want %q", e.ExtraText, want)
+			}
+			if len(resp.Answer) != 0 || h.up.hits.Load() != before {
+				t.Errorf("%d answers, %d upstream queries; want none", len(resp.Answer), h.up.hits.Load()-before)
+			}
+			if got := testutil.ToFloat64(sm.Refused.WithLabelValues("class")); got != refused {
+				t.Errorf("refused_total{reason=class} = %v, want %v", got, refused)
+			}
+		})
 	}
 }

@@ -87,6 +87,32 @@ func record(info *query.Info, d *policy.Decision) {
 	}
 }
 
+// ClassIN answers queries of every class but IN (CHAOS "version.bind" and
+// "id.server", Hesiod, the ANY class) itself, with REFUSED and EDE 21 Not
+// Supported, instead of forwarding them. An egress resolver has no reason
+// to relay them: CHAOS queries fingerprint the upstream's software, the
+// classes are a channel no policy list speaks to, and the cache and the
+// policy's answers reason about IN. It sits innermost, so such queries are
+// still scored and checked against the policy (a blocked name stays
+// blocked), and counted in m.Refused{reason="class"}; m may be nil.
+func ClassIN(m *Metrics) Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
+			q := req.Msg.Question[0]
+			if q.Qclass == dns.ClassINET {
+				return next.ServeDNS(ctx, req)
+			}
+			req.Info.Reason = "class"
+			if m != nil {
+				m.Refused.WithLabelValues("class").Inc()
+			}
+			r := rcodeReply(req.Msg, dns.RcodeRefused)
+			AddEDE(req.Msg, r, dns.ExtendedErrorCodeNotSupported, "class "+dns.Class(q.Qclass).String()+" is not served")
+			return r, nil
+		})
+	}
+}
+
 // MinimalANY answers ANY queries with the single synthesized HINFO record
 // of RFC 8482 instead of forwarding them: ANY is the classic amplification
 // query, and no legitimate client needs the full answer from a forwarder.

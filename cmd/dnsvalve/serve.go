@@ -153,6 +153,8 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	//   policy: allow / block / alert per the client's policy; checks the
 	//           answer's CNAME chain and addresses on the way back.
 	//   minimal ANY: ANY gets the RFC 8482 HINFO answer, never forwarded.
+	//   class IN: other classes (CHAOS version.bind, ...) get REFUSED with
+	//           EDE 21, never forwarded.
 	//   cache+forward (innermost): cached answer, or the upstream group with
 	//           identical misses coalesced.
 	// The Server around the chain observes every outcome (metrics, query log).
@@ -161,6 +163,7 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 		a.obs.detectStage(a.store),
 		resolver.Policy(a.store, pm),
 		resolver.MinimalANY(),
+		resolver.ClassIN(sm),
 	)
 	scfg := resolver.ServerConfig{
 		Listen: cfg.Server.Listen, TCPIdleTimeout: cfg.Server.TCPIdleTimeout, TCPMaxQueries: cfg.Server.TCPMaxQueries,
