@@ -1040,44 +1040,51 @@ dnsvalve_upstream_edns_fallbacks_total{upstream="%s"} 1
 }
 
 // Queries of a class other than IN are refused with EDE 21 and never
-// reach the upstream.
+// reach the upstream, whatever their type: ClassIN runs before the
+// minimal-ANY stage, as in cmd/dnsvalve's chain.
 func TestClassIN(t *testing.T) {
 	t.Parallel()
 	sm := resolver.NewMetrics(prometheus.NewRegistry())
-	h := newHarness(t, harnessConfig{inner: []resolver.Middleware{resolver.ClassIN(sm)}})
+	h := newHarness(t, harnessConfig{inner: []resolver.Middleware{resolver.ClassIN(sm), resolver.MinimalANY()}})
 	refused := 0.0
 	for _, tc := range []struct {
-		name  string
-		qname string
-		qtype uint16
-		class uint16
+		name     string
+		qname    string
+		qtype    uint16
+		class    uint16
+		wantText string // the EDE's; "" for an answered IN query
 	}{
-		{"chaos_version", "version.bind.", dns.TypeTXT, dns.ClassCHAOS},
-		{"chaos_id", "id.server.", dns.TypeTXT, dns.ClassCHAOS},
-		{"hesiod", "user.passwd.example.", dns.TypeTXT, dns.ClassHESIOD},
-		{"class_any", "example.", dns.TypeA, dns.ClassANY},
-		{"internet", "example.", dns.TypeA, dns.ClassINET},
+		{"chaos_version", "version.bind.", dns.TypeTXT, dns.ClassCHAOS, "class CH is not served"},
+		{"chaos_id", "id.server.", dns.TypeTXT, dns.ClassCHAOS, "class CH is not served"},
+		{"chaos_any_type", "version.bind.", dns.TypeANY, dns.ClassCHAOS, "class CH is not served"},
+		{"hesiod", "user.passwd.example.", dns.TypeTXT, dns.ClassHESIOD, "class HS is not served"},
+		{"class_any", "example.", dns.TypeA, dns.ClassANY, "class ANY is not served"},
+		{"class_unassigned", "example.", dns.TypeA, 42, "class CLASS42 is not served"},
+		{"internet", "example.", dns.TypeA, dns.ClassINET, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			q := msg(tc.qname, tc.qtype, 1232, false)
 			q.Question[0].Qclass = tc.class
 			before := h.up.hits.Load()
 			resp := h.exchange(t, "udp", q)
-			if tc.class == dns.ClassINET {
+			obs := h.obs.next(t)
+			if tc.wantText == "" {
 				wantRcode(t, resp, dns.RcodeSuccess)
-				if h.up.hits.Load() != before+1 || len(ede(resp)) != 0 {
-					t.Errorf("IN query: %d upstream queries, EDEs %v; want 1, none", h.up.hits.Load()-before, ede(resp))
+				if h.up.hits.Load() != before+1 || len(ede(resp)) != 0 || obs.Info.Reason != "" {
+					t.Errorf("IN query: %d upstream queries, EDEs %v, reason %q; want 1, none, none", h.up.hits.Load()-before, ede(resp), obs.Info.Reason)
 				}
 				return
 			}
 			refused++
 			wantRcode(t, resp, dns.RcodeRefused)
-			want := "class " + dns.Class(tc.class).String() + " is not served"
-			if e := wantEDE(t, resp, dns.ExtendedErrorCodeNotSupported); e.ExtraText != want {
-				t.Errorf("EDE text %q, want %q", e.ExtraText, want)
+			if e := wantEDE(t, resp, dns.ExtendedErrorCodeNotSupported); e.ExtraText != tc.wantText {
+				t.Errorf("EDE text %q, want %q", e.ExtraText, tc.wantText)
 			}
 			if len(resp.Answer) != 0 || h.up.hits.Load() != before {
 				t.Errorf("%d answers, %d upstream queries; want none", len(resp.Answer), h.up.hits.Load()-before)
+			}
+			if obs.Info.Reason != "class" || obs.Rcode != dns.RcodeRefused {
+				t.Errorf("observed reason %q rcode %d, want class, REFUSED", obs.Info.Reason, obs.Rcode)
 			}
 			if got := testutil.ToFloat64(sm.Refused.WithLabelValues("class")); got != refused {
 				t.Errorf("refused_total{reason=class} = %v, want %v", got, refused)

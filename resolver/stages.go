@@ -7,6 +7,7 @@ import (
 
 	"github.com/dnsvalve/dnsvalve/policy"
 	"github.com/dnsvalve/dnsvalve/resolver/query"
+	"github.com/dnsvalve/dnsvalve/resolver/querylog"
 )
 
 // Resolver is the cache-and-forward step. *cache.Cache satisfies it: it
@@ -91,10 +92,11 @@ func record(info *query.Info, d *policy.Decision) {
 // "id.server", Hesiod, the ANY class) itself, with REFUSED and EDE 21 Not
 // Supported, instead of forwarding them. An egress resolver has no reason
 // to relay them: CHAOS queries fingerprint the upstream's software, the
-// classes are a channel no policy list speaks to, and the cache and the
-// policy's answers reason about IN. It sits innermost, so such queries are
-// still scored and checked against the policy (a blocked name stays
-// blocked), and counted in m.Refused{reason="class"}; m may be nil.
+// classes are a channel no policy list speaks to, and the cache, the
+// policy's answers and the detector reason about IN. It sits right after
+// access control, before detection, policy and the minimal-ANY stage, so
+// such a query is refused whatever its type and never enters the
+// first-seen set. Counted in m.Refused{reason="class"}; m may be nil.
 func ClassIN(m *Metrics) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
@@ -107,7 +109,7 @@ func ClassIN(m *Metrics) Middleware {
 				m.Refused.WithLabelValues("class").Inc()
 			}
 			r := rcodeReply(req.Msg, dns.RcodeRefused)
-			AddEDE(req.Msg, r, dns.ExtendedErrorCodeNotSupported, "class "+dns.Class(q.Qclass).String()+" is not served")
+			AddEDE(req.Msg, r, dns.ExtendedErrorCodeNotSupported, "class "+querylog.ClassString(q.Qclass)+" is not served")
 			return r, nil
 		})
 	}

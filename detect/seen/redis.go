@@ -36,6 +36,10 @@ const pullMargin = 5 * time.Second
 // loadChunk is the number of domains read per call when loading the set.
 const loadChunk = 10000
 
+// loadTimeout bounds a background round that loads the whole set: Redis did
+// not answer at Open, or a round failed since. Close cuts it short.
+const loadTimeout = 30 * time.Second
+
 // maxQueued bounds first-seen records waiting for Redis; more are dropped
 // (and counted as errors) while Redis is down.
 const maxQueued = 200000
@@ -75,13 +79,18 @@ type RedisStore struct {
 	// afterTake, when set (tests), runs in Sync once the queue is taken.
 	afterTake func()
 
+	opened time.Time // when OpenRedis ran: the creation time this store writes if it creates the set
+
 	syncMu    sync.Mutex // one round at a time; guards the fields below
 	inited    bool       // createdAt and fresh come from Redis (init succeeded)
+	setByUs   bool       // this store's SETNX created the set's creation key
 	loaded    bool
 	lastPull  int64
 	lastTrim  int64
 	stop      chan struct{}
 	done      chan struct{}
+	roundCtx  context.Context // the background rounds'; cancelled by Close
+	endRounds context.CancelFunc
 	closeOnce sync.Once
 }
 
@@ -115,8 +124,11 @@ func OpenRedis(ctx context.Context, url string, retention time.Duration, now fun
 	s := &RedisStore{client: redis.NewClient(opts), key: o.Prefix + "seen", created: o.Prefix + "seen:created",
 		retention: retention, now: now, sync: o.Sync, logger: o.Logger,
 		health: redisconn.NewHealth("seen", o.Up, o.Errors, o.Logger),
-		known:  map[string]int64{}, queue: map[string]int64{}, createdAt: now(), maxQueued: maxQueued,
+		known:  map[string]int64{}, queue: map[string]int64{}, maxQueued: maxQueued,
 		stop: make(chan struct{}), done: make(chan struct{})}
+	s.opened = now()
+	s.createdAt = s.opened
+	s.roundCtx, s.endRounds = context.WithCancel(context.Background())
 	s.nextSweep = s.createdAt.Add(retention / 8).UnixNano()
 	if err := s.init(ctx); err != nil {
 		s.health.Fail(now(), err)
@@ -134,22 +146,30 @@ func (s *RedisStore) init(ctx context.Context) error {
 	return s.initLocked(ctx)
 }
 
-// initLocked is init with syncMu held.
+// initLocked is init with syncMu held. The set's creation time and
+// freshness are published only once its members are loaded: a store that
+// reported an old creation (no more learning) while it knew no domains
+// would call every domain new. If this store creates the set, the time it
+// writes is its opening, not the moment Redis first answered, so an outage
+// at start does not move the learning period.
 func (s *RedisStore) initLocked(ctx context.Context) error {
-	c := s.now()
-	set, err := s.client.SetNX(ctx, s.created, c.UnixMilli(), 0).Result()
+	set, err := s.client.SetNX(ctx, s.created, s.opened.UnixMilli(), 0).Result()
 	if err != nil {
 		return fmt.Errorf("seen: redis init: %w", err)
 	}
+	s.setByUs = s.setByUs || set
 	ms, err := s.client.Get(ctx, s.created).Int64()
 	if err != nil {
 		return fmt.Errorf("seen: redis init: %w", err)
 	}
+	if err := s.load(ctx); err != nil {
+		return err
+	}
 	s.mu.Lock()
-	s.fresh, s.createdAt = set, time.UnixMilli(ms)
+	s.fresh, s.createdAt = s.setByUs, time.UnixMilli(ms)
 	s.mu.Unlock()
 	s.inited = true
-	return s.load(ctx)
+	return nil
 }
 
 // load reads every member seen within the retention into the known set.
@@ -225,11 +245,11 @@ func (s *RedisStore) FirstSeen(_ context.Context, domain string, now time.Time) 
 var errQueueFull = errors.New("seen: redis queue full, first-seen records dropped")
 
 // Fresh reports whether this store created the shared set (no instance had
-// before); false until Redis first answered.
+// before); false until the set was first loaded from Redis.
 func (s *RedisStore) Fresh() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.fresh }
 
-// Created is when the shared set was created; Open's time until Redis first
-// answered.
+// Created is when the shared set was created; this store's opening until
+// the set was first loaded from Redis.
 func (s *RedisStore) Created() time.Time { s.mu.Lock(); defer s.mu.Unlock(); return s.createdAt }
 
 // Up reports whether the last round with Redis succeeded.
@@ -250,8 +270,20 @@ func (s *RedisStore) loop() {
 		case <-s.stop:
 			return
 		case <-tick.C:
-			ctx, cancel := context.WithTimeout(context.Background(), max(s.sync, time.Second))
+			// A round that loads the whole set (Redis did not answer
+			// before, or failed since) gets loadTimeout.
+			s.syncMu.Lock()
+			timeout := max(s.sync, time.Second)
+			if !s.inited || !s.loaded {
+				timeout = max(timeout, loadTimeout)
+			}
+			s.syncMu.Unlock()
+			ctx, cancel := context.WithTimeout(s.roundCtx, timeout)
 			if err := s.Sync(ctx); err != nil {
+				if s.roundCtx.Err() != nil {
+					cancel()
+					return // cut short by Close: not Redis's failure
+				}
 				s.health.Fail(s.now(), err)
 			} else {
 				s.health.OK(s.now())
@@ -337,6 +369,7 @@ func (s *RedisStore) Close() error {
 	err := ErrClosed
 	s.closeOnce.Do(func() {
 		close(s.stop)
+		s.endRounds()
 		<-s.done
 		if s.health.Up() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -204,3 +204,55 @@ func TestRedisDownAtOpenLearnsCreation(t *testing.T) {
 		t.Error("a domain the fleet knew is new after Redis came back")
 	}
 }
+
+// A store that opened while Redis was down and then finds no set creates it
+// with its own opening as the creation time, not the moment Redis came
+// back: the outage does not move the learning period.
+func TestRedisDownAtOpenCreatesAtOpening(t *testing.T) {
+	r := redistest.Start(t)
+	r.Stop()
+	c := &clock{t: t0}
+	b := openRedisT(t, r.URL(), c, RedisOptions{})
+	r.Restart()
+	c.set(t0.Add(20 * time.Hour))
+	syncT(t, b)
+	if !b.Created().Equal(t0) || !b.Fresh() {
+		t.Errorf("Created %v, Fresh %v; want the opening %v, true", b.Created(), b.Fresh(), t0)
+	}
+}
+
+// The set's creation time is published only once its members are loaded:
+// a store that reported an old creation (no more learning) while it knew
+// no domains would call every domain new.
+func TestRedisCreationPublishedAfterLoad(t *testing.T) {
+	r := redistest.Start(t)
+	c := &clock{t: t0}
+	a := openRedisT(t, r.URL(), c, RedisOptions{})
+	firstSeen(t, a, "known.example", t0)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The set's key holds a string: loading it fails.
+	if _, err := r.Do("RENAME", "dnsvalve:seen", "dnsvalve:seen:saved"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Do("SET", "dnsvalve:seen", "not-a-sorted-set"); err != nil {
+		t.Fatal(err)
+	}
+	opened := t0.Add(time.Hour)
+	c.set(opened)
+	b := openRedisT(t, r.URL(), c, RedisOptions{})
+	if err := b.Sync(context.Background()); err == nil {
+		t.Fatal("Sync loaded a set of the wrong type")
+	}
+	if !b.Created().Equal(opened) || b.Known() != 0 {
+		t.Fatalf("load failed: Created %v with %d known; want the opening %v until the set loads", b.Created(), b.Known(), opened)
+	}
+	if _, err := r.Do("RENAME", "dnsvalve:seen:saved", "dnsvalve:seen"); err != nil {
+		t.Fatal(err)
+	}
+	syncT(t, b)
+	if !b.Created().Equal(t0) || b.Known() != 1 || b.Fresh() {
+		t.Errorf("after the load: Created %v, %d known, Fresh %v; want %v, 1, false", b.Created(), b.Known(), b.Fresh(), t0)
+	}
+}

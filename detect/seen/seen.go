@@ -27,7 +27,8 @@ type Store interface {
 	// FirstSeen records domain at now and reports whether it was not seen
 	// within the retention period before now.
 	FirstSeen(ctx context.Context, domain string, now time.Time) (bool, error)
-	// Fresh reports whether this Open created the store (no earlier data).
+	// Fresh reports whether this store created its data (no earlier
+	// data); a Redis store knows once it has loaded the shared set.
 	Fresh() bool
 	// Created is when the store's data was first created: kept across
 	// restarts (file) and shared by a fleet (redis), so a learning period

@@ -266,6 +266,7 @@ func TestSanitize(t *testing.T) {
 		{"conflicting_cnames_not_cached", "a.example.", []string{"a.example. 300 IN CNAME b.example.", "a.example. 300 IN CNAME c.example.", "b.example. 300 IN A 192.0.2.1"}, nil, nil, nil, 0, 0},
 		{"dname_question_keeps_owned_dname", "a.example.", []string{"a.example. 300 IN DNAME b.example."}, nil, nil, []string{"a.example./DNAME"}, 0, 0},
 		{"dname_question_through_cname", "x.example.", []string{"x.example. 300 IN CNAME a.example.", "a.example. 300 IN DNAME b.example.", "c.example. 300 IN DNAME d.example."}, nil, nil, []string{"x.example./CNAME", "a.example./DNAME"}, 0, 0},
+		{"any_question_keeps_owned_dname", "a.example.", []string{"a.example. 300 IN DNAME b.example.", "a.example. 300 IN TXT \"t\""}, nil, nil, []string{"a.example./DNAME", "a.example./TXT"}, 0, 0},
 		{"owned_dname_dropped_for_a", "a.example.", []string{"a.example. 300 IN DNAME b.example.", "a.example. 300 IN A 192.0.2.1"}, nil, nil, []string{"a.example./A"}, 0, 0},
 		{"authority_and_glue_filtered", "example.", []string{"example. 300 IN MX 10 mail.example."}, []string{"example. 300 IN NS ns.example.", "bank. 300 IN NS ns.evil."}, []string{"mail.example. 300 IN A 192.0.2.25", "ns.example. 300 IN A 192.0.2.53", "www.bank. 300 IN A 203.0.113.66"}, []string{"example./MX"}, 1, 2},
 	}
@@ -278,6 +279,8 @@ func TestSanitize(t *testing.T) {
 				qtype = dns.TypeMX
 			case strings.HasPrefix(tt.name, "dname_question"):
 				qtype = dns.TypeDNAME
+			case strings.HasPrefix(tt.name, "any_question"):
+				qtype = dns.TypeANY
 			}
 			resp := new(dns.Msg)
 			resp.SetQuestion(tt.qname, qtype)

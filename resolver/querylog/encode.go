@@ -22,7 +22,7 @@ func AppendJSON(dst []byte, r *Record) []byte {
 	dst = append(dst, `,"query_type":`...)
 	dst = appendString(dst, typeString(r.Question.Qtype))
 	dst = append(dst, `,"query_class":`...)
-	dst = appendString(dst, classString(r.Question.Qclass))
+	dst = appendString(dst, ClassString(r.Question.Qclass))
 	dst = append(dst, `,"rcode":`...)
 	dst = appendString(dst, rcodeString(r.Resp))
 	dst = append(dst, `,"answers":[`...)
@@ -41,7 +41,7 @@ func AppendJSON(dst []byte, r *Record) []byte {
 			dst = append(dst, `","Type":`...)
 			dst = appendString(dst, typeString(h.Rrtype))
 			dst = append(dst, `,"Class":`...)
-			dst = appendString(dst, classString(h.Class))
+			dst = appendString(dst, ClassString(h.Class))
 			dst = append(dst, '}')
 		}
 	}

@@ -190,8 +190,8 @@ func TestAppendRdata(t *testing.T) {
 	if got := typeString(65399); got != "TYPE65399" {
 		t.Errorf("typeString(65399) = %q", got)
 	}
-	if got := classString(dns.ClassCHAOS); got != "CH" {
-		t.Errorf("classString(CH) = %q", got)
+	if got := ClassString(dns.ClassCHAOS); got != "CH" {
+		t.Errorf("ClassString(CH) = %q", got)
 	}
 }
 

@@ -45,7 +45,7 @@ func NewEntry(r *Record) Entry {
 		QueryTimestamp: string(appendTimestamp(nil, r.Time)),
 		QueryName:      r.Question.Name,
 		QueryType:      typeString(r.Question.Qtype),
-		QueryClass:     classString(r.Question.Qclass),
+		QueryClass:     ClassString(r.Question.Qclass),
 		Rcode:          rcodeString(r.Resp),
 		Answers:        []Answer{},
 		SrcAddr:        addrString(r.Client.Addr),
@@ -59,7 +59,7 @@ func NewEntry(r *Record) Entry {
 			e.Answers = append(e.Answers, Answer{
 				Rdata: string(appendRdata(nil, rr)),
 				Type:  typeString(h.Rrtype),
-				Class: classString(h.Class),
+				Class: ClassString(h.Class),
 			})
 		}
 	}
@@ -165,7 +165,9 @@ func typeString(t uint16) string {
 	return "TYPE" + strconv.FormatUint(uint64(t), 10)
 }
 
-func classString(c uint16) string {
+// ClassString names a DNS class as the query log writes it: the
+// mnemonic ("IN", "CH", "ANY"), or "CLASS" and its number.
+func ClassString(c uint16) string {
 	if c == dns.ClassINET {
 		return "IN"
 	}
