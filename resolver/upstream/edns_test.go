@@ -197,6 +197,16 @@ func TestGroup_ednsFallback(t *testing.T) {
 			if got := testutil.ToFloat64(m.EDNSFallbacks.WithLabelValues(up.String())); got != tc.retries {
 				t.Errorf("edns_fallbacks_total = %v, want %v", got, tc.retries)
 			}
+			// Status shows the verdict while it holds: after the last
+			// step, exactly when that step went without EDNS0 alone
+			// after a fallback.
+			last := tc.steps[len(tc.steps)-1]
+			off := g.Status()[0].EDNSOffUntil
+			if want := last.bare == 1 && last.withOPT == 0 && tc.retries > 0; !off.IsZero() != want {
+				t.Errorf("Status EDNSOffUntil %v, want set %v", off, want)
+			} else if want && !off.After(clock.Now()) {
+				t.Errorf("Status EDNSOffUntil %v, not after now %v", off, clock.Now())
+			}
 		})
 	}
 }

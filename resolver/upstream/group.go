@@ -48,6 +48,9 @@ type UpstreamStatus struct {
 	Healthy          bool      `json:"healthy"`
 	ConsecutiveFails int       `json:"consecutive_fails"`
 	Since            time.Time `json:"since,omitzero"` // last up/down change; zero if never changed
+	// EDNSOffUntil is when EDNS0 is tried again on an upstream that
+	// rejected it (edns.go); zero while it is queried with EDNS0.
+	EDNSOffUntil time.Time `json:"edns_off_until,omitzero"`
 }
 
 // failure kinds, the values of the errors_total "kind" label.
@@ -453,10 +456,15 @@ func (g *Group) Healthy() bool {
 // Status returns a snapshot of every upstream's health, in configured order.
 func (g *Group) Status() []UpstreamStatus {
 	out := make([]UpstreamStatus, 0, len(g.members))
+	now := g.now()
 	for _, mb := range g.members {
 		mb.mu.Lock()
-		out = append(out, UpstreamStatus{Name: mb.name, Healthy: !mb.down, ConsecutiveFails: mb.fails, Since: mb.since})
+		st := UpstreamStatus{Name: mb.name, Healthy: !mb.down, ConsecutiveFails: mb.fails, Since: mb.since}
 		mb.mu.Unlock()
+		if mb.ednsOff(now) {
+			st.EDNSOffUntil = time.Unix(0, mb.ednsOffUntil.Load()).UTC()
+		}
+		out = append(out, st)
 	}
 	return out
 }
