@@ -27,8 +27,8 @@ const (
 	wantHarmless = -2 // no reply, or a reply without answers (garbage)
 )
 
-// newHostileHarness is newHarness with the production chain's minimal-ANY
-// stage, no observer (nothing must hold the server up) and a short TCP
+// newHostileHarness is newHarness with the production chain's unserved and
+// minimal-ANY stages, no observer (nothing must hold the server up) and a short TCP
 // idle timeout.
 func newHostileHarness(tb testing.TB, hc harnessConfig) *harness {
 	tb.Helper()
@@ -36,7 +36,7 @@ func newHostileHarness(tb testing.TB, hc harnessConfig) *harness {
 	if hc.handler == nil {
 		hc.handler = answer(tb, dns.RcodeSuccess, []string{"@ 300 IN A 192.0.2.1"}, nil)
 	}
-	hc.inner = append([]resolver.Middleware{resolver.MinimalANY()}, hc.inner...)
+	hc.inner = append([]resolver.Middleware{resolver.Unserved(nil), resolver.MinimalANY()}, hc.inner...)
 	h.up = startUpstream(tb, hc.handler)
 	h.metrics = resolver.NewMetrics(h.reg)
 	var chain resolver.Handler
@@ -168,9 +168,9 @@ func hostileCases(tb testing.TB) []hostileCase {
 		{name: "two_questions", wire: twoQ, rcode: dns.RcodeFormatError},
 		{name: "five_questions_count", wire: cat(header(rd, 5, 0, 0, 0), labels(1, 3), typeClassIN), rcode: dns.RcodeFormatError},
 		{name: "huge_section_counts", wire: cat(header(rd, 1, 0xffff, 0xffff, 0xffff), labels(1, 3), typeClassIN), rcode: dns.RcodeFormatError},
-		{name: "class_chaos", wire: mkQuery(tb, "version.bind.", dns.TypeTXT, 0, func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassCHAOS }), rcode: dns.RcodeSuccess, questions: 1},
-		{name: "class_any", wire: mkQuery(tb, "example.", dns.TypeA, 0, func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassANY }), rcode: dns.RcodeSuccess, questions: 1},
-		{name: "class_unknown", wire: mkQuery(tb, "example.", dns.TypeA, 0, func(m *dns.Msg) { m.Question[0].Qclass = 0x1234 }), rcode: dns.RcodeSuccess, questions: 1},
+		{name: "class_chaos", wire: mkQuery(tb, "version.bind.", dns.TypeTXT, 0, func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassCHAOS }), rcode: dns.RcodeRefused, questions: 1},
+		{name: "class_any", wire: mkQuery(tb, "example.", dns.TypeA, 0, func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassANY }), rcode: dns.RcodeRefused, questions: 1},
+		{name: "class_unknown", wire: mkQuery(tb, "example.", dns.TypeA, 0, func(m *dns.Msg) { m.Question[0].Qclass = 0x1234 }), rcode: dns.RcodeRefused, questions: 1},
 		{name: "huge_opt_many_options", wire: mkQuery(tb, "opts.example.", dns.TypeA, 4096, manyOpts), rcode: dns.RcodeSuccess, questions: 1},
 		{name: "two_opt_records", wire: mkQuery(tb, "example.", dns.TypeA, 1232, func(m *dns.Msg) { m.Extra = append(m.Extra, m.Extra[0]) }), rcode: dns.RcodeFormatError},
 		{name: "edns_version_1", wire: mkQuery(tb, "example.", dns.TypeA, 1232, func(m *dns.Msg) { m.IsEdns0().SetVersion(1) }), rcode: dns.RcodeBadVers, questions: 1},
@@ -185,7 +185,8 @@ func hostileCases(tb testing.TB) []hostileCase {
 			rr, _ := dns.NewRR("example. 300 IN A 192.0.2.66")
 			m.Answer = []dns.RR{rr}
 		}), rcode: wantSilence},
-		{name: "axfr", wire: mkQuery(tb, "example.", dns.TypeAXFR, 0, nil), rcode: dns.RcodeSuccess, questions: 1},
+		{name: "axfr", wire: mkQuery(tb, "example.", dns.TypeAXFR, 0, nil), rcode: dns.RcodeRefused, questions: 1},
+		{name: "qtype_tsig", wire: mkQuery(tb, "example.", dns.TypeTSIG, 0, nil), rcode: dns.RcodeFormatError, questions: 1},
 	}
 	for _, n := range []int{1, 12, 13, 31, 100, 512, 1500, 3000} {
 		cases = append(cases, hostileCase{name: "garbage_" + itoa(n), wire: garbage(n, uint32(n)), rcode: wantHarmless})
@@ -213,14 +214,6 @@ func itoa(n int) string {
 func TestHostileInput(t *testing.T) {
 	t.Parallel()
 	h := newHostileHarness(t, harnessConfig{handler: func(w dns.ResponseWriter, r *dns.Msg) {
-		if r.Question[0].Qclass != dns.ClassINET {
-			// Other classes are passed on (a forwarder does not judge
-			// them); this upstream has no data for them.
-			m := new(dns.Msg)
-			m.SetReply(r)
-			_ = w.WriteMsg(m)
-			return
-		}
 		answer(t, dns.RcodeSuccess, []string{"@ 300 IN A 192.0.2.1"}, nil)(w, r)
 	}})
 	for _, network := range []string{"udp", "tcp"} {

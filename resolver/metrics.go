@@ -53,7 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		Malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "dnsvalve", Subsystem: "server", Name: "malformed_total",
-			Help: "Messages rejected before the chain, by reason (response, counts, unpack).",
+			Help: "Messages rejected as malformed, by reason (response, counts, unpack: before the chain; meta_type: a query for a type no query may ask for).",
 		}, []string{"reason"}),
 		WriteErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "dnsvalve", Subsystem: "server", Name: "write_errors_total",
@@ -65,7 +65,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "dnsvalve", Subsystem: "server", Name: "refused_total",
-			Help: "Queries refused by access control or for their class, by reason (not_allowed, rate_limited, class).",
+			Help: "Queries refused by access control or as not served, by reason (not_allowed, rate_limited, class, zone_transfer).",
 		}, []string{"reason"}),
 		TCPRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "dnsvalve", Subsystem: "server", Name: "tcp_rejected_total",

@@ -1039,55 +1039,71 @@ dnsvalve_upstream_edns_fallbacks_total{upstream="%s"} 1
 	}
 }
 
-// Queries of a class other than IN are refused with EDE 21 and never
-// reach the upstream, whatever their type: ClassIN runs before the
-// minimal-ANY stage, as in cmd/dnsvalve's chain.
-func TestClassIN(t *testing.T) {
+// Queries dnsvalve does not forward (other classes than IN, zone
+// transfers, meta types) are answered at once and never reach the
+// upstream, whatever their type: Unserved runs before the minimal-ANY
+// stage, as in cmd/dnsvalve's chain.
+func TestUnserved(t *testing.T) {
 	t.Parallel()
 	sm := resolver.NewMetrics(prometheus.NewRegistry())
-	h := newHarness(t, harnessConfig{inner: []resolver.Middleware{resolver.ClassIN(sm), resolver.MinimalANY()}})
-	refused := 0.0
+	h := newHarness(t, harnessConfig{inner: []resolver.Middleware{resolver.Unserved(sm), resolver.MinimalANY()}})
+	counts := map[string]float64{}
 	for _, tc := range []struct {
 		name     string
+		network  string
 		qname    string
 		qtype    uint16
 		class    uint16
-		wantText string // the EDE's; "" for an answered IN query
+		rcode    int
+		reason   string // "" for a forwarded query
+		wantText string // the EDE's, for REFUSED
 	}{
-		{"chaos_version", "version.bind.", dns.TypeTXT, dns.ClassCHAOS, "class CH is not served"},
-		{"chaos_id", "id.server.", dns.TypeTXT, dns.ClassCHAOS, "class CH is not served"},
-		{"chaos_any_type", "version.bind.", dns.TypeANY, dns.ClassCHAOS, "class CH is not served"},
-		{"hesiod", "user.passwd.example.", dns.TypeTXT, dns.ClassHESIOD, "class HS is not served"},
-		{"class_any", "example.", dns.TypeA, dns.ClassANY, "class ANY is not served"},
-		{"class_unassigned", "example.", dns.TypeA, 42, "class CLASS42 is not served"},
-		{"internet", "example.", dns.TypeA, dns.ClassINET, ""},
+		{"chaos_version", "udp", "version.bind.", dns.TypeTXT, dns.ClassCHAOS, dns.RcodeRefused, "class", "class CH is not served"},
+		{"chaos_id", "udp", "id.server.", dns.TypeTXT, dns.ClassCHAOS, dns.RcodeRefused, "class", "class CH is not served"},
+		{"chaos_any_type", "udp", "version.bind.", dns.TypeANY, dns.ClassCHAOS, dns.RcodeRefused, "class", "class CH is not served"},
+		{"hesiod", "udp", "user.passwd.example.", dns.TypeTXT, dns.ClassHESIOD, dns.RcodeRefused, "class", "class HS is not served"},
+		{"class_any", "udp", "example.", dns.TypeA, dns.ClassANY, dns.RcodeRefused, "class", "class ANY is not served"},
+		{"class_unassigned", "udp", "example.", dns.TypeA, 42, dns.RcodeRefused, "class", "class CLASS42 is not served"},
+		{"axfr", "tcp", "example.", dns.TypeAXFR, dns.ClassINET, dns.RcodeRefused, "zone_transfer", "zone transfers are not served"},
+		{"ixfr", "udp", "example.", dns.TypeIXFR, dns.ClassINET, dns.RcodeRefused, "zone_transfer", "zone transfers are not served"},
+		{"type_opt", "udp", "example.", dns.TypeOPT, dns.ClassINET, dns.RcodeFormatError, "meta_type", ""},
+		{"type_tsig", "udp", "example.", dns.TypeTSIG, dns.ClassINET, dns.RcodeFormatError, "meta_type", ""},
+		{"type_maila", "udp", "example.", dns.TypeMAILA, dns.ClassINET, dns.RcodeFormatError, "meta_type", ""},
+		{"type_200", "udp", "example.", 200, dns.ClassINET, dns.RcodeFormatError, "meta_type", ""},
+		{"type_127_forwarded", "udp", "example.", 127, dns.ClassINET, dns.RcodeSuccess, "", ""},
+		{"internet", "udp", "example.", dns.TypeA, dns.ClassINET, dns.RcodeSuccess, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			q := msg(tc.qname, tc.qtype, 1232, false)
 			q.Question[0].Qclass = tc.class
 			before := h.up.hits.Load()
-			resp := h.exchange(t, "udp", q)
+			resp := h.exchange(t, tc.network, q)
 			obs := h.obs.next(t)
-			if tc.wantText == "" {
-				wantRcode(t, resp, dns.RcodeSuccess)
-				if h.up.hits.Load() != before+1 || len(ede(resp)) != 0 || obs.Info.Reason != "" {
-					t.Errorf("IN query: %d upstream queries, EDEs %v, reason %q; want 1, none, none", h.up.hits.Load()-before, ede(resp), obs.Info.Reason)
+			wantRcode(t, resp, tc.rcode)
+			if obs.Info.Reason != tc.reason || obs.Rcode != tc.rcode {
+				t.Errorf("observed reason %q rcode %d, want %q, %d", obs.Info.Reason, obs.Rcode, tc.reason, tc.rcode)
+			}
+			if tc.reason == "" {
+				if h.up.hits.Load() != before+1 || len(ede(resp)) != 0 {
+					t.Errorf("forwarded query: %d upstream queries, EDEs %v; want 1, none", h.up.hits.Load()-before, ede(resp))
 				}
 				return
-			}
-			refused++
-			wantRcode(t, resp, dns.RcodeRefused)
-			if e := wantEDE(t, resp, dns.ExtendedErrorCodeNotSupported); e.ExtraText != tc.wantText {
-				t.Errorf("EDE text %q, want %q", e.ExtraText, tc.wantText)
 			}
 			if len(resp.Answer) != 0 || h.up.hits.Load() != before {
 				t.Errorf("%d answers, %d upstream queries; want none", len(resp.Answer), h.up.hits.Load()-before)
 			}
-			if obs.Info.Reason != "class" || obs.Rcode != dns.RcodeRefused {
-				t.Errorf("observed reason %q rcode %d, want class, REFUSED", obs.Info.Reason, obs.Rcode)
+			counts[tc.reason]++
+			if tc.rcode == dns.RcodeFormatError {
+				if got := testutil.ToFloat64(sm.Malformed.WithLabelValues(tc.reason)); got != counts[tc.reason] {
+					t.Errorf("malformed_total{reason=%s} = %v, want %v", tc.reason, got, counts[tc.reason])
+				}
+				return
 			}
-			if got := testutil.ToFloat64(sm.Refused.WithLabelValues("class")); got != refused {
-				t.Errorf("refused_total{reason=class} = %v, want %v", got, refused)
+			if e := wantEDE(t, resp, dns.ExtendedErrorCodeNotSupported); e.ExtraText != tc.wantText {
+				t.Errorf("EDE text %q, want %q", e.ExtraText, tc.wantText)
+			}
+			if got := testutil.ToFloat64(sm.Refused.WithLabelValues(tc.reason)); got != counts[tc.reason] {
+				t.Errorf("refused_total{reason=%s} = %v, want %v", tc.reason, got, counts[tc.reason])
 			}
 		})
 	}

@@ -88,31 +88,66 @@ func record(info *query.Info, d *policy.Decision) {
 	}
 }
 
-// ClassIN answers queries of every class but IN (CHAOS "version.bind" and
-// "id.server", Hesiod, the ANY class) itself, with REFUSED and EDE 21 Not
-// Supported, instead of forwarding them. An egress resolver has no reason
-// to relay them: CHAOS queries fingerprint the upstream's software, the
-// classes are a channel no policy list speaks to, and the cache, the
-// policy's answers and the detector reason about IN. It sits right after
-// access control, before detection, policy and the minimal-ANY stage, so
-// such a query is refused whatever its type and never enters the
-// first-seen set. Counted in m.Refused{reason="class"}; m may be nil.
-func ClassIN(m *Metrics) Middleware {
+// Unserved answers, itself, the queries dnsvalve does not forward, as
+// Unbound does:
+//   - a class other than IN (CHAOS "version.bind" and "id.server", Hesiod,
+//     the ANY class): REFUSED with EDE 21 Not Supported. CHAOS queries
+//     fingerprint the upstream's software, the classes are a channel no
+//     policy list speaks to, and the cache, the policy's answers and the
+//     detector reason about IN;
+//   - a zone transfer (AXFR, IXFR): REFUSED with EDE 21. A transfer is a
+//     stream of messages that a forwarder's one exchange cannot relay, and
+//     an egress resolver has no business copying zones out;
+//   - a meta type that is no question at all (OPT, TSIG, TKEY, MAILA,
+//     MAILB, and the rest of 128-248): FORMERR.
+//
+// It sits right after access control, before detection, policy and the
+// minimal-ANY stage, so such a query is answered the same whatever its
+// name and never enters the first-seen set. Counted in
+// m.Refused{reason="class"|"zone_transfer"} and m.Malformed{reason=
+// "meta_type"}; m may be nil.
+func Unserved(m *Metrics) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
 			q := req.Msg.Question[0]
-			if q.Qclass == dns.ClassINET {
+			var reason, text string
+			switch {
+			case q.Qclass != dns.ClassINET:
+				reason, text = "class", "class "+querylog.ClassString(q.Qclass)+" is not served"
+			case q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR:
+				reason, text = "zone_transfer", "zone transfers are not served"
+			case metaType(q.Qtype):
+				req.Info.Reason = "meta_type"
+				if m != nil {
+					m.malformed("meta_type")
+				}
+				r := rcodeReply(req.Msg, dns.RcodeSuccess)
+				r.Rcode = dns.RcodeFormatError // the question is well formed: echo it
+				return r, nil
+			default:
 				return next.ServeDNS(ctx, req)
 			}
-			req.Info.Reason = "class"
+			req.Info.Reason = reason
 			if m != nil {
-				m.Refused.WithLabelValues("class").Inc()
+				m.Refused.WithLabelValues(reason).Inc()
 			}
 			r := rcodeReply(req.Msg, dns.RcodeRefused)
-			AddEDE(req.Msg, r, dns.ExtendedErrorCodeNotSupported, "class "+querylog.ClassString(q.Qclass)+" is not served")
+			AddEDE(req.Msg, r, dns.ExtendedErrorCodeNotSupported, text)
 			return r, nil
 		})
 	}
+}
+
+// metaType reports whether t is a type no query may ask for (RFC 6895
+// section 3.1): OPT (41), the meta-TYPEs TKEY and TSIG, the obsolete
+// QTYPEs MAILA and MAILB, and the rest of 128-248. IXFR, AXFR and ANY, the
+// QTYPEs at the top of that range, are questions.
+func metaType(t uint16) bool {
+	switch t {
+	case dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY, dns.TypeMAILA, dns.TypeMAILB:
+		return true
+	}
+	return t >= 128 && t <= 248
 }
 
 // MinimalANY answers ANY queries with the single synthesized HINFO record

@@ -88,6 +88,7 @@ func TestE2EServe(t *testing.T) {
 		{"edns_advertised", []string{"example.com", "A"}, []string{"udp: 1232"}},
 		{"any_minimal", []string{"example.com", "ANY"}, []string{"status: NOERROR", "HINFO", "RFC8482"}},
 		{"chaos_refused", []string{"version.bind", "CH", "TXT"}, []string{"status: REFUSED", "EDE: 21 (Not Supported)", "class CH is not served"}},
+		{"axfr_refused", []string{"+tcp", "example.com", "AXFR"}, []string{"Transfer failed"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := dig(t, dnsAddr, tc.args...)
@@ -149,10 +150,16 @@ func TestE2EServe(t *testing.T) {
 	if want := digs; len(recs) != want {
 		t.Fatalf("query log has %d records, want %d (one per query)", len(recs), want)
 	}
-	var blocked, workload int
+	var blocked, workload, transfers int
 	for _, r := range recs {
 		if r["firewall_rule_action"] == "BLOCK" {
 			blocked++
+		}
+		if r["query_type"] == "AXFR" {
+			transfers++
+			if dv, _ := r["dnsvalve"].(map[string]any); r["rcode"] != "REFUSED" || dv["reason"] != "zone_transfer" {
+				t.Errorf("AXFR logged as rcode %v, reason %v; want REFUSED, zone_transfer", r["rcode"], dv["reason"])
+			}
 		}
 		if ids, _ := r["srcids"].(map[string]any); ids["instance"] == "test-workload" {
 			workload++
@@ -163,6 +170,9 @@ func TestE2EServe(t *testing.T) {
 	}
 	if workload == 0 {
 		t.Error("no record carries the workload name from clients.names")
+	}
+	if transfers != 1 {
+		t.Errorf("%d AXFR records, want 1", transfers)
 	}
 }
 

@@ -149,8 +149,9 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	sm := resolver.NewMetrics(a.metReg)
 	// The chain, outermost first. Order lives here, not in config:
 	//   access: clients outside server.allow_clients are refused; rate limits.
-	//   class IN: other classes (CHAOS version.bind, ...) get REFUSED with
-	//           EDE 21, never scored or forwarded.
+	//   unserved: other classes than IN (CHAOS version.bind, ...) and zone
+	//           transfers get REFUSED with EDE 21, meta types FORMERR; never
+	//           scored or forwarded.
 	//   detect: scores every query, cache hits included (enforce mode blocks).
 	//   policy: allow / block / alert per the client's policy; checks the
 	//           answer's CNAME chain and addresses on the way back.
@@ -160,7 +161,7 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	// The Server around the chain observes every outcome (metrics, query log).
 	h := resolver.Chain(resolver.Forward(a.cache),
 		resolver.Access(access, sm, time.Now),
-		resolver.ClassIN(sm),
+		resolver.Unserved(sm),
 		a.obs.detectStage(a.store),
 		resolver.Policy(a.store, pm),
 		resolver.MinimalANY(),
