@@ -53,7 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		Malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "dnsvalve", Subsystem: "server", Name: "malformed_total",
-			Help: "Messages rejected as malformed, by reason (response, counts, unpack: before the chain; meta_type: a query for a type no query may ask for).",
+			Help: "Messages rejected before the chain as malformed (response, counts, unpack, proxy) and queries for a type that is no question (meta_type), by reason.",
 		}, []string{"reason"}),
 		WriteErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "dnsvalve", Subsystem: "server", Name: "write_errors_total",

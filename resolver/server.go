@@ -676,6 +676,16 @@ func rcodeReply(m *dns.Msg, rcode int) *dns.Msg {
 	return r
 }
 
+// formerrEcho is a FORMERR to m that echoes its question: the answer to a
+// well-formed question dnsvalve does not serve (a meta type), where the
+// FORMERR to a malformed message (rcodeReply) echoes nothing. It is never
+// larger than m.
+func formerrEcho(m *dns.Msg) *dns.Msg {
+	r := rcodeReply(m, dns.RcodeSuccess)
+	r.Rcode = dns.RcodeFormatError
+	return r
+}
+
 func badVers(m *dns.Msg) *dns.Msg {
 	r := rcodeReply(m, dns.RcodeBadVers)
 	return r

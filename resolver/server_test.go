@@ -1067,10 +1067,16 @@ func TestUnserved(t *testing.T) {
 		{"axfr", "tcp", "example.", dns.TypeAXFR, dns.ClassINET, dns.RcodeRefused, "zone_transfer", "zone transfers are not served"},
 		{"ixfr", "udp", "example.", dns.TypeIXFR, dns.ClassINET, dns.RcodeRefused, "zone_transfer", "zone transfers are not served"},
 		{"type_opt", "udp", "example.", dns.TypeOPT, dns.ClassINET, dns.RcodeFormatError, "meta_type", ""},
-		{"type_tsig", "udp", "example.", dns.TypeTSIG, dns.ClassINET, dns.RcodeFormatError, "meta_type", ""},
-		{"type_maila", "udp", "example.", dns.TypeMAILA, dns.ClassINET, dns.RcodeFormatError, "meta_type", ""},
+		{"type_nxname", "udp", "example.", dns.TypeNXNAME, dns.ClassINET, dns.RcodeFormatError, "meta_type", ""},
 		{"type_200", "udp", "example.", 200, dns.ClassINET, dns.RcodeFormatError, "meta_type", ""},
+		{"type_248", "udp", "example.", 248, dns.ClassINET, dns.RcodeFormatError, "meta_type", ""},
+		{"type_tkey", "udp", "example.", dns.TypeTKEY, dns.ClassINET, dns.RcodeFormatError, "meta_type", ""},
+		{"type_tsig", "tcp", "example.", dns.TypeTSIG, dns.ClassINET, dns.RcodeFormatError, "meta_type", ""},
+		{"type_mailb", "udp", "example.", dns.TypeMAILB, dns.ClassINET, dns.RcodeFormatError, "meta_type", ""},
+		{"type_maila", "udp", "example.", dns.TypeMAILA, dns.ClassINET, dns.RcodeFormatError, "meta_type", ""},
 		{"type_127_forwarded", "udp", "example.", 127, dns.ClassINET, dns.RcodeSuccess, "", ""},
+		{"type_uri_forwarded", "udp", "example.", dns.TypeURI, dns.ClassINET, dns.RcodeSuccess, "", ""},
+		{"type_ta_forwarded", "udp", "example.", dns.TypeTA, dns.ClassINET, dns.RcodeSuccess, "", ""},
 		{"internet", "udp", "example.", dns.TypeA, dns.ClassINET, dns.RcodeSuccess, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1094,6 +1100,12 @@ func TestUnserved(t *testing.T) {
 			}
 			counts[tc.reason]++
 			if tc.rcode == dns.RcodeFormatError {
+				// The question is echoed, nothing else, and the reply is
+				// no larger than the query.
+				rw, qw := packLen(t, resp), packLen(t, q)
+				if len(resp.Question) != 1 || resp.Question[0] != q.Question[0] || len(ede(resp)) != 0 || rw > qw {
+					t.Errorf("FORMERR echoes %v, EDEs %v, %d bytes for a %d-byte query; want the question, none, at most the query", resp.Question, ede(resp), rw, qw)
+				}
 				if got := testutil.ToFloat64(sm.Malformed.WithLabelValues(tc.reason)); got != counts[tc.reason] {
 					t.Errorf("malformed_total{reason=%s} = %v, want %v", tc.reason, got, counts[tc.reason])
 				}
@@ -1107,4 +1119,13 @@ func TestUnserved(t *testing.T) {
 			}
 		})
 	}
+}
+
+func packLen(tb testing.TB, m *dns.Msg) int {
+	tb.Helper()
+	b, err := m.Pack()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return len(b)
 }

@@ -98,8 +98,9 @@ func record(info *query.Info, d *policy.Decision) {
 //   - a zone transfer (AXFR, IXFR): REFUSED with EDE 21. A transfer is a
 //     stream of messages that a forwarder's one exchange cannot relay, and
 //     an egress resolver has no business copying zones out;
-//   - a meta type that is no question at all (OPT, TSIG, TKEY, MAILA,
-//     MAILB, and the rest of 128-248): FORMERR.
+//   - a type that is no question (OPT, NXNAME, TKEY, TSIG and the rest of
+//     128-248) or an obsolete one (MAILA, MAILB): FORMERR with the
+//     question echoed (RFC 9824 section 3.5 asks exactly that for NXNAME).
 //
 // It sits right after access control, before detection, policy and the
 // minimal-ANY stage, so such a query is answered the same whatever its
@@ -121,9 +122,7 @@ func Unserved(m *Metrics) Middleware {
 				if m != nil {
 					m.malformed("meta_type")
 				}
-				r := rcodeReply(req.Msg, dns.RcodeSuccess)
-				r.Rcode = dns.RcodeFormatError // the question is well formed: echo it
-				return r, nil
+				return formerrEcho(req.Msg), nil
 			default:
 				return next.ServeDNS(ctx, req)
 			}
@@ -138,16 +137,17 @@ func Unserved(m *Metrics) Middleware {
 	}
 }
 
-// metaType reports whether t is a type no query may ask for (RFC 6895
-// section 3.1): OPT (41), the meta-TYPEs TKEY and TSIG, the obsolete
-// QTYPEs MAILA and MAILB, and the rest of 128-248. IXFR, AXFR and ANY, the
-// QTYPEs at the top of that range, are questions.
+// metaType reports whether a query for type t is answered FORMERR: the
+// meta-TYPEs (RFC 6895 section 3.1: OPT (41), NXNAME (128, RFC 9824),
+// TKEY, TSIG, and the rest of 128-248, unassigned) and the obsolete QTYPEs
+// MAILA and MAILB. IXFR, AXFR and ANY, the other QTYPEs at the top of
+// that range, are questions.
 func metaType(t uint16) bool {
 	switch t {
 	case dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY, dns.TypeMAILA, dns.TypeMAILB:
 		return true
 	}
-	return t >= 128 && t <= 248
+	return t >= dns.TypeNXNAME && t <= 248
 }
 
 // MinimalANY answers ANY queries with the single synthesized HINFO record
