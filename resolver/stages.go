@@ -102,29 +102,30 @@ func record(info *query.Info, d *policy.Decision) {
 //     128-248) or an obsolete one (MAILA, MAILB): FORMERR with the
 //     question echoed (RFC 9824 section 3.5 asks exactly that for NXNAME).
 //
-// It sits right after access control, before detection, policy and the
-// minimal-ANY stage, so such a query is answered the same whatever its
-// name and never enters the first-seen set. Counted in
+// query.Unservable says which. It sits right after access control, before
+// detection, policy and the minimal-ANY stage, so such a query is answered
+// the same whatever its name and never enters the first-seen set. Counted in
 // m.Refused{reason="class"|"zone_transfer"} and m.Malformed{reason=
 // "meta_type"}; m may be nil.
 func Unserved(m *Metrics) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
 			q := req.Msg.Question[0]
-			var reason, text string
-			switch {
-			case q.Qclass != dns.ClassINET:
-				reason, text = "class", "class "+querylog.ClassString(q.Qclass)+" is not served"
-			case q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR:
-				reason, text = "zone_transfer", "zone transfers are not served"
-			case metaType(q.Qtype):
-				req.Info.Reason = "meta_type"
+			reason := query.Unservable(q.Qclass, q.Qtype)
+			var text string
+			switch reason {
+			case "":
+				return next.ServeDNS(ctx, req)
+			case "class":
+				text = "class " + querylog.ClassString(q.Qclass) + " is not served"
+			case "zone_transfer":
+				text = "zone transfers are not served"
+			default: // meta_type
+				req.Info.Reason = reason
 				if m != nil {
-					m.malformed("meta_type")
+					m.malformed(reason)
 				}
 				return formerrEcho(req.Msg), nil
-			default:
-				return next.ServeDNS(ctx, req)
 			}
 			req.Info.Reason = reason
 			if m != nil {
@@ -135,19 +136,6 @@ func Unserved(m *Metrics) Middleware {
 			return r, nil
 		})
 	}
-}
-
-// metaType reports whether a query for type t is answered FORMERR: the
-// meta-TYPEs (RFC 6895 section 3.1: OPT (41), NXNAME (128, RFC 9824),
-// TKEY, TSIG, and the rest of 128-248, unassigned) and the obsolete QTYPEs
-// MAILA and MAILB. IXFR, AXFR and ANY, the other QTYPEs at the top of
-// that range, are questions.
-func metaType(t uint16) bool {
-	switch t {
-	case dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY, dns.TypeMAILA, dns.TypeMAILB:
-		return true
-	}
-	return t >= dns.TypeNXNAME && t <= 248
 }
 
 // MinimalANY answers ANY queries with the single synthesized HINFO record

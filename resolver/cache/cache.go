@@ -31,15 +31,16 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/dnsvalve/dnsvalve/resolver/query"
-	"github.com/dnsvalve/dnsvalve/resolver/upstream"
 )
 
 // Sentinel errors, wrapped with context; check with errors.Is.
 var (
 	// ErrConfig reports an invalid Config.
 	ErrConfig = errors.New("invalid cache config")
-	// ErrBadRequest reports a request without exactly one question.
-	ErrBadRequest = errors.New("request must have exactly one question")
+	// ErrBadRequest reports a request the cache does not forward: not
+	// exactly one question, an opcode other than QUERY, or a question
+	// query.Unservable names.
+	ErrBadRequest = errors.New("request must be one question the resolver forwards")
 	// ErrMismatch reports an upstream reply whose question differs from the
 	// query's (never cached, never answered).
 	ErrMismatch = errors.New("upstream reply question mismatch")
@@ -241,14 +242,16 @@ func New(cfg Config, next Exchanger, m *Metrics, logger *slog.Logger, now func()
 // such an entry whose exchange takes longer than StaleClientTimeout (the
 // exchange goes on and refreshes the entry). Otherwise the error is
 // returned wrapped, or the SERVFAIL reply passed through. Opcodes other than
-// QUERY and zone-transfer/meta qtypes bypass the cache.
+// QUERY and questions query.Unservable names (which the server answers
+// itself) fail with ErrBadRequest.
 func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, status query.CacheStatus, upstream string, err error) {
 	if len(req.Question) != 1 {
 		return nil, query.CacheNone, "", fmt.Errorf("cache: resolve: %w", ErrBadRequest)
 	}
 	q := &req.Question[0]
-	if req.Opcode != dns.OpcodeQuery || !cacheableType(q.Qtype) {
-		return c.bypass(ctx, req)
+	if req.Opcode != dns.OpcodeQuery || query.Unservable(q.Qclass, q.Qtype) != "" {
+		// The server answers these itself (NOTIMP; resolver.Unserved).
+		return nil, query.CacheNone, "", fmt.Errorf("cache: resolve %s %s: %w", dns.OpcodeToString[req.Opcode], dns.TypeToString[q.Qtype], ErrBadRequest)
 	}
 	k := makeKey(req)
 	now := c.now()
@@ -341,30 +344,6 @@ func upstreamOf(cl *call) string {
 		return ""
 	}
 	return cl.upstream
-}
-
-// cacheableType reports whether answers for qtype may be cached: not zone
-// transfers, not meta types.
-func cacheableType(t uint16) bool {
-	switch t {
-	case dns.TypeAXFR, dns.TypeIXFR, dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY, dns.TypeMAILA, dns.TypeMAILB:
-		return false
-	}
-	return true
-}
-
-// bypass forwards req without caching or coalescing.
-func (c *Cache) bypass(ctx context.Context, req *dns.Msg) (*dns.Msg, query.CacheStatus, string, error) {
-	c.m.misses.Inc()
-	query.BeforeWait(ctx)
-	resp, up, err := c.next.Exchange(upstream.WithRelayed(ctx), req.Copy())
-	if err != nil {
-		return nil, query.CacheMiss, up, fmt.Errorf("cache: forward: %w", err)
-	}
-	if resp == nil {
-		return nil, query.CacheMiss, up, fmt.Errorf("cache: forward: %w", ErrNoResponse)
-	}
-	return passthrough(req, resp), query.CacheMiss, up, nil
 }
 
 // join returns the in-flight exchange for k, creating one if there is

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/dnsvalve/dnsvalve/resolver/query"
-	"github.com/dnsvalve/dnsvalve/resolver/upstream"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
@@ -87,11 +86,6 @@ func TestKey(t *testing.T) {
 		{"cd_differs", newQuery("example.com.", dns.TypeA, false, false), func() *dns.Msg {
 			m := newQuery("example.com.", dns.TypeA, false, false)
 			m.CheckingDisabled = true
-			return m
-		}(), false},
-		{"qclass_differs", newQuery("example.com.", dns.TypeA, false, false), func() *dns.Msg {
-			m := newQuery("example.com.", dns.TypeA, false, false)
-			m.Question[0].Qclass = dns.ClassCHAOS
 			return m
 		}(), false},
 	}
@@ -824,32 +818,36 @@ func TestExchangePanic(t *testing.T) {
 	}
 }
 
-// TestBypassIsRelayed: a zone transfer or meta query is passed upstream as
-// the client sent it, marked relayed (an upstream's FORMERR/NOTIMP is its
-// answer); the cache's own queries are not.
-func TestBypassIsRelayed(t *testing.T) {
+// TestResolveRejectsUnserved: what the server answers itself (other
+// opcodes, and the questions query.Unservable names) never reaches the
+// upstream through the cache.
+func TestResolveRejectsUnserved(t *testing.T) {
 	for _, tc := range []struct {
-		qtype uint16
-		want  bool
-	}{{dns.TypeAXFR, true}, {dns.TypeA, false}} {
-		var relayed atomic.Bool
-		up := &fakeUpstream{reply: func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
-			relayed.Store(upstream.Relayed(ctx))
-			r := new(dns.Msg)
-			r.SetRcode(m, dns.RcodeNotImplemented)
-			return r, nil
-		}}
-		c := newTestCache(t, DefaultConfig(), up)
-		resp, _, _, err := c.Resolve(context.Background(), newQuery("example.", tc.qtype, false, false))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := relayed.Load(); got != tc.want {
-			t.Errorf("%s: relayed %v, want %v", dns.TypeToString[tc.qtype], got, tc.want)
-		}
-		if tc.want && resp.Rcode != dns.RcodeNotImplemented {
-			t.Errorf("%s: rcode %s, want the upstream's NOTIMP", dns.TypeToString[tc.qtype], dns.RcodeToString[resp.Rcode])
-		}
+		name   string
+		qtype  uint16
+		qclass uint16
+		opcode int
+	}{
+		{"axfr", dns.TypeAXFR, dns.ClassINET, dns.OpcodeQuery},
+		{"tsig", dns.TypeTSIG, dns.ClassINET, dns.OpcodeQuery},
+		{"chaos", dns.TypeTXT, dns.ClassCHAOS, dns.OpcodeQuery},
+		{"notify", dns.TypeSOA, dns.ClassINET, dns.OpcodeNotify},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int64
+			up := &fakeUpstream{reply: func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+				calls.Add(1)
+				r := new(dns.Msg)
+				r.SetReply(m)
+				return r, nil
+			}}
+			c := newTestCache(t, DefaultConfig(), up)
+			q := newQuery("example.", tc.qtype, false, false)
+			q.Question[0].Qclass, q.Opcode = tc.qclass, tc.opcode
+			if _, _, _, err := c.Resolve(context.Background(), q); !errors.Is(err, ErrBadRequest) || calls.Load() != 0 {
+				t.Errorf("err %v after %d upstream calls, want ErrBadRequest and none", err, calls.Load())
+			}
+		})
 	}
 }
 

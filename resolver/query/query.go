@@ -204,3 +204,25 @@ func ECSOption(m *dns.Msg) *dns.EDNS0_SUBNET {
 	}
 	return nil
 }
+
+// Unservable returns why dnsvalve answers a question of class qclass and
+// type qtype itself instead of forwarding it (resolver.Unserved), or ""
+// when it forwards it:
+//   - "class": a class other than IN;
+//   - "zone_transfer": AXFR or IXFR;
+//   - "meta_type": a type that is no question (RFC 6895 section 3.1: OPT
+//     (41), NXNAME (128, RFC 9824), TKEY, TSIG and the rest of 128-248,
+//     unassigned) or an obsolete one (MAILA, MAILB). IXFR, AXFR and ANY,
+//     the other QTYPEs at the top of that range, are questions.
+func Unservable(qclass, qtype uint16) string {
+	switch {
+	case qclass != dns.ClassINET:
+		return "class"
+	case qtype == dns.TypeAXFR || qtype == dns.TypeIXFR:
+		return "zone_transfer"
+	case qtype == dns.TypeOPT || qtype == dns.TypeTSIG || qtype == dns.TypeTKEY ||
+		qtype == dns.TypeMAILA || qtype == dns.TypeMAILB || (qtype >= dns.TypeNXNAME && qtype <= 248):
+		return "meta_type"
+	}
+	return ""
+}

@@ -85,17 +85,11 @@ func (mb *member) ednsOff(now time.Time) bool {
 
 // exchangeEDNS sends m to mb through send (one attempt each) with the
 // fallback: without EDNS0 while mb is known to reject it, and once more
-// without it when mb rejects it with EDNS0. A relayed message (the client's
-// own) keeps an OPT record the client sent; one the UDP transport would add
-// is dnsvalve's and may go. The retry shares the first attempt's
-// per-upstream timeout, so a fallback never takes more of the group's
-// budget than one try.
-func (g *Group) exchangeEDNS(ctx context.Context, mb *member, m *dns.Msg, relayed bool,
+// without it when mb rejects it with EDNS0. The retry shares the first
+// attempt's per-upstream timeout, so a fallback never takes more of the
+// group's budget than one try.
+func (g *Group) exchangeEDNS(ctx context.Context, mb *member, m *dns.Msg,
 	send func(context.Context, *dns.Msg) (*dns.Msg, error)) (*dns.Msg, error) {
-	ownOPT := mb.udp && m.IsEdns0() == nil // the OPT sent is the transport's, not the caller's
-	if relayed && !ownOPT {
-		return send(ctx, m)
-	}
 	if mb.ednsOff(g.now()) {
 		return send(withoutEDNS(ctx), withoutOPT(m))
 	}

@@ -76,7 +76,6 @@ func TestGroup_ednsFallback(t *testing.T) {
 		mode      string
 		scheme    string
 		clientOPT bool
-		relayed   bool
 		steps     []step
 		retries   float64 // edns_fallbacks_total at the end
 	}{
@@ -138,19 +137,6 @@ func TestGroup_ednsFallback(t *testing.T) {
 			steps:   []step{{0, true, 1, 1}, {0, true, 0, 1}},
 			retries: 1,
 		},
-		{
-			// A relayed message without OPT got the UDP transport's: that
-			// one may go, as for dnsvalve's own queries.
-			name: "relayed_own_opt", mode: "intolerant", scheme: "udp", relayed: true,
-			steps:   []step{{0, true, 1, 1}, {0, true, 0, 1}},
-			retries: 1,
-		},
-		{
-			// The client's own OPT stays: it gets the upstream's answer as
-			// it is.
-			name: "relayed_client_opt", mode: "intolerant", scheme: "udp", relayed: true, clientOPT: true,
-			steps: []step{{0, false, 1, 0}},
-		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startEDNSServer(t, tc.mode)
@@ -159,9 +145,6 @@ func TestGroup_ednsFallback(t *testing.T) {
 			up := mustNew(t, tc.scheme+"://"+srv.addr, Options{})
 			g := newTestGroup(t, []Upstream{up}, GroupConfig{}, m, clock)
 			ctx := t.Context()
-			if tc.relayed {
-				ctx = WithRelayed(ctx)
-			}
 			for i, st := range tc.steps {
 				clock.Step(st.wait)
 				q := newQuery("example.org.", dns.TypeA)
@@ -178,10 +161,6 @@ func TestGroup_ednsFallback(t *testing.T) {
 					t.Errorf("query %d: the caller's message changed its OPT record", i)
 				}
 				switch {
-				case tc.relayed && !st.wantOK:
-					if err != nil || r.Rcode != dns.RcodeFormatError {
-						t.Errorf("query %d: relayed got %v, %v; want the FORMERR", i, r, err)
-					}
 				case st.wantOK:
 					if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
 						t.Fatalf("query %d: %v, %v; want an answer", i, r, err)
@@ -255,7 +234,7 @@ func TestExchangeEDNSSharesTheTryTimeout(t *testing.T) {
 		return reply(m, dns.RcodeSuccess, "192.0.2.1"), nil
 	}
 	before := time.Now()
-	r, err := g.exchangeEDNS(t.Context(), g.members[0], newQuery("example.org.", dns.TypeA), false, send)
+	r, err := g.exchangeEDNS(t.Context(), g.members[0], newQuery("example.org.", dns.TypeA), send)
 	after := time.Now()
 	if err != nil || r.Rcode != dns.RcodeSuccess || len(deadlines) != 2 {
 		t.Fatalf("%v, %v after %d attempts; want an answer after 2", r, err, len(deadlines))

@@ -325,8 +325,7 @@ func (g *Group) release() {
 // query with EDNS0 that the upstream rejects as a server without EDNS0
 // would is sent once more without it (exchangeEDNS).
 func (g *Group) try(ctx context.Context, mb *member, m *dns.Msg) (*dns.Msg, error) {
-	relayed := Relayed(ctx)
-	r, err := g.exchangeEDNS(ctx, mb, m, relayed, func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	r, err := g.exchangeEDNS(ctx, mb, m, func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 		return g.attempt(ctx, mb, m)
 	})
 	if err != nil {
@@ -346,9 +345,6 @@ func (g *Group) try(ctx context.Context, mb *member, m *dns.Msg) (*dns.Msg, erro
 		g.succeeded(mb)
 		return nil, fmt.Errorf("upstream %s: answered REFUSED", mb.name)
 	case dns.RcodeFormatError, dns.RcodeNotImplemented:
-		if relayed {
-			break // the client's own message: the rejection is its answer
-		}
 		// Our query is well formed, and without EDNS0 too: the upstream
 		// cannot take it. The client's query was fine, so it must not get
 		// the FORMERR: fail over as for SERVFAIL.
@@ -376,22 +372,6 @@ func (g *Group) attempt(ctx context.Context, mb *member, m *dns.Msg) (*dns.Msg, 
 	}
 	mb.countRcode(r.Rcode)
 	return r, nil
-}
-
-type relayedKey struct{}
-
-// WithRelayed marks the exchanges under ctx as relaying a client's own
-// message as it came (the cache passes zone transfers and meta queries on
-// so): an upstream's FORMERR or NOTIMP is then the answer to it, not a
-// failure of dnsvalve's own query to fail over from.
-func WithRelayed(ctx context.Context) context.Context {
-	return context.WithValue(ctx, relayedKey{}, true)
-}
-
-// Relayed reports whether ctx was marked by WithRelayed.
-func Relayed(ctx context.Context) bool {
-	r, _ := ctx.Value(relayedKey{}).(bool)
-	return r
 }
 
 func classify(err error) int {
@@ -505,7 +485,7 @@ func (g *Group) probe(ctx context.Context, mb *member) {
 	defer cancel()
 	q := new(dns.Msg)
 	q.SetQuestion(".", dns.TypeNS)
-	r, err := g.exchangeEDNS(ctx, mb, q, false, mb.up.Exchange)
+	r, err := g.exchangeEDNS(ctx, mb, q, mb.up.Exchange)
 	if err != nil {
 		g.log.Debug("upstream probe failed", "upstream", mb.name, "error", err)
 		return

@@ -450,35 +450,23 @@ func BenchmarkGroupExchange(b *testing.B) {
 	}
 }
 
-// TestGroup_relayedRejection: a client's own message relayed as it came
-// (upstream.WithRelayed: the cache passes zone transfers and meta queries
-// on) gets the upstream's FORMERR or NOTIMP as its answer; dnsvalve's own
-// query fails over from it.
-func TestGroup_relayedRejection(t *testing.T) {
-	for _, tc := range []struct {
-		name      string
-		relayed   bool
-		wantRcode int
-		wantFrom  int // index of the upstream that answered
-	}{
-		{"own_query_fails_over", false, dns.RcodeSuccess, 1},
-		{"relayed_gets_the_rejection", true, dns.RcodeNotImplemented, 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+// TestGroup_rejectionFailsOver: an upstream's FORMERR or NOTIMP to a
+// query it got without EDNS0 (nothing to fall back from) is not the
+// client's answer: the group fails over to the next upstream.
+func TestGroup_rejectionFailsOver(t *testing.T) {
+	for _, rcode := range []int{dns.RcodeFormatError, dns.RcodeNotImplemented} {
+		t.Run(dns.RcodeToString[rcode], func(t *testing.T) {
 			var n atomic.Int64
-			first := mustNew(t, "udp://"+startDNS(t, answer(dns.RcodeNotImplemented, "")).Addr, Options{})
+			m := NewMetrics(nil)
+			first := mustNew(t, "tcp://"+startDNS(t, answer(rcode, "")).Addr, Options{})
 			second := mustNew(t, countingServer(t, dns.RcodeSuccess, "192.0.2.2", &n), Options{})
-			g := newTestGroup(t, []Upstream{first, second}, GroupConfig{}, nil, nil)
-			ctx := t.Context()
-			if tc.relayed {
-				ctx = WithRelayed(ctx)
+			g := newTestGroup(t, []Upstream{first, second}, GroupConfig{}, m, nil)
+			r, name, err := g.Exchange(t.Context(), newQuery("example.org.", dns.TypeA))
+			if err != nil || r.Rcode != dns.RcodeSuccess || name != second.String() || n.Load() != 1 {
+				t.Fatalf("%v from %s (err %v, second asked %d times); want NOERROR from %s", r, name, err, n.Load(), second)
 			}
-			r, name, err := g.Exchange(ctx, newQuery("example.org.", dns.TypeAXFR))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.Rcode != tc.wantRcode || name != []Upstream{first, second}[tc.wantFrom].String() {
-				t.Errorf("rcode %s from %s, want %s from upstream %d", dns.RcodeToString[r.Rcode], name, dns.RcodeToString[tc.wantRcode], tc.wantFrom)
+			if got := testutil.ToFloat64(m.Errors.WithLabelValues(first.String(), "rejected")); got != 1 {
+				t.Errorf("errors_total{kind=rejected} = %v, want 1", got)
 			}
 		})
 	}
