@@ -56,7 +56,7 @@ func (w *benchWriter) Hijack()                     {}
 // benchServer builds the production chain (access, policy, cache over a
 // real upstream group) behind a Server that is never started: queries go
 // straight to Server.ServeDNS. The cache is warmed with one query.
-func benchServer(b *testing.B, pcfg policy.Config, ls map[string]policy.Matcher, q *dns.Msg) (*resolver.Server, *benchWriter) {
+func benchServer(b testing.TB, pcfg policy.Config, ls map[string]policy.Matcher, q *dns.Msg) (*resolver.Server, *benchWriter) {
 	b.Helper()
 	clk := newClock()
 	reg := prometheus.NewRegistry()
@@ -131,6 +131,28 @@ func BenchmarkServeCacheHit(b *testing.B) {
 		srv, w := benchServer(b, pcfg, ls, q)
 		run(b, srv, w)
 	})
+}
+
+// TestServeCacheHitAllocs: a cache hit through the whole chain allocates
+// one object, the reply the cache fills in (its OPT record included), with
+// EDNS0 or without; BenchmarkServeCacheHit measures it.
+func TestServeCacheHitAllocs(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		bufsize uint16
+		do      bool
+	}{{"edns", 1232, false}, {"edns_do", 1232, true}, {"no_edns", 0, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := msg("www.example.com.", dns.TypeA, tc.bufsize, tc.do)
+			srv, w := benchServer(t, policy.Config{}, nil, q)
+			if n := testing.AllocsPerRun(200, func() { srv.ServeDNS(w, q) }); n > 1 {
+				t.Errorf("a cache hit allocates %v objects, want 1", n)
+			}
+			if (w.last.IsEdns0() != nil) != (tc.bufsize > 0) || len(w.last.Answer) != 2 {
+				t.Errorf("reply %v", w.last)
+			}
+		})
+	}
 }
 
 // BenchmarkServeTCP measures cache hits over one real TCP connection on

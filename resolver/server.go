@@ -495,9 +495,13 @@ func echoECS(req *query.Request, resp *dns.Msg) {
 
 // fixOPT gives resp an OPT record only when the client sent one: our
 // advertised size, the client's DO bit, and the EDE options stages added.
-// Upstream OPT options (cookies, NSID, padding) are not passed on.
+// Upstream OPT options (cookies, NSID, padding) are not passed on. resp is
+// the caller's to change, its OPT record included (every stage and the
+// cache hand out replies they do not keep): that record is reused, so a
+// cache hit's reply gets its OPT without another allocation.
 func fixOPT(req, resp *dns.Msg) {
 	var ede []dns.EDNS0
+	var reuse *dns.OPT
 	for i := len(resp.Extra) - 1; i >= 0; i-- {
 		opt, ok := resp.Extra[i].(*dns.OPT)
 		if !ok {
@@ -509,6 +513,7 @@ func fixOPT(req, resp *dns.Msg) {
 			}
 		}
 		resp.Extra = append(resp.Extra[:i], resp.Extra[i+1:]...)
+		reuse = opt
 	}
 	ropt := req.IsEdns0()
 	if ropt == nil {
@@ -523,7 +528,11 @@ func fixOPT(req, resp *dns.Msg) {
 		}
 		return
 	}
-	opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	opt := reuse
+	if opt == nil {
+		opt = new(dns.OPT)
+	}
+	opt.Hdr = dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}
 	opt.SetUDPSize(AdvertisedUDPSize)
 	if ropt.Do() {
 		opt.SetDo()
