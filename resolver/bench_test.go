@@ -56,26 +56,26 @@ func (w *benchWriter) Hijack()                     {}
 // benchServer builds the production chain (access, policy, cache over a
 // real upstream group) behind a Server that is never started: queries go
 // straight to Server.ServeDNS. The cache is warmed with one query.
-func benchServer(b testing.TB, pcfg policy.Config, ls map[string]policy.Matcher, q *dns.Msg) (*resolver.Server, *benchWriter) {
-	b.Helper()
+func benchServer(tb testing.TB, pcfg policy.Config, ls map[string]policy.Matcher, q *dns.Msg) (*resolver.Server, *benchWriter) {
+	tb.Helper()
 	clk := newClock()
 	reg := prometheus.NewRegistry()
-	up := startUpstream(b, answer(b, dns.RcodeSuccess, []string{"@ 300 IN A 192.0.2.1", "@ 300 IN A 192.0.2.2"}, nil))
+	up := startUpstream(tb, answer(tb, dns.RcodeSuccess, []string{"@ 300 IN A 192.0.2.1", "@ 300 IN A 192.0.2.2"}, nil))
 	sm := resolver.NewMetrics(reg)
-	chain, _, store := buildChain(b, harnessConfig{policy: pcfg, lists: ls}, clk, reg, sm, up.url())
+	chain, _, store := buildChain(tb, harnessConfig{policy: pcfg, lists: ls}, clk, reg, sm, up.url())
 	srv := resolver.NewServer(resolver.ServerConfig{}, chain, nil, sm, nil, clk.now)
 	srv.SetIdentifier(storeIdentifier{store})
 	w := &benchWriter{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}}
 	srv.ServeDNS(w, q) // miss: fills the cache
 	if w.last == nil || w.last.Rcode != dns.RcodeSuccess || len(w.last.Answer) != 2 {
-		b.Fatalf("warm-up reply %v", w.last)
+		tb.Fatalf("warm-up reply %v", w.last)
 	}
 	if up.hits.Load() != 1 {
-		b.Fatalf("warm-up asked the upstream %d times", up.hits.Load())
+		tb.Fatalf("warm-up asked the upstream %d times", up.hits.Load())
 	}
-	b.Cleanup(func() {
+	tb.Cleanup(func() {
 		if n := up.hits.Load(); n != 1 {
-			b.Errorf("upstream asked %d times: not all cache hits", n)
+			tb.Errorf("upstream asked %d times: not all cache hits", n)
 		}
 	})
 	return srv, w

@@ -28,8 +28,8 @@ const (
 )
 
 // newHostileHarness is newHarness with the production chain's unserved and
-// minimal-ANY stages, no observer (nothing must hold the server up) and a short TCP
-// idle timeout.
+// minimal-ANY stages, no observer (nothing must hold the server up) and a
+// short TCP idle timeout.
 func newHostileHarness(tb testing.TB, hc harnessConfig) *harness {
 	tb.Helper()
 	h := &harness{clock: newClock(), reg: prometheus.NewRegistry()}

@@ -79,7 +79,9 @@ type RedisStore struct {
 	// afterTake, when set (tests), runs in Sync once the queue is taken.
 	afterTake func()
 
-	opened time.Time // when OpenRedis ran: the creation time this store writes if it creates the set
+	opened    time.Time       // when OpenRedis ran: the creation time this store writes if it creates the set
+	roundCtx  context.Context // the background rounds'; cancelled by Close
+	endRounds context.CancelFunc
 
 	syncMu    sync.Mutex // one round at a time; guards the fields below
 	inited    bool       // createdAt and fresh come from Redis (init succeeded)
@@ -89,8 +91,6 @@ type RedisStore struct {
 	lastTrim  int64
 	stop      chan struct{}
 	done      chan struct{}
-	roundCtx  context.Context // the background rounds'; cancelled by Close
-	endRounds context.CancelFunc
 	closeOnce sync.Once
 }
 
@@ -129,7 +129,7 @@ func OpenRedis(ctx context.Context, url string, retention time.Duration, now fun
 	s.opened = now()
 	s.createdAt = s.opened
 	s.roundCtx, s.endRounds = context.WithCancel(context.Background())
-	s.nextSweep = s.createdAt.Add(retention / 8).UnixNano()
+	s.nextSweep = s.opened.Add(retention / 8).UnixNano()
 	if err := s.init(ctx); err != nil {
 		s.health.Fail(now(), err)
 	} else {
@@ -363,8 +363,8 @@ func (s *RedisStore) Sync(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the background rounds after a last push (bounded by ctx)
-// and closes the client.
+// Close stops the background rounds, cutting a running one short, makes a
+// last push (bounded by 2 s) and closes the client.
 func (s *RedisStore) Close() error {
 	err := ErrClosed
 	s.closeOnce.Do(func() {

@@ -251,7 +251,7 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 	q := &req.Question[0]
 	if req.Opcode != dns.OpcodeQuery || query.Unservable(q.Qclass, q.Qtype) != "" {
 		// The server answers these itself (NOTIMP; resolver.Unserved).
-		return nil, query.CacheNone, "", fmt.Errorf("cache: resolve %s %s: %w", dns.OpcodeToString[req.Opcode], dns.TypeToString[q.Qtype], ErrBadRequest)
+		return nil, query.CacheNone, "", fmt.Errorf("cache: resolve %s %s %s: %w", dns.OpcodeToString[req.Opcode], dns.Class(q.Qclass), dns.Type(q.Qtype), ErrBadRequest)
 	}
 	k := makeKey(req)
 	now := c.now()

@@ -213,7 +213,7 @@ func ECSOption(m *dns.Msg) *dns.EDNS0_SUBNET {
 //   - "meta_type": a type that is no question (RFC 6895 section 3.1: OPT
 //     (41), NXNAME (128, RFC 9824), TKEY, TSIG and the rest of 128-248,
 //     unassigned) or an obsolete one (MAILA, MAILB). IXFR, AXFR and ANY,
-//     the other QTYPEs at the top of that range, are questions.
+//     the other QTYPEs of RFC 6895's 128-255 range, are questions.
 func Unservable(qclass, qtype uint16) string {
 	switch {
 	case qclass != dns.ClassINET:

@@ -96,13 +96,13 @@ func (g *Group) exchangeEDNS(ctx context.Context, mb *member, m *dns.Msg,
 	if !mb.udp && m.IsEdns0() == nil {
 		return send(ctx, m) // sent without EDNS0 anyway
 	}
-	start := time.Now()
+	start := time.Now() // the wall clock, not g.now: the retry's deadline is real
 	var note ednsNote
 	r, err := send(withEDNSNote(ctx, &note), m)
 	if err != nil || note.hadOPT || (r.Rcode != dns.RcodeFormatError && r.Rcode != dns.RcodeNotImplemented) {
 		return r, err
 	}
-	mb.ednsRetries.Inc()
+	mb.ednsFallbacks.Inc()
 	if t, ok := mb.up.(interface{ tryTimeout() time.Duration }); ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, start.Add(t.tryTimeout()))

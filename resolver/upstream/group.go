@@ -83,9 +83,9 @@ type member struct {
 	isDown  atomic.Bool // mirrors down for lock-free reads on the hot path
 	probing atomic.Bool // a probe is in flight
 
-	udp          bool         // udp://: adds an OPT record to queries without one; replies can be forged off-path
-	ednsOffUntil atomic.Int64 // unix nanos until which the upstream is queried without EDNS0 (edns.go)
-	ednsRetries  prometheus.Counter
+	udp           bool         // udp://: adds an OPT record to queries without one; replies can be forged off-path
+	ednsOffUntil  atomic.Int64 // unix nanos until which the upstream is queried without EDNS0 (edns.go)
+	ednsFallbacks prometheus.Counter
 
 	duration prometheus.Observer
 	healthy  prometheus.Gauge
@@ -184,7 +184,7 @@ func NewGroup(ups []Upstream, cfg GroupConfig, m *Metrics, logger *slog.Logger, 
 			requests: m.Requests,
 		}
 		_, mb.udp = up.(*udpUpstream)
-		mb.ednsRetries = m.EDNSFallbacks.WithLabelValues(name)
+		mb.ednsFallbacks = m.EDNSFallbacks.WithLabelValues(name)
 		for k := range mb.errs {
 			mb.errs[k] = m.Errors.WithLabelValues(name, kindNames[k])
 		}
@@ -345,9 +345,10 @@ func (g *Group) try(ctx context.Context, mb *member, m *dns.Msg) (*dns.Msg, erro
 		g.succeeded(mb)
 		return nil, fmt.Errorf("upstream %s: answered REFUSED", mb.name)
 	case dns.RcodeFormatError, dns.RcodeNotImplemented:
-		// Our query is well formed, and without EDNS0 too: the upstream
-		// cannot take it. The client's query was fine, so it must not get
-		// the FORMERR: fail over as for SERVFAIL.
+		// Our query is well formed (and was asked again without EDNS0,
+		// unless the rejection carried an OPT record): the upstream cannot
+		// take it. The client's query was fine, so it must not get the
+		// FORMERR: fail over as for SERVFAIL.
 		mb.errs[kindRejected].Inc()
 		g.succeeded(mb)
 		return nil, fmt.Errorf("upstream %s: answered %s", mb.name, rcodeName(r.Rcode))
@@ -441,8 +442,8 @@ func (g *Group) Status() []UpstreamStatus {
 		mb.mu.Lock()
 		st := UpstreamStatus{Name: mb.name, Healthy: !mb.down, ConsecutiveFails: mb.fails, Since: mb.since}
 		mb.mu.Unlock()
-		if mb.ednsOff(now) {
-			st.EDNSOffUntil = time.Unix(0, mb.ednsOffUntil.Load()).UTC()
+		if u := mb.ednsOffUntil.Load(); u != 0 && now.UnixNano() < u {
+			st.EDNSOffUntil = time.Unix(0, u).UTC()
 		}
 		out = append(out, st)
 	}

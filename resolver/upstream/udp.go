@@ -35,7 +35,8 @@ import (
 // EDNS0: the caller's OPT record is forwarded as is. When the caller sent
 // none, the upstream copy carries one advertising 1232 bytes so that large
 // answers still come over UDP, and it is stripped from the reply again;
-// fitting the reply to the client's own limit is the server's job.
+// fitting the reply to the client's own limit is the server's job. Under
+// withoutEDNS (the EDNS0 fallback, edns.go) none is added.
 type udpUpstream struct {
 	addr    string // as configured
 	server  string // ip:port
