@@ -22,9 +22,9 @@ const maxGCPercent = 5000
 // bench/run.sh hits; with a 64 MB floor, 17 in 17 s and ~8% more qps),
 // each cycle taking CPU from the core it shares with the queries. Once
 // the process's own GOGC reaches the floor (a live heap of about half of
-// it: a big cache or list), GOGC is left at that. After every collection a finalizer reads the live heap and the
-// scannable stacks and globals (runtime/metrics) and sets the GOGC that
-// puts the next goal at min.
+// it: a big cache or list), GOGC is left at that. After every collection
+// a finalizer reads the live heap and the scannable stacks and globals
+// (runtime/metrics) and sets the GOGC that puts the next goal at min.
 type gcFloor struct {
 	min    uint64
 	base   int // the GOGC the process had

@@ -89,7 +89,6 @@ type RedisStore struct {
 	loaded    bool
 	lastPull  int64
 	lastTrim  int64
-	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
 }
@@ -125,7 +124,7 @@ func OpenRedis(ctx context.Context, url string, retention time.Duration, now fun
 		retention: retention, now: now, sync: o.Sync, logger: o.Logger,
 		health: redisconn.NewHealth("seen", o.Up, o.Errors, o.Logger),
 		known:  map[string]int64{}, queue: map[string]int64{}, maxQueued: maxQueued,
-		stop: make(chan struct{}), done: make(chan struct{})}
+		done: make(chan struct{})}
 	s.opened = now()
 	s.createdAt = s.opened
 	s.roundCtx, s.endRounds = context.WithCancel(context.Background())
@@ -267,7 +266,7 @@ func (s *RedisStore) loop() {
 	defer tick.Stop()
 	for {
 		select {
-		case <-s.stop:
+		case <-s.roundCtx.Done():
 			return
 		case <-tick.C:
 			// A round that loads the whole set (Redis did not answer
@@ -368,7 +367,6 @@ func (s *RedisStore) Sync(ctx context.Context) error {
 func (s *RedisStore) Close() error {
 	err := ErrClosed
 	s.closeOnce.Do(func() {
-		close(s.stop)
 		s.endRounds()
 		<-s.done
 		if s.health.Up() {
