@@ -80,7 +80,7 @@ type RedisStore struct {
 	afterTake func()
 
 	opened    time.Time       // when OpenRedis ran: the creation time this store writes if it creates the set
-	roundCtx  context.Context // the background rounds'; cancelled by Close
+	roundCtx  context.Context // Close cancels it: the rounds end, a running one cut short
 	endRounds context.CancelFunc
 
 	syncMu    sync.Mutex // one round at a time; guards the fields below
