@@ -73,6 +73,9 @@ func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*
 			logger.Warn("newly-seen store full: each new domain now replaces one asked for only once (evicted ones are new again); "+
 				"raise detect.newly_seen.max_domains if this is normal traffic", "max_domains", maxDomains)
 		}, time.Now)
+	} else if path, ok := strings.CutPrefix(st, "file:"); ok {
+		o.store, err = seen.OpenFile(path, cfg.Detect.NewlySeen.Retention, time.Now,
+			seen.FileOptions{Errors: dm.SeenErrors, Logger: logger})
 	} else {
 		o.store, err = seen.Open(st, cfg.Detect.NewlySeen.Retention, time.Now)
 	}

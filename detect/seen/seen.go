@@ -38,9 +38,9 @@ type Store interface {
 }
 
 // Open opens the store named by spec: "memory:" (without a bound on its
-// size: OpenMemory sets one), "file:PATH" or
-// "redis://..." (OpenRedis with default options, waiting at most 2s for
-// Redis). Retention is how long a domain stays
+// size: OpenMemory sets one), "file:PATH" (OpenFile without metrics or
+// logs) or "redis://..." (OpenRedis with default options, waiting at most
+// 2s for Redis). Retention is how long a domain stays
 // "seen" after its last query (0 means 30 days); now is the clock.
 func Open(spec string, retention time.Duration, now func() time.Time) (Store, error) {
 	if retention <= 0 {
@@ -57,7 +57,7 @@ func Open(spec string, retention time.Duration, now func() time.Time) (Store, er
 		if path == "" {
 			return nil, fmt.Errorf("seen: open %q: empty path", spec)
 		}
-		return openBolt(path, retention, now)
+		return OpenFile(path, retention, now, FileOptions{})
 	case strings.HasPrefix(spec, "redis://") || strings.HasPrefix(spec, "rediss://"):
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

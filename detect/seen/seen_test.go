@@ -1,10 +1,13 @@
 package seen
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -169,16 +172,15 @@ func TestConcurrentFirstSeen(t *testing.T) {
 func TestBoltFirstSeenDuringFlush(t *testing.T) {
 	tests := []struct {
 		name    string
-		poison  bool // an empty key in the batch makes bbolt refuse the write
-		wantErr bool
+		wantErr bool // the disk refuses the write
 	}{
-		{"commit", false, false},
-		{"failed_write", true, true},
+		{"commit", false},
+		{"failed_write", true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &clock{t: t0}
-			s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), 24*time.Hour, c.now)
+			s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), 24*time.Hour, c.now, FileOptions{}, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -186,8 +188,8 @@ func TestBoltFirstSeenDuringFlush(t *testing.T) {
 			if !firstSeen(t, s, "a.example", t0) {
 				t.Fatal("a.example not newly seen on first sight")
 			}
-			if tc.poison {
-				firstSeen(t, s, "", t0)
+			if tc.wantErr {
+				s.update = func(func(*bolt.Tx) error) error { return errDiskFull }
 			}
 			var during, fresh bool
 			s.flushMu.Lock() // the background flusher reads the hook under flushMu
@@ -218,7 +220,7 @@ func TestBoltFirstSeenDuringFlush(t *testing.T) {
 			if flushing != 0 {
 				t.Errorf("%d records still marked flushing after flush returned", flushing)
 			}
-			if want := map[bool]int{false: 1, true: 3}[tc.wantErr]; pending != want { // b.example, and the failed batch back
+			if want := map[bool]int{false: 1, true: 2}[tc.wantErr]; pending != want { // b.example, and the failed batch back
 				t.Errorf("%d records pending after the flush, want %d", pending, want)
 			}
 		})
@@ -325,4 +327,116 @@ func (m *memory) holds(d string) bool {
 	_, once := m.once[d]
 	_, again := m.again[d]
 	return once || again
+}
+
+var errDiskFull = errors.New("write seen.db: no space left on device")
+
+// lockedBuffer is a log destination safe for the store's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// TestFileWriteFailures checks the file store while its disk refuses
+// writes: every failed flush and every record dropped past the bound is
+// counted, the failure and the recovery are logged once each, the records
+// kept in memory are written on recovery, and a dropped domain is new
+// again.
+func TestFileWriteFailures(t *testing.T) {
+	c := &clock{t: t0}
+	path := filepath.Join(t.TempDir(), "seen.db")
+	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "errors_total"})
+	var logs lockedBuffer
+	s, err := openBolt(path, 24*time.Hour, c.now,
+		FileOptions{Errors: errs, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.maxPending = 3
+	s.update = func(func(*bolt.Tx) error) error { return errDiskFull }
+
+	steps := []struct {
+		name     string
+		domains  []string // asked for, in order, each checked for want
+		want     bool
+		flush    bool // then flush, expecting failing
+		failing  bool
+		errs     float64 // the counter after the step
+		warnings int
+	}{
+		{"first_failure", []string{"a.example", "b.example"}, true, true, true, 1, 1},
+		{"known_while_failing", []string{"a.example", "b.example"}, false, false, true, 1, 1},
+		// c fills the bound; d and e are dropped, counted by the next flush.
+		{"past_the_bound", []string{"c.example", "d.example", "e.example"}, true, true, true, 1 + 1 + 2, 1},
+		{"dropped_is_new_again", []string{"d.example"}, true, false, true, 4, 1},
+		{"kept_is_known", []string{"c.example"}, false, false, true, 4, 1},
+		// The disk is back: a, b and c are written; d's second drop counts.
+		{"recovery", nil, false, true, false, 5, 1},
+	}
+	for _, st := range steps {
+		if st.name == "recovery" {
+			s.flushMu.Lock()
+			s.update = s.db.Update
+			s.flushMu.Unlock()
+		}
+		for _, d := range st.domains {
+			if got := firstSeen(t, s, d, t0); got != st.want {
+				t.Errorf("%s: FirstSeen(%s) = %v, want %v", st.name, d, got, st.want)
+			}
+		}
+		if st.flush {
+			if err := s.flush(); (err != nil) != st.failing || err != nil && !errors.Is(err, errDiskFull) {
+				t.Errorf("%s: flush() = %v, want failing %v", st.name, err, st.failing)
+			}
+		}
+		if got := testutil.ToFloat64(errs); got != st.errs {
+			t.Errorf("%s: errors counter = %v, want %v", st.name, got, st.errs)
+		}
+		if got := strings.Count(logs.String(), "level=WARN"); got != st.warnings {
+			t.Errorf("%s: %d warnings logged, want %d:\n%s", st.name, got, st.warnings, logs.String())
+		}
+	}
+	if got := strings.Count(logs.String(), "writes recovered"); got != 1 {
+		t.Errorf("recovery logged %d times, want once:\n%s", got, logs.String())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := openBolt(path, 24*time.Hour, c.now, FileOptions{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	for d, want := range map[string]bool{"a.example": false, "b.example": false, "c.example": false, "d.example": true} {
+		if got := firstSeen(t, s2, d, t0.Add(time.Minute)); got != want {
+			t.Errorf("after reopening: FirstSeen(%s) = %v, want %v", d, got, want)
+		}
+	}
+}
+
+// TestFileRejectsBadKeys checks that names bbolt cannot store are refused
+// at FirstSeen, so that none can enter a batch and fail every later write.
+func TestFileRejectsBadKeys(t *testing.T) {
+	c := &clock{t: t0}
+	s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), 24*time.Hour, c.now, FileOptions{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, d := range []string{"", strings.Repeat("a", bolt.MaxKeySize+1)} {
+		if _, err := s.FirstSeen(context.Background(), d, t0); !errors.Is(err, errBadKey) {
+			t.Errorf("FirstSeen(%d bytes) error = %v, want errBadKey", len(d), err)
+		}
+	}
+	firstSeen(t, s, "a.example", t0)
+	if err := s.flush(); err != nil {
+		t.Fatalf("flush after refused keys: %v", err)
+	}
 }
