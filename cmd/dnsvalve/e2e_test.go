@@ -136,17 +136,7 @@ func TestE2EServe(t *testing.T) {
 	}
 
 	// SIGTERM: graceful stop, exit status 0, every query in the log.
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.log())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("no exit within 20s of SIGTERM")
-	}
+	p.stop(t)
 	recs := readLog(t, logFile)
 	if want := digs; len(recs) != want {
 		t.Fatalf("query log has %d records, want %d (one per query)", len(recs), want)

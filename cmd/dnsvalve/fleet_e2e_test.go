@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -64,17 +63,7 @@ func (n *fleetNode) start(t *testing.T, bin string) {
 // first-seen records) and starts it again on the same config.
 func (n *fleetNode) restart(t *testing.T, bin string) {
 	t.Helper()
-	if err := n.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-n.p.done:
-		if err != nil {
-			t.Fatalf("%s exit: %v\n%s", n.name, err, n.p.log())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("%s did not stop", n.name)
-	}
+	n.p.stop(t)
 	n.start(n.owner, bin)
 }
 

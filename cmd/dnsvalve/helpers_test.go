@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -200,6 +201,22 @@ func startDNSValve(t testing.TB, bin string, args ...string) *proc {
 		t.Fatalf("dnsvalve did not start within 30s\n%s", p.log())
 	}
 	return p
+}
+
+// stop sends SIGTERM and waits (20s at most) for a clean exit.
+func (p *proc) stop(t testing.TB) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.log())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no exit within 20s of SIGTERM\n%s", p.log())
+	}
 }
 
 func (p *proc) log() string {

@@ -74,8 +74,8 @@ func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*
 				"raise detect.newly_seen.max_domains if this is normal traffic", "max_domains", maxDomains)
 		}, time.Now)
 	} else if path, ok := strings.CutPrefix(st, "file:"); ok {
-		o.store, err = seen.OpenFile(path, cfg.Detect.NewlySeen.Retention, time.Now,
-			seen.FileOptions{Errors: dm.SeenErrors, Logger: logger})
+		o.store, err = seen.OpenFile(path, cfg.Detect.NewlySeen.Retention, time.Now, seen.FileOptions{
+			Errors: dm.SeenErrors, Logger: logger, MaxDomains: cfg.Detect.NewlySeen.MaxDomains, Evicted: dm.SeenEvictions})
 	} else {
 		o.store, err = seen.Open(st, cfg.Detect.NewlySeen.Retention, time.Now)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -34,8 +35,39 @@ type FileOptions struct {
 	// (maxQueued) already wait for a disk that fails.
 	Errors prometheus.Counter
 	// Logger, when set, says when writes start failing and when they
-	// recover (once each).
+	// recover (once each), and when the store first reaches MaxDomains.
 	Logger *slog.Logger
+	// MaxDomains bounds the domains the file holds (0: no bound). Past it,
+	// each flush evicts about as many as it added, at random among those
+	// asked for once, and only when there are too few of those among
+	// those asked for again, as the memory: store does.
+	MaxDomains int
+	// Evicted, when set, counts the evicted domains.
+	Evicted prometheus.Counter
+}
+
+// record is what the file holds for a domain: when it was last asked for,
+// and whether it was asked for more than once. On disk: the time as 8
+// bytes (unix nanoseconds, big endian), then a byte, 1 for again. A value
+// of 8 bytes (written before the flag existed) counts as asked again.
+type record struct {
+	last  int64
+	again bool
+}
+
+func decodeRecord(v []byte) (record, bool) {
+	if len(v) != 8 && len(v) != 9 {
+		return record{}, false
+	}
+	return record{last: int64(binary.BigEndian.Uint64(v)), again: len(v) == 8 || v[8] == 1}, true
+}
+
+func (r record) encode() []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 9), uint64(r.last))
+	if r.again {
+		return append(b, 1)
+	}
+	return append(b, 0)
 }
 
 // boltStore keeps domain -> last-seen (unix nanoseconds, big endian) in a
@@ -48,6 +80,12 @@ type FileOptions struct {
 // next flush, at most maxPending of them: past that, new records are
 // dropped and counted, so a disk that stays broken costs bounded memory.
 // A dropped domain is new again when it comes back.
+//
+// With a bound (FileOptions.MaxDomains), a flush that leaves more domains
+// in the file evicts down to lowWater: a random share of those asked for
+// once, so a flood's names replace each other and the domains the network
+// keeps using stay (a domain is asked again when FirstSeen sees it a
+// second time, whenever that is).
 type boltStore struct {
 	db         *bolt.DB
 	path       string
@@ -58,16 +96,21 @@ type boltStore struct {
 	errs       prometheus.Counter // may be nil
 	logger     *slog.Logger
 	maxPending int // maxQueued; lower in tests
+	maxDomains int
+	evicted    prometheus.Counter // may be nil
 
 	mu       sync.Mutex
-	pending  map[string]int64
-	flushing map[string]int64 // records flush is writing, until they are committed (nil otherwise)
-	dropped  int              // records dropped since flush last counted them
+	pending  map[string]record
+	flushing map[string]record // records flush is writing, until they are committed (nil otherwise)
+	dropped  int               // records dropped since flush last counted them
 	closed   bool
 
 	// flushMu: one flush at a time; it guards the fields below it.
 	flushMu      sync.Mutex
 	lastSweep    int64
+	count        int   // domains in the file
+	fullSweep    int64 // earliest next sweep before an eviction
+	warnedFull   bool
 	failingSince time.Time                           // zero while writes succeed
 	afterSwap    func()                              // test hook: flush calls it between taking pending and the commit
 	update       func(func(tx *bolt.Tx) error) error // db.Update; tests make it fail
@@ -110,16 +153,19 @@ func openBolt(path string, retention time.Duration, now func() time.Time, o File
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &boltStore{db: db, path: path, retention: retention, now: now, errs: o.Errors, logger: logger,
-		maxPending: maxQueued, pending: map[string]int64{}, update: db.Update,
+		maxPending: maxQueued, maxDomains: max(o.MaxDomains, 0), evicted: o.Evicted,
+		pending: map[string]record{}, update: db.Update,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	err = db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
 		}
-		if _, err := tx.CreateBucketIfNotExists(bucketSeen); err != nil {
+		b, err := tx.CreateBucketIfNotExists(bucketSeen)
+		if err != nil {
 			return err
 		}
+		s.count = b.Stats().KeyN
 		if v := meta.Get(keyCreated); len(v) == 8 {
 			s.created = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
 			return nil
@@ -156,33 +202,39 @@ func (s *boltStore) FirstSeen(_ context.Context, domain string, now time.Time) (
 	if s.closed {
 		return false, ErrClosed
 	}
-	last, inPending := s.pending[domain]
+	r, inPending := s.pending[domain]
 	ok := inPending
 	if !ok {
-		last, ok = s.flushing[domain]
+		r, ok = s.flushing[domain]
 	}
 	if !ok {
 		err := s.db.View(func(tx *bolt.Tx) error {
-			if v := tx.Bucket(bucketSeen).Get([]byte(domain)); len(v) == 8 {
-				last, ok = int64(binary.BigEndian.Uint64(v)), true
-			}
+			r, ok = decodeRecord(tx.Bucket(bucketSeen).Get([]byte(domain)))
 			return nil
 		})
 		if err != nil {
 			return false, fmt.Errorf("seen: read %q: %w", domain, err)
 		}
 	}
-	if !ok || t-last >= int64(refreshEvery) {
-		switch {
-		case inPending:
-			s.pending[domain] = t
-		case len(s.pending) < s.maxPending:
-			s.pending[strings.Clone(domain)] = t
-		default:
-			s.dropped++ // the disk fails; the next flush counts it
-		}
+	first := !ok || t-r.last > int64(s.retention)
+	var next record
+	switch {
+	case first:
+		next = record{last: t}
+	case !r.again || t-r.last >= int64(refreshEvery):
+		next = record{last: max(t, r.last), again: true}
+	default:
+		return false, nil
 	}
-	return !ok || t-last > int64(s.retention), nil
+	switch {
+	case inPending:
+		s.pending[domain] = next
+	case len(s.pending) < s.maxPending:
+		s.pending[strings.Clone(domain)] = next
+	default:
+		s.dropped++ // the disk fails; the next flush counts it
+	}
+	return first, nil
 }
 
 func (s *boltStore) Fresh() bool        { return s.fresh }
@@ -215,6 +267,9 @@ func (s *boltStore) flush() error {
 		if now := s.now().UnixNano(); now-s.lastSweep > int64(s.retention/8) {
 			err = s.sweep(now)
 		}
+	}
+	if err == nil && s.maxDomains > 0 && s.count > s.maxDomains {
+		err = s.evict()
 	}
 	s.mu.Lock()
 	dropped := s.dropped
@@ -254,7 +309,7 @@ func (s *boltStore) write() error {
 	s.mu.Lock()
 	p := s.pending
 	if len(p) > 0 {
-		s.pending = make(map[string]int64, len(p))
+		s.pending = make(map[string]record, len(p))
 		s.flushing = p
 	}
 	s.mu.Unlock()
@@ -262,26 +317,35 @@ func (s *boltStore) write() error {
 		if s.afterSwap != nil {
 			s.afterSwap()
 		}
+		added := 0
 		err := s.update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketSeen)
-			for d, t := range p {
-				if err := b.Put([]byte(d), binary.BigEndian.AppendUint64(nil, uint64(t))); err != nil {
+			added = 0
+			for d, r := range p {
+				k := []byte(d)
+				if b.Get(k) == nil {
+					added++
+				}
+				if err := b.Put(k, r.encode()); err != nil {
 					return err
 				}
 			}
 			return nil
 		})
+		if err == nil {
+			s.count += added
+		}
 		s.mu.Lock()
 		s.flushing = nil
 		if err != nil {
 			// Keep them for the next attempt, behind what was recorded
 			// meanwhile (a domain recorded again has its newer time).
-			for d, t := range p {
+			for d, r := range p {
 				if _, ok := s.pending[d]; ok {
 					continue
 				}
 				if len(s.pending) < s.maxPending {
-					s.pending[d] = t
+					s.pending[d] = r
 				} else {
 					s.dropped++
 				}
@@ -298,26 +362,122 @@ func (s *boltStore) write() error {
 func (s *boltStore) sweep(now int64) error {
 	s.lastSweep = now
 	cut := now - int64(s.retention)
+	deleted := 0
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSeen)
 		var expired [][]byte // deleting under a cursor can skip keys
 		err := b.ForEach(func(k, v []byte) error {
-			if len(v) != 8 || int64(binary.BigEndian.Uint64(v)) < cut {
+			if r, ok := decodeRecord(v); !ok || r.last < cut {
 				expired = append(expired, k)
 			}
 			return nil
 		})
+		deleted = 0
 		for _, k := range expired {
 			if err == nil {
 				err = b.Delete(k)
+				deleted++
+			}
+		}
+		return err
+	})
+	if err == nil {
+		s.count -= deleted
+	}
+	if err != nil {
+		return fmt.Errorf("seen: sweep %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// lowWater is where an eviction brings a full store: 1/64 under its bound,
+// so a store that stays full scans its file at most once per flush and per
+// maxDomains/64 new domains.
+func (s *boltStore) lowWater() int { return s.maxDomains - s.maxDomains/64 }
+
+// evict brings the file down to lowWater domains: by sweeping the expired
+// ones first (at most once a minute), then at random among the domains
+// asked for once, and among those asked for again only for what is still
+// over. Called under flushMu.
+func (s *boltStore) evict() error {
+	now := s.now().UnixNano()
+	if now >= s.fullSweep {
+		s.fullSweep = now + int64(time.Minute)
+		if err := s.sweep(now); err != nil {
+			return err
+		}
+	}
+	need := s.count - s.lowWater()
+	if need <= 0 {
+		return nil
+	}
+	deleted := 0
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSeen)
+		once, all := 0, 0
+		err := b.ForEach(func(_, v []byte) error {
+			all++
+			if askedOnce(v) {
+				once++
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		// Selection sampling (Knuth's algorithm S) per kind: each domain
+		// is taken with probability wanted/left of its kind, which takes
+		// exactly the wanted number, uniformly.
+		again := all - once
+		wantOnce := min(need, once)
+		wantAgain := min(need-wantOnce, again)
+		var victims [][]byte
+		err = b.ForEach(func(k, v []byte) error {
+			if askedOnce(v) {
+				if wantOnce > 0 && rand.IntN(once) < wantOnce {
+					victims = append(victims, k)
+					wantOnce--
+				}
+				once--
+			} else {
+				if wantAgain > 0 && rand.IntN(again) < wantAgain {
+					victims = append(victims, k)
+					wantAgain--
+				}
+				again--
+			}
+			return nil
+		})
+		deleted = 0
+		for _, k := range victims {
+			if err == nil {
+				err = b.Delete(k)
+				deleted++
 			}
 		}
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("seen: sweep %s: %w", s.path, err)
+		return fmt.Errorf("seen: evict %s: %w", s.path, err)
+	}
+	s.count -= deleted
+	if s.evicted != nil {
+		s.evicted.Add(float64(deleted))
+	}
+	if !s.warnedFull {
+		s.warnedFull = true
+		s.logger.Warn("newly-seen file store full: each flush now evicts about as many domains as it added, at random among those asked for only once "+
+			"(evicted ones are new again); raise detect.newly_seen.max_domains if this is normal traffic",
+			"path", s.path, "max_domains", s.maxDomains, "evicted", deleted)
 	}
 	return nil
+}
+
+// askedOnce reports whether a stored value is of a domain asked for once
+// (a value that does not decode counts as asked again: kept longest).
+func askedOnce(v []byte) bool {
+	r, ok := decodeRecord(v)
+	return ok && !r.again
 }
 
 // Close flushes pending records and closes the file.

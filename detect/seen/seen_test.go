@@ -3,6 +3,7 @@ package seen
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -220,8 +221,10 @@ func TestBoltFirstSeenDuringFlush(t *testing.T) {
 			if flushing != 0 {
 				t.Errorf("%d records still marked flushing after flush returned", flushing)
 			}
-			if want := map[bool]int{false: 1, true: 2}[tc.wantErr]; pending != want { // b.example, and the failed batch back
-				t.Errorf("%d records pending after the flush, want %d", pending, want)
+			// b.example, and a.example asked for again (which the failed
+			// batch's record of a.example does not overwrite).
+			if pending != 2 {
+				t.Errorf("%d records pending after the flush, want 2", pending)
 			}
 		})
 	}
@@ -438,5 +441,95 @@ func TestFileRejectsBadKeys(t *testing.T) {
 	firstSeen(t, s, "a.example", t0)
 	if err := s.flush(); err != nil {
 		t.Fatalf("flush after refused keys: %v", err)
+	}
+}
+
+// TestFileBound checks the file store's bound: a flood of names asked for
+// once never leaves more than MaxDomains in the file after a flush, evicts
+// only flood names while there are enough of them (the domains asked for
+// twice, and those written before the asked-again flag existed, stay),
+// counts every eviction, warns once, and a reopened file knows its size.
+func TestFileBound(t *testing.T) {
+	const bound = 128 // low water 126
+	c := &clock{t: t0}
+	path := filepath.Join(t.TempDir(), "seen.db")
+	// Two domains as an older dnsvalve wrote them: 8-byte values.
+	old, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = old.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketSeen)
+		for _, d := range []string{"legacy1.example", "legacy2.example"} {
+			if err == nil {
+				err = b.Put([]byte(d), binary.BigEndian.AppendUint64(nil, uint64(t0.UnixNano())))
+			}
+		}
+		return err
+	})
+	if err != nil || old.Close() != nil {
+		t.Fatal(err)
+	}
+
+	evicted := prometheus.NewCounter(prometheus.CounterOpts{Name: "evicted_total"})
+	var logs lockedBuffer
+	s, err := openBolt(path, 24*time.Hour, c.now,
+		FileOptions{MaxDomains: bound, Evicted: evicted, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.count != 2 {
+		t.Fatalf("count at open = %d, want the 2 legacy domains", s.count)
+	}
+	keep := make([]string, 98)
+	for i := range keep {
+		keep[i] = fmt.Sprintf("keep%d.example", i)
+		firstSeen(t, s, keep[i], t0)
+		if firstSeen(t, s, keep[i], t0.Add(time.Second)) {
+			t.Fatalf("%s newly seen when asked for the second time", keep[i])
+		}
+	}
+	keep = append(keep, "legacy1.example", "legacy2.example")
+	if err := s.flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1000 {
+		if !firstSeen(t, s, fmt.Sprintf("flood%d.example", i), t0.Add(time.Minute)) {
+			t.Fatalf("flood%d.example not newly seen", i)
+		}
+		if i%50 == 49 {
+			if err := s.flush(); err != nil {
+				t.Fatal(err)
+			}
+			if s.count > bound {
+				t.Fatalf("after flushing flood name %d: %d domains in the file, bound %d", i, s.count, bound)
+			}
+		}
+	}
+	if s.count != bound-bound/64 {
+		t.Errorf("%d domains after the flood, want the low water %d", s.count, bound-bound/64)
+	}
+	if got, want := testutil.ToFloat64(evicted), float64(100+1000-s.count); got != want {
+		t.Errorf("evicted counter = %v, want %v", got, want)
+	}
+	if got := strings.Count(logs.String(), "newly-seen file store full"); got != 1 {
+		t.Errorf("full warning logged %d times, want once:\n%s", got, logs.String())
+	}
+	for _, d := range keep {
+		if firstSeen(t, s, d, t0.Add(2*time.Minute)) {
+			t.Errorf("%s evicted by the flood", d)
+		}
+	}
+	n := s.count
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := openBolt(path, 24*time.Hour, c.now, FileOptions{MaxDomains: bound}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if s2.count != n {
+		t.Errorf("count after reopening = %d, want %d", s2.count, n)
 	}
 }
