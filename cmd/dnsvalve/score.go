@@ -31,13 +31,14 @@ func scoreCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	// Offline scoring must not touch the live first-seen store: a fresh
-	// in-memory one learns for detect.newly_seen.learn from the first
-	// record's time (the records' timestamps are the clock).
-	store, err := seen.Open("memory:", cfg.Detect.NewlySeen.Retention, time.Now)
-	if err != nil {
-		fmt.Fprintf(stderr, "dnsvalve score: %v\n", err)
-		return 2
-	}
+	// in-memory one, bound as the live memory: store is, learns for
+	// detect.newly_seen.learn from the first record's time (the records'
+	// timestamps are the clock).
+	maxDomains := cfg.Detect.NewlySeen.MaxDomains
+	store := seen.OpenMemory(cfg.Detect.NewlySeen.Retention, maxDomains, nil, func() {
+		logger.Warn("newly-seen store full: each new domain now replaces one asked for only once (evicted ones are new again)",
+			"max_domains", maxDomains)
+	}, time.Now)
 	dc := detect.Config{AlertScore: cfg.Detect.AlertScore, BlockScore: cfg.Detect.BlockScore, Window: cfg.Detect.Window,
 		MaxPairs: cfg.Detect.MaxPairs, Ignore: append(append([]string(nil), detect.DefaultIgnore...), cfg.Detect.Ignore...),
 		Learn: cfg.Detect.NewlySeen.Learn, LearnFromFirstQuery: true, Retention: cfg.Detect.NewlySeen.Retention}
