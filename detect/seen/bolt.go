@@ -37,10 +37,10 @@ type FileOptions struct {
 	// Logger, when set, says when writes start failing and when they
 	// recover (once each), and when the store first reaches MaxDomains.
 	Logger *slog.Logger
-	// MaxDomains bounds the domains the file holds (0: no bound). Past it,
-	// each flush evicts about as many as it added, at random among those
-	// asked for once, and only when there are too few of those among
-	// those asked for again, as the memory: store does.
+	// MaxDomains bounds the domains the file holds (0: no bound). A flush
+	// that leaves more evicts down to 1/64 under the bound, at random
+	// among the domains asked for once, and only when there are too few of
+	// those among those asked for again, as the memory: store does.
 	MaxDomains int
 	// Evicted, when set, counts the evicted domains.
 	Evicted prometheus.Counter
@@ -70,22 +70,26 @@ func (r record) encode() []byte {
 	return append(b, 0)
 }
 
-// boltStore keeps domain -> last-seen (unix nanoseconds, big endian) in a
-// bbolt file. FirstSeen reads through the pending map, the map being
+// boltStore keeps domain -> record (see record) in a bbolt file. FirstSeen reads through the pending map, the map being
 // flushed and a read-only transaction and never waits for a disk sync:
 // writes are batched by a background goroutine every flushEvery and on
 // Close.
 //
 // A failed write (a full or broken disk) keeps its records pending for the
 // next flush, at most maxPending of them: past that, new records are
-// dropped and counted, so a disk that stays broken costs bounded memory.
+// dropped and counted, so a disk that stays broken costs bounded memory
+// (twice maxPending records at most: those being written and those
+// waiting). The same bound drops records when more arrive between two
+// flushes.
 // A dropped domain is new again when it comes back.
 //
 // With a bound (FileOptions.MaxDomains), a flush that leaves more domains
 // in the file evicts down to lowWater: a random share of those asked for
 // once, so a flood's names replace each other and the domains the network
-// keeps using stay (a domain is asked again when FirstSeen sees it a
-// second time, whenever that is).
+// keeps using stay. FirstSeen is called once per new (client, domain)
+// pair of the detector's pair table, so a domain is asked again when a
+// second client asks for it, or the same one once its pair has left the
+// table.
 type boltStore struct {
 	db         *bolt.DB
 	path       string
@@ -109,8 +113,10 @@ type boltStore struct {
 	flushMu      sync.Mutex
 	lastSweep    int64
 	count        int   // domains in the file
+	recount      bool  // a failed write may have changed the file: count it again
 	fullSweep    int64 // earliest next sweep before an eviction
 	warnedFull   bool
+	warnedDrops  bool // dropped records logged (writes succeeding) since the last flush without drops
 	failingSince time.Time                           // zero while writes succeed
 	afterSwap    func()                              // test hook: flush calls it between taking pending and the commit
 	update       func(func(tx *bolt.Tx) error) error // db.Update; tests make it fail
@@ -263,6 +269,12 @@ func (s *boltStore) flush() error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	err := s.write()
+	if err == nil && s.recount {
+		err = s.db.View(func(tx *bolt.Tx) error {
+			s.count, s.recount = tx.Bucket(bucketSeen).Stats().KeyN, false
+			return nil
+		})
+	}
 	if err == nil {
 		if now := s.now().UnixNano(); now-s.lastSweep > int64(s.retention/8) {
 			err = s.sweep(now)
@@ -289,6 +301,15 @@ func (s *boltStore) noteWrite(err error, dropped int) {
 	}
 	if s.errs != nil && n > 0 {
 		s.errs.Add(float64(n))
+	}
+	switch {
+	case err == nil && dropped > 0 && !s.warnedDrops && s.failingSince.IsZero():
+		s.warnedDrops = true
+		s.logger.Warn("newly-seen file store: more first-seen records arrived between two writes than wait for one (max_waiting); "+
+			"the others were dropped (counted in dnsvalve_detect_seen_store_errors_total) and their domains are new again when they come back",
+			"path", s.path, "dropped", dropped, "max_waiting", s.maxPending)
+	case err == nil && dropped == 0:
+		s.warnedDrops = false
 	}
 	switch {
 	case err != nil && s.failingSince.IsZero():
@@ -334,6 +355,10 @@ func (s *boltStore) write() error {
 		})
 		if err == nil {
 			s.count += added
+		} else {
+			// The commit may have reached the file though it failed (a
+			// failed sync): count the file again once writes succeed.
+			s.recount = true
 		}
 		s.mu.Lock()
 		s.flushing = nil
@@ -359,34 +384,36 @@ func (s *boltStore) write() error {
 	return nil
 }
 
+// sweep deletes the expired domains, and sets the count from its scan. A
+// failed sweep is tried again a minute later. Called under flushMu.
 func (s *boltStore) sweep(now int64) error {
-	s.lastSweep = now
 	cut := now - int64(s.retention)
-	deleted := 0
+	left := 0
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSeen)
 		var expired [][]byte // deleting under a cursor can skip keys
+		all := 0
 		err := b.ForEach(func(k, v []byte) error {
+			all++
 			if r, ok := decodeRecord(v); !ok || r.last < cut {
 				expired = append(expired, k)
 			}
 			return nil
 		})
-		deleted = 0
 		for _, k := range expired {
 			if err == nil {
 				err = b.Delete(k)
-				deleted++
 			}
 		}
+		left = all - len(expired)
 		return err
 	})
-	if err == nil {
-		s.count -= deleted
-	}
 	if err != nil {
+		s.lastSweep = now - int64(s.retention/8) + int64(time.Minute)
+		s.recount = true
 		return fmt.Errorf("seen: sweep %s: %w", s.path, err)
 	}
+	s.lastSweep, s.count, s.recount = now, left, false
 	return nil
 }
 
@@ -407,14 +434,14 @@ func (s *boltStore) evict() error {
 			return err
 		}
 	}
-	need := s.count - s.lowWater()
-	if need <= 0 {
+	if s.count <= s.maxDomains {
 		return nil
 	}
-	deleted := 0
+	deleted, all := 0, 0
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSeen)
-		once, all := 0, 0
+		once := 0
+		all = 0
 		err := b.ForEach(func(_, v []byte) error {
 			all++
 			if askedOnce(v) {
@@ -425,11 +452,12 @@ func (s *boltStore) evict() error {
 		if err != nil {
 			return err
 		}
+		need := all - s.lowWater()
 		// Selection sampling (Knuth's algorithm S) per kind: each domain
 		// is taken with probability wanted/left of its kind, which takes
 		// exactly the wanted number, uniformly.
 		again := all - once
-		wantOnce := min(need, once)
+		wantOnce := min(max(need, 0), once)
 		wantAgain := min(need-wantOnce, again)
 		var victims [][]byte
 		err = b.ForEach(func(k, v []byte) error {
@@ -448,19 +476,19 @@ func (s *boltStore) evict() error {
 			}
 			return nil
 		})
-		deleted = 0
 		for _, k := range victims {
 			if err == nil {
 				err = b.Delete(k)
-				deleted++
 			}
 		}
+		deleted = len(victims)
 		return err
 	})
 	if err != nil {
+		s.recount = true
 		return fmt.Errorf("seen: evict %s: %w", s.path, err)
 	}
-	s.count -= deleted
+	s.count, s.recount = all-deleted, false
 	if s.evicted != nil {
 		s.evicted.Add(float64(deleted))
 	}

@@ -533,3 +533,145 @@ func TestFileBound(t *testing.T) {
 		t.Errorf("count after reopening = %d, want %d", s2.count, n)
 	}
 }
+
+// TestFileDropsWithoutFailure checks the bound on waiting records when the
+// disk is fine but more new domains arrive between two writes than it
+// holds: the extra ones are counted and warned about once per run of
+// flushes that drop.
+func TestFileDropsWithoutFailure(t *testing.T) {
+	c := &clock{t: t0}
+	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "errors_total"})
+	var logs lockedBuffer
+	s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), 24*time.Hour, c.now,
+		FileOptions{Errors: errs, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.maxPending = 3
+	n := 0
+	for _, st := range []struct {
+		asked    int // new domains before the flush
+		errs     float64
+		warnings int
+	}{
+		{5, 2, 1},
+		{5, 4, 1}, // still dropping: no new warning
+		{2, 4, 1}, // no drops: the next ones warn again
+		{4, 5, 2},
+	} {
+		for range st.asked {
+			firstSeen(t, s, fmt.Sprintf("d%d.example", n), t0)
+			n++
+		}
+		if err := s.flush(); err != nil {
+			t.Fatal(err)
+		}
+		if got := testutil.ToFloat64(errs); got != st.errs {
+			t.Errorf("after %d domains: errors counter = %v, want %v", n, got, st.errs)
+		}
+		if got := strings.Count(logs.String(), "more first-seen records arrived"); got != st.warnings {
+			t.Errorf("after %d domains: %d warnings, want %d:\n%s", n, got, st.warnings, logs.String())
+		}
+	}
+}
+
+// TestFileEvictsUniformly checks that eviction picks uniformly among the
+// domains asked for once (never those asked for again): over many rounds
+// of 12 such domains, 4 asked for twice and a bound of 12, each of the 12
+// survives about 8 rounds in 12.
+func TestFileEvictsUniformly(t *testing.T) {
+	const rounds = 400
+	c := &clock{t: t0}
+	survived := map[string]int{}
+	for range rounds {
+		s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), 24*time.Hour, c.now, FileOptions{MaxDomains: 12}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.db.NoSync = true
+		for i := range 4 {
+			d := fmt.Sprintf("again%d.example", i)
+			firstSeen(t, s, d, t0)
+			firstSeen(t, s, d, t0)
+		}
+		for i := range 12 {
+			firstSeen(t, s, fmt.Sprintf("once%02d.example", i), t0)
+		}
+		if err := s.flush(); err != nil {
+			t.Fatal(err)
+		}
+		_ = s.db.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketSeen).ForEach(func(k, _ []byte) error { survived[string(k)]++; return nil })
+		})
+		if s.count != 12 {
+			t.Fatalf("count after eviction = %d, want 12", s.count)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Binomial(400, 2/3): mean 266.7, sd 9.4; allow five sd.
+	for i := range 4 {
+		if d := fmt.Sprintf("again%d.example", i); survived[d] != rounds {
+			t.Errorf("%s survived %d of %d rounds, want all", d, survived[d], rounds)
+		}
+	}
+	for i := range 12 {
+		if d, got := fmt.Sprintf("once%02d.example", i), survived[fmt.Sprintf("once%02d.example", i)]; got < 220 || got > 314 {
+			t.Errorf("%s survived %d of %d rounds, want about 267", d, got, rounds)
+		}
+	}
+}
+
+// TestFileCountFollowsTheFile checks the count of domains the bound works
+// from: after a sweep of expired ones, and after a write that reached the
+// file though it reported failure (a failed sync), it matches the file.
+func TestFileCountFollowsTheFile(t *testing.T) {
+	c := &clock{t: t0}
+	s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), time.Hour, c.now, FileOptions{MaxDomains: 1000}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	inFile := func() (n int) {
+		_ = s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketSeen).Stats().KeyN; return nil })
+		return n
+	}
+	for i := range 10 {
+		firstSeen(t, s, fmt.Sprintf("old%d.example", i), t0)
+	}
+	if err := s.flush(); err != nil || s.count != 10 {
+		t.Fatalf("flush: %v, count %d, want 10", err, s.count)
+	}
+	// Committed, then reported failed.
+	s.update = func(fn func(*bolt.Tx) error) error {
+		if err := s.db.Update(fn); err != nil {
+			return err
+		}
+		return errDiskFull
+	}
+	for i := range 5 {
+		firstSeen(t, s, fmt.Sprintf("synced%d.example", i), t0)
+	}
+	if err := s.flush(); err == nil {
+		t.Fatal("flush did not report the failure")
+	}
+	s.update = s.db.Update
+	// The failed batch is written again (already in the file).
+	if err := s.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if s.count != inFile() || s.count != 15 {
+		t.Errorf("after a failed sync: count %d, file %d, want 15", s.count, inFile())
+	}
+	// Past the retention the old ones are swept on the next flush.
+	c.set(t0.Add(2 * time.Hour))
+	firstSeen(t, s, "new.example", c.now())
+	if err := s.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if s.count != inFile() || s.count != 1 {
+		t.Errorf("after the sweep: count %d, file %d, want 1", s.count, inFile())
+	}
+}
