@@ -116,7 +116,7 @@ type boltStore struct {
 	recount      bool  // a failed write may have changed the file: count it again
 	fullSweep    int64 // earliest next sweep before an eviction
 	warnedFull   bool
-	warnedDrops  bool // dropped records logged (writes succeeding) since the last flush without drops
+	warnedDrops  bool                                // dropped records logged (writes succeeding) since the last flush without drops
 	failingSince time.Time                           // zero while writes succeed
 	afterSwap    func()                              // test hook: flush calls it between taking pending and the commit
 	update       func(func(tx *bolt.Tx) error) error // db.Update; tests make it fail
