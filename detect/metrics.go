@@ -45,7 +45,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		SeenErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "seen_store_errors_total", Help: "Errors from the newly-seen store."}),
 		SeenEvictions: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "seen_store_evictions_total", Help: "Domains evicted from the full memory: or file: newly-seen store (detect.newly_seen.max_domains)."}),
+			Name: "seen_store_evictions_total", Help: "Domains evicted from the full newly-seen store (detect.newly_seen.max_domains)."}),
 		WebhookSent: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "webhook_deliveries_total", Help: "Alert webhook delivery attempts by result."}, []string{"result"}),
 		WebhookDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,

@@ -165,7 +165,7 @@ type NewlySeenConfig struct {
 	Store      string        `mapstructure:"store"`
 	Learn      time.Duration `mapstructure:"learn"`
 	Retention  time.Duration `mapstructure:"retention"`
-	MaxDomains int           `mapstructure:"max_domains"` // memory: and file: stores; 0: no bound
+	MaxDomains int           `mapstructure:"max_domains"` // every store; 0: no bound
 }
 
 type AlertsConfig struct {

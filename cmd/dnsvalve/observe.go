@@ -65,7 +65,7 @@ func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*
 		o.store, err = seen.OpenRedis(ctx, st, cfg.Detect.NewlySeen.Retention, time.Now, seen.RedisOptions{
 			Prefix: cfg.Detect.SharedPrefix, Sync: cfg.Detect.SharedSync, CAFile: cfg.Detect.SharedTLSCA,
 			Up: o.fm.Up.WithLabelValues(fleet.ComponentSeen), Errors: o.fm.Errors.WithLabelValues(fleet.ComponentSeen),
-			Logger: logger})
+			Logger: logger, MaxDomains: cfg.Detect.NewlySeen.MaxDomains, Evicted: dm.SeenEvictions})
 		cancel()
 	} else if st == "memory:" {
 		maxDomains := cfg.Detect.NewlySeen.MaxDomains

@@ -26,6 +26,14 @@ type RedisOptions struct {
 	Up     prometheus.Gauge
 	Errors prometheus.Counter
 	Logger *slog.Logger
+	// MaxDomains bounds the domains known locally and in the shared set
+	// (0: no bound). Locally, past it each new domain asked for replaces a
+	// random known one (after a sweep of the expired ones, at most once a
+	// minute), and domains pulled from the fleet are added only while
+	// there is room; the shared set keeps the MaxDomains asked for last.
+	MaxDomains int
+	// Evicted, when set, counts the domains evicted locally.
+	Evicted prometheus.Counter
 }
 
 // pullMargin is how far back each pull reaches before the previous one,
@@ -67,14 +75,19 @@ type RedisStore struct {
 	health    *redisconn.Health
 	logger    *slog.Logger
 
-	mu        sync.Mutex
-	known     map[string]int64 // domain -> last seen, unix ns
-	queue     map[string]int64 // domain -> last seen to write
-	nextSweep int64
-	closed    bool
-	createdAt time.Time
-	fresh     bool
-	maxQueued int // maxQueued; lower in tests
+	maxDomains int
+	evicted    prometheus.Counter // may be nil
+
+	mu         sync.Mutex
+	warnedFull bool
+	known      map[string]int64 // domain -> last seen, unix ns
+	queue      map[string]int64 // domain -> last seen to write
+	nextSweep  int64
+	fullSweep  int64 // earliest next sweep when full
+	closed     bool
+	createdAt  time.Time
+	fresh      bool
+	maxQueued  int // maxQueued; lower in tests
 
 	// afterTake, when set (tests), runs in Sync once the queue is taken.
 	afterTake func()
@@ -121,7 +134,7 @@ func OpenRedis(ctx context.Context, url string, retention time.Duration, now fun
 		return nil, fmt.Errorf("seen: %w", err)
 	}
 	s := &RedisStore{client: redis.NewClient(opts), key: o.Prefix + "seen", created: o.Prefix + "seen:created",
-		retention: retention, now: now, sync: o.Sync, logger: o.Logger,
+		retention: retention, now: now, sync: o.Sync, logger: o.Logger, maxDomains: max(o.MaxDomains, 0), evicted: o.Evicted,
 		health: redisconn.NewHealth("seen", o.Up, o.Errors, o.Logger),
 		known:  map[string]int64{}, queue: map[string]int64{}, maxQueued: maxQueued,
 		done: make(chan struct{})}
@@ -194,12 +207,19 @@ func (s *RedisStore) load(ctx context.Context) error {
 
 // merge adds members (score: last seen, unix ms) to the known set.
 func (s *RedisStore) merge(zs []redis.Z) {
+	now := s.now().UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, z := range zs {
 		d, _ := z.Member.(string)
 		t := int64(z.Score) * int64(time.Millisecond)
-		if l, ok := s.known[d]; !ok || t > l {
+		l, ok := s.known[d]
+		if !ok && !s.hasRoom(now) {
+			// Full: the domains this instance is asked for keep their
+			// place (pulled ones would only churn the set).
+			continue
+		}
+		if !ok || t > l {
 			s.known[d] = t
 		}
 	}
@@ -216,19 +236,14 @@ func (s *RedisStore) FirstSeen(_ context.Context, domain string, now time.Time) 
 		return false, ErrClosed
 	}
 	if t >= s.nextSweep {
-		cut := t - int64(s.retention)
-		for d, l := range s.known {
-			if l < cut {
-				delete(s.known, d)
-			}
-		}
-		s.nextSweep = t + int64(s.retention/8)
+		s.sweep(t)
 	}
 	l, ok := s.known[domain]
 	first := !ok || t-l > int64(s.retention)
 	if first || t-l >= int64(refreshEvery) {
 		d := domain
 		if !ok {
+			s.makeRoom(t)
 			d = strings.Clone(domain)
 		}
 		s.known[d] = t
@@ -242,6 +257,53 @@ func (s *RedisStore) FirstSeen(_ context.Context, domain string, now time.Time) 
 }
 
 var errQueueFull = errors.New("seen: redis queue full, first-seen records dropped")
+
+// sweep forgets the domains not seen within the retention before t.
+// Called under mu.
+func (s *RedisStore) sweep(t int64) {
+	cut := t - int64(s.retention)
+	for d, l := range s.known {
+		if l < cut {
+			delete(s.known, d)
+		}
+	}
+	s.nextSweep = t + int64(s.retention/8)
+}
+
+// hasRoom reports whether the known set has room for one more domain,
+// sweeping the expired ones first when it is full (at most once a minute).
+// Called under mu.
+func (s *RedisStore) hasRoom(t int64) bool {
+	if s.maxDomains == 0 || len(s.known) < s.maxDomains {
+		return true
+	}
+	if t >= s.fullSweep {
+		s.sweep(t)
+		s.fullSweep = t + int64(time.Minute)
+	}
+	return len(s.known) < s.maxDomains
+}
+
+// makeRoom makes room in the known set for one more domain: when it is
+// full, by forgetting a random one (the first in map order). Called under
+// mu.
+func (s *RedisStore) makeRoom(t int64) {
+	if s.hasRoom(t) {
+		return
+	}
+	for d := range s.known {
+		delete(s.known, d)
+		break
+	}
+	if s.evicted != nil {
+		s.evicted.Inc()
+	}
+	if !s.warnedFull {
+		s.warnedFull = true
+		s.logger.Warn("newly-seen redis store full: each new domain now replaces a random known one (evicted ones are new again); "+
+			"raise detect.newly_seen.max_domains if this is normal traffic", "max_domains", s.maxDomains)
+	}
+}
 
 // Fresh reports whether this store created the shared set (no instance had
 // before); false until the set was first loaded from Redis.
@@ -333,6 +395,10 @@ func (s *RedisStore) Sync(ctx context.Context) error {
 	if t.UnixNano()-s.lastTrim > int64(s.retention/8) || s.lastTrim == 0 {
 		pipe.ZRemRangeByScore(ctx, s.key, "-inf", "("+strconv.FormatInt(t.Add(-s.retention).UnixMilli(), 10))
 		s.lastTrim = t.UnixNano()
+	}
+	if s.maxDomains > 0 {
+		// Keep the maxDomains asked for last (O(log n) when under it).
+		pipe.ZRemRangeByRank(ctx, s.key, 0, -int64(s.maxDomains)-1)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		// Keep them for the next round, behind what was queued meanwhile

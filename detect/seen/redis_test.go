@@ -2,6 +2,9 @@ package seen
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -254,5 +257,63 @@ func TestRedisCreationPublishedAfterLoad(t *testing.T) {
 	syncT(t, b)
 	if !b.Created().Equal(t0) || b.Known() != 1 || b.Fresh() {
 		t.Errorf("after the load: Created %v, %d known, Fresh %v; want %v, 1, false", b.Created(), b.Known(), b.Fresh(), t0)
+	}
+}
+
+// TestRedisBound checks the Redis store's bound: past MaxDomains each new
+// domain replaces a known one (counted, warned once), locally and from the
+// fleet's pulls, and the shared set keeps the domains asked for last.
+func TestRedisBound(t *testing.T) {
+	const bound = 10
+	r := redistest.Start(t)
+	c := &clock{t: t0}
+	evicted := prometheus.NewCounter(prometheus.CounterOpts{Name: "evicted_total"})
+	var logs lockedBuffer
+	a := openRedisT(t, r.URL(), c, RedisOptions{MaxDomains: bound, Evicted: evicted,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	b := openRedisT(t, r.URL(), c, RedisOptions{}) // unbounded: the fleet's other instance
+	for i := range 30 {
+		at := t0.Add(time.Duration(i) * time.Second)
+		if !firstSeen(t, a, fmt.Sprintf("d%d.example", i), at) {
+			t.Fatalf("d%d.example not newly seen", i)
+		}
+		if a.Known() > bound {
+			t.Fatalf("%d domains known after d%d.example, bound %d", a.Known(), i, bound)
+		}
+	}
+	if got := testutil.ToFloat64(evicted); got != 20 {
+		t.Errorf("evicted = %v, want 20", got)
+	}
+	// The last one is known (a new domain is never the one evicted).
+	if firstSeen(t, a, "d29.example", t0.Add(time.Minute)) {
+		t.Error("d29.example, just recorded, newly seen again")
+	}
+	syncT(t, a)
+	if n, err := r.Do("ZCARD", "dnsvalve:seen"); err != nil || n != fmt.Sprintf(":%d", bound) {
+		t.Errorf("ZCARD of the shared set = %q (%v), want %d", n, err, bound)
+	}
+	// The shared set keeps the last ten asked for.
+	for i, want := range map[int]bool{19: false, 20: true, 29: true} {
+		if score, err := r.Do("ZSCORE", "dnsvalve:seen", fmt.Sprintf("d%d.example", i)); err != nil || (score != "") != want {
+			t.Errorf("d%d.example in the shared set: score %q (%v), want present %v", i, score, err, want)
+		}
+	}
+	// Domains pulled from the fleet (its own pushes included) do not
+	// displace the ones this instance was asked for.
+	for i := range 5 {
+		firstSeen(t, b, fmt.Sprintf("fleet%d.example", i), t0.Add(2*time.Minute))
+	}
+	syncT(t, b, a)
+	if a.Known() != bound {
+		t.Errorf("%d domains known after a pull, want the bound %d", a.Known(), bound)
+	}
+	if got := testutil.ToFloat64(evicted); got != 20 {
+		t.Errorf("evicted after the pull = %v, want still 20", got)
+	}
+	if !firstSeen(t, a, "fleet0.example", t0.Add(3*time.Minute)) {
+		t.Error("fleet0.example, pulled into a full set, not new to it")
+	}
+	if n := strings.Count(logs.String(), "newly-seen redis store full"); n != 1 {
+		t.Errorf("full warning logged %d times, want once:\n%s", n, logs.String())
 	}
 }
