@@ -26,11 +26,11 @@ type RedisOptions struct {
 	Up     prometheus.Gauge
 	Errors prometheus.Counter
 	Logger *slog.Logger
-	// MaxDomains bounds the domains known locally and in the shared set
-	// (0: no bound). Locally, past it each new domain asked for replaces a
-	// random known one (after a sweep of the expired ones, at most once a
-	// minute), and domains pulled from the fleet are added only while
-	// there is room; the shared set keeps the MaxDomains asked for last.
+	// MaxDomains bounds the domains known locally (0: no bound). Past it
+	// each new domain asked for replaces a random known one (after a sweep
+	// of the expired ones, at most once a minute), and domains pulled from
+	// the fleet are added only while there is room (loaded newest first).
+	// The shared set keeps the 2*MaxDomains written last.
 	MaxDomains int
 	// Evicted, when set, counts the domains evicted locally.
 	Evicted prometheus.Counter
@@ -62,7 +62,9 @@ const maxQueued = 200000
 // instances added or refreshed since the previous pull, so a domain
 // first seen on one instance is known to the others within about two sync
 // intervals. Open loads the whole set (the restart keeps its knowledge);
-// members older than the retention are trimmed with ZREMRANGEBYSCORE.
+// members older than the retention are trimmed with ZREMRANGEBYSCORE, and
+// with a bound (RedisOptions.MaxDomains) the oldest past twice the bound
+// with ZREMRANGEBYRANK.
 // When Redis is down the store works on local knowledge, queues records
 // (bounded) and catches up, loading the set again, on recovery.
 type RedisStore struct {
@@ -185,18 +187,24 @@ func (s *RedisStore) initLocked(ctx context.Context) error {
 }
 
 // load reads every member seen within the retention into the known set.
+//
+// It reads the newest first, up to the load's start (members written since
+// come with the next pull), so that a copy bounded below the set's size
+// keeps the newest, and the other instances' trims (of the oldest) do not
+// shift the pages still to read.
 func (s *RedisStore) load(ctx context.Context) error {
 	t := s.now()
 	min := strconv.FormatInt(t.Add(-s.retention).UnixMilli(), 10)
+	until := strconv.FormatInt(t.UnixMilli(), 10)
 	n := 0
 	for off := int64(0); ; off += loadChunk {
-		zs, err := s.client.ZRangeByScoreWithScores(ctx, s.key, &redis.ZRangeBy{Min: min, Max: "+inf", Offset: off, Count: loadChunk}).Result()
+		zs, err := s.client.ZRevRangeByScoreWithScores(ctx, s.key, &redis.ZRangeBy{Min: min, Max: until, Offset: off, Count: loadChunk}).Result()
 		if err != nil {
 			return fmt.Errorf("seen: redis load: %w", err)
 		}
 		s.merge(zs)
 		n += len(zs)
-		if len(zs) < loadChunk {
+		if len(zs) < loadChunk || s.full() {
 			break
 		}
 	}
@@ -268,6 +276,13 @@ func (s *RedisStore) sweep(t int64) {
 		}
 	}
 	s.nextSweep = t + int64(s.retention/8)
+}
+
+// full reports whether the known set is at its bound.
+func (s *RedisStore) full() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxDomains > 0 && len(s.known) >= s.maxDomains
 }
 
 // hasRoom reports whether the known set has room for one more domain,
@@ -397,8 +412,12 @@ func (s *RedisStore) Sync(ctx context.Context) error {
 		s.lastTrim = t.UnixNano()
 	}
 	if s.maxDomains > 0 {
-		// Keep the maxDomains asked for last (O(log n) when under it).
-		pipe.ZRemRangeByRank(ctx, s.key, 0, -int64(s.maxDomains)-1)
+		// Keep the 2*maxDomains written last (O(log n) when under it). A
+		// member's score moves only when it is first seen or refreshed
+		// (hourly), so a flood's names look newer than domains in use
+		// for up to an hour: the headroom keeps those through a flood of
+		// maxDomains names an hour.
+		pipe.ZRemRangeByRank(ctx, s.key, 0, -2*int64(s.maxDomains)-1)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		// Keep them for the next round, behind what was queued meanwhile

@@ -261,8 +261,9 @@ func TestRedisCreationPublishedAfterLoad(t *testing.T) {
 }
 
 // TestRedisBound checks the Redis store's bound: past MaxDomains each new
-// domain replaces a known one (counted, warned once), locally and from the
-// fleet's pulls, and the shared set keeps the domains asked for last.
+// domain replaces a known one (counted, warned once), pulls from the fleet
+// add domains only while there is room, and the shared set keeps the
+// 2*MaxDomains written last.
 func TestRedisBound(t *testing.T) {
 	const bound = 10
 	r := redistest.Start(t)
@@ -284,16 +285,12 @@ func TestRedisBound(t *testing.T) {
 	if got := testutil.ToFloat64(evicted); got != 20 {
 		t.Errorf("evicted = %v, want 20", got)
 	}
-	// The last one is known (a new domain is never the one evicted).
-	if firstSeen(t, a, "d29.example", t0.Add(time.Minute)) {
-		t.Error("d29.example, just recorded, newly seen again")
-	}
 	syncT(t, a)
-	if n, err := r.Do("ZCARD", "dnsvalve:seen"); err != nil || n != fmt.Sprintf(":%d", bound) {
-		t.Errorf("ZCARD of the shared set = %q (%v), want %d", n, err, bound)
+	if n, err := r.Do("ZCARD", "dnsvalve:seen"); err != nil || n != fmt.Sprintf(":%d", 2*bound) {
+		t.Errorf("ZCARD of the shared set = %q (%v), want %d", n, err, 2*bound)
 	}
-	// The shared set keeps the last ten asked for.
-	for i, want := range map[int]bool{19: false, 20: true, 29: true} {
+	// The shared set keeps the twenty written last.
+	for i, want := range map[int]bool{9: false, 10: true, 29: true} {
 		if score, err := r.Do("ZSCORE", "dnsvalve:seen", fmt.Sprintf("d%d.example", i)); err != nil || (score != "") != want {
 			t.Errorf("d%d.example in the shared set: score %q (%v), want present %v", i, score, err, want)
 		}
@@ -315,5 +312,32 @@ func TestRedisBound(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "newly-seen redis store full"); n != 1 {
 		t.Errorf("full warning logged %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+// TestRedisBoundLoad checks that a bounded store opened on a shared set
+// larger than its bound loads the newest domains.
+func TestRedisBoundLoad(t *testing.T) {
+	const bound = 10
+	r := redistest.Start(t)
+	c := &clock{t: t0}
+	b := openRedisT(t, r.URL(), c, RedisOptions{}) // unbounded
+	for i := range 3 * bound {
+		firstSeen(t, b, fmt.Sprintf("d%d.example", i), t0.Add(time.Duration(i)*time.Second))
+	}
+	syncT(t, b)
+	c.set(t0.Add(time.Minute))
+	a := openRedisT(t, r.URL(), c, RedisOptions{MaxDomains: bound})
+	if a.Known() != bound {
+		t.Fatalf("%d domains loaded, want the bound %d", a.Known(), bound)
+	}
+	// The known ones first: a new one evicts one.
+	for _, tc := range []struct {
+		i    int
+		want bool
+	}{{20, false}, {29, false}, {19, true}, {0, true}} {
+		if got := firstSeen(t, a, fmt.Sprintf("d%d.example", tc.i), t0.Add(time.Minute)); got != tc.want {
+			t.Errorf("after loading: FirstSeen(d%d.example) = %v, want %v (the newest %d loaded)", tc.i, got, tc.want, bound)
+		}
 	}
 }
