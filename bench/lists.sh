@@ -9,7 +9,8 @@
 #      with refresh: 10s; the file changes, the list reloads; VmRSS sampled
 #      every 50 ms across the refresh;
 #   4. cache-hit qps with the list loaded vs without, same run (bench/run.sh
-#      with VARIANTS="base: lists2m:bench/configs/lists-2m.yaml", SETS=hits).
+#      with VARIANTS="base: lists2m:bench/configs/lists-2m.yaml", SETS=hits,
+#      ROUNDS=QPS_ROUNDS: the median of the rounds' ratios is the figure).
 #
 # Ready time: from just before dnsvalve is exec'd until the LAST name of the
 # list is answered NXDOMAIN with EDE 15 (Blocked); dig polls every 20 ms.
@@ -23,6 +24,7 @@
 #                         first 10 s refresh tick, a 304, falls in it)
 #   REFRESH_AFTER=30      seconds sampled after the changed list is being served
 #   QPS_DURATION=15       DURATION of the run.sh cache-hit pass; 0 skips step 4
+#   QPS_ROUNDS=3          ROUNDS of it (each round measures both, interleaved)
 #   PARTS="synthetic real refresh qps"   which steps to run
 #   SERVER_CPU=0 LOAD_CPU=1, DNSVALVE_BIN, KEEP_TMP=1, RESULTS_DIR=bench/results ("" = don't write)
 set -euo pipefail
@@ -56,7 +58,7 @@ outer() {
 	bench_enter_netns "$BENCH_DIR/lists.sh" || rc=$?
 	if [[ $rc == 0 && " $PARTS " == *" qps "* && $QPS_DURATION != 0 ]]; then
 		log "cache-hit qps with the 2M list vs without (bench/run.sh)"
-		VARIANTS="base: lists2m:bench/configs/lists-2m.yaml" SERVERS=dnsvalve SETS=hits \
+		VARIANTS="base: lists2m:bench/configs/lists-2m.yaml" SERVERS=dnsvalve SETS=hits ROUNDS=${QPS_ROUNDS:-3} \
 			DURATION=$QPS_DURATION DNSVALVE_BIN=$BENCH_TMP/dnsvalve bash "$BENCH_DIR/run.sh" || rc=$?
 	fi
 	bench_finish_tmp

@@ -16,6 +16,10 @@
 #   EXTRA_CONFIG=FILE    YAML merged into the base dnsvalve config of every variant
 #                        (per top-level section; "@TMP@" in it and in variant files
 #                        becomes the scratch directory)
+#   ROUNDS=1             measure every server this many times, interleaved (round 1
+#                        of each, then round 2, ...): with variants, each round's
+#                        variant qps ratio is printed, and their median, which
+#                        this shared machine's drift between passes moves less
 #   DNSVALVE_BIN=PATH    use this binary instead of building ./cmd/dnsvalve
 #   CLIENTS=10           dnsperf -c
 #   OUTSTANDING=500      dnsperf -q in the max-qps pass
@@ -38,6 +42,8 @@ else
 	SERVERS=${SERVERS:-"unbound const dnsvalve"}
 fi
 VARIANTS=${VARIANTS:-"base:"}
+ROUNDS=${ROUNDS:-1}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer" >&2; exit 2; }
 EXTRA_CONFIG=${EXTRA_CONFIG:-}
 CLIENTS=${CLIENTS:-10}
 OUTSTANDING=${OUTSTANDING:-500}
@@ -56,7 +62,7 @@ CACHE_SIZE=${CACHE_SIZE:-100000}
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 RESULTS_DIR=${RESULTS_DIR-$BENCH_DIR/results}
-export DURATION SETS BASELINE_ONLY SERVERS VARIANTS EXTRA_CONFIG CLIENTS OUTSTANDING P99_LOAD P99_QPS LAT_AT \
+export DURATION SETS BASELINE_ONLY SERVERS VARIANTS ROUNDS EXTRA_CONFIG CLIENTS OUTSTANDING P99_LOAD P99_QPS LAT_AT \
 	SERVER_CPU LOAD_CPU HITS_N MISSES_N MIX_N POPULAR CACHE_SIZE RESULTS_DIR
 
 BENCH_NAME=bench
@@ -354,6 +360,7 @@ report() {
 		echo "# machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo); loadavg before=$LOAD_BEFORE after=$(cut -d' ' -f1-3 /proc/loadavg)"
 		echo "# $(dnsperf -h 2>&1 | grep -m1 Version | sed 's/^/dnsperf /'); $(unbound -V 2>/dev/null | head -1 | sed 's/^/unbound /'); $(go version 2>/dev/null | cut -d' ' -f3)"
 		[[ " ${SERVERS} " == *" dnsvalve "* ]] && echo "# dnsvalve variants: $VARIANTS${EXTRA_CONFIG:+ (extra config $EXTRA_CONFIG)}"
+		[[ $ROUNDS == 1 ]] || echo "# rounds=$ROUNDS (every server measured once per round, in table order; ratios below use the last round, variant ratios every round)"
 		echo
 		printf '%-18s %9s %8s %7s %8s %11s | %9s %9s %8s %8s %7s %8s | %9s %12s\n' \
 			server max_qps avg_us unans cpu_us/q srv/cpu0/1% "rate@$LAT_AT" got_qps p50_us p99_us timeout cpu_us/q upstream_q over2ms
@@ -364,18 +371,37 @@ report() {
 		done
 		echo
 		awk -v base_variant="dnsvalve:${VARIANTS%%:*}" '
-			{ label[NR] = $1; qps[$1] = $2 + 0; p99[$1] = $10; cpu[$1] = $5 + 0; cpu2[$1] = $12 + 0 }
+			{ label[NR] = $1; qps[$1] = $2 + 0; p99[$1] = $10; cpu[$1] = $5 + 0; cpu2[$1] = $12 + 0
+			  k = ++rounds[$1]; rq[$1, k] = $2 + 0 }
+			# median of the variant ratios of l over the rounds both have
+			function rounds_ratio(l,    n, k, r, i, j, t, out) {
+				n = rounds[l] < rounds[base_variant] ? rounds[l] : rounds[base_variant]
+				out = ""
+				for (k = 1; k <= n; k++) {
+					r[k] = rq[base_variant, k] ? rq[l, k] / rq[base_variant, k] : 0
+					out = out sprintf(" %.2f", r[k])
+				}
+				for (i = 2; i <= n; i++)
+					for (j = i; j > 1 && r[j - 1] > r[j]; j--) { t = r[j]; r[j] = r[j - 1]; r[j - 1] = t }
+				t = n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+				return sprintf("per round%s, median %.2f", out, t)
+			}
 			function ratio(a, b) { return (b + 0 == 0 || a == "timeout" || b == "timeout") ? "-" : sprintf("%.2f", a / b) }
 			END {
 				for (i = 1; i <= NR; i++) {
 					l = label[i]
-					if (l !~ /^dnsvalve:/) continue
+					if (l !~ /^dnsvalve:/ || (l in done)) continue
+					done[l] = 1
 					if ("unbound" in qps)
 						printf "ratio %s/unbound: qps %s  p99 %s  cpu_us/q@max %s  cpu_us/q@%s %s\n", l, ratio(qps[l], qps["unbound"]), ratio(p99[l], p99["unbound"]), ratio(cpu[l], cpu["unbound"]), "'"$LAT_AT"'", ratio(cpu2[l], cpu2["unbound"])
 					if ("const" in qps)
 						printf "ratio %s/const:   qps %s  cpu_us/q@%s %s\n", l, ratio(qps[l], qps["const"]), "'"$LAT_AT"'", ratio(cpu2[l], cpu2["const"])
-					if (l != base_variant && (base_variant in qps))
-						printf "variant %s vs %s: qps ratio %s\n", l, base_variant, ratio(qps[l], qps[base_variant])
+					if (l != base_variant && (base_variant in qps)) {
+						if (rounds[l] > 1)
+							printf "variant %s vs %s: qps ratio %s\n", l, base_variant, rounds_ratio(l)
+						else
+							printf "variant %s vs %s: qps ratio %s\n", l, base_variant, ratio(qps[l], qps[base_variant])
+					}
 				}
 				if (("unbound" in qps) && ("const" in qps))
 					printf "ratio unbound/const: qps %s  cpu_us/q@%s %s\n", ratio(qps["unbound"], qps["const"]), "'"$LAT_AT"'", ratio(cpu2["unbound"], cpu2["const"])
@@ -432,8 +458,11 @@ inner() {
 		OUT_TMP=$BENCH_TMP/result-$set.txt
 		: >"$OUT_TMP"
 		LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-		for label in "${labels[@]}"; do
-			measure "$set" "$label"
+		local round
+		for round in $(seq "$ROUNDS"); do
+			for label in "${labels[@]}"; do
+				measure "$set" "$label"
+			done
 		done
 		echo
 		report "$set"
