@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
+	"github.com/miekg/dns"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
@@ -102,6 +103,16 @@ type UpstreamConfig struct {
 	MaxConcurrent     int           `mapstructure:"max_concurrent"`
 	CaseRandomization bool          `mapstructure:"case_randomization"`
 	SocketLifetime    time.Duration `mapstructure:"udp_socket_lifetime"`
+	// Conditional forwards the names in some zones to other upstreams.
+	Conditional []ConditionalConfig `mapstructure:"conditional"`
+}
+
+// ConditionalConfig is one entry of upstream.conditional: these zones
+// (each and every name under it) go to these servers, with the group
+// settings of upstream.
+type ConditionalConfig struct {
+	Zones   []string `mapstructure:"zones"`
+	Servers []string `mapstructure:"servers"`
 }
 
 type CacheConfig struct {
@@ -445,6 +456,30 @@ func (c *Config) validate() error {
 	if c.Upstream.MaxConcurrent < 0 {
 		bad("upstream.max_concurrent", "must not be negative")
 	}
+	zones := map[string]string{}
+	for i, cond := range c.Upstream.Conditional {
+		key := fmt.Sprintf("upstream.conditional[%d]", i)
+		if len(cond.Zones) == 0 {
+			bad(key+".zones", "at least one zone is required")
+		}
+		for j, z := range cond.Zones {
+			zkey := fmt.Sprintf("%s.zones[%d]", key, j)
+			fz := dns.CanonicalName(z)
+			switch {
+			case z == "" || fz == ".":
+				bad(zkey, "%q: a zone is required (the default upstreams answer for the root)", z)
+			case !validZone(fz):
+				bad(zkey, "%q is not a domain name", z)
+			case zones[fz] != "":
+				bad(zkey, "zone %s is already in %s", fz, zones[fz])
+			default:
+				zones[fz] = zkey
+			}
+		}
+		if len(cond.Servers) == 0 {
+			bad(key+".servers", "at least one upstream is required")
+		}
+	}
 	if c.Cache.Size < 0 {
 		bad("cache.size", "must not be negative")
 	}
@@ -577,4 +612,25 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%q is not an address or CIDR: %w", s, err)
 	}
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// validZone reports whether the fully qualified name z is a domain name
+// a zone can have: labels of letters, digits, hyphens and underscores (no
+// wildcard, no escapes), each at most 63 bytes, 255 in all.
+func validZone(z string) bool {
+	if _, ok := dns.IsDomainName(z); !ok || len(z) > 255 {
+		return false
+	}
+	for _, l := range dns.SplitDomainName(z) {
+		if len(l) == 0 || len(l) > 63 {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }

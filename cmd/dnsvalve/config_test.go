@@ -95,6 +95,12 @@ func TestConfigErrors(t *testing.T) {
 		{"negative_stale_timer", "cache:\n  stale_client_timeout: -1s\n", []string{"cache.stale_client_timeout", "negative"}},
 		{"score_range", "detect:\n  alert_score: 2\n", []string{"detect.alert_score"}},
 		{"negative_max_domains", "detect:\n  newly_seen:\n    max_domains: -1\n", []string{"detect.newly_seen.max_domains"}},
+		{"conditional_no_zones", "upstream:\n  conditional:\n    - servers: [\"udp://127.0.0.1:1\"]\n", []string{"upstream.conditional[0].zones", "at least one"}},
+		{"conditional_root", "upstream:\n  conditional:\n    - zones: [\".\"]\n      servers: [\"udp://127.0.0.1:1\"]\n", []string{"upstream.conditional[0].zones[0]", "root"}},
+		{"conditional_bad_zone", "upstream:\n  conditional:\n    - zones: [\"*.corp.test\"]\n      servers: [\"udp://127.0.0.1:1\"]\n", []string{"upstream.conditional[0].zones[0]", "not a domain name"}},
+		{"conditional_zone_twice", "upstream:\n  conditional:\n    - zones: [corp.test]\n      servers: [\"udp://127.0.0.1:1\"]\n    - zones: [Corp.Test.]\n      servers: [\"udp://127.0.0.1:2\"]\n", []string{"upstream.conditional[1].zones[0]", "already in upstream.conditional[0].zones[0]"}},
+		{"conditional_no_servers", "upstream:\n  conditional:\n    - zones: [corp.test]\n", []string{"upstream.conditional[0].servers", "at least one"}},
+		{"conditional_unknown_key", "upstream:\n  conditional:\n    - zones: [corp.test]\n      server: [\"udp://127.0.0.1:1\"]\n", []string{"upstream.conditional.0.server"}},
 		{"several_errors_joined", "upstream:\n  strategy: x\ncache:\n  min_ttl: 2h\n  max_ttl: 1h\n", []string{"upstream.strategy", "cache.min_ttl"}},
 		{"bad_yaml", "server: [\n", []string{"dnsvalve.yaml"}},
 	} {

@@ -41,7 +41,7 @@ func newTestApp(t testing.TB, cfg *Config) *app {
 	t.Cleanup(func() {
 		_ = a.obs.Close(context.Background())
 		a.cache.Close()
-		_ = a.group.Load().Close()
+		_ = a.router.Load().Close()
 	})
 	return a
 }

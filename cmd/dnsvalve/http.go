@@ -116,9 +116,9 @@ func requireToken(token string, h http.Handler) http.Handler {
 // readyz is 200 once the listeners are up and at least one upstream is
 // healthy, 503 otherwise; the body says which.
 func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
-	g := a.group.Load()
-	listeners, upstreams := a.server.Ready(), g.Healthy()
-	body := map[string]any{"listeners": listeners, "upstreams": g.Status()}
+	r := a.router.Load()
+	listeners, upstreams := a.server.Ready(), r.Healthy()
+	body := map[string]any{"listeners": listeners, "upstreams": r.Status()}
 	code := http.StatusOK
 	body["ready"] = listeners && upstreams
 	body["shared_state"] = a.obs.sharedStatus()

@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,7 +93,7 @@ type app struct {
 	metrics *appMetrics
 
 	cfg    atomic.Pointer[Config]
-	group  atomic.Pointer[upstream.Group]
+	router atomic.Pointer[upstream.Router]
 	upm    *upstream.Metrics
 	cache  *cache.Cache
 	lists  *lists.Manager
@@ -116,11 +115,11 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	a.cfg.Store(cfg)
 
 	a.upm = upstream.NewMetrics(a.metReg)
-	g, err := a.buildGroup(cfg)
+	r, err := a.buildRouter(cfg)
 	if err != nil {
 		return nil, err
 	}
-	a.group.Store(g)
+	a.router.Store(r)
 
 	cc := cache.Config{Size: cfg.Cache.Size, MinTTL: cfg.Cache.MinTTL, MaxTTL: cfg.Cache.MaxTTL,
 		NegativeTTL: cfg.Cache.NegativeTTL, ServeStale: cfg.Cache.ServeStale,
@@ -184,9 +183,10 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	return a, nil
 }
 
-// exchange forwards through the current upstream group (swapped on reload).
+// exchange forwards through the current upstream groups (swapped on
+// reload).
 func (a *app) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, string, error) {
-	return a.group.Load().Exchange(ctx, m)
+	return a.router.Load().Exchange(ctx, m)
 }
 
 type storeIdentifier struct{ s *policy.Store }
@@ -198,10 +198,59 @@ func (i storeIdentifier) Identify(addr netip.Addr) (string, string, string) {
 // systemdResolvConf lists the upstreams systemd-resolved forwards to.
 const systemdResolvConf = "/run/systemd/resolve/resolv.conf"
 
-func (a *app) buildGroup(cfg *Config) (*upstream.Group, error) {
+// buildRouter builds the upstream groups of cfg: the default one and one
+// per upstream.conditional entry, each with the settings of upstream. An
+// upstream may be in one group only (its metrics and health are per URL).
+func (a *app) buildRouter(cfg *Config) (*upstream.Router, error) {
+	var built []*upstream.Group
+	fail := func(err error) (*upstream.Router, error) {
+		for _, g := range built {
+			_ = g.Close()
+		}
+		return nil, err
+	}
+	in := map[string]string{} // upstream URL -> the key of its group
+	group := func(key string, servers []string) (*upstream.Group, error) {
+		g, err := a.buildGroup(cfg, key, servers, in)
+		if err == nil {
+			built = append(built, g)
+		}
+		return g, err
+	}
+	def, err := group("upstream.servers", cfg.Upstream.Servers)
+	if err != nil {
+		return fail(err)
+	}
+	var conds []upstream.Conditional
+	for i, c := range cfg.Upstream.Conditional {
+		g, err := group(fmt.Sprintf("upstream.conditional[%d].servers", i), c.Servers)
+		if err != nil {
+			return fail(err)
+		}
+		conds = append(conds, upstream.Conditional{Zones: canonicalZones(c.Zones), Group: g})
+	}
+	r, err := upstream.NewRouter(def, conds)
+	if err != nil {
+		return fail(fmt.Errorf("%w: upstream.conditional: %w", ErrConfig, err))
+	}
+	return r, nil
+}
+
+// canonicalZones returns zones lower-cased and fully qualified.
+func canonicalZones(zones []string) []string {
+	out := make([]string, len(zones))
+	for i, z := range zones {
+		out[i] = dns.CanonicalName(z)
+	}
+	return out
+}
+
+// buildGroup builds the group of servers (the config key for errors);
+// in maps every upstream URL already in a group to that group's key.
+func (a *app) buildGroup(cfg *Config, key string, servers []string, in map[string]string) (*upstream.Group, error) {
 	var ups []upstream.Upstream
 	var all []string
-	for _, s := range cfg.Upstream.Servers {
+	for _, s := range servers {
 		addrs := []string{s}
 		if s == "resolv.conf" || strings.HasPrefix(s, "resolv.conf:") {
 			path := "/etc/resolv.conf"
@@ -218,7 +267,7 @@ func (a *app) buildGroup(cfg *Config) (*upstream.Group, error) {
 				}
 			}
 			if err != nil {
-				return nil, fmt.Errorf("%w: upstream.servers: %w", ErrConfig, err)
+				return nil, fmt.Errorf("%w: %s: %w", ErrConfig, key, err)
 			}
 		}
 		all = append(all, addrs...)
@@ -229,18 +278,32 @@ func (a *app) buildGroup(cfg *Config) (*upstream.Group, error) {
 	if try <= 0 {
 		try = max(cfg.Upstream.Timeout/time.Duration(len(all)), min(cfg.Upstream.Timeout, 500*time.Millisecond))
 	}
+	var err error
 	for _, addr := range all {
-		u, err := upstream.New(addr, upstream.Options{Timeout: try, Randomize0x20: cfg.Upstream.CaseRandomization,
+		u, uerr := upstream.New(addr, upstream.Options{Timeout: try, Randomize0x20: cfg.Upstream.CaseRandomization,
 			SocketLifetime: cfg.Upstream.SocketLifetime, Metrics: a.upm})
-		if err != nil {
-			return nil, fmt.Errorf("%w: upstream.servers: %w", ErrConfig, err)
+		if uerr == nil && in[u.String()] != "" {
+			uerr = fmt.Errorf("%s is in %s already: an upstream can be in one group only (list all its zones in one entry)", u.String(), in[u.String()])
 		}
+		if uerr != nil {
+			err = fmt.Errorf("%w: %s: %w", ErrConfig, key, uerr)
+			break
+		}
+		in[u.String()] = key
 		ups = append(ups, u)
+	}
+	if err != nil {
+		for _, u := range ups {
+			if c, ok := u.(io.Closer); ok {
+				_ = c.Close()
+			}
+		}
+		return nil, err
 	}
 	g, err := upstream.NewGroup(ups, upstream.GroupConfig{Strategy: cfg.Upstream.Strategy, Timeout: cfg.Upstream.Timeout,
 		MaxFails: cfg.Upstream.MaxFails, MaxConcurrent: cfg.Upstream.MaxConcurrent}, a.upm, a.logger, time.Now)
 	if err != nil {
-		return nil, fmt.Errorf("%w: upstream: %w", ErrConfig, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, key, err)
 	}
 	return g, nil
 }
@@ -327,7 +390,7 @@ func (a *app) run(ctx context.Context) error {
 	defer signal.Stop(hup)
 	close(a.started)
 	a.logger.Info("dnsvalve started", "version", version, "config", displayFile(cfg.File),
-		"listen", cfg.Server.Listen, "http", cfg.HTTP.Listen, "upstreams", a.group.Load().Status())
+		"listen", cfg.Server.Listen, "http", cfg.HTTP.Listen, "upstreams", a.router.Load().Status())
 
 	for {
 		select {
@@ -343,7 +406,7 @@ func (a *app) run(ctx context.Context) error {
 			cancel()
 			wg.Wait()
 			a.cache.Close()
-			err = errors.Join(err, a.group.Load().Close())
+			err = errors.Join(err, a.router.Load().Close())
 			a.logger.Info("stopped")
 			return err
 		case <-hup:
@@ -381,15 +444,15 @@ func (a *app) reloadConfig(ctx context.Context, why string) {
 	if err == nil {
 		var snap *policy.Snapshot
 		if snap, err = a.compile(ctx, cfg); err == nil {
-			var g *upstream.Group
+			var r *upstream.Router
 			if upstreamChanged(old.Upstream, cfg.Upstream) {
-				g, err = a.buildGroup(cfg)
+				r, err = a.buildRouter(cfg)
 			}
 			if err == nil {
 				a.store.Swap(snap)
-				if g != nil {
-					prev := a.group.Swap(g)
-					a.forgetUpstreams(prev, g)
+				if r != nil {
+					prev := a.router.Swap(r)
+					a.forgetUpstreams(prev, r)
 					// Let queries already using the old group finish first.
 					time.AfterFunc(2*old.Upstream.Timeout, func() { _ = prev.Close() })
 				}
@@ -500,15 +563,13 @@ func (a *app) watchConfig(ctx context.Context) {
 }
 
 func upstreamChanged(a, b UpstreamConfig) bool {
-	return !slices.Equal(a.Servers, b.Servers) || a.Strategy != b.Strategy || a.Timeout != b.Timeout ||
-		a.MaxFails != b.MaxFails || a.TryTimeout != b.TryTimeout || a.MaxConcurrent != b.MaxConcurrent || a.CaseRandomization != b.CaseRandomization ||
-		a.SocketLifetime != b.SocketLifetime
+	return !reflect.DeepEqual(a, b)
 }
 
 // forgetUpstreams deletes the metric series of upstreams that the new
 // group no longer has, so a removed upstream does not stay "down" (or
 // "up") in dnsvalve_upstream_healthy until the next restart.
-func (a *app) forgetUpstreams(prev, next *upstream.Group) {
+func (a *app) forgetUpstreams(prev, next *upstream.Router) {
 	keep := map[string]bool{}
 	for _, st := range next.Status() {
 		keep[st.Name] = true

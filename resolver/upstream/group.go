@@ -51,6 +51,9 @@ type UpstreamStatus struct {
 	// EDNSOffUntil is when EDNS0 is tried again on an upstream that
 	// rejected it (edns.go); zero while it is queried with EDNS0.
 	EDNSOffUntil time.Time `json:"edns_off_until,omitzero"`
+	// Zones are the zones a conditional upstream answers for (Router);
+	// empty for the default upstreams.
+	Zones []string `json:"zones,omitempty"`
 }
 
 // failure kinds, the values of the errors_total "kind" label.

@@ -1,0 +1,113 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// Conditional is an upstream group and the zones it answers for
+// (conditional forwarding): each zone and every name under it.
+type Conditional struct {
+	Zones []string // fully qualified; case does not matter
+	Group *Group
+}
+
+// Router sends a query to the group of the longest zone its name is in,
+// and any other query to the default group: "corp.internal" to the
+// company's servers, everything else to the public upstreams.
+type Router struct {
+	def   *Group
+	conds []Conditional
+	zones map[string]*Group // lower-case FQDN -> group
+}
+
+// NewRouter routes to def, except for names in the zones of conds. A zone
+// given twice, or the root, is an error. The router owns the groups (Close
+// closes them all).
+func NewRouter(def *Group, conds []Conditional) (*Router, error) {
+	r := &Router{def: def, conds: conds, zones: map[string]*Group{}}
+	for _, c := range conds {
+		for _, z := range c.Zones {
+			z = dns.CanonicalName(z)
+			if z == "." {
+				return nil, errors.New("the root zone is what the default upstreams are for")
+			}
+			if _, ok := r.zones[z]; ok {
+				return nil, fmt.Errorf("zone %s is given twice", z)
+			}
+			r.zones[z] = c.Group
+		}
+	}
+	return r, nil
+}
+
+// Exchange sends m to the group its question's name routes to.
+func (r *Router) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, string, error) {
+	g := r.def
+	if len(r.zones) > 0 && len(m.Question) > 0 {
+		g = r.route(m.Question[0].Name)
+	}
+	return g.Exchange(ctx, m)
+}
+
+// route returns the group of the longest zone name is in (the default
+// group when none): it looks up name, then the name without its first
+// label, and so on.
+func (r *Router) route(name string) *Group {
+	if hasUpper(name) {
+		name = strings.ToLower(name)
+	}
+	if !strings.HasSuffix(name, ".") {
+		name += "."
+	}
+	for i := 0; i < len(name)-1; {
+		if g, ok := r.zones[name[i:]]; ok {
+			return g
+		}
+		j := strings.IndexByte(name[i:], '.')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+	}
+	return r.def
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
+// Healthy reports whether an upstream of the default group is up: the
+// conditional groups serve only their zones.
+func (r *Router) Healthy() bool { return r.def.Healthy() }
+
+// Status returns the health of every upstream: the default group's, then
+// each conditional group's, with the zones it serves.
+func (r *Router) Status() []UpstreamStatus {
+	out := r.def.Status()
+	for _, c := range r.conds {
+		for _, st := range c.Group.Status() {
+			st.Zones = c.Zones
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// Close closes every group.
+func (r *Router) Close() error {
+	errs := []error{r.def.Close()}
+	for _, c := range r.conds {
+		errs = append(errs, c.Group.Close())
+	}
+	return errors.Join(errs...)
+}

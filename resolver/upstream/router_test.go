@@ -1,0 +1,102 @@
+package upstream
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// TestRouter sends queries through a router over real sockets: a default
+// group, one for corp.test (and 10.in-addr.arpa), and one for the nested
+// zone lab.corp.test; each name must reach its group's server.
+func TestRouter(t *testing.T) {
+	var nDef, nCorp, nLab atomic.Int64
+	group := func(ip string, n *atomic.Int64) *Group {
+		u, err := New(countingServer(t, dns.RcodeSuccess, ip, n), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return newTestGroup(t, []Upstream{u}, GroupConfig{}, nil, nil)
+	}
+	def, corp, lab := group("192.0.2.1", &nDef), group("192.0.2.2", &nCorp), group("192.0.2.3", &nLab)
+	r, err := NewRouter(def, []Conditional{
+		{Zones: []string{"corp.test.", "10.in-addr.arpa."}, Group: corp},
+		{Zones: []string{"Lab.Corp.Test"}, Group: lab}, // case and trailing dot do not matter
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, want string
+	}{
+		{"corp.test.", "192.0.2.2"},              // the zone's apex
+		{"db.eu.corp.test.", "192.0.2.2"},        // under it
+		{"DB.Corp.TEST.", "192.0.2.2"},           // any case
+		{"lab.corp.test.", "192.0.2.3"},          // the longest zone wins
+		{"host.lab.corp.test.", "192.0.2.3"},     //
+		{"notcorp.test.", "192.0.2.1"},           // a sibling is not under the zone
+		{"test.", "192.0.2.1"},                   // nor its parent
+		{"corp.test.example.", "192.0.2.1"},      // nor a name that only contains it
+		{"5.0.0.10.in-addr.arpa.", "192.0.2.2"},  // a reverse zone
+		{"5.0.0.192.in-addr.arpa.", "192.0.2.1"}, //
+		{"example.com.", "192.0.2.1"},            //
+		{".", "192.0.2.1"},                       // the root
+	}
+	for _, tc := range tests {
+		t.Run(strings.Trim(tc.name, "."), func(t *testing.T) {
+			resp, _, err := r.Exchange(context.Background(), newQuery(tc.name, dns.TypeA))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(resp.Answer) != 1 || !strings.Contains(resp.Answer[0].String(), tc.want) {
+				t.Errorf("%s answered %v, want %s", tc.name, resp.Answer, tc.want)
+			}
+		})
+	}
+	if nDef.Load() != 6 || nCorp.Load() != 4 || nLab.Load() != 2 {
+		t.Errorf("queries default/corp/lab = %d/%d/%d, want 6/4/2", nDef.Load(), nCorp.Load(), nLab.Load())
+	}
+	st := r.Status()
+	if len(st) != 3 || st[0].Zones != nil || strings.Join(st[1].Zones, ",") != "corp.test.,10.in-addr.arpa." || !r.Healthy() {
+		t.Errorf("Status() = %+v, Healthy %v", st, r.Healthy())
+	}
+}
+
+func TestNewRouter_invalid(t *testing.T) {
+	// Loopback addresses never asked: nothing here sends a query.
+	g := newTestGroup(t, []Upstream{mustNew(t, "udp://127.0.0.1:1", Options{})}, GroupConfig{}, nil, nil)
+	h := newTestGroup(t, []Upstream{mustNew(t, "udp://127.0.0.1:2", Options{})}, GroupConfig{}, nil, nil)
+	for _, tc := range []struct {
+		name  string
+		conds []Conditional
+		want  string
+	}{
+		{"root", []Conditional{{Zones: []string{"."}, Group: h}}, "root"},
+		{"twice", []Conditional{{Zones: []string{"a.test"}, Group: h}, {Zones: []string{"A.test."}, Group: g}}, "twice"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := NewRouter(g, tc.conds); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("NewRouter error = %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// BenchmarkRouterRoute measures the routing a cache miss pays with a few
+// conditional zones (a name in none of them: every suffix is looked up).
+func BenchmarkRouterRoute(b *testing.B) {
+	g := newTestGroup(b, []Upstream{mustNew(b, "udp://127.0.0.1:1", Options{})}, GroupConfig{}, nil, nil)
+	r, err := NewRouter(g, []Conditional{{Zones: []string{"corp.internal", "10.in-addr.arpa", "eu-west-1.compute.internal"}, Group: g}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if r.route("www.images.example.com.") != g {
+			b.Fatal("wrong group")
+		}
+	}
+}
