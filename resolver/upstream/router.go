@@ -45,11 +45,22 @@ func NewRouter(def *Group, conds []Conditional) (*Router, error) {
 	return r, nil
 }
 
-// Exchange sends m to the group its question's name routes to.
+// Exchange sends m to the group its question's name routes to. A DS
+// record lives on the parent side of a zone cut, so a DS query routes by
+// the name without its first label (as Unbound's forward zones do): DS of
+// corp.internal goes to the default group, DS of lab.corp.internal to
+// corp.internal's.
 func (r *Router) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, string, error) {
 	g := r.def
 	if len(r.zones) > 0 && len(m.Question) > 0 {
-		g = r.route(m.Question[0].Name)
+		q := m.Question[0]
+		name := q.Name
+		if q.Qtype == dns.TypeDS {
+			if i, end := dns.NextLabel(name, 0); !end {
+				name = name[i:]
+			}
+		}
+		g = r.route(name)
 	}
 	return g.Exchange(ctx, m)
 }

@@ -30,34 +30,39 @@ func TestRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name, want string
+		name  string
+		qtype uint16
+		want  string
 	}{
-		{"corp.test.", "192.0.2.2"},              // the zone's apex
-		{"db.eu.corp.test.", "192.0.2.2"},        // under it
-		{"DB.Corp.TEST.", "192.0.2.2"},           // any case
-		{"lab.corp.test.", "192.0.2.3"},          // the longest zone wins
-		{"host.lab.corp.test.", "192.0.2.3"},     //
-		{"notcorp.test.", "192.0.2.1"},           // a sibling is not under the zone
-		{"test.", "192.0.2.1"},                   // nor its parent
-		{"corp.test.example.", "192.0.2.1"},      // nor a name that only contains it
-		{"5.0.0.10.in-addr.arpa.", "192.0.2.2"},  // a reverse zone
-		{"5.0.0.192.in-addr.arpa.", "192.0.2.1"}, //
-		{"example.com.", "192.0.2.1"},            //
-		{".", "192.0.2.1"},                       // the root
+		{"corp.test.", dns.TypeA, "192.0.2.2"},              // the zone's apex
+		{"db.eu.corp.test.", dns.TypeA, "192.0.2.2"},        // under it
+		{"DB.Corp.TEST.", dns.TypeA, "192.0.2.2"},           // any case
+		{"lab.corp.test.", dns.TypeA, "192.0.2.3"},          // the longest zone wins
+		{"host.lab.corp.test.", dns.TypeA, "192.0.2.3"},     //
+		{"notcorp.test.", dns.TypeA, "192.0.2.1"},           // a sibling is not under the zone
+		{"test.", dns.TypeA, "192.0.2.1"},                   // nor its parent
+		{"corp.test.example.", dns.TypeA, "192.0.2.1"},      // nor a name that only contains it
+		{"5.0.0.10.in-addr.arpa.", dns.TypeA, "192.0.2.2"},  // a reverse zone
+		{"5.0.0.192.in-addr.arpa.", dns.TypeA, "192.0.2.1"}, //
+		{"example.com.", dns.TypeA, "192.0.2.1"},            //
+		{".", dns.TypeA, "192.0.2.1"},                       // the root
+		{"corp.test.", dns.TypeDS, "192.0.2.1"},             // DS: the parent's side of the cut
+		{"lab.corp.test.", dns.TypeDS, "192.0.2.2"},         //
+		{"db.lab.corp.test.", dns.TypeDS, "192.0.2.3"},      //
 	}
 	for _, tc := range tests {
-		t.Run(strings.Trim(tc.name, "."), func(t *testing.T) {
-			resp, _, err := r.Exchange(context.Background(), newQuery(tc.name, dns.TypeA))
+		t.Run(strings.Trim(tc.name, ".")+"/"+dns.TypeToString[tc.qtype], func(t *testing.T) {
+			resp, _, err := r.Exchange(context.Background(), newQuery(tc.name, tc.qtype))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(resp.Answer) != 1 || !strings.Contains(resp.Answer[0].String(), tc.want) {
-				t.Errorf("%s answered %v, want %s", tc.name, resp.Answer, tc.want)
+				t.Errorf("%s %s answered %v, want %s", tc.name, dns.TypeToString[tc.qtype], resp.Answer, tc.want)
 			}
 		})
 	}
-	if nDef.Load() != 6 || nCorp.Load() != 4 || nLab.Load() != 2 {
-		t.Errorf("queries default/corp/lab = %d/%d/%d, want 6/4/2", nDef.Load(), nCorp.Load(), nLab.Load())
+	if nDef.Load() != 7 || nCorp.Load() != 5 || nLab.Load() != 3 {
+		t.Errorf("queries default/corp/lab = %d/%d/%d, want 7/5/3", nDef.Load(), nCorp.Load(), nLab.Load())
 	}
 	st := r.Status()
 	if len(st) != 3 || st[0].Zones != nil || strings.Join(st[1].Zones, ",") != "corp.test.,10.in-addr.arpa." || !r.Healthy() {
