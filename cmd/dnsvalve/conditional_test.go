@@ -12,11 +12,11 @@ import (
 	"github.com/miekg/dns"
 )
 
-// TestConditionalForwarding checks upstream.conditional in the app: names
-// in the zone go to its upstream and the rest to the default one, /readyz
-// lists the zone's upstream with its zones, a reload that drops the entry
-// routes the zone back to the default upstream, and an upstream in two
-// groups is refused at start.
+// TestConditionalForwarding checks upstream.conditional in the app, through
+// the cache: names in the zone go to its upstream and the rest to the
+// default one, /readyz lists the zone's upstream with its zones, a reload
+// that drops the entry purges the cache and routes the zone back to the
+// default upstream, and an upstream in two groups is refused at start.
 func TestConditionalForwarding(t *testing.T) {
 	def, corp := startFakeUpstream(t), startFakeUpstream(t)
 	dir := t.TempDir()
@@ -24,7 +24,7 @@ func TestConditionalForwarding(t *testing.T) {
 		return writeFile(t, dir, "dnsvalve.yaml", fmt.Sprintf("upstream:\n  servers: [\"udp://%s\"]\n%sstate_dir: %s\nquerylog:\n  sinks: []\n",
 			def.addr, conditional, dir))
 	}
-	file := write(fmt.Sprintf("  conditional:\n    - zones: [Corp.Test, 10.in-addr.arpa.]\n      servers: [\"udp://%s\"]\n", corp.addr))
+	file := write(fmt.Sprintf("  conditional:\n    - zones: [Corp.Test, 10.in-addr.arpa., 0/25.2.0.192.in-addr.arpa]\n      servers: [\"udp://%s\"]\n", corp.addr))
 	cfg, err := loadConfig(file, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +34,7 @@ func TestConditionalForwarding(t *testing.T) {
 		t.Helper()
 		m := new(dns.Msg)
 		m.SetQuestion(name, dns.TypeA)
-		if _, _, err := a.exchange(context.Background(), m); err != nil {
+		if _, _, _, err := a.cache.Resolve(context.Background(), m); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 	}
@@ -62,7 +62,7 @@ func TestConditionalForwarding(t *testing.T) {
 		}
 		if step.name == "example.com." {
 			st := a.router.Load().Status()
-			if len(st) != 2 || st[1].Name != "udp://"+corp.addr || strings.Join(st[1].Zones, " ") != "corp.test. 10.in-addr.arpa." {
+			if len(st) != 2 || st[1].Name != "udp://"+corp.addr || strings.Join(st[1].Zones, " ") != "corp.test. 10.in-addr.arpa. 0/25.2.0.192.in-addr.arpa." {
 				t.Errorf("Status() = %+v, want the corp upstream with its zones", st)
 			}
 		}

@@ -469,7 +469,7 @@ func (c *Config) validate() error {
 			case z == "" || fz == ".":
 				bad(zkey, "%q: a zone is required (the default upstreams answer for the root)", z)
 			case !validZone(fz):
-				bad(zkey, "%q is not a domain name", z)
+				bad(zkey, "%q is not a domain name (an IDN is written in punycode, xn--...)", z)
 			case zones[fz] != "":
 				bad(zkey, "zone %s is already in %s", fz, zones[fz])
 			default:
@@ -614,11 +614,12 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
-// validZone reports whether the fully qualified name z is a domain name
-// a zone can have: labels of letters, digits, hyphens and underscores (no
-// wildcard, no escapes), each at most 63 bytes, 255 in all.
+// validZone reports whether the fully qualified, lower-case name z is a
+// domain name a zone can have: at most 255 bytes on the wire, labels of
+// letters, digits, hyphens, underscores and "/" (RFC 2317 classless
+// reverse zones, "0/25.2.0.192.in-addr.arpa"), no wildcard, no escapes.
 func validZone(z string) bool {
-	if _, ok := dns.IsDomainName(z); !ok || len(z) > 255 {
+	if _, ok := dns.IsDomainName(z); !ok {
 		return false
 	}
 	for _, l := range dns.SplitDomainName(z) {
@@ -627,7 +628,7 @@ func validZone(z string) bool {
 		}
 		for i := 0; i < len(l); i++ {
 			c := l[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '/') {
 				return false
 			}
 		}

@@ -98,6 +98,7 @@ func TestConfigErrors(t *testing.T) {
 		{"conditional_no_zones", "upstream:\n  conditional:\n    - servers: [\"udp://127.0.0.1:1\"]\n", []string{"upstream.conditional[0].zones", "at least one"}},
 		{"conditional_root", "upstream:\n  conditional:\n    - zones: [\".\"]\n      servers: [\"udp://127.0.0.1:1\"]\n", []string{"upstream.conditional[0].zones[0]", "root"}},
 		{"conditional_bad_zone", "upstream:\n  conditional:\n    - zones: [\"*.corp.test\"]\n      servers: [\"udp://127.0.0.1:1\"]\n", []string{"upstream.conditional[0].zones[0]", "not a domain name"}},
+		{"conditional_idn_zone", "upstream:\n  conditional:\n    - zones: [\"bücher.test\"]\n      servers: [\"udp://127.0.0.1:1\"]\n", []string{"upstream.conditional[0].zones[0]", "punycode"}},
 		{"conditional_zone_twice", "upstream:\n  conditional:\n    - zones: [corp.test]\n      servers: [\"udp://127.0.0.1:1\"]\n    - zones: [Corp.Test.]\n      servers: [\"udp://127.0.0.1:2\"]\n", []string{"upstream.conditional[1].zones[0]", "already in upstream.conditional[0].zones[0]"}},
 		{"conditional_no_servers", "upstream:\n  conditional:\n    - zones: [corp.test]\n", []string{"upstream.conditional[0].servers", "at least one"}},
 		{"conditional_unknown_key", "upstream:\n  conditional:\n    - zones: [corp.test]\n      server: [\"udp://127.0.0.1:1\"]\n", []string{"upstream.conditional.0.server"}},

@@ -210,20 +210,20 @@ func (a *app) buildRouter(cfg *Config) (*upstream.Router, error) {
 		return nil, err
 	}
 	in := map[string]string{} // upstream URL -> the key of its group
-	group := func(key string, servers []string) (*upstream.Group, error) {
-		g, err := a.buildGroup(cfg, key, servers, in)
+	group := func(key string, servers []string, probeZone string) (*upstream.Group, error) {
+		g, err := a.buildGroup(cfg, key, servers, probeZone, in)
 		if err == nil {
 			built = append(built, g)
 		}
 		return g, err
 	}
-	def, err := group("upstream.servers", cfg.Upstream.Servers)
+	def, err := group("upstream.servers", cfg.Upstream.Servers, "")
 	if err != nil {
 		return fail(err)
 	}
 	var conds []upstream.Conditional
 	for i, c := range cfg.Upstream.Conditional {
-		g, err := group(fmt.Sprintf("upstream.conditional[%d].servers", i), c.Servers)
+		g, err := group(fmt.Sprintf("upstream.conditional[%d].servers", i), c.Servers, c.Zones[0])
 		if err != nil {
 			return fail(err)
 		}
@@ -245,9 +245,10 @@ func canonicalZones(zones []string) []string {
 	return out
 }
 
-// buildGroup builds the group of servers (the config key for errors);
-// in maps every upstream URL already in a group to that group's key.
-func (a *app) buildGroup(cfg *Config, key string, servers []string, in map[string]string) (*upstream.Group, error) {
+// buildGroup builds the group of servers (the config key for errors); its
+// health probes ask for probeZone's SOA ("": the root's NS). in maps every
+// upstream URL already in a group to that group's key.
+func (a *app) buildGroup(cfg *Config, key string, servers []string, probeZone string, in map[string]string) (*upstream.Group, error) {
 	var ups []upstream.Upstream
 	var all []string
 	for _, s := range servers {
@@ -278,31 +279,39 @@ func (a *app) buildGroup(cfg *Config, key string, servers []string, in map[strin
 	if try <= 0 {
 		try = max(cfg.Upstream.Timeout/time.Duration(len(all)), min(cfg.Upstream.Timeout, 500*time.Millisecond))
 	}
-	var err error
-	for _, addr := range all {
-		u, uerr := upstream.New(addr, upstream.Options{Timeout: try, Randomize0x20: cfg.Upstream.CaseRandomization,
-			SocketLifetime: cfg.Upstream.SocketLifetime, Metrics: a.upm})
-		if uerr == nil && in[u.String()] != "" {
-			uerr = fmt.Errorf("%s is in %s already: an upstream can be in one group only (list all its zones in one entry)", u.String(), in[u.String()])
-		}
-		if uerr != nil {
-			err = fmt.Errorf("%w: %s: %w", ErrConfig, key, uerr)
-			break
-		}
-		in[u.String()] = key
-		ups = append(ups, u)
-	}
-	if err != nil {
+	closeAll := func() {
 		for _, u := range ups {
 			if c, ok := u.(io.Closer); ok {
 				_ = c.Close()
 			}
 		}
-		return nil, err
+	}
+	for _, addr := range all {
+		u, err := upstream.New(addr, upstream.Options{Timeout: try, Randomize0x20: cfg.Upstream.CaseRandomization,
+			SocketLifetime: cfg.Upstream.SocketLifetime, Metrics: a.upm})
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("%w: %s: %w", ErrConfig, key, err)
+		}
+		ups = append(ups, u)
+		switch other := in[u.String()]; {
+		case other == key:
+			err = fmt.Errorf("%s is listed twice", u)
+		case other != "":
+			// Its metrics and health are per URL.
+			err = fmt.Errorf("%s is in %s already: an upstream URL can be in one group only "+
+				"(list all its zones in one entry; when it comes from resolv.conf, list upstream.servers explicitly)", u, other)
+		}
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("%w: %s: %w", ErrConfig, key, err)
+		}
+		in[u.String()] = key
 	}
 	g, err := upstream.NewGroup(ups, upstream.GroupConfig{Strategy: cfg.Upstream.Strategy, Timeout: cfg.Upstream.Timeout,
-		MaxFails: cfg.Upstream.MaxFails, MaxConcurrent: cfg.Upstream.MaxConcurrent}, a.upm, a.logger, time.Now)
+		MaxFails: cfg.Upstream.MaxFails, MaxConcurrent: cfg.Upstream.MaxConcurrent, ProbeZone: probeZone}, a.upm, a.logger, time.Now)
 	if err != nil {
+		closeAll()
 		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, key, err)
 	}
 	return g, nil
@@ -453,6 +462,12 @@ func (a *app) reloadConfig(ctx context.Context, why string) {
 				if r != nil {
 					prev := a.router.Swap(r)
 					a.forgetUpstreams(prev, r)
+					if !reflect.DeepEqual(old.Upstream.Conditional, cfg.Upstream.Conditional) {
+						// Answers cached (or kept stale) from the groups a
+						// name went to before must not outlive the move.
+						a.cache.Purge()
+						a.logger.Info("conditional forwarding changed: cache purged")
+					}
 					// Let queries already using the old group finish first.
 					time.AfterFunc(2*old.Upstream.Timeout, func() { _ = prev.Close() })
 				}

@@ -37,6 +37,10 @@ type GroupConfig struct {
 	MaxFails int
 	// ProbeInterval is how often down upstreams are probed; default 1s.
 	ProbeInterval time.Duration
+	// ProbeZone is what a probe asks for: "ZONE SOA", for upstreams that
+	// answer only for their zones (a conditional group: a corporate
+	// server without recursion refuses the root); empty means ". NS".
+	ProbeZone string
 	// MaxConcurrent caps concurrent upstream queries across the group;
 	// 0 means unlimited. Queries over the cap fail with ErrOverloaded.
 	MaxConcurrent int
@@ -467,7 +471,7 @@ func (g *Group) probeLoop(ctx context.Context) {
 }
 
 // ProbeNow runs one probe round: every upstream marked down that has no
-// probe in flight is sent ". IN NS"; a usable reply (not SERVFAIL,
+// probe in flight is sent ". IN NS" (or "ProbeZone IN SOA"); a usable reply (not SERVFAIL,
 // REFUSED, FORMERR or NOTIMP) marks it up. It returns when the probes it started finished.
 // The probe loop calls it every ProbeInterval; tests call it directly.
 func (g *Group) ProbeNow(ctx context.Context) {
@@ -488,7 +492,11 @@ func (g *Group) probe(ctx context.Context, mb *member) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
 	q := new(dns.Msg)
-	q.SetQuestion(".", dns.TypeNS)
+	if g.cfg.ProbeZone != "" {
+		q.SetQuestion(dns.Fqdn(g.cfg.ProbeZone), dns.TypeSOA)
+	} else {
+		q.SetQuestion(".", dns.TypeNS)
+	}
 	r, err := g.exchangeEDNS(ctx, mb, q, mb.up.Exchange)
 	if err != nil {
 		g.log.Debug("upstream probe failed", "upstream", mb.name, "error", err)

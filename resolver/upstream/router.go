@@ -75,15 +75,12 @@ func (r *Router) route(name string) *Group {
 	if !strings.HasSuffix(name, ".") {
 		name += "."
 	}
-	for i := 0; i < len(name)-1; {
-		if g, ok := r.zones[name[i:]]; ok {
+	// dns.NextLabel steps over escaped dots ("x\.corp.test." is one
+	// label under test., not a name in corp.test.).
+	for off, end := 0, false; !end; off, end = dns.NextLabel(name, off) {
+		if g, ok := r.zones[name[off:]]; ok {
 			return g
 		}
-		j := strings.IndexByte(name[i:], '.')
-		if j < 0 {
-			break
-		}
-		i += j + 1
 	}
 	return r.def
 }

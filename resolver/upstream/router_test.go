@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -42,6 +43,7 @@ func TestRouter(t *testing.T) {
 		{"notcorp.test.", dns.TypeA, "192.0.2.1"},           // a sibling is not under the zone
 		{"test.", dns.TypeA, "192.0.2.1"},                   // nor its parent
 		{"corp.test.example.", dns.TypeA, "192.0.2.1"},      // nor a name that only contains it
+		{`x\.corp.test.`, dns.TypeA, "192.0.2.1"},           // one label "x.corp" under test.
 		{"5.0.0.10.in-addr.arpa.", dns.TypeA, "192.0.2.2"},  // a reverse zone
 		{"5.0.0.192.in-addr.arpa.", dns.TypeA, "192.0.2.1"}, //
 		{"example.com.", dns.TypeA, "192.0.2.1"},            //
@@ -61,8 +63,8 @@ func TestRouter(t *testing.T) {
 			}
 		})
 	}
-	if nDef.Load() != 7 || nCorp.Load() != 5 || nLab.Load() != 3 {
-		t.Errorf("queries default/corp/lab = %d/%d/%d, want 7/5/3", nDef.Load(), nCorp.Load(), nLab.Load())
+	if nDef.Load() != 8 || nCorp.Load() != 5 || nLab.Load() != 3 {
+		t.Errorf("queries default/corp/lab = %d/%d/%d, want 8/5/3", nDef.Load(), nCorp.Load(), nLab.Load())
 	}
 	st := r.Status()
 	if len(st) != 3 || st[0].Zones != nil || strings.Join(st[1].Zones, ",") != "corp.test.,10.in-addr.arpa." || !r.Healthy() {
@@ -103,5 +105,42 @@ func BenchmarkRouterRoute(b *testing.B) {
 		if r.route("www.images.example.com.") != g {
 			b.Fatal("wrong group")
 		}
+	}
+}
+
+// TestGroup_probeZone: a down upstream that answers only for its own zone
+// (a corporate server without recursion refuses the root) comes back
+// through a probe of its zone's SOA, and stays down with the root's NS.
+func TestGroup_probeZone(t *testing.T) {
+	for _, tc := range []struct {
+		name, probeZone string
+		wantUp          bool
+	}{
+		{"zone_soa", "corp.test", true},
+		{"root_ns", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var answering atomic.Bool
+			srv := startDNS(t, func(w dns.ResponseWriter, r *dns.Msg) {
+				switch q := r.Question[0]; {
+				case !answering.Load():
+					return // down: no answer
+				case q.Name == "corp.test." && q.Qtype == dns.TypeSOA, strings.HasSuffix(q.Name, ".corp.test."):
+					_ = w.WriteMsg(reply(r, dns.RcodeSuccess, "192.0.2.2"))
+				default:
+					_ = w.WriteMsg(reply(r, dns.RcodeRefused, ""))
+				}
+			})
+			up := mustNew(t, "udp://"+srv.Addr, Options{Timeout: 300 * time.Millisecond})
+			g := newTestGroup(t, []Upstream{up}, GroupConfig{MaxFails: 1, ProbeZone: tc.probeZone}, nil, nil)
+			if _, _, err := g.Exchange(t.Context(), newQuery("db.corp.test.", dns.TypeA)); err == nil || g.Healthy() {
+				t.Fatalf("unanswered query: err %v, healthy %v; want down", err, g.Healthy())
+			}
+			answering.Store(true)
+			g.ProbeNow(t.Context())
+			if g.Healthy() != tc.wantUp {
+				t.Errorf("after a probe: healthy %v, want %v", g.Healthy(), tc.wantUp)
+			}
+		})
 	}
 }
