@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/dnsvalve/dnsvalve/internal/redact"
+	"github.com/dnsvalve/dnsvalve/resolver/cache"
 )
 
 //go:embed default.yaml
@@ -124,6 +125,8 @@ type CacheConfig struct {
 	// StaleClientTimeout is RFC 8767's client response timer.
 	StaleClientTimeout time.Duration `mapstructure:"stale_client_timeout"`
 	Prefetch           bool          `mapstructure:"prefetch"`
+	// FailureTTL is how long a failed resolution is remembered (RFC 9520).
+	FailureTTL time.Duration `mapstructure:"failure_ttl"`
 }
 
 type ListConfig struct {
@@ -485,10 +488,13 @@ func (c *Config) validate() error {
 	}
 	for key, d := range map[string]time.Duration{"cache.min_ttl": c.Cache.MinTTL, "cache.max_ttl": c.Cache.MaxTTL,
 		"cache.negative_ttl": c.Cache.NegativeTTL, "cache.serve_stale": c.Cache.ServeStale,
-		"cache.stale_client_timeout": c.Cache.StaleClientTimeout, "block_ttl": c.BlockTTL} {
+		"cache.stale_client_timeout": c.Cache.StaleClientTimeout, "cache.failure_ttl": c.Cache.FailureTTL, "block_ttl": c.BlockTTL} {
 		if d < 0 {
 			bad(key, "must not be negative")
 		}
+	}
+	if c.Cache.FailureTTL > cache.MaxFailureTTL {
+		bad("cache.failure_ttl", "%s is above %s (RFC 9520)", c.Cache.FailureTTL, cache.MaxFailureTTL)
 	}
 	if c.Cache.MaxTTL > 0 && c.Cache.MinTTL > c.Cache.MaxTTL {
 		bad("cache.min_ttl", "%s is above cache.max_ttl %s", c.Cache.MinTTL, c.Cache.MaxTTL)

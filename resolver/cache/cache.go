@@ -81,6 +81,12 @@ type Config struct {
 	// or a prefetch), which runs detached from the clients' contexts
 	// (default 5s).
 	UpstreamTimeout time.Duration
+	// FailureTTL is how long a failed resolution (an error, or SERVFAIL
+	// from every upstream) is remembered (RFC 9520): meanwhile queries for
+	// the name get the same failure at once, or a stale answer when one
+	// may be served (RFC 8767's failure recheck timer), instead of asking
+	// the upstreams again. 0 disables; DefaultConfig sets 5s.
+	FailureTTL time.Duration
 }
 
 // Defaults.
@@ -92,6 +98,9 @@ const (
 	DefaultStaleClientTimeout = 1800 * time.Millisecond
 	DefaultPrefetchHits       = 3
 	DefaultUpstreamTimeout    = 5 * time.Second
+	DefaultFailureTTL         = 5 * time.Second
+	// MaxFailureTTL is RFC 9520's ceiling on remembering a failure.
+	MaxFailureTTL = 5 * time.Minute
 )
 
 // DefaultConfig returns the default configuration.
@@ -105,6 +114,7 @@ func DefaultConfig() Config {
 		Prefetch:           true,
 		PrefetchHits:       DefaultPrefetchHits,
 		UpstreamTimeout:    DefaultUpstreamTimeout,
+		FailureTTL:         DefaultFailureTTL,
 	}
 }
 
@@ -113,7 +123,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"min_ttl", cfg.MinTTL}, {"max_ttl", cfg.MaxTTL}, {"negative_ttl", cfg.NegativeTTL}, {"serve_stale", cfg.ServeStale}, {"stale_client_timeout", cfg.StaleClientTimeout}, {"upstream_timeout", cfg.UpstreamTimeout}} {
+	}{{"min_ttl", cfg.MinTTL}, {"max_ttl", cfg.MaxTTL}, {"negative_ttl", cfg.NegativeTTL}, {"serve_stale", cfg.ServeStale}, {"stale_client_timeout", cfg.StaleClientTimeout}, {"upstream_timeout", cfg.UpstreamTimeout}, {"failure_ttl", cfg.FailureTTL}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%w: %s is negative (%s)", ErrConfig, d.name, d.v))
 		}
@@ -141,6 +151,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.MinTTL > cfg.MaxTTL {
 		errs = append(errs, fmt.Errorf("%w: min_ttl %s exceeds max_ttl %s", ErrConfig, cfg.MinTTL, cfg.MaxTTL))
+	}
+	if cfg.FailureTTL > MaxFailureTTL {
+		errs = append(errs, fmt.Errorf("%w: failure_ttl %s exceeds %s (RFC 9520)", ErrConfig, cfg.FailureTTL, MaxFailureTTL))
 	}
 	return cfg, errors.Join(errs...)
 }
@@ -172,6 +185,9 @@ type Cache struct {
 	logger *slog.Logger
 	now    func() time.Time
 	lru    *lru.Cache[key, *entry]
+	// failures remembers failed resolutions for FailureTTL (nil when
+	// disabled), bounded like the cache (an eighth of its size).
+	failures *lru.Cache[key, *failure]
 
 	mu     sync.Mutex
 	calls  map[key]*call // in-flight upstream exchanges
@@ -223,10 +239,45 @@ func New(cfg Config, next Exchanger, m *Metrics, logger *slog.Logger, now func()
 	if err != nil {
 		return nil, fmt.Errorf("cache: new: %w", err)
 	}
-	return &Cache{
+	c := &Cache{
 		cfg: cfg, next: next, m: m, logger: logger, now: now, lru: l, after: time.After,
 		calls: make(map[key]*call),
-	}, nil
+	}
+	if cfg.FailureTTL > 0 {
+		if c.failures, err = lru.New[key, *failure](max(cfg.Size/8, 1024)); err != nil {
+			return nil, fmt.Errorf("cache: new: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// failure is a remembered failed resolution: the exchange's error, or the
+// SERVFAIL reply every upstream gave.
+type failure struct {
+	until    time.Time
+	err      error
+	resp     *dns.Msg // read-only
+	upstream string
+}
+
+// remember records cl's failure for k (no-op when disabled).
+func (c *Cache) remember(k key, cl *call) {
+	if c.failures == nil {
+		return
+	}
+	c.failures.Add(k, &failure{until: c.now().Add(c.cfg.FailureTTL), err: cl.err, resp: cl.resp, upstream: cl.upstream})
+}
+
+// failed returns k's remembered failure, if it is still current at now.
+func (c *Cache) failed(k key, now time.Time) *failure {
+	if c.failures == nil {
+		return nil
+	}
+	f, ok := c.failures.Peek(k)
+	if !ok || !now.Before(f.until) {
+		return nil
+	}
+	return f
 }
 
 // Resolve answers req from the cache or through next. req is owned by the
@@ -263,6 +314,19 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 			c.prefetch(ctx, k)
 		}
 		return reply(req, e, now.Sub(e.stored), false), query.CacheHit, "", nil
+	}
+	if f := c.failed(k, now); f != nil {
+		// The upstreams failed for k moments ago: do not ask them again.
+		if found && c.servableStale(e, now) {
+			c.m.stale.Inc()
+			return reply(req, e, 0, true), query.CacheStale, "", nil
+		}
+		c.m.failureHits.Inc()
+		if f.err != nil {
+			return nil, query.CacheFailure, f.upstream, fmt.Errorf("cache: resolve %s %s: failed %s ago: %w",
+				q.Name, dns.TypeToString[q.Qtype], (c.cfg.FailureTTL - f.until.Sub(now)).Round(time.Millisecond), f.err)
+		}
+		return passthrough(req, f.resp), query.CacheFailure, f.upstream, nil
 	}
 
 	query.BeforeWait(ctx)
@@ -426,6 +490,12 @@ func (c *Cache) run(k key, cl *call, recheck, inline bool) {
 		}
 		c.m.entries.Set(float64(c.lru.Len()))
 		cl.e = e
+	}
+	switch {
+	case cl.err != nil || cl.resp != nil && cl.resp.Rcode == dns.RcodeServerFailure:
+		c.remember(k, cl)
+	case c.failures != nil:
+		c.failures.Remove(k)
 	}
 	c.end(k, cl)
 }

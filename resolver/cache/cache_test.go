@@ -632,7 +632,7 @@ func TestEvictionsAndMetrics(t *testing.T) {
 	for _, mf := range mfs {
 		names = append(names, mf.GetName())
 	}
-	want := []string{"dnsvalve_cache_entries", "dnsvalve_cache_evictions_total", "dnsvalve_cache_hits_total", "dnsvalve_cache_misses_total", "dnsvalve_cache_prefetches_total", "dnsvalve_cache_stale_total"}
+	want := []string{"dnsvalve_cache_entries", "dnsvalve_cache_evictions_total", "dnsvalve_cache_failure_hits_total", "dnsvalve_cache_hits_total", "dnsvalve_cache_misses_total", "dnsvalve_cache_prefetches_total", "dnsvalve_cache_stale_total"}
 	if !slices.Equal(names, want) {
 		t.Errorf("metrics %v, want %v", names, want)
 	}
@@ -937,6 +937,92 @@ func TestUpstreamEDEKept(t *testing.T) {
 			want := append([]string{"3:"}, tt.want...)
 			if got := edeOf(t, resp); st != "stale" || !slices.Equal(got, want) {
 				t.Errorf("stale: status %s EDE %q, want stale %q", st, got, want)
+			}
+		})
+	}
+}
+
+// TestFailureCache checks that a failed resolution is remembered for
+// FailureTTL (RFC 9520): the same question gets the same failure without
+// asking the upstream again (another question does ask), an expired entry
+// is served stale at once without the client response timer (RFC 8767's
+// failure recheck), and after FailureTTL the upstream is asked again.
+func TestFailureCache(t *testing.T) {
+	fail := func(context.Context, *dns.Msg) (*dns.Msg, error) { return nil, errUpstream }
+	good := []string{"a.example. 60 IN A 192.0.2.1"}
+	tests := []struct {
+		name       string
+		failureTTL time.Duration
+		cached     bool // an entry was cached before the failure (expired since)
+		failure    func(context.Context, *dns.Msg) (*dns.Msg, error)
+		wantState  string // of the second query, 1s after the first failed
+		wantCalls  int32  // upstream calls after the second query
+	}{
+		{"error", 5 * time.Second, false, fail, "failure", 1},
+		{"servfail", 5 * time.Second, false, answerWith(t, dns.RcodeServerFailure, nil, nil), "failure", 1},
+		{"stale_at_once", 5 * time.Second, true, fail, "stale", 2},
+		{"disabled", 0, false, fail, "miss", 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := &fakeUpstream{reply: answerWith(t, dns.RcodeSuccess, good, nil)}
+			cfg := DefaultConfig()
+			cfg.FailureTTL = tt.failureTTL
+			c := newTestCache(t, cfg, up)
+			var timers int
+			c.after = func(d time.Duration) <-chan time.Time { timers++; return nil }
+			req := newQuery("a.example.", dns.TypeA, true, false)
+			if tt.cached {
+				mustResolve(t, c.Cache, req)
+				c.clock.step(61 * time.Second)
+			}
+			up.reply = tt.failure
+			c.Resolve(context.Background(), req)
+			calls, timersBefore := up.n.Load(), timers
+
+			c.clock.step(time.Second)
+			resp, st, _, err := c.Resolve(context.Background(), req)
+			if st.String() != tt.wantState {
+				t.Fatalf("second query: status %q (err %v), want %q", st, err, tt.wantState)
+			}
+			if got := up.n.Load(); got != tt.wantCalls {
+				t.Errorf("upstream calls %d (%d before the second query), want %d", got, calls, tt.wantCalls)
+			}
+			switch tt.name {
+			case "error":
+				if !errors.Is(err, errUpstream) || resp != nil {
+					t.Errorf("remembered failure: resp %v err %v, want the upstream error", resp, err)
+				}
+			case "servfail":
+				if err != nil || resp.Rcode != dns.RcodeServerFailure || resp.Id != req.Id {
+					t.Errorf("remembered SERVFAIL: resp %v err %v", resp, err)
+				}
+			case "stale_at_once":
+				if err != nil || timers != timersBefore || len(resp.Answer) != 1 || resp.Answer[0].Header().Ttl != 30 {
+					t.Errorf("stale: resp %v err %v, timers started %d; want a stale answer without a timer", resp, err, timers-timersBefore)
+				}
+			}
+			if tt.failureTTL == 0 {
+				return
+			}
+			if got := testutil.ToFloat64(c.m.failureHits); got != map[bool]float64{true: 0, false: 1}[tt.cached] {
+				t.Errorf("failure_hits_total %v", got)
+			}
+			// Another question is asked for.
+			n := up.n.Load()
+			c.Resolve(context.Background(), newQuery("a.example.", dns.TypeAAAA, true, false))
+			if up.n.Load() != n+1 {
+				t.Error("AAAA of the name not asked for while its A failure is remembered")
+			}
+			// Past FailureTTL the upstream is asked again, and a success
+			// forgets the failure.
+			up.reply = answerWith(t, dns.RcodeSuccess, good, nil)
+			c.clock.step(tt.failureTTL)
+			if _, st := mustResolve(t, c.Cache, req); st != "miss" || up.n.Load() != n+2 {
+				t.Errorf("after failure_ttl: status %s, upstream calls %d, want a miss asking again", st, up.n.Load()-n-1)
+			}
+			if _, ok := c.failures.Peek(makeKey(req)); ok {
+				t.Error("failure still remembered after a success")
 			}
 		})
 	}

@@ -11,7 +11,9 @@ type Metrics struct {
 	stale      prometheus.Counter
 	evictions  prometheus.Counter
 	prefetches prometheus.Counter
-	entries    prometheus.Gauge
+	// failureHits counts answers from remembered failures (RFC 9520).
+	failureHits prometheus.Counter
+	entries     prometheus.Gauge
 }
 
 // NewMetrics creates the cache metrics and registers them with reg. A nil reg
@@ -24,18 +26,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		})
 	}
 	m := &Metrics{
-		hits:       counter("hits_total", "Queries answered from a fresh cache entry."),
-		misses:     counter("misses_total", "Queries that were forwarded upstream (no usable fresh entry)."),
-		stale:      counter("stale_total", "Queries answered with an expired entry because upstreams failed (RFC 8767)."),
-		evictions:  counter("evictions_total", "Entries evicted to stay within the configured size."),
-		prefetches: counter("prefetches_total", "Background refreshes of popular entries close to expiry."),
+		hits:        counter("hits_total", "Queries answered from a fresh cache entry."),
+		misses:      counter("misses_total", "Queries that were forwarded upstream (no usable fresh entry)."),
+		stale:       counter("stale_total", "Queries answered with an expired entry because upstreams failed (RFC 8767)."),
+		evictions:   counter("evictions_total", "Entries evicted to stay within the configured size."),
+		prefetches:  counter("prefetches_total", "Background refreshes of popular entries close to expiry."),
+		failureHits: counter("failure_hits_total", "Queries answered with a failure remembered for cache.failure_ttl (RFC 9520) instead of asking the upstreams again."),
 		entries: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "dnsvalve", Subsystem: "cache", Name: "entries",
 			Help: "Entries currently held, expired entries kept for serve-stale included.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.hits, m.misses, m.stale, m.evictions, m.prefetches, m.entries)
+		reg.MustRegister(m.hits, m.misses, m.stale, m.evictions, m.prefetches, m.failureHits, m.entries)
 	}
 	return m
 }

@@ -65,9 +65,12 @@ const (
 	CacheHit
 	CacheMiss
 	CacheStale
+	// CacheFailure: the upstreams failed for this question moments ago
+	// (cache.failure_ttl) and were not asked again.
+	CacheFailure
 )
 
-// String returns "hit", "miss", "stale" or "" for CacheNone.
+// String returns "hit", "miss", "stale", "failure" or "" for CacheNone.
 func (c CacheStatus) String() string {
 	switch c {
 	case CacheHit:
@@ -76,6 +79,8 @@ func (c CacheStatus) String() string {
 		return "miss"
 	case CacheStale:
 		return "stale"
+	case CacheFailure:
+		return "failure"
 	}
 	return ""
 }

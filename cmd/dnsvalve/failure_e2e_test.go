@@ -1,0 +1,48 @@
+package main
+
+import (
+	"net"
+	"strings"
+	"testing"
+)
+
+// TestE2EFailureCache runs the binary against an upstream port nobody
+// listens on: the first query fails upstream (SERVFAIL with an EDE), the
+// second one within cache.failure_ttl gets the same failure without a new
+// upstream attempt, counted and logged as a cache "failure".
+func TestE2EFailureCache(t *testing.T) {
+	needTool(t, "dig")
+	bin := buildBinary(t)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := pc.LocalAddr().String()
+	pc.Close() // queries to it get ICMP port unreachable: a fast failure
+	file, dnsAddr, httpAddr, logFile, _ := e2eConfig(t, dead)
+	p := startDNSValve(t, bin, "serve", "--config", file)
+	for i := range 2 {
+		out := dig(t, dnsAddr, "fails.example", "A")
+		if !strings.Contains(out, "status: SERVFAIL") || !strings.Contains(out, "EDE: 23") {
+			t.Errorf("query %d:\n%s", i+1, out)
+		}
+	}
+	if got := metricValue(t, httpAddr, "dnsvalve_cache_failure_hits_total"); got != 1 {
+		t.Errorf("dnsvalve_cache_failure_hits_total = %v, want 1", got)
+	}
+	if got := metricValue(t, httpAddr, `dnsvalve_upstream_errors_total{kind="network",upstream="udp://`+dead+`"}`); got != 1 {
+		t.Errorf("upstream network errors = %v, want 1 (the second query not sent)", got)
+	}
+	p.stop(t)
+	var caches []string
+	for _, r := range readLog(t, logFile) {
+		if r["query_name"] == "fails.example." {
+			dv, _ := r["dnsvalve"].(map[string]any)
+			c, _ := dv["cache"].(string)
+			caches = append(caches, c)
+		}
+	}
+	if strings.Join(caches, ",") != "miss,failure" {
+		t.Errorf("query log cache fields %q, want miss then failure", caches)
+	}
+}
