@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dnsvalve/dnsvalve/resolver/cache"
 	"github.com/dnsvalve/dnsvalve/resolver/query"
 )
 
@@ -593,6 +594,11 @@ func (s *Server) errorReply(req *query.Request, err error) *dns.Msg {
 	}
 	s.logger.Debug("query failed", "qname", req.Msg.Question[0].Name, "err", err)
 	r := rcodeReply(req.Msg, dns.RcodeServerFailure)
+	var cached *cache.CachedError
+	if errors.As(err, &cached) {
+		// The failure is remembered: the upstreams were not asked again.
+		AddEDE(req.Msg, r, dns.ExtendedErrorCodeCachedError, "failed "+cached.Age.Round(time.Millisecond).String()+" ago")
+	}
 	AddEDE(req.Msg, r, code, text)
 	return r
 }

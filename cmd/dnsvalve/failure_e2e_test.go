@@ -8,8 +8,9 @@ import (
 
 // TestE2EFailureCache runs the binary against an upstream port nobody
 // listens on: the first query fails upstream (SERVFAIL with an EDE), the
-// second one within cache.failure_ttl gets the same failure without a new
-// upstream attempt, counted and logged as a cache "failure".
+// second one within cache.failure_ttl gets the same failure, with EDE 13
+// Cached Error, without a new upstream attempt, counted and logged as a
+// cache "failure".
 func TestE2EFailureCache(t *testing.T) {
 	needTool(t, "dig")
 	bin := buildBinary(t)
@@ -23,7 +24,9 @@ func TestE2EFailureCache(t *testing.T) {
 	p := startDNSValve(t, bin, "serve", "--config", file)
 	for i := range 2 {
 		out := dig(t, dnsAddr, "fails.example", "A")
-		if !strings.Contains(out, "status: SERVFAIL") || !strings.Contains(out, "EDE: 23") {
+		// The second answer also says the failure is a cached one.
+		if !strings.Contains(out, "status: SERVFAIL") || !strings.Contains(out, "EDE: 23") ||
+			strings.Contains(out, "EDE: 13 (Cached Error)") != (i == 1) {
 			t.Errorf("query %d:\n%s", i+1, out)
 		}
 	}

@@ -467,6 +467,9 @@ func (a *app) reloadConfig(ctx context.Context, why string) {
 						// name went to before must not outlive the move.
 						a.cache.Purge()
 						a.logger.Info("conditional forwarding changed: cache purged")
+					} else {
+						// New upstreams are worth asking again at once.
+						a.cache.ForgetFailures()
 					}
 					// Let queries already using the old group finish first.
 					time.AfterFunc(2*old.Upstream.Timeout, func() { _ = prev.Close() })

@@ -244,7 +244,7 @@ func New(cfg Config, next Exchanger, m *Metrics, logger *slog.Logger, now func()
 		calls: make(map[key]*call),
 	}
 	if cfg.FailureTTL > 0 {
-		if c.failures, err = lru.New[key, *failure](max(cfg.Size/8, 1024)); err != nil {
+		if c.failures, err = lru.New[key, *failure](max(cfg.Size/8, 64)); err != nil {
 			return nil, fmt.Errorf("cache: new: %w", err)
 		}
 	}
@@ -260,25 +260,65 @@ type failure struct {
 	upstream string
 }
 
+// transient is implemented by errors of queries that never reached an
+// upstream (upstream.ErrOverloaded: a local limit). They say nothing about
+// the name, so they are not remembered.
+type transient interface{ Transient() bool }
+
+// rememberable reports whether the failure err (nil: a SERVFAIL reply) is
+// one of the name's resolution: not a local limit, not the cancellation of
+// an exchange by Close.
+func rememberable(err error) bool {
+	var t transient
+	return !(errors.As(err, &t) && t.Transient()) && !errors.Is(err, context.Canceled)
+}
+
 // remember records cl's failure for k (no-op when disabled).
 func (c *Cache) remember(k key, cl *call) {
-	if c.failures == nil {
+	if c.failures == nil || !rememberable(cl.err) {
 		return
 	}
 	c.failures.Add(k, &failure{until: c.now().Add(c.cfg.FailureTTL), err: cl.err, resp: cl.resp, upstream: cl.upstream})
 }
 
-// failed returns k's remembered failure, if it is still current at now.
+// failed returns k's remembered failure, if it is still current at now
+// (an expired one is dropped).
 func (c *Cache) failed(k key, now time.Time) *failure {
 	if c.failures == nil {
 		return nil
 	}
 	f, ok := c.failures.Peek(k)
-	if !ok || !now.Before(f.until) {
+	if !ok {
+		return nil
+	}
+	if !now.Before(f.until) {
+		c.failures.Remove(k)
 		return nil
 	}
 	return f
 }
+
+// ForgetFailures drops every remembered failure: the upstreams changed
+// (a reload), so they are worth asking again.
+func (c *Cache) ForgetFailures() {
+	if c.failures != nil {
+		c.failures.Purge()
+	}
+}
+
+// CachedError is the error of a query answered with a remembered failure:
+// the upstreams were not asked again. The server adds RFC 8914's EDE 13
+// "Cached Error" to the failure's own.
+type CachedError struct {
+	Err error         // the remembered failure
+	Age time.Duration // how long ago it happened
+}
+
+func (e *CachedError) Error() string {
+	return fmt.Sprintf("failed %s ago (remembered for cache.failure_ttl): %v", e.Age.Round(time.Millisecond), e.Err)
+}
+
+func (e *CachedError) Unwrap() error { return e.Err }
 
 // Resolve answers req from the cache or through next. req is owned by the
 // caller and read-only. The returned message is new and owned by the caller:
@@ -319,12 +359,13 @@ func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, statu
 		// The upstreams failed for k moments ago: do not ask them again.
 		if found && c.servableStale(e, now) {
 			c.m.stale.Inc()
+			c.logger.Debug("serving stale answer: the upstreams failed moments ago", "qname", q.Name, "qtype", dns.TypeToString[q.Qtype], "expired_for", now.Sub(e.expires))
 			return reply(req, e, 0, true), query.CacheStale, "", nil
 		}
 		c.m.failureHits.Inc()
 		if f.err != nil {
-			return nil, query.CacheFailure, f.upstream, fmt.Errorf("cache: resolve %s %s: failed %s ago: %w",
-				q.Name, dns.TypeToString[q.Qtype], (c.cfg.FailureTTL - f.until.Sub(now)).Round(time.Millisecond), f.err)
+			return nil, query.CacheFailure, f.upstream, fmt.Errorf("cache: resolve %s %s: %w",
+				q.Name, dns.TypeToString[q.Qtype], &CachedError{Err: f.err, Age: c.cfg.FailureTTL - f.until.Sub(now)})
 		}
 		return passthrough(req, f.resp), query.CacheFailure, f.upstream, nil
 	}
@@ -493,7 +534,11 @@ func (c *Cache) run(k key, cl *call, recheck, inline bool) {
 	}
 	switch {
 	case cl.err != nil || cl.resp != nil && cl.resp.Rcode == dns.RcodeServerFailure:
-		c.remember(k, cl)
+		// A prefetch's failure is not remembered: its entry is still
+		// fresh, and after expiry the next query should try again.
+		if recheck {
+			c.remember(k, cl)
+		}
 	case c.failures != nil:
 		c.failures.Remove(k)
 	}
@@ -555,9 +600,12 @@ func (c *Cache) prefetch(ctx context.Context, k key) {
 // included.
 func (c *Cache) Len() int { return c.lru.Len() }
 
-// Purge removes every entry.
+// Purge removes every entry and every remembered failure.
 func (c *Cache) Purge() {
 	c.lru.Purge()
+	if c.failures != nil {
+		c.failures.Purge()
+	}
 	c.m.entries.Set(0)
 }
 

@@ -962,6 +962,10 @@ func TestFailureCache(t *testing.T) {
 		{"servfail", 5 * time.Second, false, answerWith(t, dns.RcodeServerFailure, nil, nil), "failure", 1},
 		{"stale_at_once", 5 * time.Second, true, fail, "stale", 2},
 		{"disabled", 0, false, fail, "miss", 2},
+		// Not the name's failures: a local limit, an exchange cancelled
+		// by Close.
+		{"transient", 5 * time.Second, false, func(context.Context, *dns.Msg) (*dns.Msg, error) { return nil, errLocalLimit }, "miss", 2},
+		{"cancelled", 5 * time.Second, false, func(context.Context, *dns.Msg) (*dns.Msg, error) { return nil, context.Canceled }, "miss", 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -990,8 +994,9 @@ func TestFailureCache(t *testing.T) {
 			}
 			switch tt.name {
 			case "error":
-				if !errors.Is(err, errUpstream) || resp != nil {
-					t.Errorf("remembered failure: resp %v err %v, want the upstream error", resp, err)
+				var cached *CachedError
+				if !errors.Is(err, errUpstream) || !errors.As(err, &cached) || cached.Age != time.Second || resp != nil {
+					t.Errorf("remembered failure: resp %v err %v, want a CachedError of the upstream error, 1s old", resp, err)
 				}
 			case "servfail":
 				if err != nil || resp.Rcode != dns.RcodeServerFailure || resp.Id != req.Id {
@@ -1002,7 +1007,7 @@ func TestFailureCache(t *testing.T) {
 					t.Errorf("stale: resp %v err %v, timers started %d; want a stale answer without a timer", resp, err, timers-timersBefore)
 				}
 			}
-			if tt.failureTTL == 0 {
+			if tt.wantState == "miss" {
 				return
 			}
 			if got := testutil.ToFloat64(c.m.failureHits); got != map[bool]float64{true: 0, false: 1}[tt.cached] {
@@ -1023,6 +1028,37 @@ func TestFailureCache(t *testing.T) {
 			}
 			if _, ok := c.failures.Peek(makeKey(req)); ok {
 				t.Error("failure still remembered after a success")
+			}
+		})
+	}
+}
+
+// errLocalLimit is a Transient error, as upstream.ErrOverloaded is.
+var errLocalLimit error = localLimit{}
+
+type localLimit struct{}
+
+func (localLimit) Error() string   { return "too many concurrent upstream queries" }
+func (localLimit) Transient() bool { return true }
+
+// TestFailuresForgotten checks that Purge and ForgetFailures drop the
+// remembered failures (a reload that changes the upstreams).
+func TestFailuresForgotten(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		forget func(*Cache)
+	}{{"purge", (*Cache).Purge}, {"forget_failures", (*Cache).ForgetFailures}} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := &fakeUpstream{reply: func(context.Context, *dns.Msg) (*dns.Msg, error) { return nil, errUpstream }}
+			c := newTestCache(t, DefaultConfig(), up)
+			req := newQuery("a.example.", dns.TypeA, false, false)
+			c.Resolve(context.Background(), req)
+			if _, st, _, _ := c.Resolve(context.Background(), req); st != query.CacheFailure || up.n.Load() != 1 {
+				t.Fatalf("second query: status %s, upstream calls %d; want a remembered failure", st, up.n.Load())
+			}
+			tc.forget(c.Cache)
+			if _, st, _, _ := c.Resolve(context.Background(), req); st != query.CacheMiss || up.n.Load() != 2 {
+				t.Errorf("after %s: status %s, upstream calls %d; want the upstream asked again", tc.name, st, up.n.Load())
 			}
 		})
 	}

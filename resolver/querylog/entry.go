@@ -49,7 +49,7 @@ type Extra struct {
 	Category  string   `json:"category,omitempty"`
 	Rule      string   `json:"rule,omitempty"`
 	Source    string   `json:"source,omitempty"` // file or URL of the matched rule, with ":line"
-	Cache     string   `json:"cache,omitempty"`  // hit | miss | stale
+	Cache     string   `json:"cache,omitempty"`  // hit | miss | stale | failure
 	Upstream  string   `json:"upstream,omitempty"`
 	LatencyUS int64    `json:"latency_us"`
 	Score     float64  `json:"score"`

@@ -2,6 +2,8 @@ package upstream
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -142,5 +144,18 @@ func TestGroup_probeZone(t *testing.T) {
 				t.Errorf("after a probe: healthy %v, want %v", g.Healthy(), tc.wantUp)
 			}
 		})
+	}
+}
+
+// TestErrOverloadedIsTransient: the cache does not remember a failure of
+// a query the group never sent (it checks for a Transient method).
+func TestErrOverloadedIsTransient(t *testing.T) {
+	var tr interface{ Transient() bool }
+	err := fmt.Errorf("upstream: 8 queries in flight: %w", ErrOverloaded)
+	if !errors.As(err, &tr) || !tr.Transient() || !errors.Is(err, ErrOverloaded) {
+		t.Errorf("%v is not Transient, or not ErrOverloaded", err)
+	}
+	if errors.As(fmt.Errorf("x: %w", ErrAllFailed), &tr) {
+		t.Error("ErrAllFailed is Transient: a failure of every upstream must be remembered")
 	}
 }

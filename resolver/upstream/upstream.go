@@ -27,6 +27,13 @@ import (
 	"github.com/miekg/dns"
 )
 
+// transientError is an error of a query that never reached an upstream (a
+// local limit); its Transient method says so.
+type transientError string
+
+func (e transientError) Error() string   { return string(e) }
+func (e transientError) Transient() bool { return true }
+
 // Sentinel errors. Errors returned by this package wrap them; test with
 // errors.Is.
 var (
@@ -34,8 +41,9 @@ var (
 	// budget (or all of them are marked down).
 	ErrAllFailed = errors.New("all upstreams failed")
 	// ErrOverloaded means GroupConfig.MaxConcurrent upstream queries were
-	// already in flight; the query was not sent.
-	ErrOverloaded = errors.New("too many concurrent upstream queries")
+	// already in flight; the query was not sent. It is Transient: it says
+	// nothing about the name (the cache does not remember it).
+	ErrOverloaded error = transientError("too many concurrent upstream queries")
 	// ErrInvalidResponse means a reply did not match the query (ID,
 	// question, QR bit) or could not be parsed.
 	ErrInvalidResponse = errors.New("invalid upstream response")
