@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"bytes"
 	"context"
 	"encoding/base32"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dnsvalve/dnsvalve/detect"
+	"github.com/dnsvalve/dnsvalve/internal/logbuf"
 	"github.com/dnsvalve/dnsvalve/internal/redistest"
 )
 
@@ -35,27 +35,9 @@ func (c *clock) set(t time.Time) {
 	c.mu.Unlock()
 }
 
-// lockedBuffer is a log destination safe for the sync goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
-
 // newSyncer returns a Syncer on url whose background rounds never fire
 // (the test calls Sync), with its own registry.
-func newSyncer(tb testing.TB, url string, c *clock, logw *lockedBuffer) (*Syncer, *Metrics) {
+func newSyncer(tb testing.TB, url string, c *clock, logw *logbuf.Buffer) (*Syncer, *Metrics) {
 	tb.Helper()
 	m := NewMetrics(prometheus.NewRegistry())
 	logger := slog.New(slog.DiscardHandler)
@@ -201,7 +183,7 @@ func TestBucketsRollAndDecay(t *testing.T) {
 func TestRedisDownAndBack(t *testing.T) {
 	r := redistest.Start(t)
 	c := &clock{t: t0}
-	var logs lockedBuffer
+	var logs logbuf.Buffer
 	a, m := newSyncer(t, r.URL(), c, &logs)
 	b, _ := newSyncer(t, r.URL(), c, nil)
 	syncNow(t, a)
@@ -221,15 +203,15 @@ func TestRedisDownAndBack(t *testing.T) {
 	if got := testutil.ToFloat64(m.Errors.WithLabelValues(ComponentCounters)); got != 3 {
 		t.Errorf("errors = %v, want 3", got)
 	}
-	if n := logs.count("shared detector state unavailable"); n != 1 {
-		t.Errorf("degradation logged %d times, want once:\n%s", n, logs.b.String())
+	if n := logs.Count("shared detector state unavailable"); n != 1 {
+		t.Errorf("degradation logged %d times, want once:\n%s", n, logs.String())
 	}
 	r.Restart()
 	syncNow(t, a, b)
 	if !a.Up() {
 		t.Fatal("syncer did not recover")
 	}
-	if n := logs.count("shared detector state recovered"); n != 1 {
+	if n := logs.Count("shared detector state recovered"); n != 1 {
 		t.Errorf("recovery logged %d times, want once", n)
 	}
 	b.Record(key(2), detect.Delta{Time: t0.UnixNano()})

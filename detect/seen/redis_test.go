@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/dnsvalve/dnsvalve/internal/logbuf"
 	"github.com/dnsvalve/dnsvalve/internal/redistest"
 )
 
@@ -269,7 +270,7 @@ func TestRedisBound(t *testing.T) {
 	r := redistest.Start(t)
 	c := &clock{t: t0}
 	evicted := prometheus.NewCounter(prometheus.CounterOpts{Name: "evicted_total"})
-	var logs lockedBuffer
+	var logs logbuf.Buffer
 	a := openRedisT(t, r.URL(), c, RedisOptions{MaxDomains: bound, Evicted: evicted,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	b := openRedisT(t, r.URL(), c, RedisOptions{}) // unbounded: the fleet's other instance

@@ -1,7 +1,6 @@
 package seen
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -16,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/dnsvalve/dnsvalve/internal/logbuf"
 )
 
 var t0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
@@ -334,19 +335,6 @@ func (m *memory) holds(d string) bool {
 
 var errDiskFull = errors.New("write seen.db: no space left on device")
 
-// lockedBuffer is a log destination safe for the store's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 // TestFileWriteFailures checks the file store while its disk refuses
 // writes: every failed flush and every record dropped past the bound is
 // counted, the failure and the recovery are logged once each, the records
@@ -356,7 +344,7 @@ func TestFileWriteFailures(t *testing.T) {
 	c := &clock{t: t0}
 	path := filepath.Join(t.TempDir(), "seen.db")
 	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "errors_total"})
-	var logs lockedBuffer
+	var logs logbuf.Buffer
 	s, err := openBolt(path, 24*time.Hour, c.now,
 		FileOptions{Errors: errs, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, false)
 	if err != nil {
@@ -472,7 +460,7 @@ func TestFileBound(t *testing.T) {
 	}
 
 	evicted := prometheus.NewCounter(prometheus.CounterOpts{Name: "evicted_total"})
-	var logs lockedBuffer
+	var logs logbuf.Buffer
 	s, err := openBolt(path, 24*time.Hour, c.now,
 		FileOptions{MaxDomains: bound, Evicted: evicted, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, false)
 	if err != nil {
@@ -541,7 +529,7 @@ func TestFileBound(t *testing.T) {
 func TestFileDropsWithoutFailure(t *testing.T) {
 	c := &clock{t: t0}
 	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "errors_total"})
-	var logs lockedBuffer
+	var logs logbuf.Buffer
 	s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), 24*time.Hour, c.now,
 		FileOptions{Errors: errs, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, false)
 	if err != nil {
