@@ -193,6 +193,12 @@ type Cache struct {
 	calls  map[key]*call // in-flight upstream exchanges
 	closed bool
 	wg     sync.WaitGroup
+	// gen counts Purge and ForgetFailures calls (under mu): an exchange
+	// started before one keeps neither its answer nor its failure, since
+	// it went to upstreams a reload may have replaced. Until they end,
+	// such exchanges are in orphans (for Close to cancel), not in calls.
+	gen     uint64
+	orphans map[*call]struct{}
 
 	// after starts the client response timer (time.After; tests stub it).
 	after  func(time.Duration) <-chan time.Time
@@ -214,6 +220,7 @@ type call struct {
 	resp     *dns.Msg // the uncacheable reply (read-only), when e is nil
 	upstream string
 	err      error
+	gen      uint64 // Cache.gen when the exchange started
 }
 
 // New returns a cache forwarding misses to next. m may be nil (metrics are
@@ -299,8 +306,10 @@ func (c *Cache) failed(k key, now time.Time) *failure {
 }
 
 // ForgetFailures drops every remembered failure: the upstreams changed
-// (a reload), so they are worth asking again.
+// (a reload), so they are worth asking again. Exchanges in flight then
+// remember nothing.
 func (c *Cache) ForgetFailures() {
+	c.forgetFlights()
 	if c.failures != nil {
 		c.failures.Purge()
 	}
@@ -464,7 +473,7 @@ func (c *Cache) join(ctx context.Context, k key) (cl *call, leader bool, err err
 	}
 	cl, ok := c.calls[k]
 	if !ok {
-		cl = &call{done: make(chan struct{})}
+		cl = &call{done: make(chan struct{}), gen: c.gen}
 		// Detached from the caller, and without its BeforeWait hook: the
 		// exchange may run on another goroutine.
 		cl.ctx, cl.cancel = context.WithTimeout(query.WithoutBeforeWait(context.WithoutCancel(ctx)), c.cfg.UpstreamTimeout)
@@ -526,17 +535,20 @@ func (c *Cache) run(k key, cl *call, recheck, inline bool) {
 			cl.resp = resp
 			break
 		}
+		cl.e = e
+		if !c.current(cl) {
+			break // its waiters get it; the cache does not keep it
+		}
 		if c.lru.Add(k, e) {
 			c.m.evictions.Inc()
 		}
 		c.m.entries.Set(float64(c.lru.Len()))
-		cl.e = e
 	}
 	switch {
 	case cl.err != nil || cl.resp != nil && cl.resp.Rcode == dns.RcodeServerFailure:
 		// A prefetch's failure is not remembered: its entry is still
 		// fresh, and after expiry the next query should try again.
-		if recheck {
+		if recheck && c.current(cl) {
 			c.remember(k, cl)
 		}
 	case c.failures != nil:
@@ -546,12 +558,39 @@ func (c *Cache) run(k key, cl *call, recheck, inline bool) {
 }
 
 // end ends cl's flight: later queries for k start a new one, and its
-// waiters read its result.
+// waiters read its result. (After a Purge, a later flight for k may have
+// taken its place already.)
 func (c *Cache) end(k key, cl *call) {
 	c.mu.Lock()
-	delete(c.calls, k)
+	if c.calls[k] == cl {
+		delete(c.calls, k)
+	}
+	delete(c.orphans, cl)
 	c.mu.Unlock()
 	close(cl.done)
+}
+
+// current reports whether cl started after the last Purge or
+// ForgetFailures, so that its outcome may be kept.
+func (c *Cache) current(cl *call) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return cl.gen == c.gen
+}
+
+// forgetFlights starts a new generation: the exchanges in flight finish
+// for their waiters, but keep nothing, and new queries do not join them.
+func (c *Cache) forgetFlights() {
+	c.mu.Lock()
+	c.gen++
+	for k, cl := range c.calls {
+		if c.orphans == nil {
+			c.orphans = map[*call]struct{}{}
+		}
+		c.orphans[cl] = struct{}{}
+		delete(c.calls, k)
+	}
+	c.mu.Unlock()
 }
 
 // upstreamQuery builds the query sent upstream for k: recursion desired, the
@@ -600,8 +639,10 @@ func (c *Cache) prefetch(ctx context.Context, k key) {
 // included.
 func (c *Cache) Len() int { return c.lru.Len() }
 
-// Purge removes every entry and every remembered failure.
+// Purge removes every entry and every remembered failure. Exchanges in
+// flight answer their waiters but store nothing.
 func (c *Cache) Purge() {
+	c.forgetFlights()
 	c.lru.Purge()
 	if c.failures != nil {
 		c.failures.Purge()
@@ -617,6 +658,9 @@ func (c *Cache) Close() {
 	if !c.closed {
 		c.closed = true
 		for _, cl := range c.calls {
+			cl.cancel()
+		}
+		for cl := range c.orphans {
 			cl.cancel()
 		}
 	}

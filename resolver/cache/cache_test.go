@@ -1063,3 +1063,95 @@ func TestFailuresForgotten(t *testing.T) {
 		})
 	}
 }
+
+// TestForgetDuringFlight: an exchange in flight when the cache is purged
+// (or its failures forgotten, a reload) answers its waiters but keeps
+// nothing, and a query after the purge starts its own exchange instead of
+// joining the old one.
+func TestForgetDuringFlight(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		forget    func(*Cache)
+		fail      bool   // the old exchange fails
+		wantFirst string // what the query from before the purge gets
+	}{
+		// Its own exchange's answer, which the cache does not keep.
+		{"purge_answer", (*Cache).Purge, false, "miss: 192.0.2.1"},
+		// Its exchange failed; the answer stored meanwhile by the new one.
+		{"forget_failure", (*Cache).ForgetFailures, true, "hit: 192.0.2.2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Each exchange takes the next plan the test hands out, and
+			// answers when its gate opens.
+			type plan struct {
+				gate chan struct{}
+				ip   string // "": fail
+			}
+			plans := make(chan plan, 1)
+			up := &fakeUpstream{calls: make(chan *dns.Msg, 3)}
+			up.reply = func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+				var p plan
+				select { // Close (the test's cleanup) cancels ctx
+				case p = <-plans:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				select {
+				case <-p.gate:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				if p.ip == "" {
+					return nil, errUpstream
+				}
+				return answerWith(t, dns.RcodeSuccess, []string{"a.example. 60 IN A " + p.ip}, nil)(ctx, m)
+			}
+			c := newTestCache(t, DefaultConfig(), up)
+			req := newQuery("a.example.", dns.TypeA, false, false)
+			first, second := make(chan string, 1), make(chan string, 1)
+			resolve := func(out chan<- string) {
+				resp, st, _, err := c.Resolve(context.Background(), req)
+				if err != nil {
+					out <- st.String() + ": " + err.Error()
+					return
+				}
+				out <- st.String() + ": " + resp.Answer[0].(*dns.A).A.String()
+			}
+			old, fresh := plan{make(chan struct{}), "192.0.2.1"}, plan{make(chan struct{}), "192.0.2.2"}
+			if tc.fail {
+				old.ip = ""
+			}
+			// entered waits for the next exchange to reach the upstream.
+			entered := func(what string) {
+				t.Helper()
+				select {
+				case <-up.calls:
+				case <-time.After(10 * time.Second): // a guard, not a synchronisation
+					t.Fatalf("%s: no exchange reached the upstream", what)
+				}
+			}
+			go resolve(first)
+			entered("first query")
+			plans <- old
+			tc.forget(c.Cache)
+			go resolve(second)
+			entered("query after the purge (joined the old exchange?)")
+			plans <- fresh
+			close(fresh.gate)
+			if got := <-second; got != "miss: 192.0.2.2" {
+				t.Errorf("query after the purge: %q, want the new exchange's answer", got)
+			}
+			close(old.gate)
+			if got := <-first; got != tc.wantFirst {
+				t.Errorf("query before the purge: %q, want %q", got, tc.wantFirst)
+			}
+			resp, st := mustResolve(t, c.Cache, req)
+			if st != "hit" || up.n.Load() != 2 || resp.Answer[0].(*dns.A).A.String() != "192.0.2.2" {
+				t.Errorf("then: %s %v after %d upstream calls, want a hit on the new exchange's answer", st, resp.Answer, up.n.Load())
+			}
+			if _, ok := c.failures.Peek(makeKey(req)); ok {
+				t.Error("the old exchange's failure was remembered")
+			}
+		})
+	}
+}
