@@ -115,6 +115,9 @@ func TestE2EConditional(t *testing.T) {
 			t.Errorf("after dig %v: default/corp upstreams answered %d/%d, want %d/%d", tc.args, d, c, tc.wantDef, tc.wantCo)
 		}
 	}
+	if got := metricValue(t, httpAddr, "dnsvalve_upstream_default_healthy"); got != 1 {
+		t.Errorf("dnsvalve_upstream_default_healthy = %v, want 1", got)
+	}
 	body := httpGet(t, "http://"+httpAddr+"/readyz")
 	var ready struct {
 		Upstreams []struct {

@@ -120,6 +120,15 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 		return nil, err
 	}
 	a.router.Store(r)
+	a.metReg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "dnsvalve", Subsystem: "upstream", Name: "default_healthy",
+		Help: "1 while an upstream of upstream.servers (the default group, which /readyz needs) is up, 0 while all of them are down.",
+	}, func() float64 {
+		if a.router.Load().Healthy() {
+			return 1
+		}
+		return 0
+	}))
 
 	cc := cache.Config{Size: cfg.Cache.Size, MinTTL: cfg.Cache.MinTTL, MaxTTL: cfg.Cache.MaxTTL,
 		NegativeTTL: cfg.Cache.NegativeTTL, ServeStale: cfg.Cache.ServeStale,
