@@ -47,27 +47,31 @@ type FileOptions struct {
 }
 
 // record is what the file holds for a domain: when it was last asked for,
-// and whether it was asked for more than once. On disk: the time as 8
-// bytes (unix nanoseconds, big endian), then a byte, 1 for again. A value
-// of 8 bytes (written before the flag existed) counts as asked again.
+// and whether it was asked for more than once. On disk it is the 8 bytes
+// dnsvalve always wrote there, the time in unix nanoseconds, big endian,
+// with the flag in the lowest bit (1: again). So a file written by this
+// version still reads right in an older one (the times 1 ns off), and one
+// written before the flag existed reads with about half of its domains
+// asked again: those whose time was odd.
 type record struct {
 	last  int64
 	again bool
 }
 
 func decodeRecord(v []byte) (record, bool) {
-	if len(v) != 8 && len(v) != 9 {
+	if len(v) != 8 {
 		return record{}, false
 	}
-	return record{last: int64(binary.BigEndian.Uint64(v)), again: len(v) == 8 || v[8] == 1}, true
+	t := binary.BigEndian.Uint64(v)
+	return record{last: int64(t &^ 1), again: t&1 == 1}, true
 }
 
 func (r record) encode() []byte {
-	b := binary.BigEndian.AppendUint64(make([]byte, 0, 9), uint64(r.last))
+	t := uint64(r.last) &^ 1
 	if r.again {
-		return append(b, 1)
+		t |= 1
 	}
-	return append(b, 0)
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), t)
 }
 
 // boltStore keeps domain -> record (see record) in a bbolt file. FirstSeen reads through the pending map, the map being

@@ -435,22 +435,24 @@ func TestFileRejectsBadKeys(t *testing.T) {
 // TestFileBound checks the file store's bound: a flood of names asked for
 // once never leaves more than MaxDomains in the file after a flush, evicts
 // only flood names while there are enough of them (the domains asked for
-// twice, and those written before the asked-again flag existed, stay),
-// counts every eviction, warns once, and a reopened file knows its size.
+// twice stay, and of those written before the asked-again flag existed,
+// the one whose time reads as asked again), counts every eviction, warns
+// once, and a reopened file knows its size.
 func TestFileBound(t *testing.T) {
 	const bound = 128 // low water 126
 	c := &clock{t: t0}
 	path := filepath.Join(t.TempDir(), "seen.db")
-	// Two domains as an older dnsvalve wrote them: 8-byte values.
+	// Two domains as an older dnsvalve wrote them: the time alone, odd
+	// (read as asked again) and even (asked once).
 	old, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = old.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketSeen)
-		for _, d := range []string{"legacy1.example", "legacy2.example"} {
+		for i, d := range []string{"legacy1.example", "legacy2.example"} {
 			if err == nil {
-				err = b.Put([]byte(d), binary.BigEndian.AppendUint64(nil, uint64(t0.UnixNano())))
+				err = b.Put([]byte(d), binary.BigEndian.AppendUint64(nil, uint64(t0.UnixNano()+1-int64(i))))
 			}
 		}
 		return err
@@ -477,7 +479,7 @@ func TestFileBound(t *testing.T) {
 			t.Fatalf("%s newly seen when asked for the second time", keep[i])
 		}
 	}
-	keep = append(keep, "legacy1.example", "legacy2.example")
+	keep = append(keep, "legacy1.example")
 	if err := s.flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -661,5 +663,23 @@ func TestFileCountFollowsTheFile(t *testing.T) {
 	}
 	if s.count != inFile() || s.count != 1 {
 		t.Errorf("after the sweep: count %d, file %d, want 1", s.count, inFile())
+	}
+}
+
+// TestRecordEncoding: a record is 8 bytes with the asked-again flag in the
+// time's lowest bit, so older versions read it as the time they wrote.
+func TestRecordEncoding(t *testing.T) {
+	for _, r := range []record{{last: 1_800_000_000_000_000_000}, {last: 1_800_000_000_000_000_000, again: true}} {
+		v := r.encode()
+		got, ok := decodeRecord(v)
+		if len(v) != 8 || !ok || got != r {
+			t.Errorf("%+v: encoded %x, decoded %+v %v", r, v, got, ok)
+		}
+		if old := int64(binary.BigEndian.Uint64(v)); old-r.last > 1 || old < r.last {
+			t.Errorf("%+v: an older version reads the time %d", r, old)
+		}
+	}
+	if _, ok := decodeRecord(make([]byte, 9)); ok {
+		t.Error("a 9-byte value decoded")
 	}
 }
