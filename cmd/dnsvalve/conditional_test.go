@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/dnsvalve/dnsvalve/resolver/query"
 )
 
 // TestConditionalForwarding checks upstream.conditional in the app, through
@@ -128,5 +130,50 @@ func TestE2EConditional(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &ready); err != nil || len(ready.Upstreams) != 2 ||
 		ready.Upstreams[1].Name != "udp://"+corp.addr || strings.Join(ready.Upstreams[1].Zones, " ") != "corp.test." {
 		t.Errorf("/readyz does not list the conditional upstream with its zones (%v): %s", err, body)
+	}
+}
+
+// TestConditionalZonesSkipRebinding: a conditional zone's answers come
+// from the company's own servers and may hold private addresses, even
+// under a public name (split horizon): rebinding_protection lets them
+// through, and still blocks a private answer for any other public name.
+func TestConditionalZonesSkipRebinding(t *testing.T) {
+	dir := t.TempDir()
+	file := writeFile(t, dir, "dnsvalve.yaml", fmt.Sprintf(`upstream:
+  servers: ["udp://127.0.0.1:1"]
+  conditional:
+    - zones: [corp.example.com]
+      servers: ["udp://127.0.0.1:2"]
+policies:
+  default:
+    rebinding_protection: true
+state_dir: %s
+querylog:
+  sinks: []
+`, dir))
+	cfg, err := loadConfig(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := newTestApp(t, cfg).store.Load()
+	for _, tc := range []struct {
+		name    string
+		blocked bool
+	}{
+		{"db.corp.example.com.", false},
+		{"corp.example.com.", false},
+		{"www.example.com.", true},
+	} {
+		resp := new(dns.Msg)
+		resp.SetQuestion(tc.name, dns.TypeA)
+		rr, err := dns.NewRR(tc.name + " 60 IN A 10.1.2.3")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Answer = append(resp.Answer, rr)
+		d := snap.InspectResponse("default", tc.name, resp)
+		if blocked := d.Action == query.ActionBlock; blocked != tc.blocked {
+			t.Errorf("%s with a private address: decision %+v, want blocked %v", tc.name, d, tc.blocked)
+		}
 	}
 }

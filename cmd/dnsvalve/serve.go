@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -353,9 +354,17 @@ func (a *app) compileWith(cfg *Config, loaded map[string]*lists.List) (*policy.S
 	for _, g := range cfg.Clients.Groups {
 		pc.Groups = append(pc.Groups, policy.GroupConfig{Name: g.Name, CIDRs: g.CIDRs, Policy: g.Policy})
 	}
+	// Conditional zones are answered by the company's own servers, with
+	// its private addresses (a split-horizon corp.example.com too): no
+	// rebinding there.
+	var condZones []string
+	for _, c := range cfg.Upstream.Conditional {
+		condZones = append(condZones, c.Zones...)
+	}
 	for name, p := range cfg.Policies {
 		pp := policy.PolicyConfig{Mode: p.Mode, Allow: p.Allow, Block: p.Block, Alert: p.Alert,
-			BlockResponse: p.BlockResponse, CNAME: p.CNAME, Rebinding: p.Rebinding, RebindingExempt: p.RebindingExempt, Detect: p.Detect}
+			BlockResponse: p.BlockResponse, CNAME: p.CNAME, Rebinding: p.Rebinding,
+			RebindingExempt: append(slices.Clone(p.RebindingExempt), condZones...), Detect: p.Detect}
 		pc.Policies[name] = pp
 	}
 	snap, err := policy.Compile(pc, ms)
