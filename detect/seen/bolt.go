@@ -32,15 +32,16 @@ const refreshEvery = time.Hour
 type FileOptions struct {
 	// Errors, when set, counts failed writes (one per failed flush or
 	// sweep) and first-seen records dropped because 200,000 of them
-	// (maxQueued) already wait for a disk that fails.
+	// (maxQueued) already wait: for a disk that fails, or within one
+	// second.
 	Errors prometheus.Counter
 	// Logger, when set, says when writes start failing and when they
 	// recover (once each), and when the store first reaches MaxDomains.
 	Logger *slog.Logger
 	// MaxDomains bounds the domains the file holds (0: no bound). A flush
-	// that leaves more evicts down to 1/64 under the bound, at random
-	// among the domains asked for once, and only when there are too few of
-	// those among those asked for again, as the memory: store does.
+	// that leaves more evicts down to 1/64 under the bound: at random among
+	// the domains asked for once, and when those are too few, also among
+	// the domains asked for again, as the memory: store does.
 	MaxDomains int
 	// Evicted, when set, counts the evicted domains.
 	Evicted prometheus.Counter
@@ -242,7 +243,7 @@ func (s *boltStore) FirstSeen(_ context.Context, domain string, now time.Time) (
 	case len(s.pending) < s.maxPending:
 		s.pending[strings.Clone(domain)] = next
 	default:
-		s.dropped++ // the disk fails; the next flush counts it
+		s.dropped++ // a failing disk, or too many in a second; the next flush counts it
 	}
 	return first, nil
 }
@@ -498,7 +499,7 @@ func (s *boltStore) evict() error {
 	}
 	if !s.warnedFull {
 		s.warnedFull = true
-		s.logger.Warn("newly-seen file store full: each flush now evicts about as many domains as it added, at random among those asked for only once "+
+		s.logger.Warn("newly-seen file store full: a write that leaves it over the bound now evicts down to 1/64 under it, at random among domains asked for only once "+
 			"(evicted ones are new again); raise detect.newly_seen.max_domains if this is normal traffic",
 			"path", s.path, "max_domains", s.maxDomains, "evicted", deleted)
 	}

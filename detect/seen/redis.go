@@ -191,7 +191,9 @@ func (s *RedisStore) initLocked(ctx context.Context) error {
 // It reads the newest first, up to the load's start (members written since
 // come with the next pull), so that a copy bounded below the set's size
 // keeps the newest, and the other instances' trims (of the oldest) do not
-// shift the pages still to read.
+// shift the pages still to read. A member another instance refreshes
+// during the load moves out of the range and shifts the later pages by one:
+// a member may be missed, and is then new to this instance once.
 func (s *RedisStore) load(ctx context.Context) error {
 	t := s.now()
 	min := strconv.FormatInt(t.Add(-s.retention).UnixMilli(), 10)

@@ -194,7 +194,7 @@ func TestBoltFirstSeenDuringFlush(t *testing.T) {
 				s.update = func(func(*bolt.Tx) error) error { return errDiskFull }
 			}
 			var during, fresh bool
-			s.flushMu.Lock() // the background flusher reads the hook under flushMu
+			s.flushMu.Lock() // flush reads the hook under flushMu
 			s.afterSwap = func() {
 				during = firstSeen(t, s, "a.example", t0.Add(time.Millisecond))
 				fresh = firstSeen(t, s, "b.example", t0.Add(time.Millisecond))

@@ -186,7 +186,8 @@ type Cache struct {
 	now    func() time.Time
 	lru    *lru.Cache[key, *entry]
 	// failures remembers failed resolutions for FailureTTL (nil when
-	// disabled), bounded like the cache (an eighth of its size).
+	// disabled), bounded like the cache (an eighth of its size, at least
+	// 64).
 	failures *lru.Cache[key, *failure]
 
 	mu     sync.Mutex
@@ -334,14 +335,17 @@ func (e *CachedError) Unwrap() error { return e.Err }
 // ID = req.Id, the question exactly as the client asked it (case preserved),
 // TTLs decremented by the entry's age, and an OPT record (UDP size 1232, DO
 // mirrored) only when req has one. upstream names the upstream that answered
-// a miss, "" for hits and stale answers.
+// a miss or whose failure is remembered, "" for hits and stale answers.
 //
 // A miss whose upstream exchange fails (error or SERVFAIL) is answered from
 // an entry expired less than ServeStale ago with TTL 30 and an Extended DNS
 // Error "Stale Answer" (status CacheStale, nil error), and so is a miss with
 // such an entry whose exchange takes longer than StaleClientTimeout (the
 // exchange goes on and refreshes the entry). Otherwise the error is
-// returned wrapped, or the SERVFAIL reply passed through. Opcodes other than
+// returned wrapped, or the SERVFAIL reply passed through. A failure is
+// remembered for FailureTTL: meanwhile the question gets the stale answer
+// at once, or the same failure (status CacheFailure; an error wraps it in
+// a *CachedError) without a new exchange. Opcodes other than
 // QUERY and questions query.Unservable names (which the server answers
 // itself) fail with ErrBadRequest.
 func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, status query.CacheStatus, upstream string, err error) {
