@@ -493,8 +493,8 @@ func (c *Config) validate() error {
 			bad(key, "must not be negative")
 		}
 	}
-	if c.Cache.FailureTTL > cache.MaxFailureTTL {
-		bad("cache.failure_ttl", "%s is above %s (RFC 9520)", c.Cache.FailureTTL, cache.MaxFailureTTL)
+	if c.Cache.FailureTTL > cache.MaxFailureTTL || c.Cache.FailureTTL > 0 && c.Cache.FailureTTL < time.Second {
+		bad("cache.failure_ttl", "%s: want 0s (off) or 1s to %s (RFC 9520)", c.Cache.FailureTTL, cache.MaxFailureTTL)
 	}
 	if c.Cache.MaxTTL > 0 && c.Cache.MinTTL > c.Cache.MaxTTL {
 		bad("cache.min_ttl", "%s is above cache.max_ttl %s", c.Cache.MinTTL, c.Cache.MaxTTL)

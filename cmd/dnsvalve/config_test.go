@@ -95,6 +95,8 @@ func TestConfigErrors(t *testing.T) {
 		{"negative_stale_timer", "cache:\n  stale_client_timeout: -1s\n", []string{"cache.stale_client_timeout", "negative"}},
 		{"score_range", "detect:\n  alert_score: 2\n", []string{"detect.alert_score"}},
 		{"negative_max_domains", "detect:\n  newly_seen:\n    max_domains: -1\n", []string{"detect.newly_seen.max_domains"}},
+		{"failure_ttl_too_short", "cache:\n  failure_ttl: 500ms\n", []string{"cache.failure_ttl", "1s to 5m0s"}},
+		{"failure_ttl_too_long", "cache:\n  failure_ttl: 10m\n", []string{"cache.failure_ttl", "RFC 9520"}},
 		{"conditional_no_zones", "upstream:\n  conditional:\n    - servers: [\"udp://127.0.0.1:1\"]\n", []string{"upstream.conditional[0].zones", "at least one"}},
 		{"conditional_root", "upstream:\n  conditional:\n    - zones: [\".\"]\n      servers: [\"udp://127.0.0.1:1\"]\n", []string{"upstream.conditional[0].zones[0]", "root"}},
 		{"conditional_bad_zone", "upstream:\n  conditional:\n    - zones: [\"*.corp.test\"]\n      servers: [\"udp://127.0.0.1:1\"]\n", []string{"upstream.conditional[0].zones[0]", "not a domain name"}},
