@@ -172,11 +172,9 @@ func openBolt(path string, retention time.Duration, now func() time.Time, o File
 		if err != nil {
 			return err
 		}
-		b, err := tx.CreateBucketIfNotExists(bucketSeen)
-		if err != nil {
+		if _, err := tx.CreateBucketIfNotExists(bucketSeen); err != nil {
 			return err
 		}
-		s.count = b.Stats().KeyN
 		if v := meta.Get(keyCreated); len(v) == 8 {
 			s.created = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
 			return nil
@@ -185,7 +183,7 @@ func openBolt(path string, retention time.Duration, now func() time.Time, o File
 		return meta.Put(keyCreated, binary.BigEndian.AppendUint64(nil, uint64(s.created.UnixNano())))
 	})
 	if err == nil {
-		err = s.sweep(now().UnixNano())
+		err = s.sweep(now().UnixNano()) // it also counts the domains
 	}
 	if err != nil {
 		_ = db.Close()
