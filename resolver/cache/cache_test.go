@@ -1087,7 +1087,7 @@ func TestForgetDuringFlight(t *testing.T) {
 				gate chan struct{}
 				ip   string // "": fail
 			}
-			plans := make(chan plan, 1)
+			plans := make(chan plan) // unbuffered: a plan goes to the one exchange waiting for it
 			up := &fakeUpstream{calls: make(chan *dns.Msg, 3)}
 			up.reply = func(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 				var p plan
