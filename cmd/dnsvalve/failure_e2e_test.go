@@ -1,9 +1,14 @@
 package main
 
 import (
+	"context"
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/miekg/dns"
+
+	"github.com/dnsvalve/dnsvalve/resolver/query"
 )
 
 // TestE2EFailureCache runs the binary against an upstream port nobody
@@ -47,5 +52,39 @@ func TestE2EFailureCache(t *testing.T) {
 	}
 	if strings.Join(caches, ",") != "miss,failure" {
 		t.Errorf("query log cache fields %q, want miss then failure", caches)
+	}
+}
+
+// TestUpstreamUpForgetsFailures: when an upstream is marked up again, the
+// failures the cache remembers from the outage are forgotten at once.
+func TestUpstreamUpForgetsFailures(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := pc.LocalAddr().String()
+	pc.Close()
+	dir := t.TempDir()
+	file := writeFile(t, dir, "dnsvalve.yaml", "upstream:\n  servers: [\"udp://"+dead+"\"]\nstate_dir: "+dir+"\nquerylog:\n  sinks: []\n")
+	cfg, err := loadConfig(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newTestApp(t, cfg)
+	m := new(dns.Msg)
+	m.SetQuestion("fails.example.", dns.TypeA)
+	status := func() query.CacheStatus {
+		_, st, _, _ := a.cache.Resolve(context.Background(), m)
+		return st
+	}
+	if st := status(); st != query.CacheMiss {
+		t.Fatalf("first query: %s, want a miss", st)
+	}
+	if st := status(); st != query.CacheFailure {
+		t.Fatalf("second query: %s, want the remembered failure", st)
+	}
+	a.upstreamUp()
+	if st := status(); st != query.CacheMiss {
+		t.Errorf("after an upstream came back: %s, want a miss asking again", st)
 	}
 }

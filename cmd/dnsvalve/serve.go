@@ -246,6 +246,15 @@ func (a *app) buildRouter(cfg *Config) (*upstream.Router, error) {
 	return r, nil
 }
 
+// upstreamUp runs when an upstream marked down is up again: the failures
+// the cache remembers from the outage are forgotten, so that the names
+// fail no longer than the outage (not up to cache.failure_ttl after it).
+func (a *app) upstreamUp() {
+	if a.cache != nil {
+		a.cache.ForgetFailures()
+	}
+}
+
 // canonicalZones returns zones lower-cased and fully qualified.
 func canonicalZones(zones []string) []string {
 	out := make([]string, len(zones))
@@ -319,7 +328,8 @@ func (a *app) buildGroup(cfg *Config, key string, servers []string, probeZone st
 		in[u.String()] = key
 	}
 	g, err := upstream.NewGroup(ups, upstream.GroupConfig{Strategy: cfg.Upstream.Strategy, Timeout: cfg.Upstream.Timeout,
-		MaxFails: cfg.Upstream.MaxFails, MaxConcurrent: cfg.Upstream.MaxConcurrent, ProbeZone: probeZone}, a.upm, a.logger, time.Now)
+		MaxFails: cfg.Upstream.MaxFails, MaxConcurrent: cfg.Upstream.MaxConcurrent, ProbeZone: probeZone,
+		OnUp: a.upstreamUp}, a.upm, a.logger, time.Now)
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, key, err)

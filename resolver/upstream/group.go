@@ -41,6 +41,10 @@ type GroupConfig struct {
 	// answer only for their zones (a conditional group: a corporate
 	// server without recursion refuses the root); empty means ". NS".
 	ProbeZone string
+	// OnUp, when set, is called (on the marking goroutine) each time an
+	// upstream marked down is marked up again: the cache then forgets the
+	// failures it remembers from the outage.
+	OnUp func()
 	// MaxConcurrent caps concurrent upstream queries across the group;
 	// 0 means unlimited. Queries over the cap fail with ErrOverloaded.
 	MaxConcurrent int
@@ -428,6 +432,9 @@ func (g *Group) markUp(mb *member) {
 	mb.mu.Unlock()
 	if wasDown {
 		g.log.Info("upstream back up", "upstream", mb.name)
+		if g.cfg.OnUp != nil {
+			g.cfg.OnUp()
+		}
 	}
 }
 

@@ -134,7 +134,8 @@ func TestGroup_probeZone(t *testing.T) {
 				}
 			})
 			up := mustNew(t, "udp://"+srv.Addr, Options{Timeout: 300 * time.Millisecond})
-			g := newTestGroup(t, []Upstream{up}, GroupConfig{MaxFails: 1, ProbeZone: tc.probeZone}, nil, nil)
+			var ups atomic.Int32
+			g := newTestGroup(t, []Upstream{up}, GroupConfig{MaxFails: 1, ProbeZone: tc.probeZone, OnUp: func() { ups.Add(1) }}, nil, nil)
 			if _, _, err := g.Exchange(t.Context(), newQuery("db.corp.test.", dns.TypeA)); err == nil || g.Healthy() {
 				t.Fatalf("unanswered query: err %v, healthy %v; want down", err, g.Healthy())
 			}
@@ -142,6 +143,9 @@ func TestGroup_probeZone(t *testing.T) {
 			g.ProbeNow(t.Context())
 			if g.Healthy() != tc.wantUp {
 				t.Errorf("after a probe: healthy %v, want %v", g.Healthy(), tc.wantUp)
+			}
+			if got, want := ups.Load(), map[bool]int32{true: 1, false: 0}[tc.wantUp]; got != want {
+				t.Errorf("OnUp called %d times, want %d", got, want)
 			}
 		})
 	}
