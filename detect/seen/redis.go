@@ -394,6 +394,8 @@ func (s *RedisStore) Sync(ctx context.Context) error {
 	q := s.queue
 	if len(q) > 0 {
 		s.queue = make(map[string]int64, len(q))
+	} else {
+		q = nil // still s.queue, which FirstSeen writes to: not to be read unlocked
 	}
 	s.mu.Unlock()
 	if s.afterTake != nil {

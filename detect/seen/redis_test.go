@@ -342,3 +342,30 @@ func TestRedisBoundLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisSyncWhileRecording runs rounds while queries record domains (run
+// it under -race): a round that finds the queue empty must not read the
+// map FirstSeen keeps writing to.
+func TestRedisSyncWhileRecording(t *testing.T) {
+	r := redistest.Start(t)
+	c := &clock{t: t0}
+	s := openRedisT(t, r.URL(), c, RedisOptions{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			if _, err := s.FirstSeen(context.Background(), fmt.Sprintf("d%d.example", i), t0); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for range 200 {
+		syncT(t, s)
+	}
+	<-done
+	syncT(t, s)
+	if n, err := r.Do("ZCARD", "dnsvalve:seen"); err != nil || n != ":2000" {
+		t.Errorf("ZCARD = %q (%v), want every recorded domain pushed", n, err)
+	}
+}
