@@ -335,6 +335,8 @@ func (s *boltStore) write() error {
 	if len(p) > 0 {
 		s.pending = make(map[string]record, len(p))
 		s.flushing = p
+	} else {
+		p = nil // still s.pending, which FirstSeen writes to: not to be read unlocked
 	}
 	s.mu.Unlock()
 	if len(p) > 0 {

@@ -683,3 +683,35 @@ func TestRecordEncoding(t *testing.T) {
 		t.Error("a 9-byte value decoded")
 	}
 }
+
+// TestFileFlushWhileRecording flushes while queries record domains (run it
+// under -race): a flush that finds nothing pending must not read the map
+// FirstSeen keeps writing to.
+func TestFileFlushWhileRecording(t *testing.T) {
+	c := &clock{t: t0}
+	s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), 24*time.Hour, c.now, FileOptions{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.db.NoSync = true
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			if _, err := s.FirstSeen(context.Background(), fmt.Sprintf("d%d.example", i), t0); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for range 200 {
+		if err := s.flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
+	if err := s.flush(); err != nil || s.count != 2000 {
+		t.Errorf("after the last flush: %v, %d domains in the file, want 2000", err, s.count)
+	}
+}
