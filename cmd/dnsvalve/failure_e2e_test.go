@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 
@@ -19,12 +18,7 @@ import (
 func TestE2EFailureCache(t *testing.T) {
 	needTool(t, "dig")
 	bin := buildBinary(t)
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := pc.LocalAddr().String()
-	pc.Close() // queries to it get ICMP port unreachable: a fast failure
+	dead := freePort(t) // nobody listens: ICMP port unreachable, a fast failure
 	file, dnsAddr, httpAddr, logFile, _ := e2eConfig(t, dead)
 	p := startDNSValve(t, bin, "serve", "--config", file)
 	for i := range 2 {
@@ -58,12 +52,7 @@ func TestE2EFailureCache(t *testing.T) {
 // TestUpstreamUpForgetsFailures: when an upstream is marked up again, the
 // failures the cache remembers from the outage are forgotten at once.
 func TestUpstreamUpForgetsFailures(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := pc.LocalAddr().String()
-	pc.Close()
+	dead := freePort(t)
 	dir := t.TempDir()
 	file := writeFile(t, dir, "dnsvalve.yaml", "upstream:\n  servers: [\"udp://"+dead+"\"]\nstate_dir: "+dir+"\nquerylog:\n  sinks: []\n")
 	cfg, err := loadConfig(file, nil)

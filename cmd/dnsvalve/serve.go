@@ -237,7 +237,7 @@ func (a *app) buildRouter(cfg *Config) (*upstream.Router, error) {
 		if err != nil {
 			return fail(err)
 		}
-		conds = append(conds, upstream.Conditional{Zones: canonicalZones(c.Zones), Group: g})
+		conds = append(conds, upstream.Conditional{Zones: c.Zones, Group: g})
 	}
 	r, err := upstream.NewRouter(def, conds)
 	if err != nil {
@@ -253,15 +253,6 @@ func (a *app) upstreamUp() {
 	if a.cache != nil {
 		a.cache.ForgetFailures()
 	}
-}
-
-// canonicalZones returns zones lower-cased and fully qualified.
-func canonicalZones(zones []string) []string {
-	out := make([]string, len(zones))
-	for i, z := range zones {
-		out[i] = dns.CanonicalName(z)
-	}
-	return out
 }
 
 // buildGroup builds the group of servers (the config key for errors); its

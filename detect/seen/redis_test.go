@@ -350,16 +350,7 @@ func TestRedisSyncWhileRecording(t *testing.T) {
 	r := redistest.Start(t)
 	c := &clock{t: t0}
 	s := openRedisT(t, r.URL(), c, RedisOptions{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := range 2000 {
-			if _, err := s.FirstSeen(context.Background(), fmt.Sprintf("d%d.example", i), t0); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	}()
+	done := recordInBackground(t, s, 2000)
 	for range 200 {
 		syncT(t, s)
 	}

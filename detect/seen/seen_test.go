@@ -39,6 +39,36 @@ func openT(tb testing.TB, spec string, retention time.Duration, c *clock) Store 
 	return s
 }
 
+// openBoltT opens a file store at path ("": a new file) without its
+// background flusher (tests flush by hand); the caller closes it.
+func openBoltT(tb testing.TB, path string, retention time.Duration, c *clock, o FileOptions) *boltStore {
+	tb.Helper()
+	if path == "" {
+		path = filepath.Join(tb.TempDir(), "seen.db")
+	}
+	s, err := openBolt(path, retention, c.now, o, false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// recordInBackground records n new domains in s from another goroutine, as
+// queries do; the channel closes when they are recorded.
+func recordInBackground(tb testing.TB, s Store, n int) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			if _, err := s.FirstSeen(context.Background(), fmt.Sprintf("d%d.example", i), t0); err != nil {
+				tb.Error(err)
+				return
+			}
+		}
+	}()
+	return done
+}
+
 func firstSeen(tb testing.TB, s Store, d string, at time.Time) bool {
 	tb.Helper()
 	ok, err := s.FirstSeen(context.Background(), d, at)
@@ -182,10 +212,7 @@ func TestBoltFirstSeenDuringFlush(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &clock{t: t0}
-			s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), 24*time.Hour, c.now, FileOptions{}, false)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := openBoltT(t, "", 24*time.Hour, c, FileOptions{})
 			t.Cleanup(func() { s.Close() })
 			if !firstSeen(t, s, "a.example", t0) {
 				t.Fatal("a.example not newly seen on first sight")
@@ -200,7 +227,7 @@ func TestBoltFirstSeenDuringFlush(t *testing.T) {
 				fresh = firstSeen(t, s, "b.example", t0.Add(time.Millisecond))
 			}
 			s.flushMu.Unlock()
-			err = s.flush()
+			err := s.flush()
 			s.flushMu.Lock()
 			s.afterSwap = nil
 			s.flushMu.Unlock()
@@ -345,11 +372,7 @@ func TestFileWriteFailures(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "seen.db")
 	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "errors_total"})
 	var logs logbuf.Buffer
-	s, err := openBolt(path, 24*time.Hour, c.now,
-		FileOptions{Errors: errs, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openBoltT(t, path, 24*time.Hour, c, FileOptions{Errors: errs, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	s.maxPending = 3
 	s.update = func(func(*bolt.Tx) error) error { return errDiskFull }
 
@@ -400,10 +423,7 @@ func TestFileWriteFailures(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2, err := openBolt(path, 24*time.Hour, c.now, FileOptions{}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s2 := openBoltT(t, path, 24*time.Hour, c, FileOptions{})
 	defer s2.Close()
 	for d, want := range map[string]bool{"a.example": false, "b.example": false, "c.example": false, "d.example": true} {
 		if got := firstSeen(t, s2, d, t0.Add(time.Minute)); got != want {
@@ -416,10 +436,7 @@ func TestFileWriteFailures(t *testing.T) {
 // at FirstSeen, so that none can enter a batch and fail every later write.
 func TestFileRejectsBadKeys(t *testing.T) {
 	c := &clock{t: t0}
-	s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), 24*time.Hour, c.now, FileOptions{}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openBoltT(t, "", 24*time.Hour, c, FileOptions{})
 	defer s.Close()
 	for _, d := range []string{"", strings.Repeat("a", bolt.MaxKeySize+1)} {
 		if _, err := s.FirstSeen(context.Background(), d, t0); !errors.Is(err, errBadKey) {
@@ -463,11 +480,7 @@ func TestFileBound(t *testing.T) {
 
 	evicted := prometheus.NewCounter(prometheus.CounterOpts{Name: "evicted_total"})
 	var logs logbuf.Buffer
-	s, err := openBolt(path, 24*time.Hour, c.now,
-		FileOptions{MaxDomains: bound, Evicted: evicted, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openBoltT(t, path, 24*time.Hour, c, FileOptions{MaxDomains: bound, Evicted: evicted, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if s.count != 2 {
 		t.Fatalf("count at open = %d, want the 2 legacy domains", s.count)
 	}
@@ -514,10 +527,7 @@ func TestFileBound(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2, err := openBolt(path, 24*time.Hour, c.now, FileOptions{MaxDomains: bound}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s2 := openBoltT(t, path, 24*time.Hour, c, FileOptions{MaxDomains: bound})
 	defer s2.Close()
 	if s2.count != n {
 		t.Errorf("count after reopening = %d, want %d", s2.count, n)
@@ -532,11 +542,7 @@ func TestFileDropsWithoutFailure(t *testing.T) {
 	c := &clock{t: t0}
 	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "errors_total"})
 	var logs logbuf.Buffer
-	s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), 24*time.Hour, c.now,
-		FileOptions{Errors: errs, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openBoltT(t, "", 24*time.Hour, c, FileOptions{Errors: errs, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	defer s.Close()
 	s.maxPending = 3
 	n := 0
@@ -575,10 +581,7 @@ func TestFileEvictsUniformly(t *testing.T) {
 	c := &clock{t: t0}
 	survived := map[string]int{}
 	for range rounds {
-		s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), 24*time.Hour, c.now, FileOptions{MaxDomains: 12}, false)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := openBoltT(t, "", 24*time.Hour, c, FileOptions{MaxDomains: 12})
 		s.db.NoSync = true
 		for i := range 4 {
 			d := fmt.Sprintf("again%d.example", i)
@@ -619,10 +622,7 @@ func TestFileEvictsUniformly(t *testing.T) {
 // file though it reported failure (a failed sync), it matches the file.
 func TestFileCountFollowsTheFile(t *testing.T) {
 	c := &clock{t: t0}
-	s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), time.Hour, c.now, FileOptions{MaxDomains: 1000}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openBoltT(t, "", time.Hour, c, FileOptions{MaxDomains: 1000})
 	defer s.Close()
 	inFile := func() (n int) {
 		_ = s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketSeen).Stats().KeyN; return nil })
@@ -689,22 +689,10 @@ func TestRecordEncoding(t *testing.T) {
 // FirstSeen keeps writing to.
 func TestFileFlushWhileRecording(t *testing.T) {
 	c := &clock{t: t0}
-	s, err := openBolt(filepath.Join(t.TempDir(), "seen.db"), 24*time.Hour, c.now, FileOptions{}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openBoltT(t, "", 24*time.Hour, c, FileOptions{})
 	defer s.Close()
 	s.db.NoSync = true
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := range 2000 {
-			if _, err := s.FirstSeen(context.Background(), fmt.Sprintf("d%d.example", i), t0); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	}()
+	done := recordInBackground(t, s, 2000)
 	for range 200 {
 		if err := s.flush(); err != nil {
 			t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -194,11 +195,10 @@ type Cache struct {
 	calls  map[key]*call // in-flight upstream exchanges
 	closed bool
 	wg     sync.WaitGroup
-	// gen counts Purge and ForgetFailures calls (under mu): an exchange
-	// started before one keeps neither its answer nor its failure, since
-	// it went to upstreams a reload may have replaced. Until they end,
-	// such exchanges are in orphans (for Close to cancel), not in calls.
-	gen     uint64
+	// orphans are the exchanges in flight at a Purge or ForgetFailures:
+	// they keep neither their answer nor their failure, since they went to
+	// upstreams a reload may have replaced. Until they end they are here
+	// (for Close to cancel), not in calls.
 	orphans map[*call]struct{}
 
 	// after starts the client response timer (time.After; tests stub it).
@@ -221,7 +221,7 @@ type call struct {
 	resp     *dns.Msg // the uncacheable reply (read-only), when e is nil
 	upstream string
 	err      error
-	gen      uint64 // Cache.gen when the exchange started
+	orphaned atomic.Bool // set by a Purge or ForgetFailures during the exchange
 }
 
 // New returns a cache forwarding misses to next. m may be nil (metrics are
@@ -477,7 +477,7 @@ func (c *Cache) join(ctx context.Context, k key) (cl *call, leader bool, err err
 	}
 	cl, ok := c.calls[k]
 	if !ok {
-		cl = &call{done: make(chan struct{}), gen: c.gen}
+		cl = &call{done: make(chan struct{})}
 		// Detached from the caller, and without its BeforeWait hook: the
 		// exchange may run on another goroutine.
 		cl.ctx, cl.cancel = context.WithTimeout(query.WithoutBeforeWait(context.WithoutCancel(ctx)), c.cfg.UpstreamTimeout)
@@ -540,7 +540,7 @@ func (c *Cache) run(k key, cl *call, recheck, inline bool) {
 			break
 		}
 		cl.e = e
-		if !c.current(cl) {
+		if cl.orphaned.Load() {
 			break // its waiters get it; the cache does not keep it
 		}
 		if c.lru.Add(k, e) {
@@ -552,7 +552,7 @@ func (c *Cache) run(k key, cl *call, recheck, inline bool) {
 	case cl.err != nil || cl.resp != nil && cl.resp.Rcode == dns.RcodeServerFailure:
 		// A prefetch's failure is not remembered: its entry is still
 		// fresh, and after expiry the next query should try again.
-		if recheck && c.current(cl) {
+		if recheck && !cl.orphaned.Load() {
 			c.remember(k, cl)
 		}
 	case c.failures != nil:
@@ -574,23 +574,15 @@ func (c *Cache) end(k key, cl *call) {
 	close(cl.done)
 }
 
-// current reports whether cl started after the last Purge or
-// ForgetFailures, so that its outcome may be kept.
-func (c *Cache) current(cl *call) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return cl.gen == c.gen
-}
-
-// forgetFlights starts a new generation: the exchanges in flight finish
-// for their waiters, but keep nothing, and new queries do not join them.
+// forgetFlights orphans the exchanges in flight: they finish for their
+// waiters, but keep nothing, and new queries do not join them.
 func (c *Cache) forgetFlights() {
 	c.mu.Lock()
-	c.gen++
 	for k, cl := range c.calls {
 		if c.orphans == nil {
 			c.orphans = map[*call]struct{}{}
 		}
+		cl.orphaned.Store(true)
 		c.orphans[cl] = struct{}{}
 		delete(c.calls, k)
 	}

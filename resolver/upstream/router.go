@@ -25,13 +25,15 @@ type Router struct {
 	zones map[string]*Group // lower-case FQDN -> group
 }
 
-// NewRouter routes to def, except for names in the zones of conds. A zone
-// given twice, or the root, is an error. The router owns the groups (Close
+// NewRouter routes to def, except for names in the zones of conds (kept
+// lower-cased and fully qualified, as Status shows them). A zone given
+// twice, or the root, is an error. The router owns the groups (Close
 // closes them all).
 func NewRouter(def *Group, conds []Conditional) (*Router, error) {
-	r := &Router{def: def, conds: conds, zones: map[string]*Group{}}
+	r := &Router{def: def, zones: map[string]*Group{}}
 	for _, c := range conds {
-		for _, z := range c.Zones {
+		zones := make([]string, len(c.Zones))
+		for i, z := range c.Zones {
 			z = dns.CanonicalName(z)
 			if z == "." {
 				return nil, errors.New("the root zone is what the default upstreams are for")
@@ -39,8 +41,9 @@ func NewRouter(def *Group, conds []Conditional) (*Router, error) {
 			if _, ok := r.zones[z]; ok {
 				return nil, fmt.Errorf("zone %s is given twice", z)
 			}
-			r.zones[z] = c.Group
+			r.zones[z], zones[i] = c.Group, z
 		}
+		r.conds = append(r.conds, Conditional{Zones: zones, Group: c.Group})
 	}
 	return r, nil
 }
@@ -69,9 +72,7 @@ func (r *Router) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, string, er
 // group when none): it looks up name, then the name without its first
 // label, and so on.
 func (r *Router) route(name string) *Group {
-	if hasUpper(name) {
-		name = strings.ToLower(name)
-	}
+	name = strings.ToLower(name) // no copy when it has no upper case
 	if !strings.HasSuffix(name, ".") {
 		name += "."
 	}
@@ -83,15 +84,6 @@ func (r *Router) route(name string) *Group {
 		}
 	}
 	return r.def
-}
-
-func hasUpper(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if 'A' <= s[i] && s[i] <= 'Z' {
-			return true
-		}
-	}
-	return false
 }
 
 // Healthy reports whether an upstream of the default group is up: the
