@@ -6,10 +6,14 @@ import (
 	"math"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/dnsvalve/dnsvalve/policy/lists"
+	"github.com/dnsvalve/dnsvalve/resolver/query"
 )
 
 // Defaults applied by Compile to zero values.
@@ -58,6 +62,7 @@ const (
 	ReasonAllowlist = "allowlist_mode" // allowlist mode and no allow list covers the name
 	ReasonCNAME     = "cname"          // a CNAME/DNAME target in the answer was refused
 	ReasonRebinding = "rebinding"      // a public name answered with a private address
+	ReasonQtype     = "qtype"          // the query type is in the policy's block_qtypes
 )
 
 // ErrConfig is wrapped by every error Compile returns.
@@ -121,6 +126,13 @@ type PolicyConfig struct {
 	// Detect is off, observe (default) or enforce; stored for the detect
 	// stage, see Snapshot.DetectMode.
 	Detect string
+	// BlockQtypes (block_qtypes) are query types, as dig names them
+	// ("NULL", "TXT", "AAAA") or in RFC 3597 form ("TYPE65399"), that the
+	// policy blocks for every name, before any list is consulted: an
+	// allow list does not lift them. They are answered NODATA (the name
+	// may exist with other types, and an NXDOMAIN would deny them all to
+	// the client's cache) with EDE 15 Blocked.
+	BlockQtypes []string
 }
 
 // Matcher is a compiled domain list as the policy engine consumes it.
@@ -291,6 +303,8 @@ func (c *compiler) policy(name string, pc PolicyConfig) *compiledPolicy {
 	p.allow = c.resolve(key+".allow", pc.Allow)
 	p.block = c.resolve(key+".block", pc.Block)
 	p.alert = c.resolve(key+".alert", pc.Alert)
+	p.blockQtypes = c.qtypes(key+".block_qtypes", pc.BlockQtypes)
+	p.qtypeSource = key + ".block_qtypes"
 	for i, d := range pc.RebindingExempt {
 		n := normalize(d)
 		if n == "" {
@@ -300,6 +314,54 @@ func (c *compiler) policy(name string, pc PolicyConfig) *compiledPolicy {
 		p.rebindExempt = append(p.rebindExempt, n)
 	}
 	return p
+}
+
+// qtypes parses block_qtypes into a sorted set, see ParseQtype.
+func (c *compiler) qtypes(key string, names []string) []uint16 {
+	var out []uint16
+	for i, v := range names {
+		t, err := ParseQtype(v)
+		if err != nil {
+			c.errf("%s[%d]: %v", key, i, err)
+			continue
+		}
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// TypeFromString returns the RR type a mnemonic names as dig writes it
+// ("AAAA", "null"; any case) or in RFC 3597 form ("TYPE65399"), and
+// whether it names one.
+func TypeFromString(v string) (uint16, bool) {
+	u := strings.ToUpper(v)
+	if t, ok := dns.StringToType[u]; ok {
+		return t, true
+	}
+	if num, found := strings.CutPrefix(u, "TYPE"); found {
+		if n, err := strconv.ParseUint(num, 10, 16); err == nil && n > 0 {
+			return uint16(n), true
+		}
+	}
+	return 0, false
+}
+
+// ParseQtype parses a query type of block_qtypes: a mnemonic as dig
+// writes it ("NULL", "txt") or RFC 3597's "TYPE65399". A type dnsvalve
+// never forwards (zone transfers, meta types) is an error: the server
+// answers those itself, before any policy.
+func ParseQtype(v string) (uint16, error) {
+	t, ok := TypeFromString(v)
+	switch {
+	case v == "":
+		return 0, errors.New(`empty query type (YAML reads a bare NULL as null: write "NULL", quoted)`)
+	case !ok:
+		return 0, fmt.Errorf("unknown query type %q (want a type such as NULL, TXT or TYPE65399)", v)
+	case query.Unservable(dns.ClassINET, t) != "":
+		return 0, fmt.Errorf("%s queries are never forwarded (dnsvalve answers them itself, before any policy)", v)
+	}
+	return t, nil
 }
 
 // oneOf validates an enumerated value, returning def for "".

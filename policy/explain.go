@@ -25,7 +25,7 @@ type Explanation struct {
 	Policy   string `json:"policy"`
 	Mode     string `json:"mode"`             // open | allowlist
 	Decision string `json:"decision"`         // allow | block | alert | none
-	Reason   string `json:"reason,omitempty"` // list | allowlist_mode
+	Reason   string `json:"reason,omitempty"` // list | allowlist_mode | qtype
 	List     string `json:"list,omitempty"`
 	Category string `json:"category,omitempty"`
 	Rule     string `json:"rule,omitempty"`   // the matched entry as written
@@ -42,7 +42,7 @@ type Explanation struct {
 func (s *Snapshot) Explain(client netip.Addr, qname string, qtype uint16) Explanation {
 	group, policy, workload := s.Identify(client)
 	p := s.policy(policy)
-	d := p.decide(normalize(qname))
+	d := p.decide(normalize(qname), qtype)
 	ex := Explanation{
 		Name:     dns.Fqdn(normalize(qname)),
 		Workload: workload,

@@ -57,6 +57,7 @@ func TestExplain(t *testing.T) {
 		{"10.1.2.3", "github.com.", 65280},
 		{"", "1.0.0.10.in-addr.arpa.", dns.TypePTR},
 		{"::ffff:10.0.8.9", ".", dns.TypeNS},
+		{"10.0.8.5", "bucket.s3.amazonaws.com.", dns.TypeNULL},
 	}
 	var ex []Explanation
 	for _, q := range queries {

@@ -21,6 +21,7 @@ func TestDecide(t *testing.T) {
 		name     string
 		policy   string
 		qname    string
+		qtype    uint16 // 0: A
 		action   query.Action
 		list     string
 		category string
@@ -68,16 +69,35 @@ func TestDecide(t *testing.T) {
 			reason: "allowlist_mode", ede: 18},
 		{name: "empty_name", policy: "default", qname: "", action: query.ActionNone},
 		{name: "arpa_reverse", policy: "default", qname: "1.0.0.10.in-addr.arpa.", action: query.ActionNone},
+		{name: "qtype_blocked", policy: "sensitive", qname: "x.tunnel.example.", qtype: dns.TypeNULL,
+			action: query.ActionBlock, rule: "NULL", reason: "qtype", ede: 15},
+		{name: "qtype_block_beats_allow_list", policy: "sensitive", qname: "bucket.s3.amazonaws.com.",
+			qtype: dns.TypeTXT, action: query.ActionBlock, rule: "TXT", reason: "qtype", ede: 15},
+		{name: "qtype_rfc3597_form", policy: "sensitive", qname: "bucket.s3.amazonaws.com.", qtype: 65399,
+			action: query.ActionBlock, rule: "TYPE65399", reason: "qtype", ede: 15},
+		{name: "qtype_not_listed_goes_to_lists", policy: "sensitive", qname: "bucket.s3.amazonaws.com.",
+			qtype: dns.TypeAAAA, action: query.ActionAllow, list: "aws-endpoints", category: "cloud",
+			rule: "||s3.amazonaws.com^", line: 2, reason: "list"},
+		{name: "qtype_blocks_only_its_policy", policy: "default", qname: "example.org.", qtype: dns.TypeTXT,
+			action: query.ActionNone},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d := s.Decide(tc.policy, tc.qname, dns.TypeA)
+			qtype := tc.qtype
+			if qtype == 0 {
+				qtype = dns.TypeA
+			}
+			d := s.Decide(tc.policy, tc.qname, qtype)
 			if d.Action != tc.action || d.List != tc.list || d.Category != tc.category ||
 				d.Match.Rule != tc.rule || d.Reason != tc.reason || d.EDE != tc.ede {
 				t.Fatalf("Decide(%q, %q) = %+v\nwant action %v list %q category %q rule %q reason %q ede %d",
 					tc.policy, tc.qname, d, tc.action, tc.list, tc.category, tc.rule, tc.reason, tc.ede)
 			}
-			if tc.rule != "" && (d.Match.Line != tc.line || d.Match.Source != tc.list+".txt") {
+			if tc.reason == ReasonQtype {
+				if d.Match.Source != "policies."+tc.policy+".block_qtypes" {
+					t.Errorf("Source = %q, want the config key", d.Match.Source)
+				}
+			} else if tc.rule != "" && (d.Match.Line != tc.line || d.Match.Source != tc.list+".txt") {
 				t.Errorf("match position = %s:%d, want %s.txt:%d", d.Match.Source, d.Match.Line, tc.list, tc.line)
 			}
 			wantPolicy := tc.policy
@@ -192,6 +212,18 @@ func TestCompileErrors(t *testing.T) {
 				`clients.names["::ffff:10.0.8.5"]: address 10.0.8.5 already named "payments-db-1"`},
 		},
 		{
+			name: "block_qtypes",
+			edit: func(c *Config) {
+				c.Policies["x"] = PolicyConfig{BlockQtypes: []string{"NULL", "NUL", "AXFR", "OPT", "TYPE0", "TYPE70000", ""}}
+			},
+			want: []string{`policies.x.block_qtypes[1]: unknown query type "NUL" (want a type such as NULL, TXT or TYPE65399)`,
+				`policies.x.block_qtypes[2]: AXFR queries are never forwarded (dnsvalve answers them itself, before any policy)`,
+				`policies.x.block_qtypes[3]: OPT queries are never forwarded`,
+				`policies.x.block_qtypes[4]: unknown query type "TYPE0"`,
+				`policies.x.block_qtypes[5]: unknown query type "TYPE70000"`,
+				`policies.x.block_qtypes[6]: empty query type (YAML reads a bare NULL as null: write "NULL", quoted)`},
+		},
+		{
 			name: "block_ttl_and_sinkhole",
 			edit: func(c *Config) {
 				c.BlockTTL = 10 * time.Millisecond
@@ -255,6 +287,11 @@ func TestDecideAllocs(t *testing.T) {
 	for _, q := range []string{"www.evil.example.", "example.org.", "safe.evil.example.", "files.share.example."} {
 		if n := testing.AllocsPerRun(100, func() { s.Decide("default", q, dns.TypeA) }); n != 0 {
 			t.Errorf("Decide(%q) allocates %.0f times", q, n)
+		}
+	}
+	for _, qt := range []uint16{dns.TypeNULL, dns.TypeA} {
+		if n := testing.AllocsPerRun(100, func() { s.Decide("sensitive", "example.org.", qt) }); n != 0 {
+			t.Errorf("Decide(sensitive, %s) allocates %.0f times", dns.TypeToString[qt], n)
 		}
 	}
 }
@@ -383,6 +420,31 @@ func TestExceptionDoesNotSilenceAlert(t *testing.T) {
 		d := s.Decide("default", tc.qname, dns.TypeA)
 		if d.Action.String() != tc.want || d.List != tc.list {
 			t.Errorf("Decide(%s) = %s by %q, want %s by %q", tc.qname, d.Action, d.List, tc.want, tc.list)
+		}
+	}
+}
+
+func TestTypeFromString(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint16
+		ok   bool
+	}{
+		{"AAAA", dns.TypeAAAA, true},
+		{"null", dns.TypeNULL, true},
+		{"Https", dns.TypeHTTPS, true},
+		{"TYPE65399", 65399, true},
+		{"type1", dns.TypeA, true},
+		{"TYPE65535", 65535, true},
+		{"TYPE0", 0, false},
+		{"TYPE65536", 0, false},
+		{"TYPE", 0, false},
+		{"TYPE+1", 0, false},
+		{"BOGUS", 0, false},
+		{"", 0, false},
+	} {
+		if got, ok := TypeFromString(tc.in); got != tc.want || ok != tc.ok {
+			t.Errorf("TypeFromString(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
 	}
 }

@@ -18,9 +18,13 @@ const (
 const ednsUDPSize = 1232
 
 // Response returns the block response a blocking decision is answered with
-// under policy: the entry's own RPZ action (NXDOMAIN or NODATA) when it has
+// under policy: NODATA for a blocked query type (the name itself is not
+// denied), the entry's own RPZ action (NXDOMAIN or NODATA) when it has
 // one, otherwise the policy's block_response.
 func (s *Snapshot) Response(policy string, d Decision) string {
+	if d.Reason == ReasonQtype {
+		return ResponseNoData
+	}
 	switch d.Match.Action {
 	case lists.BlockNXDomain:
 		return ResponseNXDomain
@@ -150,6 +154,11 @@ func ExtraText(d Decision) string {
 		}
 	case ReasonAllowlist:
 		b = append(b, "not in allow list of policy "...)
+		b = append(b, d.Policy...)
+	case ReasonQtype:
+		b = append(b, "query type "...)
+		b = append(b, d.Match.Rule...)
+		b = append(b, " blocked by policy "...)
 		b = append(b, d.Policy...)
 	case ReasonRebinding:
 		b = append(b, "DNS rebinding: "...)

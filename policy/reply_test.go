@@ -29,6 +29,7 @@ func replyConfig(defaultResponse string) Config {
 			"refused":  pol("refused"),
 			"sinkhole": pol("sinkhole"),
 			"strict":   {Mode: "allowlist", Allow: []string{"aws-endpoints"}},
+			"notxt":    {Block: []string{"malware"}, BlockResponse: "sinkhole", BlockQtypes: []string{"TXT", "AAAA"}},
 		},
 	}
 }
@@ -115,6 +116,11 @@ nx.rpz.example CNAME .
 			edns: true, decision: &Decision{Action: query.ActionBlock, Policy: "nodata", Category: "tunneling",
 				EDE: 15, Reason: "tunneling"},
 			rcode: dns.RcodeSuccess, soa: true, ede: 15, text: "blocked by policy nodata (tunneling)"},
+		{name: "qtype_is_nodata_whatever_block_response", snap: s, policy: "notxt", qname: "evil.example.",
+			qtype: dns.TypeAAAA, edns: true, rcode: dns.RcodeSuccess, soa: true, ede: 15,
+			text: "query type AAAA blocked by policy notxt"},
+		{name: "qtype_txt", snap: s, policy: "notxt", qname: "Data.Example.", qtype: dns.TypeTXT, edns: true,
+			rcode: dns.RcodeSuccess, soa: true, ede: 15, text: "query type TXT blocked by policy notxt"},
 		{name: "root_name", snap: s, policy: "strict", qname: ".", qtype: dns.TypeNS, edns: true,
 			rcode: dns.RcodeNameError, soa: true, ede: 18, text: "not in allow list of policy strict"},
 	}
@@ -278,7 +284,8 @@ func TestBlockReplyDig(t *testing.T) {
 	soaLine := regexp.MustCompile(`(?m)^evil\.example\.\s+90\s+IN\s+SOA\s+dnsvalve\.invalid\. hostmaster\.dnsvalve\.invalid\. 1 1800 900 604800 90$`)
 	tests := []struct {
 		name     string
-		response string // default policy's block_response
+		response string   // default policy's block_response
+		qtypes   []string // default policy's block_qtypes
 		args     []string
 		status   string
 		ede      string // "" means no EDE line
@@ -297,10 +304,23 @@ func TestBlockReplyDig(t *testing.T) {
 		{name: "no_edns_no_ede", response: "nxdomain", args: []string{"+noedns", "evil.example", "A"}, status: "NXDOMAIN", soa: true},
 		{name: "allowed_passes", response: "nxdomain", args: []string{"fine.example", "A"}, status: "NOERROR",
 			answer: `(?m)^fine\.example\.\s+300\s+IN\s+A\s+192\.0\.2\.1$`},
+		{name: "blocked_qtype_nodata", response: "nxdomain", qtypes: []string{"NULL", "TXT"},
+			args: []string{"evil.example", "NULL"}, status: "NOERROR", soa: true,
+			ede: "; EDE: 15 (Blocked): (query type NULL blocked by policy default)"},
+		{name: "blocked_qtype_rfc3597", response: "sinkhole", qtypes: []string{"TYPE65399"},
+			args: []string{"evil.example", "TYPE65399"}, status: "NOERROR", soa: true,
+			ede: "; EDE: 15 (Blocked): (query type TYPE65399 blocked by policy default)"},
+		{name: "other_qtype_passes", response: "nxdomain", qtypes: []string{"NULL", "TXT"},
+			args: []string{"fine.example", "A"}, status: "NOERROR",
+			answer: `(?m)^fine\.example\.\s+300\s+IN\s+A\s+192\.0\.2\.1$`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			st.Swap(mustCompile(t, replyConfig(tc.response), ls))
+			cfg := replyConfig(tc.response)
+			pc := cfg.Policies["default"]
+			pc.BlockQtypes = tc.qtypes
+			cfg.Policies["default"] = pc
+			st.Swap(mustCompile(t, cfg, ls))
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 			args := append([]string{"@127.0.0.1", "-p", strconv.Itoa(port), "+tries=1", "+time=3"}, tc.args...)

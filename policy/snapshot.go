@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,6 +66,8 @@ type compiledPolicy struct {
 	detect       string
 	rebind       bool
 	rebindExempt []string
+	blockQtypes  []uint16 // sorted
+	qtypeSource  string   // "policies.NAME.block_qtypes", the Source of its blocks
 	allow        []Matcher
 	block        []Matcher
 	alert        []Matcher
@@ -96,19 +99,20 @@ func (g *group) contains(a netip.Addr) bool {
 	return false
 }
 
-// Decide matches qname (any case, trailing dot optional) against the
-// policy's lists. Precedence: an allow list match allows; otherwise a block
+// Decide matches qname (any case, trailing dot optional) and qtype against
+// the policy. Precedence: a query type in the policy's block_qtypes blocks
+// (EDE Blocked, answered NODATA); otherwise an allow list match allows;
+// otherwise a block
 // list match blocks (EDE Blocked) unless another block list has an
 // exception for the name (adblock "@@", RPZ passthru) and no block entry is
 // $important; otherwise an allowlist-mode policy blocks (EDE Prohibited);
 // otherwise an alert list match alerts; otherwise an exception in a block
 // list allows the name (open mode).
 //
-// An unknown policy name falls back to "default". qtype is accepted for
-// future type-specific rules and does not change the decision today.
-// Decide does not allocate for lower-case names.
+// An unknown policy name falls back to "default". Decide does not
+// allocate for lower-case names.
 func (s *Snapshot) Decide(policy string, qname string, qtype uint16) Decision {
-	return s.policy(policy).decide(normalize(qname))
+	return s.policy(policy).decide(normalize(qname), qtype)
 }
 
 func (s *Snapshot) policy(name string) *compiledPolicy {
@@ -131,8 +135,15 @@ func (s *Snapshot) Policies() []string {
 // BlockTTL returns the TTL used for synthesized block answers.
 func (s *Snapshot) BlockTTL() time.Duration { return s.blockTTL }
 
-// decide evaluates a normalized name.
-func (p *compiledPolicy) decide(name string) Decision {
+// decide evaluates a normalized name and its query type.
+func (p *compiledPolicy) decide(name string, qtype uint16) Decision {
+	if len(p.blockQtypes) > 0 {
+		if _, blocked := slices.BinarySearch(p.blockQtypes, qtype); blocked {
+			return Decision{Action: query.ActionBlock, Policy: p.name,
+				Match: lists.Match{Rule: qtypeString(qtype), Source: p.qtypeSource},
+				EDE:   dns.ExtendedErrorCodeBlocked, Reason: ReasonQtype}
+		}
+	}
 	if l, m, ok := p.allowed(name); ok {
 		return Decision{Action: query.ActionAllow, Policy: p.name, List: l.Name(),
 			Category: l.Category(), Match: m, Reason: ReasonList}

@@ -51,6 +51,7 @@ func TestAPIToken(t *testing.T) {
 		{"pprof_without_token", "/debug/pprof/", "", http.StatusUnauthorized},
 		{"pprof_with_token", "/debug/pprof/cmdline", "s3cret", http.StatusOK},
 		{"check_bad_qtype", "/api/v1/check?name=example.com&qtype=BOGUS", "s3cret", http.StatusBadRequest},
+		{"check_rfc3597_qtype", "/api/v1/check?name=example.com&qtype=TYPE65399", "s3cret", http.StatusOK},
 		{"metrics_open", "/metrics", "", http.StatusOK},
 		{"healthz_open", "/healthz", "", http.StatusOK},
 	} {

@@ -6,10 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"time"
-
-	"github.com/miekg/dns"
 
 	"github.com/dnsvalve/dnsvalve/policy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,7 +33,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dnsvalve check: --client: %v\n", err)
 		return 2
 	}
-	qt, ok := dns.StringToType[strings.ToUpper(*qtype)]
+	qt, ok := policy.TypeFromString(*qtype)
 	if !ok {
 		fmt.Fprintf(stderr, "dnsvalve check: --qtype: unknown type %q\n", *qtype)
 		return 2

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/dnsvalve/dnsvalve/internal/redact"
+	"github.com/dnsvalve/dnsvalve/policy"
 	"github.com/dnsvalve/dnsvalve/resolver/cache"
 )
 
@@ -159,6 +160,7 @@ type PolicyConfig struct {
 	Rebinding       bool     `mapstructure:"rebinding_protection"`
 	RebindingExempt []string `mapstructure:"rebinding_exempt"`
 	Detect          string   `mapstructure:"detect"`
+	BlockQtypes     []string `mapstructure:"block_qtypes"`
 }
 
 type DetectConfig struct {
@@ -550,6 +552,11 @@ func (c *Config) validate() error {
 		}
 		if p.Detect != "" {
 			oneOf(key+".detect", p.Detect, "off", "observe", "enforce")
+		}
+		for i, t := range p.BlockQtypes {
+			if _, err := policy.ParseQtype(t); err != nil {
+				bad(fmt.Sprintf("%s.block_qtypes[%d]", key, i), "%v", err)
+			}
 		}
 	}
 	for i, a := range c.Sinkhole {

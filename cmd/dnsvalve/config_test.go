@@ -91,6 +91,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad_http_listen", "http:\n  listen: \":x\"\n", []string{"http.listen"}},
 		{"bad_cidr", "server:\n  allow_clients: [\"10.0.0.0/33\"]\n", []string{"server.allow_clients[0]"}},
 		{"bad_mode", "policies:\n  default:\n    mode: strict\n", []string{"policies.default.mode"}},
+		{"bare_yaml_null_qtype", "policies:\n  default:\n    block_qtypes: [NULL, TXT]\n", []string{"policies.default.block_qtypes[0]", `write "NULL", quoted`}},
+		{"unknown_qtype", "policies:\n  default:\n    block_qtypes: [\"NULL\", TXTT]\n", []string{"policies.default.block_qtypes[1]", `"TXTT"`}},
 		{"unknown_group_policy", "clients:\n  groups:\n    - name: g\n      cidrs: [10.0.0.0/8]\n      policy: nope\n", []string{"clients.groups[0].policy", "nope"}},
 		{"negative_stale_timer", "cache:\n  stale_client_timeout: -1s\n", []string{"cache.stale_client_timeout", "negative"}},
 		{"score_range", "detect:\n  alert_score: 2\n", []string{"detect.alert_score"}},

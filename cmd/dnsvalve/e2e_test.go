@@ -56,6 +56,7 @@ policies:
   sensitive:
     mode: allowlist
     allow: [corp]
+    block_qtypes: ["NULL"]
 querylog:
   sinks: ["file:%s"]
 log:
@@ -84,6 +85,8 @@ func TestE2EServe(t *testing.T) {
 		{"blocked_tcp", []string{"+tcp", "malware.example", "A"}, []string{"status: NXDOMAIN", "EDE: 15"}},
 		{"allowlist_denied", []string{"-b", "127.0.0.2", "example.com", "A"}, []string{"status: NXDOMAIN", "EDE: 18 (Prohibited)"}},
 		{"allowlist_allowed", []string{"-b", "127.0.0.2", "allowed.example", "A"}, []string{"status: NOERROR", "192.0.2.1"}},
+		{"qtype_blocked", []string{"-b", "127.0.0.2", "allowed.example", "NULL"},
+			[]string{"status: NOERROR", "ANSWER: 0", "EDE: 15 (Blocked): (query type NULL blocked by policy sensitive)", "SOA"}},
 		{"cname_to_blocked", []string{"cname-to-malware.test", "A"}, []string{"status: NXDOMAIN", "EDE: 15"}},
 		{"edns_advertised", []string{"example.com", "A"}, []string{"udp: 1232"}},
 		{"any_minimal", []string{"example.com", "ANY"}, []string{"status: NOERROR", "HINFO", "RFC8482"}},
@@ -141,8 +144,16 @@ func TestE2EServe(t *testing.T) {
 	if want := digs; len(recs) != want {
 		t.Fatalf("query log has %d records, want %d (one per query)", len(recs), want)
 	}
-	var blocked, workload, transfers int
+	var blocked, workload, transfers, qtypes int
 	for _, r := range recs {
+		if r["query_type"] == "NULL" {
+			qtypes++
+			dv, _ := r["dnsvalve"].(map[string]any)
+			if r["firewall_rule_action"] != "BLOCK" || r["firewall_rule_group_id"] != "sensitive" || dv["reason"] != "qtype" ||
+				dv["rule"] != "NULL" || dv["source"] != "policies.sensitive.block_qtypes" {
+				t.Errorf("NULL query logged as %v", r)
+			}
+		}
 		if r["firewall_rule_action"] == "BLOCK" {
 			blocked++
 		}
@@ -156,8 +167,11 @@ func TestE2EServe(t *testing.T) {
 			workload++
 		}
 	}
-	if blocked != 4 {
-		t.Errorf("%d BLOCK records, want 4", blocked)
+	if blocked != 5 {
+		t.Errorf("%d BLOCK records, want 5", blocked)
+	}
+	if qtypes != 1 {
+		t.Errorf("%d NULL records, want 1", qtypes)
 	}
 	if workload == 0 {
 		t.Error("no record carries the workload name from clients.names")
@@ -337,6 +351,8 @@ func TestE2ECheck(t *testing.T) {
 		{"blocked_subdomain", []string{"a.b.malware.example"}, 1, []string{"block", "malware", "malware.txt:1"}},
 		{"allowlist_group", []string{"--client", "127.0.0.2", "example.com"}, 1, []string{"locked", "sensitive", "allowlist"}},
 		{"json", []string{"--json", "malware.example"}, 1, []string{`"decision": "block"`, `"list": "malware"`, `"line": 1`}},
+		{"blocked_qtype", []string{"--client", "127.0.0.2", "--qtype", "null", "allowed.example"}, 1,
+			[]string{"NULL", "qtype", "nodata", "policies.sensitive.block_qtypes"}},
 		{"bad_client", []string{"--client", "nope", "x.example"}, 2, []string{"--client"}},
 		{"no_names", nil, 2, []string{"NAME"}},
 	} {

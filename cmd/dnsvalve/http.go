@@ -147,7 +147,7 @@ func (a *app) apiCheck(w http.ResponseWriter, r *http.Request) {
 	qtype := dns.TypeA
 	if t := q.Get("qtype"); t != "" {
 		var ok bool
-		if qtype, ok = dns.StringToType[strings.ToUpper(t)]; !ok {
+		if qtype, ok = policy.TypeFromString(t); !ok {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("qtype: unknown type %q", t)})
 			return
 		}

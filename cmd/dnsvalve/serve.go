@@ -365,7 +365,8 @@ func (a *app) compileWith(cfg *Config, loaded map[string]*lists.List) (*policy.S
 	for name, p := range cfg.Policies {
 		pp := policy.PolicyConfig{Mode: p.Mode, Allow: p.Allow, Block: p.Block, Alert: p.Alert,
 			BlockResponse: p.BlockResponse, CNAME: p.CNAME, Rebinding: p.Rebinding,
-			RebindingExempt: append(slices.Clone(p.RebindingExempt), condZones...), Detect: p.Detect}
+			RebindingExempt: append(slices.Clone(p.RebindingExempt), condZones...), Detect: p.Detect,
+			BlockQtypes: p.BlockQtypes}
 		pc.Policies[name] = pp
 	}
 	snap, err := policy.Compile(pc, ms)
