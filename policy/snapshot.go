@@ -68,6 +68,8 @@ type compiledPolicy struct {
 	rebindExempt []string
 	blockQtypes  []uint16 // sorted
 	qtypeSource  string   // "policies.NAME.block_qtypes", the Source of its blocks
+	strip4       bool     // A is blocked: strip ipv4hint from HTTPS/SVCB answers
+	strip6       bool     // AAAA is blocked: strip ipv6hint
 	allow        []Matcher
 	block        []Matcher
 	alert        []Matcher

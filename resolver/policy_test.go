@@ -138,3 +138,59 @@ func TestServerPolicySwap(t *testing.T) {
 	wantRcode(t, r, dns.RcodeNameError)
 	wantEDE(t, r, dns.ExtendedErrorCodeBlocked)
 }
+
+// TestServerStripHints checks that a policy blocking AAAA strips the
+// ipv6hint of HTTPS answers, over UDP and from the cache over TCP, and
+// that the cached answer itself keeps it for policies that do not.
+func TestServerStripHints(t *testing.T) {
+	t.Parallel()
+	handler := func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		qn := r.Question[0].Name
+		if r.Question[0].Qtype == dns.TypeHTTPS {
+			rr, err := dns.NewRR(qn + ` 300 IN HTTPS 1 . alpn="h2,h3" ipv4hint="192.0.2.1" ipv6hint="2001:db8::1"`)
+			if err != nil {
+				panic(err)
+			}
+			m.Answer = append(m.Answer, rr)
+		}
+		_ = w.WriteMsg(m)
+	}
+	noAAAA := policy.Config{Policies: map[string]policy.PolicyConfig{"default": {BlockQtypes: []string{"AAAA"}}}}
+	h := newHarness(t, harnessConfig{policy: noAAAA, handler: handler})
+	params := func(network string) string {
+		r := h.exchange(t, network, msg("www.example.org.", dns.TypeHTTPS, 1232, false))
+		wantRcode(t, r, dns.RcodeSuccess)
+		if len(r.Answer) != 1 {
+			t.Fatalf("%s: answers %v, want one HTTPS", network, r.Answer)
+		}
+		https, ok := r.Answer[0].(*dns.HTTPS)
+		if !ok {
+			t.Fatalf("%s: answer %v is no HTTPS record", network, r.Answer[0])
+		}
+		var keys []string
+		for _, kv := range https.Value {
+			keys = append(keys, kv.Key().String()+"="+kv.String())
+		}
+		return strings.Join(keys, " ")
+	}
+	const stripped, whole = "alpn=h2,h3 ipv4hint=192.0.2.1", "alpn=h2,h3 ipv4hint=192.0.2.1 ipv6hint=2001:db8::1"
+	for _, network := range []string{"udp", "tcp"} { // a miss, then a cache hit
+		if got := params(network); got != stripped {
+			t.Errorf("%s: HTTPS params %q, want %q", network, got, stripped)
+		}
+	}
+	wantRcode(t, h.exchange(t, "udp", msg("www.example.org.", dns.TypeAAAA, 1232, false)), dns.RcodeSuccess)
+	snap, err := policy.Compile(policy.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.store.Swap(snap)
+	if got := params("udp"); got != whole {
+		t.Errorf("after the swap: HTTPS params %q, want the cached record whole %q", got, whole)
+	}
+	if n := h.up.hits.Load(); n != 1 {
+		t.Errorf("upstream asked %d times, want 1 (the AAAA query is blocked, the rest are cache hits)", n)
+	}
+}

@@ -33,8 +33,10 @@ func Forward(r Resolver) Handler {
 
 // Policy is the policy stage: one snapshot load per query, the decision
 // for the question, a synthesized block answer when the decision is a
-// block, and the response check (CNAME chain, rebinding) on what the
-// inner stages returned.
+// block, and on what the inner stages returned the address hints of
+// blocked query types stripped and the response check (CNAME chain,
+// rebinding). The inner stages' reply must be this stage's to modify (the
+// cache's replies are caller-owned copies).
 func Policy(store *policy.Store, m *policy.Metrics) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
@@ -54,6 +56,7 @@ func Policy(store *policy.Store, m *policy.Metrics) Middleware {
 			if err != nil || resp == nil || resp.Rcode != dns.RcodeSuccess || len(resp.Answer) == 0 {
 				return resp, err
 			}
+			snap.StripHints(req.Client.Policy, resp)
 			rd := snap.InspectResponse(req.Client.Policy, q.Name, resp)
 			switch rd.Action {
 			case query.ActionBlock:
