@@ -23,11 +23,10 @@ const (
 // policy has detection on (cache hits included, so rates are right), and
 // in enforce mode blocks a query whose score reaches blockScore with
 // category "tunneling" (EDE Blocked) unless the policy explicitly allows
-// the name. It feeds the answer's rcode back (NXDOMAIN share).
+// the name. It feeds the answer's rcode back (NXDOMAIN share). now is the
+// detector's clock; nil means each query's arrival time (Request.Start),
+// which spares a clock read per query.
 func Detect(det *detect.Detector, store *policy.Store, blockScore float64, now func() time.Time) Middleware {
-	if now == nil {
-		now = time.Now
-	}
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
 			snap := store.Load()
@@ -36,7 +35,10 @@ func Detect(det *detect.Detector, store *policy.Store, blockScore float64, now f
 				return next.ServeDNS(ctx, req)
 			}
 			q := req.Msg.Question[0]
-			t := now()
+			t := req.Start
+			if now != nil {
+				t = now()
+			}
 			res := det.Observe(t, detect.Client{Addr: req.Client.Addr, Name: req.Client.Name,
 				Group: req.Client.Group, Policy: req.Client.Policy}, q.Name, q.Qtype)
 			req.Info.Domain = res.Domain

@@ -117,7 +117,7 @@ func (o *observer) Observe(req *query.Request, resp *dns.Msg, latency time.Durat
 // detectStage is the chain's detect stage over the policy store.
 func (o *observer) detectStage(store *policy.Store) resolver.Middleware {
 	o.policies = store.Load
-	return resolver.Detect(o.detector, store, o.cfg.BlockScore, time.Now)
+	return resolver.Detect(o.detector, store, o.cfg.BlockScore, nil)
 }
 
 // alert routes a detector alert to the query log.
