@@ -305,6 +305,9 @@ func (c *compiler) policy(name string, pc PolicyConfig) *compiledPolicy {
 	p.alert = c.resolve(key+".alert", pc.Alert)
 	p.blockQtypes = c.qtypes(key+".block_qtypes", pc.BlockQtypes)
 	p.qtypeSource = key + ".block_qtypes"
+	for _, t := range p.blockQtypes {
+		p.qtypeRules = append(p.qtypeRules, qtypeString(t))
+	}
 	_, p.strip4 = slices.BinarySearch(p.blockQtypes, dns.TypeA)
 	_, p.strip6 = slices.BinarySearch(p.blockQtypes, dns.TypeAAAA)
 	for i, d := range pc.RebindingExempt {

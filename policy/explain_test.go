@@ -110,17 +110,23 @@ func TestMetrics(t *testing.T) {
 		{"default", "example.org."},
 		{"sensitive", "example.org."},
 		{"default", "share.example."},
+		{"sensitive", "null.example."}, // below: type NULL
 	} {
-		m.Observe(s.Decide(q.policy, q.qname, dns.TypeA))
+		qt := dns.TypeA
+		if strings.HasPrefix(q.qname, "null.") {
+			qt = dns.TypeNULL
+		}
+		m.Observe(s.Decide(q.policy, q.qname, qt))
 	}
 	want := `
-# HELP dnsvalve_policy_decisions_total Policy decisions by action (allow, block, alert, none), list category and policy.
+# HELP dnsvalve_policy_decisions_total Policy decisions by action (allow, block, alert, none), list category, policy and reason (list, allowlist_mode, qtype, cname, rebinding; empty for none).
 # TYPE dnsvalve_policy_decisions_total counter
-dnsvalve_policy_decisions_total{action="alert",category="sharing",policy="default"} 1
-dnsvalve_policy_decisions_total{action="block",category="",policy="sensitive"} 1
-dnsvalve_policy_decisions_total{action="block",category="ads",policy="default"} 1
-dnsvalve_policy_decisions_total{action="block",category="malware",policy="default"} 2
-dnsvalve_policy_decisions_total{action="none",category="",policy="default"} 1
+dnsvalve_policy_decisions_total{action="alert",category="sharing",policy="default",reason="list"} 1
+dnsvalve_policy_decisions_total{action="block",category="",policy="sensitive",reason="allowlist_mode"} 1
+dnsvalve_policy_decisions_total{action="block",category="",policy="sensitive",reason="qtype"} 1
+dnsvalve_policy_decisions_total{action="block",category="ads",policy="default",reason="list"} 1
+dnsvalve_policy_decisions_total{action="block",category="malware",policy="default",reason="list"} 2
+dnsvalve_policy_decisions_total{action="none",category="",policy="default",reason=""} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Error(err)
@@ -132,7 +138,9 @@ dnsvalve_policy_decisions_total{action="none",category="",policy="default"} 1
 	for _, p := range problems {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
-	if n := testing.AllocsPerRun(100, func() { m.Observe(Decision{Action: query.ActionBlock, Category: "ads", Policy: "default"}) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() {
+		m.Observe(Decision{Action: query.ActionBlock, Category: "ads", Policy: "default", Reason: ReasonList})
+	}); n != 0 {
 		t.Errorf("Observe allocates %.0f times per call", n)
 	}
 }

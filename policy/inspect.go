@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"net"
 	"net/netip"
 	"strings"
 
@@ -31,7 +32,8 @@ var privateZones = [...]string{
 // targets are not checked.
 //
 // Rebinding, when rebinding_protection is on: an A/AAAA record with a
-// private, loopback, link-local or unspecified address blocks the answer
+// private, loopback, link-local or unspecified address, or an HTTPS/SVCB
+// record with one among its ipv4hint/ipv6hint addresses, blocks the answer
 // (EDE Filtered), unless the query name is in a private zone (.local,
 // .internal, .lan, home.arpa, in-addr.arpa, single-label names, ...), in
 // the policy's rebinding_exempt domains, or in one of its allow lists.
@@ -90,6 +92,10 @@ func (s *Snapshot) InspectResponse(policy string, qname string, resp *dns.Msg) D
 				a, _ = netip.AddrFromSlice(v.A)
 			case *dns.AAAA:
 				a, _ = netip.AddrFromSlice(v.AAAA)
+			case *dns.HTTPS:
+				a = privateHint(v.Value)
+			case *dns.SVCB:
+				a = privateHint(v.Value)
 			default:
 				continue
 			}
@@ -104,6 +110,28 @@ func (s *Snapshot) InspectResponse(policy string, qname string, resp *dns.Msg) D
 		return alert
 	}
 	return ok
+}
+
+// privateHint returns the first private address among the ipv4hint and
+// ipv6hint parameters of an HTTPS or SVCB record (a client may connect to
+// a hint before, or instead of, the A/AAAA answer: RFC 9460 section 7.3),
+// or the zero Addr.
+func privateHint(kvs []dns.SVCBKeyValue) netip.Addr {
+	for _, kv := range kvs {
+		var ips []net.IP
+		switch h := kv.(type) {
+		case *dns.SVCBIPv4Hint:
+			ips = h.Hint
+		case *dns.SVCBIPv6Hint:
+			ips = h.Hint
+		}
+		for _, ip := range ips {
+			if a, ok := netip.AddrFromSlice(ip); ok && isPrivateAddr(a.Unmap()) {
+				return a
+			}
+		}
+	}
+	return netip.Addr{}
 }
 
 func (p *compiledPolicy) rebindingExempt(name string) bool {

@@ -7,7 +7,8 @@ import (
 )
 
 // Metrics are the policy engine's Prometheus metrics. Labels are bounded
-// by the configuration: action, list category and policy name.
+// by the configuration and the code: action, list category, policy name
+// and decision reason.
 type Metrics struct {
 	decisions *prometheus.CounterVec
 }
@@ -20,8 +21,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "dnsvalve",
 			Subsystem: "policy",
 			Name:      "decisions_total",
-			Help:      "Policy decisions by action (allow, block, alert, none), list category and policy.",
-		}, []string{"action", "category", "policy"}),
+			Help:      "Policy decisions by action (allow, block, alert, none), list category, policy and reason (list, allowlist_mode, qtype, cname, rebinding; empty for none).",
+		}, []string{"action", "category", "policy", "reason"}),
 	}
 	reg.MustRegister(m.decisions)
 	return m
@@ -29,7 +30,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 // Observe counts one decision. Safe for concurrent use.
 func (m *Metrics) Observe(d Decision) {
-	m.decisions.WithLabelValues(actionLabel(d.Action), d.Category, d.Policy).Inc()
+	m.decisions.WithLabelValues(actionLabel(d.Action), d.Category, d.Policy, d.Reason).Inc()
 }
 
 func actionLabel(a query.Action) string {

@@ -289,7 +289,7 @@ func TestDecideAllocs(t *testing.T) {
 			t.Errorf("Decide(%q) allocates %.0f times", q, n)
 		}
 	}
-	for _, qt := range []uint16{dns.TypeNULL, dns.TypeA} {
+	for _, qt := range []uint16{dns.TypeNULL, 65399, dns.TypeA} {
 		if n := testing.AllocsPerRun(100, func() { s.Decide("sensitive", "example.org.", qt) }); n != 0 {
 			t.Errorf("Decide(sensitive, %s) allocates %.0f times", dns.TypeToString[qt], n)
 		}

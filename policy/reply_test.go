@@ -307,7 +307,7 @@ func TestBlockReplyDig(t *testing.T) {
 		{name: "blocked_qtype_nodata", response: "nxdomain", qtypes: []string{"NULL", "TXT"},
 			args: []string{"evil.example", "NULL"}, status: "NOERROR", soa: true,
 			ede: "; EDE: 15 (Blocked): (query type NULL blocked by policy default)"},
-		{name: "blocked_qtype_rfc3597", response: "sinkhole", qtypes: []string{"TYPE65399"},
+		{name: "blocked_qtype_rfc3597", response: "refused", qtypes: []string{"TYPE65399"},
 			args: []string{"evil.example", "TYPE65399"}, status: "NOERROR", soa: true,
 			ede: "; EDE: 15 (Blocked): (query type TYPE65399 blocked by policy default)"},
 		{name: "other_qtype_passes", response: "nxdomain", qtypes: []string{"NULL", "TXT"},

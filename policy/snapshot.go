@@ -67,6 +67,7 @@ type compiledPolicy struct {
 	rebind       bool
 	rebindExempt []string
 	blockQtypes  []uint16 // sorted
+	qtypeRules   []string // blockQtypes[i] as written in logs: "NULL", "TYPE65399"
 	qtypeSource  string   // "policies.NAME.block_qtypes", the Source of its blocks
 	strip4       bool     // A is blocked: strip ipv4hint from HTTPS/SVCB answers
 	strip6       bool     // AAAA is blocked: strip ipv6hint
@@ -140,9 +141,9 @@ func (s *Snapshot) BlockTTL() time.Duration { return s.blockTTL }
 // decide evaluates a normalized name and its query type.
 func (p *compiledPolicy) decide(name string, qtype uint16) Decision {
 	if len(p.blockQtypes) > 0 {
-		if _, blocked := slices.BinarySearch(p.blockQtypes, qtype); blocked {
+		if i, blocked := slices.BinarySearch(p.blockQtypes, qtype); blocked {
 			return Decision{Action: query.ActionBlock, Policy: p.name,
-				Match: lists.Match{Rule: qtypeString(qtype), Source: p.qtypeSource},
+				Match: lists.Match{Rule: p.qtypeRules[i], Source: p.qtypeSource},
 				EDE:   dns.ExtendedErrorCodeBlocked, Reason: ReasonQtype}
 		}
 	}

@@ -23,9 +23,10 @@ const (
 // policy has detection on (cache hits included, so rates are right), and
 // in enforce mode blocks a query whose score reaches blockScore with
 // category "tunneling" (EDE Blocked) unless the policy explicitly allows
-// the name. It feeds the answer's rcode back (NXDOMAIN share). now is the
-// detector's clock; nil means each query's arrival time (Request.Start),
-// which spares a clock read per query.
+// the name or blocks the query's type anyway (block_qtypes). It feeds the
+// answer's rcode back (NXDOMAIN share). now is the detector's clock; nil
+// means each query's arrival time (Request.Start), which spares a clock
+// read per query.
 func Detect(det *detect.Detector, store *policy.Store, blockScore float64, now func() time.Time) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
@@ -47,7 +48,10 @@ func Detect(det *detect.Detector, store *policy.Store, blockScore float64, now f
 			req.Info.Alert = res.Alert
 			req.Info.NewlySeen = res.NewlySeen
 			if mode == DetectEnforce && !res.Ignored && res.Score >= blockScore {
-				if d := snap.Decide(req.Client.Policy, q.Name, q.Qtype); d.Action != query.ActionAllow || d.Reason != policy.ReasonList {
+				// An allow list exempts the name; a blocked query type is left
+				// to the policy stage, which answers it NODATA whatever the score.
+				if d := snap.Decide(req.Client.Policy, q.Name, q.Qtype); d.Reason != policy.ReasonQtype &&
+					(d.Action != query.ActionAllow || d.Reason != policy.ReasonList) {
 					d = policy.Decision{Action: query.ActionBlock, Policy: req.Client.Policy, List: "tunneling",
 						Category: "tunneling", EDE: dns.ExtendedErrorCodeBlocked, Reason: policy.ReasonList,
 						Match: tunnelMatch(res.Domain)}

@@ -181,7 +181,11 @@ func TestServerStripHints(t *testing.T) {
 			t.Errorf("%s: HTTPS params %q, want %q", network, got, stripped)
 		}
 	}
-	wantRcode(t, h.exchange(t, "udp", msg("www.example.org.", dns.TypeAAAA, 1232, false)), dns.RcodeSuccess)
+	r := h.exchange(t, "udp", msg("www.example.org.", dns.TypeAAAA, 1232, false))
+	wantRcode(t, r, dns.RcodeSuccess)
+	if e := wantEDE(t, r, dns.ExtendedErrorCodeBlocked); e.ExtraText != "query type AAAA blocked by policy default" || len(r.Answer) != 0 {
+		t.Errorf("AAAA: EDE text %q, answers %v; want the qtype block, NODATA", e.ExtraText, r.Answer)
+	}
 	snap, err := policy.Compile(policy.Config{}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -36,7 +36,7 @@ func Forward(r Resolver) Handler {
 // block, and on what the inner stages returned the address hints of
 // blocked query types stripped and the response check (CNAME chain,
 // rebinding). The inner stages' reply must be this stage's to modify (the
-// cache's replies are caller-owned copies).
+// cache's replies are deep copies).
 func Policy(store *policy.Store, m *policy.Metrics) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {

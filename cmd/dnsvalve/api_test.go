@@ -78,13 +78,17 @@ func TestAPIToken(t *testing.T) {
 func TestDetectEnforce(t *testing.T) {
 	up := startFakeUpstream(t)
 	for _, tc := range []struct {
-		mode      string
-		wantBlock bool
+		name, mode string
+		qtypes     []string // the policy's block_qtypes
+		wantBlock  bool
 	}{
-		{"enforce", true},
-		{"observe", false},
+		{"enforce", "enforce", nil, true},
+		{"observe", "observe", nil, false},
+		// The tunnel's type is blocked anyway: the policy stage answers
+		// (NODATA, reason qtype), never the detector's block.
+		{"enforce_blocked_qtype", "enforce", []string{"TXT"}, false},
 	} {
-		t.Run(tc.mode, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := loadConfig("", nil)
 			if err != nil {
 				t.Fatal(err)
@@ -96,6 +100,7 @@ func TestDetectEnforce(t *testing.T) {
 			cfg.Querylog.Sinks = nil
 			p := cfg.Policies["default"]
 			p.Detect = tc.mode
+			p.BlockQtypes = tc.qtypes
 			cfg.Policies["default"] = p
 			a := newTestApp(t, cfg)
 			ctx, cancel := context.WithCancel(context.Background())
@@ -131,14 +136,19 @@ func TestDetectEnforce(t *testing.T) {
 				}
 				label := strings.ToLower(enc.EncodeToString(payload))
 				name := fmt.Sprintf("%s.%s.t.tunnel-example.com.", label[:60], label[60:])
-				if r := ask(name, dns.TypeTXT); r.Rcode == dns.RcodeNameError {
+				r := ask(name, dns.TypeTXT)
+				if r.Rcode == dns.RcodeNameError {
 					blockedAt, blocked = i, r
 					break
+				}
+				if tc.qtypes != nil && (r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 ||
+					!strings.Contains(r.String(), "query type TXT blocked by policy default")) {
+					t.Fatalf("query %d of a blocked type:\n%v", i, r)
 				}
 			}
 			if !tc.wantBlock {
 				if blockedAt >= 0 {
-					t.Fatalf("observe mode blocked query %d", blockedAt)
+					t.Fatalf("%s: the detector blocked query %d", tc.name, blockedAt)
 				}
 				return
 			}

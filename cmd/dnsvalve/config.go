@@ -233,6 +233,15 @@ func loadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 		if unknown := unknownKeys(fv.AllSettings(), reflect.TypeOf(Config{}), ""); len(unknown) > 0 {
 			return nil, fmt.Errorf("%w: %s: unknown key(s): %s", ErrConfig, file, strings.Join(unknown, ", "))
 		}
+		// YAML reads a bare NULL as null: "block_qtypes: NULL" would load as
+		// no type at all. (In a list it arrives as "" and validate says so.)
+		for _, k := range fv.AllKeys() {
+			if path := strings.Split(k, keyDelim); len(path) == 3 && path[0] == "policies" &&
+				path[2] == "block_qtypes" && fv.Get(k) == nil {
+				return nil, fmt.Errorf(`%w: %s: policies.%s.block_qtypes: null (YAML reads a bare NULL as null: write ["NULL"], quoted)`,
+					ErrConfig, file, path[1])
+			}
+		}
 		if err := v.MergeConfigMap(fv.AllSettings()); err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", ErrConfig, file, err)
 		}

@@ -92,6 +92,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad_cidr", "server:\n  allow_clients: [\"10.0.0.0/33\"]\n", []string{"server.allow_clients[0]"}},
 		{"bad_mode", "policies:\n  default:\n    mode: strict\n", []string{"policies.default.mode"}},
 		{"bare_yaml_null_qtype", "policies:\n  default:\n    block_qtypes: [NULL, TXT]\n", []string{"policies.default.block_qtypes[0]", `write "NULL", quoted`}},
+		{"scalar_yaml_null_qtype", "policies:\n  default:\n    block_qtypes: NULL\n", []string{"policies.default.block_qtypes: null", `write ["NULL"], quoted`}},
+		{"empty_qtypes_key", "policies:\n  strict:\n    block_qtypes:\n", []string{"policies.strict.block_qtypes: null"}},
 		{"unknown_qtype", "policies:\n  default:\n    block_qtypes: [\"NULL\", TXTT]\n", []string{"policies.default.block_qtypes[1]", `"TXTT"`}},
 		{"unknown_group_policy", "clients:\n  groups:\n    - name: g\n      cidrs: [10.0.0.0/8]\n      policy: nope\n", []string{"clients.groups[0].policy", "nope"}},
 		{"negative_stale_timer", "cache:\n  stale_client_timeout: -1s\n", []string{"cache.stale_client_timeout", "negative"}},
@@ -130,6 +132,7 @@ func TestEnvAndFlagsOverride(t *testing.T) {
 	file := writeFile(t, t.TempDir(), "c.yaml", "server:\n  listen: [\"127.0.0.1:1053\"]\ncache:\n  size: 10\n")
 	t.Setenv("DNSVALVE_CACHE_SIZE", "77")
 	t.Setenv("DNSVALVE_HTTP_LISTEN", "127.0.0.1:9999")
+	t.Setenv("DNSVALVE_POLICIES_DEFAULT_BLOCK_QTYPES", "NULL TYPE65399")
 	fs, _ := serveFlags("serve")
 	if err := fs.Parse([]string{"--listen", "127.0.0.1:2053", "--listen", "[::1]:2053", "--upstream", "udp://127.0.0.1:5399"}); err != nil {
 		t.Fatal(err)
@@ -149,6 +152,9 @@ func TestEnvAndFlagsOverride(t *testing.T) {
 	}
 	if got := strings.Join(cfg.Upstream.Servers, ","); got != "udp://127.0.0.1:5399" {
 		t.Errorf("upstream.servers = %q", got)
+	}
+	if got := strings.Join(cfg.Policies["default"].BlockQtypes, ","); got != "NULL,TYPE65399" || len(cfg.UnknownEnv) != 0 {
+		t.Errorf("policies.default.block_qtypes = %q (unknown env %v), want the env value", got, cfg.UnknownEnv)
 	}
 	var _ *pflag.FlagSet = fs
 }
