@@ -258,6 +258,70 @@ func TestE2EReload(t *testing.T) {
 	}
 }
 
+// TestE2EListFileWatch: an edited list file applies without a signal,
+// also when an editor replaces it by a rename, and a list that a config
+// reload adds in another directory is watched from then on.
+func TestE2EListFileWatch(t *testing.T) {
+	needTool(t, "dig")
+	bin := buildBinary(t)
+	up := startFakeUpstream(t)
+	file, dnsAddr, _, _, listFile := e2eConfig(t, up.addr)
+	p := startDNSValve(t, bin, "--config", file)
+	blocked := func(name string) bool {
+		return strings.Contains(dig(t, dnsAddr, name, "A"), "status: NXDOMAIN")
+	}
+	if blocked("edited.example") {
+		t.Fatal("edited.example blocked before the edit")
+	}
+	if err := os.WriteFile(listFile, []byte("0.0.0.0 malware.example\n0.0.0.0 edited.example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if line := p.waitLog(t, "configuration reloaded"); !strings.Contains(line, "list file change: malware") {
+		t.Errorf("reload trigger: %s", line)
+	}
+	if !blocked("edited.example") {
+		t.Error("the edited list's new entry is not blocked")
+	}
+
+	// An editor's save: write a temporary file, rename it over the list.
+	tmp := listFile + ".swp"
+	if err := os.WriteFile(tmp, []byte("0.0.0.0 malware.example\n0.0.0.0 renamed.example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, listFile); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(t, "list file change: malware")
+	if !blocked("renamed.example") || blocked("edited.example") {
+		t.Error("the renamed list did not replace the old one")
+	}
+
+	// A reload that adds a list in a new directory: its file is watched.
+	dir := filepath.Join(filepath.Dir(file), "extra")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "ioc.txt", "first-ioc.example\n")
+	cfg, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := strings.Replace(string(cfg), "lists:\n", "lists:\n  - name: ioc\n    sources: [extra/ioc.txt]\n", 1)
+	next = strings.Replace(next, "    block: [malware]\n", "    block: [malware, ioc]\n", 1)
+	if err := os.WriteFile(file, []byte(next), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(t, "trigger=\"file change\"")
+	if !blocked("first-ioc.example") {
+		t.Fatal("the added list is not in force after the config reload")
+	}
+	writeFile(t, dir, "ioc.txt", "first-ioc.example\nsecond-ioc.example\n")
+	p.waitLog(t, "list file change: ioc")
+	if !blocked("second-ioc.example") {
+		t.Error("an edit to the added list's file was not picked up")
+	}
+}
+
 // TestE2EConfigErrorExit: the binary exits 2 naming the key and the file.
 func TestE2EConfigErrorExit(t *testing.T) {
 	bin := buildBinary(t)

@@ -103,13 +103,14 @@ type app struct {
 	http   *http.Server
 	obs    *observer
 
-	reload  chan string
-	started chan struct{} // closed once the listeners are up
+	reload   chan string
+	reloaded chan struct{} // a reload swapped the config: watchFiles follows its files
+	started  chan struct{} // closed once the listeners are up
 }
 
 func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog.Logger) (*app, error) {
 	a := &app{flags: flags, logger: logger, reg: prometheus.NewRegistry(), reload: make(chan string, 1),
-		started: make(chan struct{})}
+		reloaded: make(chan struct{}, 1), started: make(chan struct{})}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metReg = &recordingRegisterer{Registerer: a.reg}
 	a.metrics = newAppMetrics(a.metReg)
@@ -413,7 +414,7 @@ func (a *app) run(ctx context.Context) error {
 	bg, cancelBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { a.lists.Run(bg, a.listsChanged) })
-	wg.Go(func() { a.watchConfig(bg) })
+	wg.Go(func() { a.watchFiles(bg) })
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -495,6 +496,10 @@ func (a *app) reloadConfig(ctx context.Context, why string) {
 					time.AfterFunc(2*old.Upstream.Timeout, func() { _ = prev.Close() })
 				}
 				a.cfg.Store(cfg)
+				select {
+				case a.reloaded <- struct{}{}:
+				default:
+				}
 				a.warnRestartNeeded(old, cfg)
 				a.metrics.reloads.WithLabelValues("ok").Inc()
 				a.metrics.lastReload.SetToCurrentTime()
@@ -548,25 +553,45 @@ func changedKeys(keys []string, key string, a, b reflect.Value) []string {
 	return keys
 }
 
-// watchConfig queues a reload when the config file changes (debounced).
-// It watches the directory, so editors that replace the file and
-// Kubernetes ConfigMap symlink swaps are seen.
-func (a *app) watchConfig(ctx context.Context) {
-	file := a.cfg.Load().File
-	if file == "" {
-		return
-	}
+// watchFiles queues a reload when the config file or a list source file
+// changes (debounced): an edited block list applies within a second, with
+// no signal, whatever its refresh interval. It watches their directories,
+// so editors that replace a file and Kubernetes ConfigMap symlink swaps
+// ("..data") are seen, and follows the files each reload's config names.
+// The reload re-reads only the list files whose size or time changed.
+func (a *app) watchFiles(ctx context.Context) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		a.logger.Warn("config file watch unavailable; reload with SIGHUP", "err", err)
+		a.logger.Warn("file watch unavailable; reload with SIGHUP", "err", err)
 		return
 	}
 	defer w.Close()
-	if err := w.Add(filepath.Dir(file)); err != nil {
-		a.logger.Warn("config file watch unavailable; reload with SIGHUP", "err", err)
-		return
+	watched := map[string]bool{}
+	var files map[string]string // path -> what a change to it is
+	sync := func() {
+		files = watchedFiles(a.cfg.Load())
+		dirs := map[string]bool{}
+		for f := range files {
+			dirs[filepath.Dir(f)] = true
+		}
+		for d := range dirs {
+			if watched[d] {
+				continue
+			}
+			if err := w.Add(d); err != nil {
+				a.logger.Warn("file watch unavailable for a directory; reload with SIGHUP after changing its files", "dir", d, "err", err)
+				continue
+			}
+			watched[d] = true
+		}
+		for d := range watched {
+			if !dirs[d] {
+				_ = w.Remove(d)
+				delete(watched, d)
+			}
+		}
 	}
-	base := filepath.Base(file)
+	sync()
 	var timer *time.Timer
 	for {
 		select {
@@ -575,11 +600,14 @@ func (a *app) watchConfig(ctx context.Context) {
 				timer.Stop()
 			}
 			return
+		case <-a.reloaded:
+			sync()
 		case ev, ok := <-w.Events:
 			if !ok {
 				return
 			}
-			if filepath.Base(ev.Name) != base && !strings.HasPrefix(filepath.Base(ev.Name), "..") {
+			why := changeOf(files, ev.Name)
+			if why == "" {
 				continue
 			}
 			if timer != nil {
@@ -587,17 +615,55 @@ func (a *app) watchConfig(ctx context.Context) {
 			}
 			timer = time.AfterFunc(500*time.Millisecond, func() {
 				select {
-				case a.reload <- "file change":
-				default:
+				case a.reload <- why:
+				default: // a reload is queued already: it reads every file
 				}
 			})
 		case err, ok := <-w.Errors:
 			if !ok {
 				return
 			}
-			a.logger.Warn("config file watch", "err", err)
+			a.logger.Warn("file watch", "err", err)
 		}
 	}
+}
+
+// watchedFiles returns the files a reload of cfg reads: the config file
+// and the local list sources, each with the reload trigger a change to it
+// is logged as.
+func watchedFiles(cfg *Config) map[string]string {
+	files := map[string]string{}
+	if cfg.File != "" {
+		files[filepath.Clean(cfg.File)] = "file change"
+	}
+	for _, l := range cfg.Lists {
+		for _, src := range l.Sources {
+			if !strings.Contains(src, "://") {
+				files[filepath.Clean(src)] = "list file change: " + l.Name
+			}
+		}
+	}
+	return files
+}
+
+// changeOf returns the reload trigger for an event on path ("" when none
+// of files is concerned). A Kubernetes ConfigMap volume swaps the whole
+// directory through "..data"-style entries: that concerns every watched
+// file in it.
+func changeOf(files map[string]string, path string) string {
+	path = filepath.Clean(path)
+	if why, ok := files[path]; ok {
+		return why
+	}
+	if strings.HasPrefix(filepath.Base(path), "..") {
+		dir := filepath.Dir(path)
+		for f, why := range files {
+			if filepath.Dir(f) == dir {
+				return why
+			}
+		}
+	}
+	return ""
 }
 
 func upstreamChanged(a, b UpstreamConfig) bool {
