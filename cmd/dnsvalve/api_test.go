@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dnsvalve/dnsvalve/resolver/query"
 )
 
 // TestAPIToken: with http.token set, /api/ and /debug/pprof/ (http.pprof
@@ -273,6 +276,37 @@ func TestAPIRebindingGuard(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != tc.want {
 			t.Errorf("GET %s with Host %s: %d, want %d", tc.path, tc.host, resp.StatusCode, tc.want)
+		}
+	}
+}
+
+// TestListRefreshAfterReload: a list refresh whose lists were captured
+// before a config reload compiles against the config and lists in force
+// now, instead of failing on the list the reload added.
+func TestListRefreshAfterReload(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "a.txt", "a-listed.example\n")
+	writeFile(t, dir, "b.txt", "b-listed.example\n")
+	write := func(lists, block string) string {
+		return writeFile(t, dir, "dnsvalve.yaml", fmt.Sprintf("upstream:\n  servers: [\"udp://127.0.0.1:1\"]\nstate_dir: %s\nquerylog:\n  sinks: []\nlists:\n%spolicies:\n  default:\n    block: [%s]\n", dir, lists, block))
+	}
+	file := write("  - name: a\n    sources: [a.txt]\n", "a")
+	cfg, err := loadConfig(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newTestApp(t, cfg)
+	stale := a.lists.Lists() // what a timer refresh just before the reload saw
+	write("  - name: a\n    sources: [a.txt]\n  - name: b\n    sources: [b.txt]\n", "a, b")
+	a.reloadConfig(context.Background(), "test")
+	errorsBefore := testutil.ToFloat64(a.metrics.reloads.WithLabelValues("error"))
+	a.listsChanged(stale)
+	if n := testutil.ToFloat64(a.metrics.reloads.WithLabelValues("error")) - errorsBefore; n != 0 {
+		t.Errorf("the refresh failed %v times", n)
+	}
+	for _, name := range []string{"a-listed.example.", "b-listed.example."} {
+		if d := a.store.Load().Decide("default", name, dns.TypeA); d.Action != query.ActionBlock {
+			t.Errorf("%s: %+v, want blocked by the reloaded policy", name, d)
 		}
 	}
 }

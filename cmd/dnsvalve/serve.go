@@ -103,6 +103,9 @@ type app struct {
 	http   *http.Server
 	obs    *observer
 
+	// swapMu serialises what compiles and swaps the policy (a reload, a
+	// list refresh), so that the last swap is of the newest config.
+	swapMu   sync.Mutex
 	reload   chan string
 	reloaded chan struct{} // a reload swapped the config: watchFiles follows its files
 	started  chan struct{} // closed once the listeners are up
@@ -454,9 +457,16 @@ func displayFile(f string) string {
 	return f
 }
 
-// listsChanged swaps in a snapshot compiled with refreshed lists.
-func (a *app) listsChanged(loaded map[string]*lists.List) {
-	snap, err := a.compileWith(a.cfg.Load(), loaded)
+// listsChanged swaps in a snapshot compiled with refreshed lists. It runs
+// on the list manager's goroutine, so it holds swapMu: a config reload
+// between the refresh and this swap would otherwise be undone by a
+// snapshot of the old config. It compiles the manager's current lists,
+// not the set the refresh saw (a reload may have added or dropped lists
+// since).
+func (a *app) listsChanged(map[string]*lists.List) {
+	a.swapMu.Lock()
+	defer a.swapMu.Unlock()
+	snap, err := a.compileWith(a.cfg.Load(), a.lists.Lists())
 	if err != nil {
 		a.logger.Error("list refresh: policy compile failed, keeping the running policy", "err", err)
 		a.metrics.reloads.WithLabelValues("error").Inc()
@@ -469,6 +479,8 @@ func (a *app) listsChanged(loaded map[string]*lists.List) {
 // reloadConfig re-reads the config file, validates it, loads lists and
 // compiles a new policy; only when all of that works is anything swapped.
 func (a *app) reloadConfig(ctx context.Context, why string) {
+	a.swapMu.Lock()
+	defer a.swapMu.Unlock()
 	old := a.cfg.Load()
 	cfg, err := loadConfig(old.File, a.flags)
 	if err == nil {
