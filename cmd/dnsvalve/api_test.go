@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base32"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -308,5 +309,91 @@ func TestListRefreshAfterReload(t *testing.T) {
 		if d := a.store.Load().Decide("default", name, dns.TypeA); d.Action != query.ActionBlock {
 			t.Errorf("%s: %+v, want blocked by the reloaded policy", name, d)
 		}
+	}
+}
+
+// TestAPIActions: POST /api/v1/lists/refresh, /api/v1/cache/flush and
+// /api/v1/reload do what they say and report it; a browser's
+// cross-origin POST is refused.
+func TestAPIActions(t *testing.T) {
+	up := startFakeUpstream(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "ioc.txt", "old-ioc.example\n")
+	good := fmt.Sprintf("upstream:\n  servers: [\"udp://%s\"]\nstate_dir: %s\nquerylog:\n  sinks: []\nlists:\n  - name: ioc\n    sources: [ioc.txt]\npolicies:\n  default:\n    block: [ioc]\n", up.addr, dir)
+	file := writeFile(t, dir, "dnsvalve.yaml", good)
+	cfg, err := loadConfig(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HTTP.Listen = freePort(t)
+	a := newTestApp(t, cfg)
+	if err := a.startHTTP(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.http.Shutdown(context.Background()) })
+	base := "http://" + cfg.HTTP.Listen
+	post := func(path string, header ...string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, base+path, nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body
+	}
+	blocked := func(name string) bool {
+		return a.store.Load().Decide("default", name, dns.TypeA).Action == query.ActionBlock
+	}
+
+	code, body := post("/api/v1/lists/refresh")
+	if src, _ := body["sources"].([]any); code != http.StatusOK || body["changed"] != false || len(src) != 1 ||
+		src[0].(map[string]any)["result"] != "not_modified" {
+		t.Errorf("refresh with nothing new: %d %v", code, body)
+	}
+	writeFile(t, dir, "ioc.txt", "old-ioc.example\nnew-ioc.example\n")
+	if code, body = post("/api/v1/lists/refresh"); code != http.StatusOK || body["changed"] != true || body["errors"] != 0.0 {
+		t.Errorf("refresh after an edit: %d %v", code, body)
+	}
+	if !blocked("new-ioc.example.") {
+		t.Error("the refreshed list is not in force")
+	}
+
+	m := new(dns.Msg)
+	m.SetQuestion("cached.example.", dns.TypeA)
+	if _, _, _, err := a.cache.Resolve(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if code, body = post("/api/v1/cache/flush"); code != http.StatusOK || body["flushed"] != 1.0 || a.cache.Len() != 0 {
+		t.Errorf("flush: %d %v, %d entries left", code, body, a.cache.Len())
+	}
+
+	writeFile(t, dir, "dnsvalve.yaml", good+"bogus_key: 1\n")
+	if code, body = post("/api/v1/reload"); code != http.StatusUnprocessableEntity || !strings.Contains(fmt.Sprint(body["error"]), "bogus_key") {
+		t.Errorf("reload of a broken config: %d %v", code, body)
+	}
+	writeFile(t, dir, "dnsvalve.yaml", strings.Replace(good, "block: [ioc]", "block: []", 1))
+	if code, body = post("/api/v1/reload"); code != http.StatusOK || body["reloaded"] != true || blocked("old-ioc.example.") {
+		t.Errorf("reload: %d %v, old-ioc still blocked: %v", code, body, blocked("old-ioc.example."))
+	}
+
+	// A page in a browser on this machine must not drive these.
+	for _, h := range [][]string{{"Sec-Fetch-Site", "cross-site"}, {"Origin", "http://evil.example"}} {
+		if code, _ := post("/api/v1/cache/flush", h...); code != http.StatusForbidden {
+			t.Errorf("cross-origin POST with %s: %d, want 403", h[0], code)
+		}
+	}
+	resp, err := http.Get(base + "/api/v1/cache/flush")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET of a POST endpoint: %d, want 405", resp.StatusCode)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dnsvalve/dnsvalve/policy"
+	"github.com/dnsvalve/dnsvalve/policy/lists"
 )
 
 // startHTTP serves /metrics, /healthz, /readyz and the /api/v1 endpoints.
@@ -35,6 +37,9 @@ func (a *app) startHTTP(cfg *Config) error {
 	api := http.NewServeMux()
 	api.HandleFunc("GET /api/v1/check", a.apiCheck)
 	api.HandleFunc("GET /api/v1/stats", a.apiStats)
+	api.HandleFunc("POST /api/v1/reload", a.apiReload)
+	api.HandleFunc("POST /api/v1/lists/refresh", a.apiRefreshLists)
+	api.HandleFunc("POST /api/v1/cache/flush", a.apiFlushCache)
 	// Without a token, a loopback listener trusts whoever reaches it:
 	// only requests that name it by address or as localhost, so that a
 	// web page on this machine cannot reach it through DNS rebinding.
@@ -42,7 +47,10 @@ func (a *app) startHTTP(cfg *Config) error {
 	if cfg.HTTP.Token == "" && loopbackListen(ln.Addr()) {
 		guard = localHostOnly
 	}
-	mux.Handle("/api/", guard(api))
+	// A web page in a browser on this machine may send a POST to a
+	// loopback API without a token (no preflight for a simple request):
+	// cross-origin browser requests that change state are refused.
+	mux.Handle("/api/", guard(http.NewCrossOriginProtection().Handler(api)))
 	// Profiling, for "why is it slow?", only when asked for: its dumps
 	// hold live query names. Same protection as /api/.
 	if cfg.HTTP.Pprof {
@@ -166,6 +174,54 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// apiReload reloads the configuration as SIGHUP does, and answers once it
+// is done: 200, or 422 with the reason when the running configuration
+// stays.
+func (a *app) apiReload(w http.ResponseWriter, r *http.Request) {
+	// A client that hangs up does not cut the reload short.
+	if err := a.reloadConfig(context.WithoutCancel(r.Context()), "api"); err != nil {
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"reloaded": false, "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"reloaded": true})
+}
+
+// apiRefreshLists refreshes every list now, whatever its timer (a feed
+// just published new indicators), swaps the policy when a list changed,
+// and reports each source: ok, not_modified, or error (its last good copy
+// stays in force).
+func (a *app) apiRefreshLists(w http.ResponseWriter, r *http.Request) {
+	_, changed, results := a.lists.RefreshAll(context.WithoutCancel(r.Context()))
+	failed := 0
+	for _, sr := range results {
+		if sr.Result == "error" {
+			failed++
+		}
+	}
+	body := map[string]any{"changed": changed, "sources": results, "errors": failed}
+	if results == nil {
+		body["sources"] = []lists.SourceResult{}
+	}
+	if changed {
+		if err := a.swapLists(); err != nil {
+			body["error"] = err.Error()
+			writeJSON(w, http.StatusUnprocessableEntity, body)
+			return
+		}
+	}
+	a.logger.Info("lists refreshed on request", "remote", r.RemoteAddr, "changed", changed, "source_errors", failed)
+	writeJSON(w, http.StatusOK, body)
+}
+
+// apiFlushCache empties the cache (answers, stale answers, remembered
+// failures), as a reload that moves conditional zones does.
+func (a *app) apiFlushCache(w http.ResponseWriter, r *http.Request) {
+	n := a.cache.Len()
+	a.cache.Purge()
+	a.logger.Info("cache flushed on request", "remote", r.RemoteAddr, "entries", n)
+	writeJSON(w, http.StatusOK, map[string]any{"flushed": n})
 }
 
 // apiStats returns the top clients, blocked domains and scored pairs of

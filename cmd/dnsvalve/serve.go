@@ -443,9 +443,9 @@ func (a *app) run(ctx context.Context) error {
 			a.logger.Info("stopped")
 			return err
 		case <-hup:
-			a.reloadConfig(ctx, "SIGHUP")
+			_ = a.reloadConfig(ctx, "SIGHUP")
 		case why := <-a.reload:
-			a.reloadConfig(ctx, why)
+			_ = a.reloadConfig(ctx, why)
 		}
 	}
 }
@@ -464,21 +464,29 @@ func displayFile(f string) string {
 // not the set the refresh saw (a reload may have added or dropped lists
 // since).
 func (a *app) listsChanged(map[string]*lists.List) {
+	_ = a.swapLists()
+}
+
+// swapLists compiles the running config with the manager's current lists
+// and swaps the policy; see listsChanged.
+func (a *app) swapLists() error {
 	a.swapMu.Lock()
 	defer a.swapMu.Unlock()
 	snap, err := a.compileWith(a.cfg.Load(), a.lists.Lists())
 	if err != nil {
 		a.logger.Error("list refresh: policy compile failed, keeping the running policy", "err", err)
 		a.metrics.reloads.WithLabelValues("error").Inc()
-		return
+		return err
 	}
 	a.store.Swap(snap)
 	a.logger.Info("lists refreshed, policy swapped")
+	return nil
 }
 
 // reloadConfig re-reads the config file, validates it, loads lists and
 // compiles a new policy; only when all of that works is anything swapped.
-func (a *app) reloadConfig(ctx context.Context, why string) {
+// The error says why nothing was.
+func (a *app) reloadConfig(ctx context.Context, why string) error {
 	a.swapMu.Lock()
 	defer a.swapMu.Unlock()
 	old := a.cfg.Load()
@@ -516,12 +524,13 @@ func (a *app) reloadConfig(ctx context.Context, why string) {
 				a.metrics.reloads.WithLabelValues("ok").Inc()
 				a.metrics.lastReload.SetToCurrentTime()
 				a.logger.Info("configuration reloaded", "trigger", why, "config", displayFile(cfg.File))
-				return
+				return nil
 			}
 		}
 	}
 	a.metrics.reloads.WithLabelValues("error").Inc()
 	a.logger.Error("configuration reload failed, keeping the running configuration", "trigger", why, "err", err)
+	return err
 }
 
 func (a *app) warnRestartNeeded(old, cfg *Config) {

@@ -267,7 +267,7 @@ func (m *Manager) load(ctx context.Context, norm []Config, formats []Format) map
 				}
 			}
 		}
-		m.loadList(ctx, ls, unchanged)
+		m.loadList(ctx, ls, unchanged, nil)
 		next[c.Name] = ls
 	}
 	for name := range m.lists {
@@ -341,7 +341,7 @@ func (m *Manager) refreshDue(ctx context.Context) (map[string]*List, bool) {
 		if ctx.Err() != nil {
 			break
 		}
-		if m.loadList(ctx, ls, false) {
+		if m.loadList(ctx, ls, false, nil) {
 			changed = true
 		}
 	}
@@ -349,6 +349,42 @@ func (m *Manager) refreshDue(ctx context.Context) (map[string]*List, bool) {
 		m.publish()
 	}
 	return m.cur, changed
+}
+
+// SourceResult is how one source fared in a refresh.
+type SourceResult struct {
+	List   string `json:"list"`
+	Source string `json:"source"` // URL access keys redacted
+	Result string `json:"result"` // ok, not_modified or error
+	Error  string `json:"error,omitempty"`
+}
+
+// RefreshAll refreshes every list now, whatever its timer: files are
+// re-read when their size or time changed, URLs fetched with a conditional
+// GET. A failing source keeps its last good copy, as on a timer. It
+// returns the current lists, whether any changed (call the onChange of
+// Run with them), and each source's result; each list's timer restarts.
+func (m *Manager) RefreshAll(ctx context.Context) (map[string]*List, bool, []SourceResult) {
+	m.mu.Lock()
+	changed := false
+	var results []SourceResult
+	names := make([]string, 0, len(m.lists))
+	for name := range m.lists {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if m.loadList(ctx, m.lists[name], false, &results) {
+			changed = true
+		}
+	}
+	if changed {
+		m.publish()
+	}
+	cur := m.cur
+	m.mu.Unlock()
+	m.releaseMemory()
+	return cur, changed, results
 }
 
 // fetched is the outcome of fetching one source.
@@ -373,7 +409,7 @@ type fetched struct {
 // failed source from its last good copy on disk. The only full copy of a
 // source that stays in memory is the last good copy when there is no
 // cache directory (or it cannot be written).
-func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bool {
+func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool, report *[]SourceResult) bool {
 	start := m.now()
 	c := ls.cfg
 	results := make([]fetched, len(c.Sources))
@@ -470,6 +506,13 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool) bo
 	}
 	for i, src := range c.Sources {
 		r := results[i]
+		if report != nil {
+			sr := SourceResult{List: c.Name, Source: redactSource(src), Result: r.result}
+			if r.err != nil {
+				sr.Error = r.err.Error() // built with the redacted source
+			}
+			*report = append(*report, sr)
+		}
 		m.metrics.refreshes.WithLabelValues(c.Name, r.result).Inc()
 		m.metrics.lastRefresh.WithLabelValues(c.Name, r.result).Set(now)
 		if r.result != resultError {

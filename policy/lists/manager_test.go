@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -396,5 +397,58 @@ func TestSourceAccessKeysNotShown(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "list source failed") {
 		t.Errorf("no failure logged:\n%s", logs.String())
+	}
+}
+
+// TestRefreshAll: a forced refresh fetches URLs before their timer,
+// re-reads only changed files, reports every source, and keeps a failing
+// source's last good copy.
+func TestRefreshAll(t *testing.T) {
+	srv := newListServer(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "local.txt")
+	writeFile(t, file, "local.example\n")
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := NewManager(t.TempDir(), srv.Client(), NewMetrics(prometheus.NewRegistry()), quietLogger(), clock.now)
+	url := srv.URL + "/feed.txt?key=s3cret"
+	cfg := []Config{
+		{Name: "feed", Sources: []string{url}, Refresh: 6 * time.Hour, MaxBytes: 1000},
+		{Name: "local", Sources: []string{file}, MaxBytes: 1000},
+	}
+	if _, err := m.Load(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	shown := srv.URL + "/feed.txt?key=REDACTED"
+	for _, step := range []struct {
+		name    string
+		mode    string // the feed server's
+		body    string
+		changed bool
+		want    []SourceResult
+		blocked string // a name the feed list must now match
+	}{
+		{"nothing_new", "ok", "", false, []SourceResult{
+			{List: "feed", Source: shown, Result: resultNotModified},
+			{List: "local", Source: file, Result: resultNotModified}}, "ads.example"},
+		{"feed_updated", "ok", "0.0.0.0 fresh-ioc.example\n", true, []SourceResult{
+			{List: "feed", Source: shown, Result: resultOK},
+			{List: "local", Source: file, Result: resultNotModified}}, "fresh-ioc.example"},
+		{"feed_down", "fail", "", false, []SourceResult{
+			{List: "feed", Source: shown, Result: resultError, Error: "fetch " + shown + ": unexpected HTTP status: 500 Internal Server Error"},
+			{List: "local", Source: file, Result: resultNotModified}}, "fresh-ioc.example"},
+	} {
+		t.Run(step.name, func(t *testing.T) {
+			srv.set(step.mode, step.body, `"`+step.name+`"`)
+			lists, changed, got := m.RefreshAll(context.Background())
+			if changed != step.changed {
+				t.Errorf("changed = %v, want %v", changed, step.changed)
+			}
+			if !slices.Equal(got, step.want) {
+				t.Errorf("results\n%+v\nwant\n%+v", got, step.want)
+			}
+			if _, ok := lists["feed"].Match(step.blocked); !ok {
+				t.Errorf("feed list does not match %s", step.blocked)
+			}
+		})
 	}
 }
