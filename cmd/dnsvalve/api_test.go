@@ -58,9 +58,17 @@ func TestAPIToken(t *testing.T) {
 		{"check_rfc3597_qtype", "/api/v1/check?name=example.com&qtype=TYPE65399", "s3cret", http.StatusOK},
 		{"metrics_open", "/metrics", "", http.StatusOK},
 		{"healthz_open", "/healthz", "", http.StatusOK},
+		{"POST flush_without_token", "/api/v1/cache/flush", "", http.StatusUnauthorized},
+		{"POST reload_wrong_token", "/api/v1/reload", "guess", http.StatusUnauthorized},
+		{"POST refresh_without_token", "/api/v1/lists/refresh", "", http.StatusUnauthorized},
+		{"POST flush_with_token", "/api/v1/cache/flush", "s3cret", http.StatusOK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req, _ := http.NewRequest(http.MethodGet, base+tc.path, nil)
+			method := http.MethodGet
+			if m, _, ok := strings.Cut(tc.name, " "); ok {
+				method = m
+			}
+			req, _ := http.NewRequest(method, base+tc.path, nil)
 			if tc.token != "" {
 				req.Header.Set("Authorization", "Bearer "+tc.token)
 			}
@@ -70,7 +78,7 @@ func TestAPIToken(t *testing.T) {
 			}
 			resp.Body.Close()
 			if resp.StatusCode != tc.want {
-				t.Errorf("GET %s: %d, want %d", tc.path, resp.StatusCode, tc.want)
+				t.Errorf("%s %s: %d, want %d", method, tc.path, resp.StatusCode, tc.want)
 			}
 		})
 	}
@@ -299,7 +307,9 @@ func TestListRefreshAfterReload(t *testing.T) {
 	a := newTestApp(t, cfg)
 	stale := a.lists.Lists() // what a timer refresh just before the reload saw
 	write("  - name: a\n    sources: [a.txt]\n  - name: b\n    sources: [b.txt]\n", "a, b")
-	a.reloadConfig(context.Background(), "test")
+	if err := a.reloadConfig(context.Background(), "test"); err != nil {
+		t.Fatal(err)
+	}
 	errorsBefore := testutil.ToFloat64(a.metrics.reloads.WithLabelValues("error"))
 	a.listsChanged(stale)
 	if n := testutil.ToFloat64(a.metrics.reloads.WithLabelValues("error")) - errorsBefore; n != 0 {
@@ -382,11 +392,15 @@ func TestAPIActions(t *testing.T) {
 		t.Errorf("reload: %d %v, old-ioc still blocked: %v", code, body, blocked("old-ioc.example."))
 	}
 
-	// A page in a browser on this machine must not drive these.
+	// A page in a browser on this machine must not drive these; the
+	// API's own origin (a UI served from it) may.
 	for _, h := range [][]string{{"Sec-Fetch-Site", "cross-site"}, {"Origin", "http://evil.example"}} {
 		if code, _ := post("/api/v1/cache/flush", h...); code != http.StatusForbidden {
 			t.Errorf("cross-origin POST with %s: %d, want 403", h[0], code)
 		}
+	}
+	if code, _ := post("/api/v1/cache/flush", "Sec-Fetch-Site", "same-origin", "Origin", base); code != http.StatusOK {
+		t.Errorf("same-origin POST: %d, want 200", code)
 	}
 	resp, err := http.Get(base + "/api/v1/cache/flush")
 	if err != nil {
@@ -395,5 +409,40 @@ func TestAPIActions(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET of a POST endpoint: %d, want 405", resp.StatusCode)
+	}
+}
+
+// TestFailedReloadKeepsLists: a reload whose lists load but whose policy
+// does not compile leaves the list manager on the running config's lists,
+// so later refreshes still compile (they failed on the list the rejected
+// config dropped).
+func TestFailedReloadKeepsLists(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "a.txt", "a-listed.example\n")
+	writeFile(t, dir, "b.txt", "b-listed.example\n")
+	write := func(lists, block string) string {
+		return writeFile(t, dir, "dnsvalve.yaml", fmt.Sprintf("upstream:\n  servers: [\"udp://127.0.0.1:1\"]\nstate_dir: %s\nquerylog:\n  sinks: []\nlists:\n%spolicies:\n  default:\n    block: [%s]\n", dir, lists, block))
+	}
+	file := write("  - name: a\n    sources: [a.txt]\n  - name: b\n    sources: [b.txt]\n", "a, b")
+	cfg, err := loadConfig(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newTestApp(t, cfg)
+	write("  - name: a\n    sources: [a.txt]\n", "a, malwar")
+	if err := a.reloadConfig(context.Background(), "test"); err == nil || !strings.Contains(err.Error(), "malwar") {
+		t.Fatalf("reload = %v, want the unknown list named", err)
+	}
+	writeFile(t, dir, "a.txt", "a-listed.example\na-new.example\n")
+	if _, changed, _ := a.lists.RefreshAll(context.Background()); !changed {
+		t.Fatal("the edited list did not change")
+	}
+	if err := a.swapLists(); err != nil {
+		t.Fatalf("refresh after the failed reload: %v", err)
+	}
+	for _, name := range []string{"a-new.example.", "b-listed.example."} {
+		if d := a.store.Load().Decide("default", name, dns.TypeA); d.Action != query.ActionBlock {
+			t.Errorf("%s: %+v, want blocked by the running policy", name, d)
+		}
 	}
 }

@@ -315,10 +315,25 @@ func TestE2EListFileWatch(t *testing.T) {
 	if !blocked("first-ioc.example") {
 		t.Fatal("the added list is not in force after the config reload")
 	}
+	p.waitLog(t, `watching directory" dir=`+dir)
 	writeFile(t, dir, "ioc.txt", "first-ioc.example\nsecond-ioc.example\n")
 	p.waitLog(t, "list file change: ioc")
 	if !blocked("second-ioc.example") {
 		t.Error("an edit to the added list's file was not picked up")
+	}
+
+	// The directory goes and comes back with new content (a volume
+	// remounted): its watch is restored and the content read.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "ioc.txt", "third-ioc.example\n")
+	p.waitLog(t, "trigger=\"file watch added\"")
+	if !blocked("third-ioc.example") {
+		t.Error("the recreated directory's list was not read")
 	}
 }
 

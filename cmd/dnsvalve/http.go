@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -180,8 +179,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // is done: 200, or 422 with the reason when the running configuration
 // stays.
 func (a *app) apiReload(w http.ResponseWriter, r *http.Request) {
-	// A client that hangs up does not cut the reload short.
-	if err := a.reloadConfig(context.WithoutCancel(r.Context()), "api"); err != nil {
+	if err := a.reloadConfig(a.background(), "api"); err != nil {
 		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"reloaded": false, "error": err.Error()})
 		return
 	}
@@ -189,11 +187,12 @@ func (a *app) apiReload(w http.ResponseWriter, r *http.Request) {
 }
 
 // apiRefreshLists refreshes every list now, whatever its timer (a feed
-// just published new indicators), swaps the policy when a list changed,
-// and reports each source: ok, not_modified, or error (its last good copy
-// stays in force).
+// just published new indicators), compiles and swaps the policy, and
+// reports each source: ok, not_modified, or error (its last good copy
+// stays in force). 422 when the policy does not compile (the running one
+// stays).
 func (a *app) apiRefreshLists(w http.ResponseWriter, r *http.Request) {
-	_, changed, results := a.lists.RefreshAll(context.WithoutCancel(r.Context()))
+	_, changed, results := a.lists.RefreshAll(a.background())
 	failed := 0
 	for _, sr := range results {
 		if sr.Result == "error" {
@@ -204,12 +203,12 @@ func (a *app) apiRefreshLists(w http.ResponseWriter, r *http.Request) {
 	if results == nil {
 		body["sources"] = []lists.SourceResult{}
 	}
-	if changed {
-		if err := a.swapLists(); err != nil {
-			body["error"] = err.Error()
-			writeJSON(w, http.StatusUnprocessableEntity, body)
-			return
-		}
+	// Compiled even when nothing changed: the policy then surely holds
+	// the lists as they are now.
+	if err := a.swapLists(); err != nil {
+		body["error"] = err.Error()
+		writeJSON(w, http.StatusUnprocessableEntity, body)
+		return
 	}
 	a.logger.Info("lists refreshed on request", "remote", r.RemoteAddr, "changed", changed, "source_errors", failed)
 	writeJSON(w, http.StatusOK, body)

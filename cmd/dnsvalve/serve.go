@@ -107,8 +107,10 @@ type app struct {
 	// list refresh), so that the last swap is of the newest config.
 	swapMu   sync.Mutex
 	reload   chan string
-	reloaded chan struct{} // a reload swapped the config: watchFiles follows its files
-	started  chan struct{} // closed once the listeners are up
+	reloaded chan struct{} // a reload swapped the config: the file watch follows its files
+	// bg is cancelled when shutdown begins (set by run; nil before).
+	bg      context.Context
+	started chan struct{} // closed once the listeners are up
 }
 
 func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog.Logger) (*app, error) {
@@ -334,6 +336,16 @@ func (a *app) buildGroup(cfg *Config, key string, servers []string, probeZone st
 
 // compile loads the lists and compiles the policy snapshot for cfg.
 func (a *app) compile(ctx context.Context, cfg *Config) (*policy.Snapshot, error) {
+	loaded, err := a.loadLists(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return a.compileWith(cfg, loaded)
+}
+
+// loadLists has the list manager load cfg's lists. On an error nothing
+// changed.
+func (a *app) loadLists(ctx context.Context, cfg *Config) (map[string]*lists.List, error) {
 	lcfgs := make([]lists.Config, 0, len(cfg.Lists))
 	for _, l := range cfg.Lists {
 		lcfgs = append(lcfgs, lists.Config{Name: l.Name, Category: l.Category, Sources: l.Sources, Format: l.Format,
@@ -343,7 +355,7 @@ func (a *app) compile(ctx context.Context, cfg *Config) (*policy.Snapshot, error
 	if err != nil {
 		return nil, fmt.Errorf("%w: lists: %w", ErrConfig, err)
 	}
-	return a.compileWith(cfg, loaded)
+	return loaded, nil
 }
 
 func (a *app) compileWith(cfg *Config, loaded map[string]*lists.List) (*policy.Snapshot, error) {
@@ -408,16 +420,24 @@ func (a *app) run(ctx context.Context) error {
 	if err := a.server.Start(ctx); err != nil {
 		return err
 	}
+	// bg lives until shutdown begins: list loads and downloads (timers,
+	// API requests) stop then.
+	bg, cancelBG := context.WithCancel(context.Background())
+	defer cancelBG()
+	a.bg = bg
 	if cfg.HTTP.Listen != "" {
 		if err := a.startHTTP(cfg); err != nil {
 			_ = a.server.Shutdown(context.Background())
 			return err
 		}
 	}
-	bg, cancelBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { a.lists.Run(bg, a.listsChanged) })
-	wg.Go(func() { a.watchFiles(bg) })
+	// Watching before the listeners count as started: a list written
+	// from then on is seen.
+	if fw := a.newFileWatch(); fw != nil {
+		wg.Go(func() { fw.run(bg) })
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -448,6 +468,16 @@ func (a *app) run(ctx context.Context) error {
 			_ = a.reloadConfig(ctx, why)
 		}
 	}
+}
+
+// background returns the context for work an API request starts that must
+// not end with the request (a client that hangs up does not cut a reload
+// short) but must end with the process.
+func (a *app) background() context.Context {
+	if a.bg != nil {
+		return a.bg
+	}
+	return context.Background()
 }
 
 func displayFile(f string) string {
@@ -492,11 +522,19 @@ func (a *app) reloadConfig(ctx context.Context, why string) error {
 	old := a.cfg.Load()
 	cfg, err := loadConfig(old.File, a.flags)
 	if err == nil {
+		var loaded map[string]*lists.List
 		var snap *policy.Snapshot
-		if snap, err = a.compile(ctx, cfg); err == nil {
+		if loaded, err = a.loadLists(ctx, cfg); err == nil {
+			if snap, err = a.compileWith(cfg, loaded); err != nil {
+				a.restoreLists(ctx, old)
+			}
+		}
+		if err == nil {
 			var r *upstream.Router
 			if upstreamChanged(old.Upstream, cfg.Upstream) {
-				r, err = a.buildRouter(cfg)
+				if r, err = a.buildRouter(cfg); err != nil {
+					a.restoreLists(ctx, old)
+				}
 			}
 			if err == nil {
 				a.store.Swap(snap)
@@ -531,6 +569,17 @@ func (a *app) reloadConfig(ctx context.Context, why string) error {
 	a.metrics.reloads.WithLabelValues("error").Inc()
 	a.logger.Error("configuration reload failed, keeping the running configuration", "trigger", why, "err", err)
 	return err
+}
+
+// restoreLists puts the list manager back on the running config's lists
+// after a reload that loaded a new config's lists failed later, so that
+// the next list refresh compiles the running config against its own
+// lists. Lists the failed config did not change cost a stat per file.
+func (a *app) restoreLists(ctx context.Context, running *Config) {
+	if _, err := a.loadLists(ctx, running); err != nil {
+		// The running config's lists loaded before: only a bug gets here.
+		a.logger.Error("restoring the running configuration's lists after a failed reload", "err", err)
+	}
 }
 
 func (a *app) warnRestartNeeded(old, cfg *Config) {
@@ -574,46 +623,92 @@ func changedKeys(keys []string, key string, a, b reflect.Value) []string {
 	return keys
 }
 
-// watchFiles queues a reload when the config file or a list source file
+// fileWatch queues a reload when the config file or a list source file
 // changes (debounced): an edited block list applies within a second, with
-// no signal, whatever its refresh interval. It watches their directories,
-// so editors that replace a file and Kubernetes ConfigMap symlink swaps
-// ("..data") are seen, and follows the files each reload's config names.
-// The reload re-reads only the list files whose size or time changed.
-func (a *app) watchFiles(ctx context.Context) {
+// no signal, whatever its refresh interval. It watches their directories
+// (and those of symlink targets), so editors that replace a file and
+// Kubernetes ConfigMap symlink swaps ("..data") are seen, and follows the
+// files each reload's config names. A directory that is missing or goes
+// away is watched again once it is back, every watchRetry, and a reload
+// then reads what changed meanwhile; so does an overflow of the kernel's
+// event queue. The reload re-reads only the list files whose size or
+// time changed.
+type fileWatch struct {
+	a       *app
+	w       *fsnotify.Watcher
+	watched map[string]bool   // directories with a watch
+	warned  map[string]bool   // directories that could not be watched, warned about once
+	files   map[string]string // path -> the reload trigger a change to it is
+}
+
+// watchRetry is how often directories that could not be watched are tried
+// again.
+const watchRetry = 2 * time.Second
+
+// newFileWatch starts watching the running config's files (nil when the
+// system has no file watch: reloads then need SIGHUP or the API).
+func (a *app) newFileWatch() *fileWatch {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		a.logger.Warn("file watch unavailable; reload with SIGHUP", "err", err)
-		return
+		return nil
 	}
-	defer w.Close()
-	watched := map[string]bool{}
-	var files map[string]string // path -> what a change to it is
-	sync := func() {
-		files = watchedFiles(a.cfg.Load())
-		dirs := map[string]bool{}
-		for f := range files {
-			dirs[filepath.Dir(f)] = true
+	fw := &fileWatch{a: a, w: w, watched: map[string]bool{}, warned: map[string]bool{}}
+	fw.sync()
+	return fw
+}
+
+// sync watches the directories of the running config's files and drops
+// the others. It reports whether it added a watch.
+func (fw *fileWatch) sync() bool {
+	fw.files = watchedFiles(fw.a.cfg.Load())
+	dirs := map[string]bool{}
+	for f := range fw.files {
+		dirs[filepath.Dir(f)] = true
+	}
+	added := false
+	for d := range dirs {
+		if fw.watched[d] {
+			continue
 		}
-		for d := range dirs {
-			if watched[d] {
-				continue
+		if err := fw.w.Add(d); err != nil {
+			if !fw.warned[d] {
+				fw.warned[d] = true
+				fw.a.logger.Warn("cannot watch a directory of the config or list files; trying again every 2s", "dir", d, "err", err)
 			}
-			if err := w.Add(d); err != nil {
-				a.logger.Warn("file watch unavailable for a directory; reload with SIGHUP after changing its files", "dir", d, "err", err)
-				continue
-			}
-			watched[d] = true
+			continue
 		}
-		for d := range watched {
-			if !dirs[d] {
-				_ = w.Remove(d)
-				delete(watched, d)
-			}
+		delete(fw.warned, d)
+		fw.watched[d] = true
+		added = true
+		fw.a.logger.Debug("watching directory", "dir", d)
+	}
+	for d := range fw.watched {
+		if !dirs[d] {
+			_ = fw.w.Remove(d)
+			delete(fw.watched, d)
 		}
 	}
-	sync()
+	return added
+}
+
+// run handles events until ctx is done.
+func (fw *fileWatch) run(ctx context.Context) {
+	defer fw.w.Close()
 	var timer *time.Timer
+	queue := func(why string, after time.Duration) {
+		if timer != nil {
+			timer.Stop()
+		}
+		timer = time.AfterFunc(after, func() {
+			select {
+			case fw.a.reload <- why:
+			default: // a reload is queued already: it reads every file
+			}
+		})
+	}
+	retry := time.NewTicker(watchRetry)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -621,46 +716,61 @@ func (a *app) watchFiles(ctx context.Context) {
 				timer.Stop()
 			}
 			return
-		case <-a.reloaded:
-			sync()
-		case ev, ok := <-w.Events:
+		case <-fw.a.reloaded:
+			// A watch added now missed what changed since the reload read
+			// the files: read them again.
+			if fw.sync() {
+				queue("file watch added", 0)
+			}
+		case <-retry.C:
+			if len(fw.warned) > 0 && fw.sync() {
+				queue("file watch added", 0)
+			}
+		case ev, ok := <-fw.w.Events:
 			if !ok {
 				return
 			}
-			why := changeOf(files, ev.Name)
-			if why == "" {
+			if fw.watched[filepath.Clean(ev.Name)] && ev.Op&(fsnotify.Remove|fsnotify.Rename) != 0 {
+				// The directory itself went: its watch is gone. The retry
+				// restores it when the directory is back.
+				delete(fw.watched, filepath.Clean(ev.Name))
+				fw.warned[filepath.Clean(ev.Name)] = true
 				continue
 			}
-			if timer != nil {
-				timer.Stop()
+			if why := changeOf(fw.files, ev.Name); why != "" {
+				queue(why, 500*time.Millisecond)
 			}
-			timer = time.AfterFunc(500*time.Millisecond, func() {
-				select {
-				case a.reload <- why:
-				default: // a reload is queued already: it reads every file
-				}
-			})
-		case err, ok := <-w.Errors:
+		case err, ok := <-fw.w.Errors:
 			if !ok {
 				return
 			}
-			a.logger.Warn("file watch", "err", err)
+			fw.a.logger.Warn("file watch", "err", err)
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				queue("file watch overflow", 0)
+			}
 		}
 	}
 }
 
 // watchedFiles returns the files a reload of cfg reads: the config file
-// and the local list sources, each with the reload trigger a change to it
-// is logged as.
+// and the local list sources (and, for symlinks, their targets), each with
+// the reload trigger a change to it is logged as.
 func watchedFiles(cfg *Config) map[string]string {
 	files := map[string]string{}
+	add := func(path, why string) {
+		path = filepath.Clean(path)
+		files[path] = why
+		if target, err := filepath.EvalSymlinks(path); err == nil && target != path {
+			files[target] = why
+		}
+	}
 	if cfg.File != "" {
-		files[filepath.Clean(cfg.File)] = "file change"
+		add(cfg.File, "file change")
 	}
 	for _, l := range cfg.Lists {
 		for _, src := range l.Sources {
 			if !strings.Contains(src, "://") {
-				files[filepath.Clean(src)] = "list file change: " + l.Name
+				add(src, "list file change: "+l.Name)
 			}
 		}
 	}
@@ -670,21 +780,29 @@ func watchedFiles(cfg *Config) map[string]string {
 // changeOf returns the reload trigger for an event on path ("" when none
 // of files is concerned). A Kubernetes ConfigMap volume swaps the whole
 // directory through "..data"-style entries: that concerns every watched
-// file in it.
+// file in it, and the trigger is the config file's when it is there, else
+// the first in order.
 func changeOf(files map[string]string, path string) string {
 	path = filepath.Clean(path)
 	if why, ok := files[path]; ok {
 		return why
 	}
-	if strings.HasPrefix(filepath.Base(path), "..") {
-		dir := filepath.Dir(path)
-		for f, why := range files {
-			if filepath.Dir(f) == dir {
-				return why
-			}
+	if !strings.HasPrefix(filepath.Base(path), "..") {
+		return ""
+	}
+	dir, best := filepath.Dir(path), ""
+	for f, why := range files {
+		if filepath.Dir(f) != dir {
+			continue
+		}
+		if why == "file change" {
+			return why
+		}
+		if best == "" || why < best {
+			best = why
 		}
 	}
-	return ""
+	return best
 }
 
 func upstreamChanged(a, b UpstreamConfig) bool {

@@ -1,30 +1,63 @@
 package main
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
 
 func TestChangeOf(t *testing.T) {
 	cfg := &Config{File: "/etc/dnsvalve/dnsvalve.yaml", Lists: []ListConfig{
 		{Name: "malware", Sources: []string{"/etc/dnsvalve/lists/malware.txt", "https://feed.example/ioc.txt"}},
 		{Name: "corp", Sources: []string{"/srv/allow/../allow/corp.txt"}},
+		{Name: "adware", Sources: []string{"/etc/dnsvalve/lists/adware.txt"}},
+		{Name: "local", Sources: []string{"/etc/dnsvalve/local.txt"}},
 	}}
 	files := watchedFiles(cfg)
-	if len(files) != 3 {
-		t.Errorf("watched files %v, want the config and two local sources (no URL)", files)
+	if len(files) != 5 {
+		t.Errorf("watched files %v, want the config and four local sources (no URL)", files)
 	}
 	for _, tc := range []struct{ path, want string }{
 		{"/etc/dnsvalve/dnsvalve.yaml", "file change"},
 		{"/etc/dnsvalve/lists/malware.txt", "list file change: malware"},
 		{"/etc/dnsvalve/lists/./malware.txt", "list file change: malware"},
 		{"/srv/allow/corp.txt", "list file change: corp"},
-		{"/etc/dnsvalve/lists/..data", "list file change: malware"}, // ConfigMap swap
-		{"/etc/dnsvalve/lists/..2026_11_27_19_30_00.123", "list file change: malware"},
+		// A ConfigMap swap: the config's trigger when it is in the
+		// directory, else the first list's in order.
+		{"/etc/dnsvalve/lists/..data", "list file change: adware"},
+		{"/etc/dnsvalve/lists/..2026_11_27_19_30_00.123", "list file change: adware"},
 		{"/etc/dnsvalve/..data", "file change"},
+		{"/etc/dnsvalve/local.txt", "list file change: local"},
 		{"/etc/dnsvalve/lists/malware.txt.swp", ""},
 		{"/etc/dnsvalve/lists/other.txt", ""},
 		{"/tmp/..data", ""},
 	} {
 		if got := changeOf(files, tc.path); got != tc.want {
 			t.Errorf("changeOf(%q) = %q, want %q", tc.path, got, tc.want)
+		}
+	}
+}
+
+// TestWatchedFilesSymlink: a list file that is a symlink is watched at its
+// target too, so an edit of the target in another directory counts.
+func TestWatchedFilesSymlink(t *testing.T) {
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	target := filepath.Join(elsewhere, "real.txt")
+	if err := os.WriteFile(target, []byte("x.example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "list.txt")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	files := watchedFiles(&Config{Lists: []ListConfig{{Name: "l", Sources: []string{link}}}})
+	real, err := filepath.EvalSymlinks(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{link, real} {
+		if files[f] != "list file change: l" {
+			t.Errorf("%s: %q, want it watched (%v)", f, files[f], files)
 		}
 	}
 }

@@ -509,7 +509,7 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool, re
 		if report != nil {
 			sr := SourceResult{List: c.Name, Source: redactSource(src), Result: r.result}
 			if r.err != nil {
-				sr.Error = r.err.Error() // built with the redacted source
+				sr.Error = r.err.Error() // every error names the redacted source
 			}
 			*report = append(*report, sr)
 		}
@@ -592,7 +592,10 @@ func (m *Manager) fetchURL(ctx context.Context, c Config, src string, st *source
 		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", shown, err)}
 	}
 	req.Header.Set("User-Agent", "dnsvalve")
-	if st.good {
+	// Ask "changed since?" only with a copy to fall back on: a 304 with
+	// the cached copy gone (deleted, a wiped state_dir) would leave the
+	// list without this source's entries until the feed next changes.
+	if st.good && m.haveCopy(src, st) {
 		if st.meta.ETag != "" {
 			req.Header.Set("If-None-Match", st.meta.ETag)
 		}
@@ -607,7 +610,7 @@ func (m *Manager) fetchURL(ctx context.Context, c Config, src string, st *source
 	}
 	defer resp.Body.Close()
 	switch {
-	case resp.StatusCode == http.StatusNotModified && st.good:
+	case resp.StatusCode == http.StatusNotModified && req.Header.Get("If-None-Match")+req.Header.Get("If-Modified-Since") != "":
 		return fetched{result: resultNotModified}
 	case resp.StatusCode != http.StatusOK:
 		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w: %s", shown, ErrStatus, resp.Status)}
@@ -850,6 +853,18 @@ func atomicWrite(path string, data []byte) error {
 // errNoCopy means a source failed and has no last good copy anywhere.
 var errNoCopy = errors.New("no last good copy")
 
+// haveCopy reports whether lastGood can open a URL source's copy.
+func (m *Manager) haveCopy(src string, st *sourceState) bool {
+	if st.mem != nil {
+		return true
+	}
+	if m.cacheDir == "" {
+		return false
+	}
+	_, err := os.Stat(m.cachePath(src) + ".data")
+	return err == nil
+}
+
 // lastGood opens a source's last good copy (memory, then the cache
 // directory, then for a file source the file itself if it has not changed
 // since it was loaded) and returns its size.
@@ -866,7 +881,7 @@ func (m *Manager) lastGood(src string, st *sourceState) (io.ReadCloser, int64, e
 			}
 			f.Close()
 		}
-		cacheErr = fmt.Errorf("read last good copy of %s: %w", src, err)
+		cacheErr = fmt.Errorf("read last good copy of %s: %w", redactSource(src), err)
 	}
 	if !isURL(src) && st.good && !st.modTime.IsZero() {
 		if f, err := os.Open(src); err == nil {
@@ -879,5 +894,5 @@ func (m *Manager) lastGood(src string, st *sourceState) (io.ReadCloser, int64, e
 	if cacheErr != nil {
 		return nil, 0, cacheErr
 	}
-	return nil, 0, fmt.Errorf("%s: %w", src, errNoCopy)
+	return nil, 0, fmt.Errorf("%s: %w", redactSource(src), errNoCopy)
 }

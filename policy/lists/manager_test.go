@@ -409,7 +409,8 @@ func TestRefreshAll(t *testing.T) {
 	file := filepath.Join(dir, "local.txt")
 	writeFile(t, file, "local.example\n")
 	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	m := NewManager(t.TempDir(), srv.Client(), NewMetrics(prometheus.NewRegistry()), quietLogger(), clock.now)
+	cacheDir := t.TempDir()
+	m := NewManager(cacheDir, srv.Client(), NewMetrics(prometheus.NewRegistry()), quietLogger(), clock.now)
 	url := srv.URL + "/feed.txt?key=s3cret"
 	cfg := []Config{
 		{Name: "feed", Sources: []string{url}, Refresh: 6 * time.Hour, MaxBytes: 1000},
@@ -420,25 +421,50 @@ func TestRefreshAll(t *testing.T) {
 	}
 	shown := srv.URL + "/feed.txt?key=REDACTED"
 	for _, step := range []struct {
-		name    string
-		mode    string // the feed server's
-		body    string
-		changed bool
-		want    []SourceResult
-		blocked string // a name the feed list must now match
+		name       string
+		mode       string // the feed server's
+		body, etag string
+		local      string // new content of the local file, "" for none
+		dropCopy   bool   // delete the feed's cached copy first
+		changed    bool
+		want       []SourceResult
+		blocked    string // a name the feed list must now match
 	}{
-		{"nothing_new", "ok", "", false, []SourceResult{
+		{"nothing_new", "ok", "", "", "", false, false, []SourceResult{
 			{List: "feed", Source: shown, Result: resultNotModified},
 			{List: "local", Source: file, Result: resultNotModified}}, "ads.example"},
-		{"feed_updated", "ok", "0.0.0.0 fresh-ioc.example\n", true, []SourceResult{
+		{"feed_updated", "ok", "0.0.0.0 fresh-ioc.example\n", `"v2"`, "", false, true, []SourceResult{
 			{List: "feed", Source: shown, Result: resultOK},
 			{List: "local", Source: file, Result: resultNotModified}}, "fresh-ioc.example"},
-		{"feed_down", "fail", "", false, []SourceResult{
+		{"local_edited", "ok", "", "", "local.example\nlocal2.example\n", false, true, []SourceResult{
+			{List: "feed", Source: shown, Result: resultNotModified},
+			{List: "local", Source: file, Result: resultOK}}, "fresh-ioc.example"},
+		{"feed_down", "fail", "", "", "", false, false, []SourceResult{
 			{List: "feed", Source: shown, Result: resultError, Error: "fetch " + shown + ": unexpected HTTP status: 500 Internal Server Error"},
+			{List: "local", Source: file, Result: resultNotModified}}, "fresh-ioc.example"},
+		// Its cached copy gone, the feed is asked unconditionally: a 304
+		// would leave nothing to parse.
+		{"copy_gone", "ok", "", "", "", true, true, []SourceResult{
+			{List: "feed", Source: shown, Result: resultOK},
 			{List: "local", Source: file, Result: resultNotModified}}, "fresh-ioc.example"},
 	} {
 		t.Run(step.name, func(t *testing.T) {
-			srv.set(step.mode, step.body, `"`+step.name+`"`)
+			srv.set(step.mode, step.body, step.etag)
+			if step.local != "" {
+				writeFile(t, file, step.local)
+				clock.step(time.Second)
+			}
+			if step.dropCopy {
+				matches, _ := filepath.Glob(filepath.Join(cacheDir, "*.data"))
+				for _, f := range matches {
+					if err := os.Remove(f); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if len(matches) == 0 {
+					t.Fatal("no cached copy to remove")
+				}
+			}
 			lists, changed, got := m.RefreshAll(context.Background())
 			if changed != step.changed {
 				t.Errorf("changed = %v, want %v", changed, step.changed)
@@ -450,5 +476,19 @@ func TestRefreshAll(t *testing.T) {
 				t.Errorf("feed list does not match %s", step.blocked)
 			}
 		})
+	}
+	// Every way a source can fail names it redacted: its cached copy gone
+	// and the feed down, the error is about the missing copy.
+	matches, _ := filepath.Glob(filepath.Join(cacheDir, "*.data"))
+	for _, f := range matches {
+		_ = os.Remove(f)
+	}
+	srv.set("fail", "", "")
+	writeFile(t, file, "local.example\n")
+	_, _, got := m.RefreshAll(context.Background())
+	for _, r := range got {
+		if strings.Contains(r.Error, "s3cret") || strings.Contains(r.Source, "s3cret") {
+			t.Errorf("access key shown: %+v", r)
+		}
 	}
 }

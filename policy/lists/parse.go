@@ -213,7 +213,7 @@ func parse(r io.Reader, source string, format Format, b *Builder, size int64, at
 	}
 	p.st.Lines = p.lineNo
 	if readErr != nil {
-		return p.st, fmt.Errorf("parse %s: %w", source, readErr)
+		return p.st, fmt.Errorf("parse %s: %w", p.source, readErr)
 	}
 	return p.st, nil
 }
