@@ -10,8 +10,9 @@ import (
 )
 
 // memory is the in-process store. Expired entries are swept at most once
-// per retention/8, so memory stays proportional to the domains seen within
-// the retention period, and never above maxDomains: a client asking for
+// per retention/8, in the background (sweeper), so memory stays
+// proportional to the domains seen within the retention period, and never
+// above maxDomains: a client asking for
 // random registered domains (a DGA, or a flood meant to exhaust memory)
 // would otherwise grow the map for the whole retention period.
 //
@@ -33,7 +34,8 @@ type memory struct {
 	once      map[string]int64 // domain asked for once -> when, unix nanoseconds
 	again     map[string]int64 // domain asked for more than once -> last time
 	nextSweep int64
-	fullSweep int64  // earliest time of the next sweep when full
+	fullSweep int64 // earliest time of the next sweep when full
+	sweeps    sweeper
 	full      func() // called once, the first time the bound is reached
 	closed    bool
 }
@@ -82,24 +84,18 @@ func (m *memory) FirstSeen(_ context.Context, domain string, now time.Time) (boo
 			m.sweep(t)
 			m.fullSweep = t + int64(time.Minute)
 		}
-		if m.size() >= m.maxDomains {
-			m.evictOne()
-		}
+		// The sweep frees room in the background; until it has, a new
+		// domain takes a random one's place.
+		m.evictOne()
 	}
 	m.once[strings.Clone(domain)] = t
 	return true, nil
 }
 
-// sweep deletes the domains not seen within the retention before t.
+// sweep starts deleting, in the background, the domains not seen within
+// the retention before t (see sweeper). Called under mu.
 func (m *memory) sweep(t int64) {
-	cut := t - int64(m.retention)
-	for _, set := range []map[string]int64{m.once, m.again} {
-		for d, l := range set {
-			if l < cut {
-				delete(set, d)
-			}
-		}
-	}
+	m.sweeps.start(&m.mu, t-int64(m.retention), func() bool { return m.closed }, m.once, m.again)
 	m.nextSweep = t + int64(m.retention/8)
 }
 
@@ -131,5 +127,6 @@ func (m *memory) Close() error {
 	m.closed = true
 	m.once, m.again = nil, nil
 	m.mu.Unlock()
+	m.sweeps.wait()
 	return nil
 }

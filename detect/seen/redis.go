@@ -86,6 +86,7 @@ type RedisStore struct {
 	queue      map[string]int64 // domain -> last seen to write
 	nextSweep  int64
 	fullSweep  int64 // earliest next sweep when full
+	sweeps     sweeper
 	closed     bool
 	createdAt  time.Time
 	fresh      bool
@@ -268,15 +269,10 @@ func (s *RedisStore) FirstSeen(_ context.Context, domain string, now time.Time) 
 
 var errQueueFull = errors.New("seen: redis queue full, first-seen records dropped")
 
-// sweep forgets the domains not seen within the retention before t.
-// Called under mu.
+// sweep starts forgetting, in the background, the domains not seen within
+// the retention before t (see sweeper). Called under mu.
 func (s *RedisStore) sweep(t int64) {
-	cut := t - int64(s.retention)
-	for d, l := range s.known {
-		if l < cut {
-			delete(s.known, d)
-		}
-	}
+	s.sweeps.start(&s.mu, t-int64(s.retention), func() bool { return s.closed }, s.known)
 	s.nextSweep = t + int64(s.retention/8)
 }
 
@@ -287,9 +283,9 @@ func (s *RedisStore) full() bool {
 	return s.maxDomains > 0 && len(s.known) >= s.maxDomains
 }
 
-// hasRoom reports whether the known set has room for one more domain,
-// sweeping the expired ones first when it is full (at most once a minute).
-// Called under mu.
+// hasRoom reports whether the known set has room for one more domain.
+// When it is full it starts a sweep of the expired ones (at most once a
+// minute), which frees room in the background. Called under mu.
 func (s *RedisStore) hasRoom(t int64) bool {
 	if s.maxDomains == 0 || len(s.known) < s.maxDomains {
 		return true
@@ -466,6 +462,7 @@ func (s *RedisStore) Close() error {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
+		s.sweeps.wait()
 		err = s.client.Close()
 	})
 	return err

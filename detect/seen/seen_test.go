@@ -703,3 +703,35 @@ func TestFileFlushWhileRecording(t *testing.T) {
 		t.Errorf("after the last flush: %v, %d domains in the file, want 2000", err, s.count)
 	}
 }
+
+// TestMemorySweepInBackground: the sweep of expired domains runs beside
+// the queries (in chunks, yielding the lock), frees what expired, and
+// keeps what did not; run it under -race.
+func TestMemorySweepInBackground(t *testing.T) {
+	const old, fresh = 3 * sweepChunk, 1000
+	c := &clock{t: t0}
+	s := OpenMemory(time.Hour, 0, nil, nil, c.now)
+	defer s.Close()
+	m := s.(*memory)
+	for i := range old {
+		firstSeen(t, s, fmt.Sprintf("old%d.example", i), t0)
+	}
+	// Past retention/8 a query starts the sweep; the domains asked for
+	// from then on, some of them while it runs, stay.
+	later := t0.Add(2 * time.Hour)
+	for i := range fresh {
+		if !firstSeen(t, s, fmt.Sprintf("new%d.example", i), later) {
+			t.Fatalf("new%d.example not new", i)
+		}
+	}
+	m.sweeps.wait()
+	m.mu.Lock()
+	n := m.size()
+	m.mu.Unlock()
+	if n != fresh {
+		t.Errorf("after the sweep the store holds %d domains, want the %d fresh ones", n, fresh)
+	}
+	if !firstSeen(t, s, "old1.example", later) {
+		t.Error("an expired domain is not new again")
+	}
+}
