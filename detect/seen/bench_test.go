@@ -88,9 +88,9 @@ func BenchmarkMemorySweepStall(b *testing.B) {
 		firstSeen(b, s, "trigger.example", later) // starts the sweep
 		for i := 0; ; i++ {
 			m.mu.Lock()
-			running := m.sweeps.running
+			sweep := m.sweeps.running()
 			m.mu.Unlock()
-			if !running {
+			if sweep == nil {
 				break
 			}
 			t := time.Now()

@@ -12,17 +12,18 @@ import (
 // memory is the in-process store. Expired entries are swept at most once
 // per retention/8, in the background (sweeper), so memory stays
 // proportional to the domains seen within the retention period, and never
-// above maxDomains: a client asking for
-// random registered domains (a DGA, or a flood meant to exhaust memory)
-// would otherwise grow the map for the whole retention period.
+// above maxDomains: a client asking for random registered domains (a DGA,
+// or a flood meant to exhaust memory) would otherwise grow the map for the
+// whole retention period.
 //
 // Domains asked for once are kept apart from those asked for again. When
-// the store is full, expired entries are swept first (at most once a
-// minute); then a new domain takes the place of a random one asked for
-// only once, and only when there is none of those, of a random one asked
-// for again. A flood's names are asked for once each, so they replace
-// each other and the domains the network keeps using stay. An evicted
-// domain is new again if it comes back.
+// the store is full, a sweep of the expired entries starts (at most once a
+// minute), and a new domain takes the place of an expired one found among
+// a few, else of a random one asked for only once, and only when there is
+// none of those, of a random one asked for again. A flood's names are
+// asked for once each, so they replace each other and the domains the
+// network keeps using stay. An evicted domain is new again if it comes
+// back.
 type memory struct {
 	retention  time.Duration
 	maxDomains int // 0: no bound
@@ -85,8 +86,11 @@ func (m *memory) FirstSeen(_ context.Context, domain string, now time.Time) (boo
 			m.fullSweep = t + int64(time.Minute)
 		}
 		// The sweep frees room in the background; until it has, a new
-		// domain takes a random one's place.
-		m.evictOne()
+		// domain takes the place of an expired one found at once, or of a
+		// random live one.
+		if cut := t - int64(m.retention); !dropExpired(m.once, cut) && !dropExpired(m.again, cut) {
+			m.evictOne()
+		}
 	}
 	m.once[strings.Clone(domain)] = t
 	return true, nil
@@ -126,7 +130,10 @@ func (m *memory) Close() error {
 	m.mu.Lock()
 	m.closed = true
 	m.once, m.again = nil, nil
+	sweep := m.sweeps.running()
 	m.mu.Unlock()
-	m.sweeps.wait()
+	if sweep != nil {
+		<-sweep
+	}
 	return nil
 }

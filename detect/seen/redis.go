@@ -27,9 +27,11 @@ type RedisOptions struct {
 	Errors prometheus.Counter
 	Logger *slog.Logger
 	// MaxDomains bounds the domains known locally (0: no bound). Past it
-	// each new domain asked for replaces a random known one (after a sweep
-	// of the expired ones, at most once a minute), and domains pulled from
-	// the fleet are added only while there is room (loaded newest first).
+	// a sweep of the expired ones starts (at most once a minute, in the
+	// background) and each new domain asked for replaces an expired one
+	// found among a few, else a random known one; domains pulled from the
+	// fleet are added only while there is room (loaded newest first; a
+	// pull into a full set waits for the sweep first).
 	// The shared set keeps the 2*MaxDomains written last.
 	MaxDomains int
 	// Evicted, when set, counts the domains evicted locally.
@@ -216,10 +218,22 @@ func (s *RedisStore) load(ctx context.Context) error {
 	return nil
 }
 
-// merge adds members (score: last seen, unix ms) to the known set.
+// merge adds members (score: last seen, unix ms) to the known set. It
+// runs on the sync goroutine, not a query's: when the set is full it
+// first waits for a sweep of the expired domains (started if due), so
+// that a pull after a long outage is not dropped for want of room that
+// the expired ones hold.
 func (s *RedisStore) merge(zs []redis.Z) {
 	now := s.now().UnixNano()
 	s.mu.Lock()
+	if s.maxDomains > 0 && len(s.known) >= s.maxDomains {
+		s.hasRoom(now) // starts the sweep when due
+		if sweep := s.sweeps.running(); sweep != nil {
+			s.mu.Unlock()
+			<-sweep
+			s.mu.Lock()
+		}
+	}
 	defer s.mu.Unlock()
 	for _, z := range zs {
 		d, _ := z.Member.(string)
@@ -285,7 +299,8 @@ func (s *RedisStore) full() bool {
 
 // hasRoom reports whether the known set has room for one more domain.
 // When it is full it starts a sweep of the expired ones (at most once a
-// minute), which frees room in the background. Called under mu.
+// minute), which frees room in the background, and reports false. Called
+// under mu.
 func (s *RedisStore) hasRoom(t int64) bool {
 	if s.maxDomains == 0 || len(s.known) < s.maxDomains {
 		return true
@@ -294,14 +309,14 @@ func (s *RedisStore) hasRoom(t int64) bool {
 		s.sweep(t)
 		s.fullSweep = t + int64(time.Minute)
 	}
-	return len(s.known) < s.maxDomains
+	return false
 }
 
 // makeRoom makes room in the known set for one more domain: when it is
-// full, by forgetting a random one (the first in map order). Called under
-// mu.
+// full, by forgetting an expired one found among a few (dropExpired), else
+// a random one (the first in map order). Called under mu.
 func (s *RedisStore) makeRoom(t int64) {
-	if s.hasRoom(t) {
+	if s.hasRoom(t) || dropExpired(s.known, t-int64(s.retention)) {
 		return
 	}
 	for d := range s.known {
@@ -461,8 +476,11 @@ func (s *RedisStore) Close() error {
 		}
 		s.mu.Lock()
 		s.closed = true
+		sweep := s.sweeps.running()
 		s.mu.Unlock()
-		s.sweeps.wait()
+		if sweep != nil {
+			<-sweep
+		}
 		err = s.client.Close()
 	})
 	return err

@@ -360,3 +360,35 @@ func TestRedisSyncWhileRecording(t *testing.T) {
 		t.Errorf("ZCARD = %q (%v), want every recorded domain pushed", n, err)
 	}
 }
+
+// TestRedisReloadIntoExpiredSet: a bounded copy full of expired domains
+// that reloads the shared set after an outage ends up knowing the fleet's
+// domains. (merge waits for the sweep; in this sequence the round's pull
+// would also bring them back without that wait, so the test guards the
+// outcome, not the wait alone.)
+func TestRedisReloadIntoExpiredSet(t *testing.T) {
+	const bound = 10
+	r := redistest.Start(t)
+	c := &clock{t: t0}
+	a := openRedisT(t, r.URL(), c, RedisOptions{MaxDomains: bound})
+	for i := range bound {
+		firstSeen(t, a, fmt.Sprintf("old%d.example", i), t0)
+	}
+	syncT(t, a)
+	c.set(t0.Add(25 * time.Hour)) // past the 24h retention: all expired
+	r.Stop()
+	if err := a.Sync(context.Background()); err == nil {
+		t.Fatal("Sync succeeded with Redis down")
+	}
+	r.Restart()
+	b := openRedisT(t, r.URL(), c, RedisOptions{})
+	for i := range 5 {
+		firstSeen(t, b, fmt.Sprintf("fleet%d.example", i), c.now().Add(-time.Hour))
+	}
+	syncT(t, b, a) // a reloads the set
+	for i := range 5 {
+		if firstSeen(t, a, fmt.Sprintf("fleet%d.example", i), c.now()) {
+			t.Errorf("fleet%d.example, loaded after the outage, is new to the full copy", i)
+		}
+	}
+}

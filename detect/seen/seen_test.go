@@ -724,7 +724,13 @@ func TestMemorySweepInBackground(t *testing.T) {
 			t.Fatalf("new%d.example not new", i)
 		}
 	}
-	m.sweeps.wait()
+	m.mu.Lock()
+	sweep := m.sweeps.last
+	m.mu.Unlock()
+	if sweep == nil {
+		t.Fatal("no sweep started by a query past retention/8")
+	}
+	<-sweep
 	m.mu.Lock()
 	n := m.size()
 	m.mu.Unlock()
@@ -733,5 +739,26 @@ func TestMemorySweepInBackground(t *testing.T) {
 	}
 	if !firstSeen(t, s, "old1.example", later) {
 		t.Error("an expired domain is not new again")
+	}
+}
+
+// TestMemoryFullOfExpired: a store full of expired domains takes a new one
+// in an expired one's place: no eviction counted, no "full" warning.
+func TestMemoryFullOfExpired(t *testing.T) {
+	evicted := prometheus.NewCounter(prometheus.CounterOpts{Name: "evicted"})
+	fulls := 0
+	s := OpenMemory(time.Hour, 100, evicted, func() { fulls++ }, func() time.Time { return t0 })
+	defer s.Close()
+	for i := range 100 {
+		firstSeen(t, s, fmt.Sprintf("d%d.example", i), t0)
+	}
+	later := t0.Add(2 * time.Hour)
+	for i := range 50 {
+		if !firstSeen(t, s, fmt.Sprintf("new%d.example", i), later) {
+			t.Fatalf("new%d.example not new", i)
+		}
+	}
+	if got := testutil.ToFloat64(evicted); got != 0 || fulls != 0 {
+		t.Errorf("evictions %v, full warnings %d; want none (expired domains made the room)", got, fulls)
 	}
 }

@@ -7,31 +7,33 @@ import (
 
 // sweepChunk is how many entries a sweep examines per hold of its store's
 // lock (~0.2 ms for a map of a million, whose deletes miss the cache). A
-// sweep of a million domains in one hold stalled every query ~200 ms;
-// chunked, BenchmarkMemorySweepStall's slowest query waits 1.4-4.6 ms, little
-// above what it waits with no sweep at all on this machine (0.1-1.3 ms).
+// sweep of a million domains in one hold stalled every query ~200 ms
+// (BenchmarkMemorySweepStall); chunked, the slowest query's wait during a
+// sweep is within a few times what it is without one.
 const sweepChunk = 1024
 
 // sweeper runs a store's sweeps of expired domains in the background, one
-// at a time.
+// at a time. Its fields are guarded by the store's lock.
 type sweeper struct {
-	running bool           // under the store's lock
-	wg      sync.WaitGroup // the sweep in flight, for Close
+	done chan struct{} // closed when the sweep in flight ends; nil when none runs
+	last chan struct{} // the latest sweep's done, kept once it ended (tests)
 }
 
-// start sweeps from the entries of sets last seen before cut in a new
-// goroutine, unless a sweep is running already. mu is the store's lock,
-// held by the caller; stop, called under it, ends the sweep early (the
-// store closed).
-func (sw *sweeper) start(mu *sync.Mutex, cut int64, stop func() bool, sets ...map[string]int64) {
-	if sw.running {
-		return
+// start begins, in a new goroutine, deleting the entries of sets last seen
+// before cut, unless a sweep is running already or stop reports true. mu
+// is the store's lock, held by the caller; stop, called under it, also
+// ends the sweep early (the store closed). It returns a channel closed
+// when the sweep in flight (new or not) ends, nil when none runs.
+func (sw *sweeper) start(mu *sync.Mutex, cut int64, stop func() bool, sets ...map[string]int64) <-chan struct{} {
+	if sw.done != nil || stop() {
+		return sw.done
 	}
-	sw.running = true
-	sw.wg.Go(func() {
+	done := make(chan struct{})
+	sw.done, sw.last = done, done
+	go func() {
 		mu.Lock()
 		defer mu.Unlock()
-		defer func() { sw.running = false }()
+		defer func() { sw.done = nil; close(done) }()
 		n := 0
 		for _, set := range sets {
 			for d, l := range set {
@@ -51,9 +53,29 @@ func (sw *sweeper) start(mu *sync.Mutex, cut int64, stop func() bool, sets ...ma
 				}
 			}
 		}
-	})
+	}()
+	return done
 }
 
-// wait waits for the sweep in flight, if any. The caller must not hold the
-// store's lock.
-func (sw *sweeper) wait() { sw.wg.Wait() }
+// running returns the channel of the sweep in flight (nil: none). Called
+// under the store's lock; wait on it without.
+func (sw *sweeper) running() <-chan struct{} { return sw.done }
+
+// dropExpired deletes a domain of set last seen before cut, looking at
+// the first few in map order (random), and reports whether it found one.
+// A full store tries it before evicting a live domain: a sweep frees the
+// expired ones in the background, and until it has, one found here saves
+// a live domain, an eviction counted and a needless "full" warning.
+func dropExpired(set map[string]int64, cut int64) bool {
+	n := 0
+	for d, l := range set {
+		if l < cut {
+			delete(set, d)
+			return true
+		}
+		if n++; n == 8 {
+			break
+		}
+	}
+	return false
+}
