@@ -296,9 +296,7 @@ func TestListRefreshAfterReload(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir, "a.txt", "a-listed.example\n")
 	writeFile(t, dir, "b.txt", "b-listed.example\n")
-	write := func(lists, block string) string {
-		return writeFile(t, dir, "dnsvalve.yaml", fmt.Sprintf("upstream:\n  servers: [\"udp://127.0.0.1:1\"]\nstate_dir: %s\nquerylog:\n  sinks: []\nlists:\n%spolicies:\n  default:\n    block: [%s]\n", dir, lists, block))
-	}
+	write := func(lists, block string) string { return writeListsConfig(t, dir, lists, block) }
 	file := write("  - name: a\n    sources: [a.txt]\n", "a")
 	cfg, err := loadConfig(file, nil)
 	if err != nil {
@@ -420,9 +418,7 @@ func TestFailedReloadKeepsLists(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir, "a.txt", "a-listed.example\n")
 	writeFile(t, dir, "b.txt", "b-listed.example\n")
-	write := func(lists, block string) string {
-		return writeFile(t, dir, "dnsvalve.yaml", fmt.Sprintf("upstream:\n  servers: [\"udp://127.0.0.1:1\"]\nstate_dir: %s\nquerylog:\n  sinks: []\nlists:\n%spolicies:\n  default:\n    block: [%s]\n", dir, lists, block))
-	}
+	write := func(lists, block string) string { return writeListsConfig(t, dir, lists, block) }
 	file := write("  - name: a\n    sources: [a.txt]\n  - name: b\n    sources: [b.txt]\n", "a, b")
 	cfg, err := loadConfig(file, nil)
 	if err != nil {
@@ -445,4 +441,11 @@ func TestFailedReloadKeepsLists(t *testing.T) {
 			t.Errorf("%s: %+v, want blocked by the running policy", name, d)
 		}
 	}
+}
+
+// writeListsConfig writes dir/dnsvalve.yaml: an unreachable upstream, the
+// lists YAML given (items of lists:) and a default policy blocking block.
+func writeListsConfig(t *testing.T, dir, lists, block string) string {
+	t.Helper()
+	return writeFile(t, dir, "dnsvalve.yaml", fmt.Sprintf("upstream:\n  servers: [\"udp://127.0.0.1:1\"]\nstate_dir: %s\nquerylog:\n  sinks: []\nlists:\n%spolicies:\n  default:\n    block: [%s]\n", dir, lists, block))
 }
