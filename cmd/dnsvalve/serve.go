@@ -554,14 +554,15 @@ func (a *app) reloadConfig(ctx context.Context, why string) error {
 					time.AfterFunc(2*old.Upstream.Timeout, func() { _ = prev.Close() })
 				}
 				a.cfg.Store(cfg)
-				select {
-				case a.reloaded <- struct{}{}:
-				default:
-				}
 				a.warnRestartNeeded(old, cfg)
 				a.metrics.reloads.WithLabelValues("ok").Inc()
 				a.metrics.lastReload.SetToCurrentTime()
 				a.logger.Info("configuration reloaded", "trigger", why, "config", displayFile(cfg.File))
+				// After the log line, so that the watch's lines follow it.
+				select {
+				case a.reloaded <- struct{}{}:
+				default:
+				}
 				return nil
 			}
 		}
