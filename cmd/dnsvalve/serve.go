@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/netip"
 	"os"
@@ -109,8 +110,11 @@ type app struct {
 	reload   chan string
 	reloaded chan struct{} // a reload swapped the config: the file watch follows its files
 	// bg is cancelled when shutdown begins (set by run; nil before).
-	bg      context.Context
-	started chan struct{} // closed once the listeners are up
+	bg context.Context
+	// loadedAt is when the first load of the config's files began: a file
+	// changed since then, before the file watch started, is read again.
+	loadedAt time.Time
+	started  chan struct{} // closed once the listeners are up
 }
 
 func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog.Logger) (*app, error) {
@@ -146,6 +150,7 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	}
 
 	a.lists = newListsManager(cfg, a.metReg, logger)
+	a.loadedAt = time.Now()
 	snap, err := a.compile(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -436,6 +441,7 @@ func (a *app) run(ctx context.Context) error {
 	// Watching before the listeners count as started: a list written
 	// from then on is seen.
 	if fw := a.newFileWatch(); fw != nil {
+		fw.catchUp(a.loadedAt)
 		wg.Go(func() { fw.run(bg) })
 	}
 	hup := make(chan os.Signal, 1)
@@ -691,6 +697,21 @@ func (fw *fileWatch) sync() bool {
 		}
 	}
 	return added
+}
+
+// catchUp queues a reload when a watched file changed since since (the
+// first load began) but before the watch started: that change raised no
+// event. Called once, once the watch is on and before it runs.
+func (fw *fileWatch) catchUp(since time.Time) {
+	for _, f := range slices.Sorted(maps.Keys(fw.files)) {
+		if fi, err := os.Stat(f); err == nil && !fi.ModTime().Before(since) {
+			select {
+			case fw.a.reload <- fw.files[f]:
+			default: // a reload is queued already: it reads every file
+			}
+			return
+		}
+	}
 }
 
 // run handles events until ctx is done.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestChangeOf(t *testing.T) {
@@ -59,5 +60,41 @@ func TestWatchedFilesSymlink(t *testing.T) {
 		if files[f] != "list file change: l" {
 			t.Errorf("%s: %q, want it watched (%v)", f, files[f], files)
 		}
+	}
+}
+
+// TestCatchUp: a file changed after the first load began but before the
+// watch started (no event for it) queues a reload; an older one does not.
+func TestCatchUp(t *testing.T) {
+	dir := t.TempDir()
+	list := filepath.Join(dir, "list.txt")
+	if err := os.WriteFile(list, []byte("x.example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		since time.Time
+		want  string
+	}{
+		{"changed_after_load", fi.ModTime(), "list file change: l"},
+		{"older", fi.ModTime().Add(time.Second), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &app{reload: make(chan string, 1)}
+			fw := &fileWatch{a: a, files: map[string]string{list: "list file change: l"}}
+			fw.catchUp(tc.since)
+			got := ""
+			select {
+			case got = <-a.reload:
+			default:
+			}
+			if got != tc.want {
+				t.Errorf("reload queued %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
