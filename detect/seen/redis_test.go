@@ -363,9 +363,8 @@ func TestRedisSyncWhileRecording(t *testing.T) {
 
 // TestRedisReloadIntoExpiredSet: a bounded copy full of expired domains
 // that reloads the shared set after an outage ends up knowing the fleet's
-// domains. (merge waits for the sweep; in this sequence the round's pull
-// would also bring them back without that wait, so the test guards the
-// outcome, not the wait alone.)
+// domains: merge waits for the sweep instead of dropping them for want of
+// room that expired domains hold.
 func TestRedisReloadIntoExpiredSet(t *testing.T) {
 	const bound = 10
 	r := redistest.Start(t)
@@ -383,7 +382,10 @@ func TestRedisReloadIntoExpiredSet(t *testing.T) {
 	r.Restart()
 	b := openRedisT(t, r.URL(), c, RedisOptions{})
 	for i := range 5 {
-		firstSeen(t, b, fmt.Sprintf("fleet%d.example", i), c.now().Add(-time.Hour))
+		// Recorded 3h ago: the reload finds them; the round's pull, which
+		// reaches back one sync interval (1h in these tests) and a few
+		// seconds, does not.
+		firstSeen(t, b, fmt.Sprintf("fleet%d.example", i), c.now().Add(-3*time.Hour))
 	}
 	syncT(t, b, a) // a reloads the set
 	for i := range 5 {
