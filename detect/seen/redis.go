@@ -29,7 +29,8 @@ type RedisOptions struct {
 	// MaxDomains bounds the domains known locally (0: no bound). Past it
 	// a sweep of the expired ones starts (at most once a minute, in the
 	// background) and each new domain asked for replaces an expired one
-	// found among a few, else a random known one; domains pulled from the
+	// found among a few, else a random known one asked for (or pulled)
+	// only once, else a random one asked for again; domains pulled from the
 	// fleet are added only while there is room (loaded newest first; a
 	// pull into a full set waits for the sweep first).
 	// The shared set keeps the 2*MaxDomains written last.
@@ -84,7 +85,10 @@ type RedisStore struct {
 
 	mu         sync.Mutex
 	warnedFull bool
-	known      map[string]int64 // domain -> last seen, unix ns
+	// The domains known locally -> last seen, unix ns: asked for (or
+	// pulled from the fleet) once, and asked for again here. A full copy
+	// evicts from once first, so a flood's names replace each other.
+	once, again map[string]int64
 	queue      map[string]int64 // domain -> last seen to write
 	nextSweep  int64
 	fullSweep  int64 // earliest next sweep when full
@@ -141,7 +145,7 @@ func OpenRedis(ctx context.Context, url string, retention time.Duration, now fun
 	s := &RedisStore{client: redis.NewClient(opts), key: o.Prefix + "seen", created: o.Prefix + "seen:created",
 		retention: retention, now: now, sync: o.Sync, logger: o.Logger, maxDomains: max(o.MaxDomains, 0), evicted: o.Evicted,
 		health: redisconn.NewHealth("seen", o.Up, o.Errors, o.Logger),
-		known:  map[string]int64{}, queue: map[string]int64{}, maxQueued: maxQueued,
+		once: map[string]int64{}, again: map[string]int64{}, queue: map[string]int64{}, maxQueued: maxQueued,
 		done: make(chan struct{})}
 	s.opened = now()
 	s.createdAt = s.opened
@@ -226,7 +230,7 @@ func (s *RedisStore) load(ctx context.Context) error {
 func (s *RedisStore) merge(zs []redis.Z) {
 	now := s.now().UnixNano()
 	s.mu.Lock()
-	if s.maxDomains > 0 && len(s.known) >= s.maxDomains {
+	if s.maxDomains > 0 && s.size() >= s.maxDomains {
 		s.hasRoom(now) // starts the sweep when due
 		if sweep := s.sweeps.running(); sweep != nil {
 			s.mu.Unlock()
@@ -238,14 +242,19 @@ func (s *RedisStore) merge(zs []redis.Z) {
 	for _, z := range zs {
 		d, _ := z.Member.(string)
 		t := int64(z.Score) * int64(time.Millisecond)
-		l, ok := s.known[d]
+		set := s.again
+		l, ok := set[d]
+		if !ok {
+			set = s.once
+			l, ok = set[d]
+		}
 		if !ok && !s.hasRoom(now) {
 			// Full: the domains this instance is asked for keep their
 			// place (pulled ones would only churn the set).
 			continue
 		}
 		if !ok || t > l {
-			s.known[d] = t
+			set[d] = t
 		}
 	}
 }
@@ -263,15 +272,23 @@ func (s *RedisStore) FirstSeen(_ context.Context, domain string, now time.Time) 
 	if t >= s.nextSweep {
 		s.sweep(t)
 	}
-	l, ok := s.known[domain]
+	l, ok := s.again[domain]
+	if !ok {
+		if l, ok = s.once[domain]; ok {
+			// Asked for again: it leaves the domains a full copy evicts first.
+			delete(s.once, domain)
+			s.again[strings.Clone(domain)] = l
+		}
+	}
 	first := !ok || t-l > int64(s.retention)
 	if first || t-l >= int64(refreshEvery) {
 		d := domain
+		set := s.again
 		if !ok {
 			s.makeRoom(t)
-			d = strings.Clone(domain)
+			d, set = strings.Clone(domain), s.once
 		}
-		s.known[d] = t
+		set[d] = t
 		if len(s.queue) < s.maxQueued {
 			s.queue[d] = t
 		} else {
@@ -286,15 +303,18 @@ var errQueueFull = errors.New("seen: redis queue full, first-seen records droppe
 // sweep starts forgetting, in the background, the domains not seen within
 // the retention before t (see sweeper). Called under mu.
 func (s *RedisStore) sweep(t int64) {
-	s.sweeps.start(&s.mu, t-int64(s.retention), func() bool { return s.closed }, s.known)
+	s.sweeps.start(&s.mu, t-int64(s.retention), func() bool { return s.closed }, s.once, s.again)
 	s.nextSweep = t + int64(s.retention/8)
 }
+
+// size is how many domains are known locally. Called under mu.
+func (s *RedisStore) size() int { return len(s.once) + len(s.again) }
 
 // full reports whether the known set is at its bound.
 func (s *RedisStore) full() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.maxDomains > 0 && len(s.known) >= s.maxDomains
+	return s.maxDomains > 0 && s.size() >= s.maxDomains
 }
 
 // hasRoom reports whether the known set has room for one more domain.
@@ -302,7 +322,7 @@ func (s *RedisStore) full() bool {
 // minute), which frees room in the background, and reports false. Called
 // under mu.
 func (s *RedisStore) hasRoom(t int64) bool {
-	if s.maxDomains == 0 || len(s.known) < s.maxDomains {
+	if s.maxDomains == 0 || s.size() < s.maxDomains {
 		return true
 	}
 	if t >= s.fullSweep {
@@ -314,13 +334,19 @@ func (s *RedisStore) hasRoom(t int64) bool {
 
 // makeRoom makes room in the known set for one more domain: when it is
 // full, by forgetting an expired one found among a few (dropExpired), else
-// a random one (the first in map order). Called under mu.
+// a random one (the first in map order) asked for once, or when there is
+// none of those, asked for again. Called under mu.
 func (s *RedisStore) makeRoom(t int64) {
-	if s.hasRoom(t) || dropExpired(s.known, t-int64(s.retention)) {
+	cut := t - int64(s.retention)
+	if s.hasRoom(t) || dropExpired(s.once, cut) || dropExpired(s.again, cut) {
 		return
 	}
-	for d := range s.known {
-		delete(s.known, d)
+	set := s.once
+	if len(set) == 0 {
+		set = s.again
+	}
+	for d := range set {
+		delete(set, d)
 		break
 	}
 	if s.evicted != nil {
@@ -328,7 +354,7 @@ func (s *RedisStore) makeRoom(t int64) {
 	}
 	if !s.warnedFull {
 		s.warnedFull = true
-		s.logger.Warn("newly-seen redis store full: each new domain now replaces a random known one (evicted ones are new again); "+
+		s.logger.Warn("newly-seen redis store full: each new domain now replaces a random known one, asked for once if there is one (evicted ones are new again); "+
 			"raise detect.newly_seen.max_domains if this is normal traffic", "max_domains", s.maxDomains)
 	}
 }
@@ -348,7 +374,7 @@ func (s *RedisStore) Up() bool { return s.health.Up() }
 func (s *RedisStore) Status() redisconn.Status { return s.health.Status() }
 
 // Known is the number of domains known locally.
-func (s *RedisStore) Known() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.known) }
+func (s *RedisStore) Known() int { s.mu.Lock(); defer s.mu.Unlock(); return s.size() }
 
 func (s *RedisStore) loop() {
 	defer close(s.done)

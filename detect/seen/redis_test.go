@@ -394,3 +394,34 @@ func TestRedisReloadIntoExpiredSet(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisBoundFlood: a bounded copy filled with domains asked for twice
+// (the network's own), then flooded with names asked for once, keeps the
+// network's domains: the flood's names replace each other.
+func TestRedisBoundFlood(t *testing.T) {
+	const known, flood = 100, 500
+	r := redistest.Start(t)
+	c := &clock{t: t0}
+	a := openRedisT(t, r.URL(), c, RedisOptions{MaxDomains: known})
+	for round := range 2 {
+		for i := range known {
+			firstSeen(t, a, fmt.Sprintf("k%d.example", i), t0.Add(time.Duration(round)*time.Second))
+		}
+	}
+	for i := range flood {
+		if !firstSeen(t, a, fmt.Sprintf("f%d.example", i), t0.Add(time.Minute)) {
+			t.Fatalf("f%d.example: not new", i)
+		}
+	}
+	kept := 0
+	for i := range known {
+		if !firstSeen(t, a, fmt.Sprintf("k%d.example", i), t0.Add(2*time.Minute)) {
+			kept++
+		}
+	}
+	// The first flood name found none asked for once and took a known
+	// domain's place (which, asked for again below, takes another's).
+	if kept < known-2 || a.Known() != known {
+		t.Errorf("%d of the %d domains asked for twice kept (want at least %d), %d known", kept, known, known-2, a.Known())
+	}
+}
