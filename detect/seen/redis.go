@@ -89,14 +89,14 @@ type RedisStore struct {
 	// pulled from the fleet) once, and asked for again here. A full copy
 	// evicts from once first, so a flood's names replace each other.
 	once, again map[string]int64
-	queue      map[string]int64 // domain -> last seen to write
-	nextSweep  int64
-	fullSweep  int64 // earliest next sweep when full
-	sweeps     sweeper
-	closed     bool
-	createdAt  time.Time
-	fresh      bool
-	maxQueued  int // maxQueued; lower in tests
+	queue       map[string]int64 // domain -> last seen to write
+	nextSweep   int64
+	fullSweep   int64 // earliest next sweep when full
+	sweeps      sweeper
+	closed      bool
+	createdAt   time.Time
+	fresh       bool
+	maxQueued   int // maxQueued; lower in tests
 
 	// afterTake, when set (tests), runs in Sync once the queue is taken.
 	afterTake func()
@@ -145,7 +145,7 @@ func OpenRedis(ctx context.Context, url string, retention time.Duration, now fun
 	s := &RedisStore{client: redis.NewClient(opts), key: o.Prefix + "seen", created: o.Prefix + "seen:created",
 		retention: retention, now: now, sync: o.Sync, logger: o.Logger, maxDomains: max(o.MaxDomains, 0), evicted: o.Evicted,
 		health: redisconn.NewHealth("seen", o.Up, o.Errors, o.Logger),
-		once: map[string]int64{}, again: map[string]int64{}, queue: map[string]int64{}, maxQueued: maxQueued,
+		once:   map[string]int64{}, again: map[string]int64{}, queue: map[string]int64{}, maxQueued: maxQueued,
 		done: make(chan struct{})}
 	s.opened = now()
 	s.createdAt = s.opened
