@@ -57,6 +57,9 @@ type Config struct {
 	// key: warned about at start, not errors, since other tools share the
 	// prefix (Kubernetes service links for a service named dnsvalve).
 	UnknownEnv []string `mapstructure:"-"`
+	// readAt is when the serve command began reading the config (zero
+	// elsewhere): the file watch's catch-up starts from it.
+	readAt time.Time
 }
 
 type ServerConfig struct {

@@ -50,11 +50,13 @@ func serveCmd(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	readAt := time.Now() // a file changed from now on is read again once watched
 	cfg, err := loadConfig(*cfgFile, fs)
 	if err != nil {
 		fmt.Fprintf(stderr, "dnsvalve: %v\n", err)
 		return exitStatus(err)
 	}
+	cfg.readAt = readAt
 	logger := newLogger(cfg.Log, stderr)
 	if len(cfg.UnknownEnv) > 0 {
 		logger.Warn("environment variables with dnsvalve's prefix that name no config key: ignored", "vars", strings.Join(cfg.UnknownEnv, ","))
@@ -111,8 +113,9 @@ type app struct {
 	reloaded chan struct{} // a reload swapped the config: the file watch follows its files
 	// bg is cancelled when shutdown begins (set by run; nil before).
 	bg context.Context
-	// loadedAt is when the first load of the config's files began: a file
-	// changed since then, before the file watch started, is read again.
+	// loadedAt is when the first read of the config's files began (the
+	// config file's, else the lists'): a file changed since then, before
+	// the file watch started, is read again.
 	loadedAt time.Time
 	started  chan struct{} // closed once the listeners are up
 }
@@ -150,7 +153,10 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	}
 
 	a.lists = newListsManager(cfg, a.metReg, logger)
-	a.loadedAt = time.Now()
+	a.loadedAt = cfg.readAt
+	if a.loadedAt.IsZero() {
+		a.loadedAt = time.Now()
+	}
 	snap, err := a.compile(ctx, cfg)
 	if err != nil {
 		return nil, err

@@ -272,17 +272,18 @@ func (s *RedisStore) FirstSeen(_ context.Context, domain string, now time.Time) 
 	if t >= s.nextSweep {
 		s.sweep(t)
 	}
+	d := domain // the key to store: domain itself for a key already stored
 	l, ok := s.again[domain]
 	if !ok {
 		if l, ok = s.once[domain]; ok {
 			// Asked for again: it leaves the domains a full copy evicts first.
 			delete(s.once, domain)
-			s.again[strings.Clone(domain)] = l
+			d = strings.Clone(domain)
+			s.again[d] = l
 		}
 	}
 	first := !ok || t-l > int64(s.retention)
 	if first || t-l >= int64(refreshEvery) {
-		d := domain
 		set := s.again
 		if !ok {
 			s.makeRoom(t)

@@ -420,8 +420,65 @@ func TestRedisBoundFlood(t *testing.T) {
 		}
 	}
 	// The first flood name found none asked for once and took a known
-	// domain's place (which, asked for again below, takes another's).
-	if kept < known-2 || a.Known() != known {
-		t.Errorf("%d of the %d domains asked for twice kept (want at least %d), %d known", kept, known, known-2, a.Known())
+	// domain's place; asked for again below, that one takes the last flood
+	// name's.
+	if kept != known-1 || a.Known() != known {
+		t.Errorf("%d of the %d domains asked for twice kept (want %d), %d known", kept, known, known-1, a.Known())
+	}
+}
+
+// TestRedisBoundPulledFirst: a full copy evicts the domains it only pulled
+// from the fleet before those it was asked for twice, and takes an expired
+// domain's place, asked for twice or not, without counting an eviction; the
+// sweep forgets both kinds.
+func TestRedisBoundPulledFirst(t *testing.T) {
+	const bound = 10
+	r := redistest.Start(t)
+	c := &clock{t: t0}
+	evicted := prometheus.NewCounter(prometheus.CounterOpts{Name: "evicted_total"})
+	a := openRedisT(t, r.URL(), c, RedisOptions{MaxDomains: bound, Evicted: evicted})
+	b := openRedisT(t, r.URL(), c, RedisOptions{})
+	for round := range 2 {
+		for i := range bound / 2 {
+			firstSeen(t, a, fmt.Sprintf("local%d.example", i), t0.Add(time.Duration(round)*time.Second))
+		}
+	}
+	for i := range bound / 2 {
+		firstSeen(t, b, fmt.Sprintf("fleet%d.example", i), t0.Add(time.Minute))
+	}
+	syncT(t, b, a)
+	if a.Known() != bound {
+		t.Fatalf("%d known after the pull, want the bound %d", a.Known(), bound)
+	}
+	for i := range bound / 2 {
+		firstSeen(t, a, fmt.Sprintf("new%d.example", i), t0.Add(2*time.Minute))
+	}
+	for i := range bound / 2 {
+		if firstSeen(t, a, fmt.Sprintf("local%d.example", i), t0.Add(3*time.Minute)) {
+			t.Errorf("local%d.example, asked for twice, was evicted before the pulled domains", i)
+		}
+	}
+	// A day later (past the 24h retention) everything has expired: seven
+	// new domains take expired ones' places, the five asked for once, then
+	// two asked for twice; the sweep forgets the other three.
+	const day2 = 7
+	before := testutil.ToFloat64(evicted)
+	later := t0.Add(25 * time.Hour)
+	c.set(later)
+	for i := range day2 {
+		firstSeen(t, a, fmt.Sprintf("day2-%d.example", i), later)
+	}
+	if got := testutil.ToFloat64(evicted) - before; got != 0 {
+		t.Errorf("%v evictions counted while expired domains made the room", got)
+	}
+	a.mu.Lock()
+	sweep := a.sweeps.last
+	a.mu.Unlock()
+	if sweep == nil {
+		t.Fatal("no sweep started")
+	}
+	<-sweep
+	if a.Known() != day2 {
+		t.Errorf("%d known after the sweep, want the %d of day two", a.Known(), day2)
 	}
 }
