@@ -81,8 +81,7 @@ func (m *memory) FirstSeen(_ context.Context, domain string, now time.Time) (boo
 		return t-l > int64(m.retention), nil
 	}
 	if m.maxDomains > 0 && m.size() >= m.maxDomains {
-		if t >= m.fullSweep {
-			m.sweep(t)
+		if t >= m.fullSweep && m.sweep(t) {
 			m.fullSweep = t + int64(time.Minute)
 		}
 		// The sweep frees room in the background; until it has, a new
@@ -97,10 +96,14 @@ func (m *memory) FirstSeen(_ context.Context, domain string, now time.Time) (boo
 }
 
 // sweep starts deleting, in the background, the domains not seen within
-// the retention before t (see sweeper). Called under mu.
-func (m *memory) sweep(t int64) {
-	m.sweeps.start(&m.mu, t-int64(m.retention), func() bool { return m.closed }, m.once, m.again)
-	m.nextSweep = t + int64(m.retention/8)
+// the retention before t (see sweeper), and reports whether it did (not
+// while another sweep runs: the next call tries again). Called under mu.
+func (m *memory) sweep(t int64) bool {
+	_, started := m.sweeps.start(&m.mu, t-int64(m.retention), func() bool { return m.closed }, m.once, m.again)
+	if started {
+		m.nextSweep = t + int64(m.retention/8)
+	}
+	return started
 }
 
 // evictOne removes a domain asked for once, or if there is none one asked

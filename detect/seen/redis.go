@@ -302,10 +302,14 @@ func (s *RedisStore) FirstSeen(_ context.Context, domain string, now time.Time) 
 var errQueueFull = errors.New("seen: redis queue full, first-seen records dropped")
 
 // sweep starts forgetting, in the background, the domains not seen within
-// the retention before t (see sweeper). Called under mu.
-func (s *RedisStore) sweep(t int64) {
-	s.sweeps.start(&s.mu, t-int64(s.retention), func() bool { return s.closed }, s.once, s.again)
-	s.nextSweep = t + int64(s.retention/8)
+// the retention before t (see sweeper), and reports whether it did (not
+// while another sweep runs: the next call tries again). Called under mu.
+func (s *RedisStore) sweep(t int64) bool {
+	_, started := s.sweeps.start(&s.mu, t-int64(s.retention), func() bool { return s.closed }, s.once, s.again)
+	if started {
+		s.nextSweep = t + int64(s.retention/8)
+	}
+	return started
 }
 
 // size is how many domains are known locally. Called under mu.
@@ -326,8 +330,7 @@ func (s *RedisStore) hasRoom(t int64) bool {
 	if s.maxDomains == 0 || s.size() < s.maxDomains {
 		return true
 	}
-	if t >= s.fullSweep {
-		s.sweep(t)
+	if t >= s.fullSweep && s.sweep(t) {
 		s.fullSweep = t + int64(time.Minute)
 	}
 	return false

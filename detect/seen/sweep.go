@@ -23,10 +23,12 @@ type sweeper struct {
 // before cut, unless a sweep is running already or stop reports true. mu
 // is the store's lock, held by the caller; stop, called under it, also
 // ends the sweep early (the store closed). It returns a channel closed
-// when the sweep in flight (new or not) ends, nil when none runs.
-func (sw *sweeper) start(mu *sync.Mutex, cut int64, stop func() bool, sets ...map[string]int64) <-chan struct{} {
+// when the sweep in flight (new or not) ends, nil when none runs, and
+// whether it started one: a sweep due while another runs is not done, and
+// the store should try again on its next call.
+func (sw *sweeper) start(mu *sync.Mutex, cut int64, stop func() bool, sets ...map[string]int64) (<-chan struct{}, bool) {
 	if sw.done != nil || stop() {
-		return sw.done
+		return sw.done, false
 	}
 	done := make(chan struct{})
 	sw.done, sw.last = done, done
@@ -54,7 +56,7 @@ func (sw *sweeper) start(mu *sync.Mutex, cut int64, stop func() bool, sets ...ma
 			}
 		}
 	}()
-	return done
+	return done, true
 }
 
 // running returns the channel of the sweep in flight (nil: none). Called
@@ -62,10 +64,12 @@ func (sw *sweeper) start(mu *sync.Mutex, cut int64, stop func() bool, sets ...ma
 func (sw *sweeper) running() <-chan struct{} { return sw.done }
 
 // dropExpired deletes a domain of set last seen before cut, looking at
-// the first few in map order (random), and reports whether it found one.
-// A full store tries it before evicting a live domain: a sweep frees the
-// expired ones in the background, and until it has, one found here saves
-// a live domain, an eviction counted and a needless "full" warning.
+// the first dropProbes in map order (random), and reports whether it found
+// one. A full store tries it before evicting a live domain: a sweep frees
+// the expired ones in the background, and until it has, one found here
+// saves a live domain, an eviction counted and a needless "full" warning.
+// With half the set still expired, all the probes miss with probability
+// 2^-32.
 func dropExpired(set map[string]int64, cut int64) bool {
 	n := 0
 	for d, l := range set {
@@ -73,9 +77,12 @@ func dropExpired(set map[string]int64, cut int64) bool {
 			delete(set, d)
 			return true
 		}
-		if n++; n == 8 {
+		if n++; n == dropProbes {
 			break
 		}
 	}
 	return false
 }
+
+// dropProbes is how many domains dropExpired looks at (~1 µs).
+const dropProbes = 32
