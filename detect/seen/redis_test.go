@@ -462,12 +462,7 @@ func TestRedisBoundPulledFirst(t *testing.T) {
 	// new domains take expired ones' places, the five asked for once, then
 	// two asked for twice; the sweep forgets the other three.
 	const day2 = 7
-	a.mu.Lock()
-	earlier := a.sweeps.last // the full copy's sweep (nothing expired then)
-	a.mu.Unlock()
-	if earlier != nil {
-		<-earlier
-	}
+	waitLastSweep(t, &a.mu, &a.sweeps) // the full copy's (nothing expired then)
 	before := testutil.ToFloat64(evicted)
 	later := t0.Add(25 * time.Hour)
 	c.set(later)
@@ -477,13 +472,7 @@ func TestRedisBoundPulledFirst(t *testing.T) {
 	if got := testutil.ToFloat64(evicted) - before; got != 0 {
 		t.Errorf("%v evictions counted while expired domains made the room", got)
 	}
-	a.mu.Lock()
-	sweep := a.sweeps.last
-	a.mu.Unlock()
-	if sweep == nil {
-		t.Fatal("no sweep started")
-	}
-	<-sweep
+	waitLastSweep(t, &a.mu, &a.sweeps)
 	if a.Known() != day2 {
 		t.Errorf("%d known after the sweep, want the %d of day two", a.Known(), day2)
 	}

@@ -724,13 +724,7 @@ func TestMemorySweepInBackground(t *testing.T) {
 			t.Fatalf("new%d.example not new", i)
 		}
 	}
-	m.mu.Lock()
-	sweep := m.sweeps.last
-	m.mu.Unlock()
-	if sweep == nil {
-		t.Fatal("no sweep started by a query past retention/8")
-	}
-	<-sweep
+	waitLastSweep(t, &m.mu, &m.sweeps)
 	m.mu.Lock()
 	n := m.size()
 	m.mu.Unlock()
@@ -761,4 +755,17 @@ func TestMemoryFullOfExpired(t *testing.T) {
 	if got := testutil.ToFloat64(evicted); got != 0 || fulls != 0 {
 		t.Errorf("evictions %v, full warnings %d; want none (expired domains made the room)", got, fulls)
 	}
+}
+
+// waitLastSweep waits for the latest sweep a store (lock mu) started, and
+// fails the test if it started none.
+func waitLastSweep(tb testing.TB, mu *sync.Mutex, sw *sweeper) {
+	tb.Helper()
+	mu.Lock()
+	last := sw.last
+	mu.Unlock()
+	if last == nil {
+		tb.Fatal("no sweep started")
+	}
+	<-last
 }
