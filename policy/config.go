@@ -216,6 +216,7 @@ func Compile(cfg Config, lists map[string]Matcher) (*Snapshot, error) {
 	for _, name := range sortedKeys(pcfgs) {
 		p := c.policy(name, pcfgs[name])
 		s.policies[name] = p
+		s.stripHints = s.stripHints || p.strip4 || p.strip6
 		s.policyNames = append(s.policyNames, name)
 	}
 	s.def = s.policies[DefaultPolicy]

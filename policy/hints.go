@@ -22,6 +22,9 @@ import (
 // validation, as with any filtered answer. It reports whether it removed
 // a hint; it does nothing for other policies.
 func (s *Snapshot) StripHints(policy string, resp *dns.Msg) bool {
+	if !s.stripHints { // no policy lookup on the hit path of the usual config
+		return false
+	}
 	p := s.policy(policy)
 	if !p.strip4 && !p.strip6 {
 		return false

@@ -50,6 +50,7 @@ type Snapshot struct {
 	ttl         uint32 // blockTTL in seconds
 	sink4       []netip.Addr
 	sink6       []netip.Addr
+	stripHints  bool // a policy blocks A or AAAA: StripHints has work
 }
 
 type group struct {

@@ -532,56 +532,68 @@ func (a *app) reloadConfig(ctx context.Context, why string) error {
 	a.swapMu.Lock()
 	defer a.swapMu.Unlock()
 	old := a.cfg.Load()
-	cfg, err := loadConfig(old.File, a.flags)
-	if err == nil {
-		var loaded map[string]*lists.List
-		var snap *policy.Snapshot
-		if loaded, err = a.loadLists(ctx, cfg); err == nil {
-			if snap, err = a.compileWith(cfg, loaded); err != nil {
-				a.restoreLists(ctx, old)
-			}
-		}
-		if err == nil {
-			var r *upstream.Router
-			if upstreamChanged(old.Upstream, cfg.Upstream) {
-				if r, err = a.buildRouter(cfg); err != nil {
-					a.restoreLists(ctx, old)
-				}
-			}
-			if err == nil {
-				a.store.Swap(snap)
-				if r != nil {
-					prev := a.router.Swap(r)
-					a.forgetUpstreams(prev, r)
-					if !reflect.DeepEqual(old.Upstream.Conditional, cfg.Upstream.Conditional) {
-						// Answers cached (or kept stale) from the groups a
-						// name went to before must not outlive the move.
-						a.cache.Purge()
-						a.logger.Info("conditional forwarding changed: cache purged")
-					} else {
-						// New upstreams are worth asking again at once.
-						a.cache.ForgetFailures()
-					}
-					// Let queries already using the old group finish first.
-					time.AfterFunc(2*old.Upstream.Timeout, func() { _ = prev.Close() })
-				}
-				a.cfg.Store(cfg)
-				a.warnRestartNeeded(old, cfg)
-				a.metrics.reloads.WithLabelValues("ok").Inc()
-				a.metrics.lastReload.SetToCurrentTime()
-				a.logger.Info("configuration reloaded", "trigger", why, "config", displayFile(cfg.File))
-				// After the log line, so that the watch's lines follow it.
-				select {
-				case a.reloaded <- struct{}{}:
-				default:
-				}
-				return nil
-			}
-		}
+	cfg, snap, r, err := a.prepareReload(ctx, old)
+	if err != nil {
+		a.metrics.reloads.WithLabelValues("error").Inc()
+		a.logger.Error("configuration reload failed, keeping the running configuration", "trigger", why, "err", err)
+		return err
 	}
-	a.metrics.reloads.WithLabelValues("error").Inc()
-	a.logger.Error("configuration reload failed, keeping the running configuration", "trigger", why, "err", err)
-	return err
+	a.store.Swap(snap)
+	if r != nil {
+		prev := a.router.Swap(r)
+		a.forgetUpstreams(prev, r)
+		if !reflect.DeepEqual(old.Upstream.Conditional, cfg.Upstream.Conditional) {
+			// Answers cached (or kept stale) from the groups a name went
+			// to before must not outlive the move.
+			a.cache.Purge()
+			a.logger.Info("conditional forwarding changed: cache purged")
+		} else {
+			// New upstreams are worth asking again at once.
+			a.cache.ForgetFailures()
+		}
+		// Let queries already using the old group finish first.
+		time.AfterFunc(2*old.Upstream.Timeout, func() { _ = prev.Close() })
+	}
+	a.cfg.Store(cfg)
+	a.warnRestartNeeded(old, cfg)
+	a.metrics.reloads.WithLabelValues("ok").Inc()
+	a.metrics.lastReload.SetToCurrentTime()
+	a.logger.Info("configuration reloaded", "trigger", why, "config", displayFile(cfg.File))
+	// After the log line, so that the watch's lines follow it.
+	select {
+	case a.reloaded <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// prepareReload reads the config file again and builds what a reload
+// swaps in: the config, the policy compiled with its lists, and a router
+// when the upstreams changed (nil when not). On an error nothing running
+// changed: the list manager is back on the running config's lists.
+func (a *app) prepareReload(ctx context.Context, old *Config) (*Config, *policy.Snapshot, *upstream.Router, error) {
+	cfg, err := loadConfig(old.File, a.flags)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	loaded, err := a.loadLists(ctx, cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	snap, err := a.compileWith(cfg, loaded)
+	if err != nil {
+		a.restoreLists(ctx, old)
+		return nil, nil, nil, err
+	}
+	if !upstreamChanged(old.Upstream, cfg.Upstream) {
+		return cfg, snap, nil, nil
+	}
+	r, err := a.buildRouter(cfg)
+	if err != nil {
+		a.restoreLists(ctx, old)
+		return nil, nil, nil, err
+	}
+	return cfg, snap, r, nil
 }
 
 // restoreLists puts the list manager back on the running config's lists

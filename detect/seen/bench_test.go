@@ -88,7 +88,7 @@ func BenchmarkMemorySweepStall(b *testing.B) {
 		firstSeen(b, s, "trigger.example", later) // starts the sweep
 		for i := 0; ; i++ {
 			m.mu.Lock()
-			sweep := m.sweeps.running()
+			sweep := m.set.sweeps.running()
 			m.mu.Unlock()
 			if sweep == nil {
 				break

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -80,23 +79,18 @@ type RedisStore struct {
 	health    *redisconn.Health
 	logger    *slog.Logger
 
-	maxDomains int
-	evicted    prometheus.Counter // may be nil
+	evicted prometheus.Counter // may be nil
 
 	mu         sync.Mutex
 	warnedFull bool
-	// The domains known locally -> last seen, unix ns: asked for (or
-	// pulled from the fleet) once, and asked for again here. A full copy
-	// evicts from once first, so a flood's names replace each other.
-	once, again map[string]int64
-	queue       map[string]int64 // domain -> last seen to write
-	nextSweep   int64
-	fullSweep   int64 // earliest next sweep when full
-	sweeps      sweeper
-	closed      bool
-	createdAt   time.Time
-	fresh       bool
-	maxQueued   int // maxQueued; lower in tests
+	// The domains known locally, pulled from the fleet or asked for here
+	// (a pulled one counts as asked for once).
+	known     localSet
+	queue     map[string]int64 // domain -> last seen to write
+	closed    bool
+	createdAt time.Time
+	fresh     bool
+	maxQueued int // maxQueued; lower in tests
 
 	// afterTake, when set (tests), runs in Sync once the queue is taken.
 	afterTake func()
@@ -143,14 +137,14 @@ func OpenRedis(ctx context.Context, url string, retention time.Duration, now fun
 		return nil, fmt.Errorf("seen: %w", err)
 	}
 	s := &RedisStore{client: redis.NewClient(opts), key: o.Prefix + "seen", created: o.Prefix + "seen:created",
-		retention: retention, now: now, sync: o.Sync, logger: o.Logger, maxDomains: max(o.MaxDomains, 0), evicted: o.Evicted,
+		retention: retention, now: now, sync: o.Sync, logger: o.Logger, evicted: o.Evicted,
 		health: redisconn.NewHealth("seen", o.Up, o.Errors, o.Logger),
-		once:   map[string]int64{}, again: map[string]int64{}, queue: map[string]int64{}, maxQueued: maxQueued,
+		queue:  map[string]int64{}, maxQueued: maxQueued,
 		done: make(chan struct{})}
 	s.opened = now()
 	s.createdAt = s.opened
 	s.roundCtx, s.endRounds = context.WithCancel(context.Background())
-	s.nextSweep = s.opened.Add(retention / 8).UnixNano()
+	s.known = newLocalSet(&s.mu, func() bool { return s.closed }, retention, o.MaxDomains, s.opened)
 	if err := s.init(ctx); err != nil {
 		s.health.Fail(now(), err)
 	} else {
@@ -230,9 +224,8 @@ func (s *RedisStore) load(ctx context.Context) error {
 func (s *RedisStore) merge(zs []redis.Z) {
 	now := s.now().UnixNano()
 	s.mu.Lock()
-	if s.maxDomains > 0 && s.size() >= s.maxDomains {
-		s.hasRoom(now) // starts the sweep when due
-		if sweep := s.sweeps.running(); sweep != nil {
+	if !s.known.hasRoom(now) { // starts the sweep when due
+		if sweep := s.known.sweeps.running(); sweep != nil {
 			s.mu.Unlock()
 			<-sweep
 			s.mu.Lock()
@@ -241,21 +234,7 @@ func (s *RedisStore) merge(zs []redis.Z) {
 	defer s.mu.Unlock()
 	for _, z := range zs {
 		d, _ := z.Member.(string)
-		t := int64(z.Score) * int64(time.Millisecond)
-		set := s.again
-		l, ok := set[d]
-		if !ok {
-			set = s.once
-			l, ok = set[d]
-		}
-		if !ok && !s.hasRoom(now) {
-			// Full: the domains this instance is asked for keep their
-			// place (pulled ones would only churn the set).
-			continue
-		}
-		if !ok || t > l {
-			set[d] = t
-		}
+		s.known.learn(d, int64(z.Score)*int64(time.Millisecond), now)
 	}
 }
 
@@ -269,27 +248,16 @@ func (s *RedisStore) FirstSeen(_ context.Context, domain string, now time.Time) 
 	if s.closed {
 		return false, ErrClosed
 	}
-	if t >= s.nextSweep {
-		s.sweep(t)
-	}
-	d := domain // the key to store: domain itself for a key already stored
-	l, ok := s.again[domain]
-	if !ok {
-		if l, ok = s.once[domain]; ok {
-			// Asked for again: it leaves the domains a full copy evicts first.
-			delete(s.once, domain)
-			d = strings.Clone(domain)
-			s.again[d] = l
-		}
-	}
+	s.known.sweepIfDue(t)
+	d, l, ok := s.known.find(domain)
 	first := !ok || t-l > int64(s.retention)
 	if first || t-l >= int64(refreshEvery) {
-		set := s.again
-		if !ok {
+		if ok {
+			s.known.touch(d, t)
+		} else {
 			s.makeRoom(t)
-			d, set = strings.Clone(domain), s.once
+			d = s.known.add(domain, t)
 		}
-		set[d] = t
 		if len(s.queue) < s.maxQueued {
 			s.queue[d] = t
 		} else {
@@ -301,57 +269,19 @@ func (s *RedisStore) FirstSeen(_ context.Context, domain string, now time.Time) 
 
 var errQueueFull = errors.New("seen: redis queue full, first-seen records dropped")
 
-// sweep starts forgetting, in the background, the domains not seen within
-// the retention before t (see sweeper), and reports whether it did (not
-// while another sweep runs: the next call tries again). Called under mu.
-func (s *RedisStore) sweep(t int64) bool {
-	_, started := s.sweeps.start(&s.mu, t-int64(s.retention), func() bool { return s.closed }, s.once, s.again)
-	if started {
-		s.nextSweep = t + int64(s.retention/8)
-	}
-	return started
-}
-
-// size is how many domains are known locally. Called under mu.
-func (s *RedisStore) size() int { return len(s.once) + len(s.again) }
-
 // full reports whether the known set is at its bound.
 func (s *RedisStore) full() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.maxDomains > 0 && s.size() >= s.maxDomains
+	return s.known.full()
 }
 
-// hasRoom reports whether the known set has room for one more domain.
-// When it is full it starts a sweep of the expired ones (at most once a
-// minute), which frees room in the background, and reports false. Called
+// makeRoom makes room in the known set for one more domain (see
+// localSet.makeRoom), counting and warning about an eviction. Called
 // under mu.
-func (s *RedisStore) hasRoom(t int64) bool {
-	if s.maxDomains == 0 || s.size() < s.maxDomains {
-		return true
-	}
-	if t >= s.fullSweep && s.sweep(t) {
-		s.fullSweep = t + int64(time.Minute)
-	}
-	return false
-}
-
-// makeRoom makes room in the known set for one more domain: when it is
-// full, by forgetting an expired one found among a few (dropExpired), else
-// a random one (the first in map order) asked for once, or when there is
-// none of those, asked for again. Called under mu.
 func (s *RedisStore) makeRoom(t int64) {
-	cut := t - int64(s.retention)
-	if s.hasRoom(t) || dropExpired(s.once, cut) || dropExpired(s.again, cut) {
+	if !s.known.makeRoom(t) {
 		return
-	}
-	set := s.once
-	if len(set) == 0 {
-		set = s.again
-	}
-	for d := range set {
-		delete(set, d)
-		break
 	}
 	if s.evicted != nil {
 		s.evicted.Inc()
@@ -359,7 +289,7 @@ func (s *RedisStore) makeRoom(t int64) {
 	if !s.warnedFull {
 		s.warnedFull = true
 		s.logger.Warn("newly-seen redis store full: each new domain now replaces a random known one, asked for once if there is one (evicted ones are new again); "+
-			"raise detect.newly_seen.max_domains if this is normal traffic", "max_domains", s.maxDomains)
+			"raise detect.newly_seen.max_domains if this is normal traffic", "max_domains", s.known.maxDomains)
 	}
 }
 
@@ -378,7 +308,7 @@ func (s *RedisStore) Up() bool { return s.health.Up() }
 func (s *RedisStore) Status() redisconn.Status { return s.health.Status() }
 
 // Known is the number of domains known locally.
-func (s *RedisStore) Known() int { s.mu.Lock(); defer s.mu.Unlock(); return s.size() }
+func (s *RedisStore) Known() int { s.mu.Lock(); defer s.mu.Unlock(); return s.known.size() }
 
 func (s *RedisStore) loop() {
 	defer close(s.done)
@@ -456,13 +386,13 @@ func (s *RedisStore) Sync(ctx context.Context) error {
 		pipe.ZRemRangeByScore(ctx, s.key, "-inf", "("+strconv.FormatInt(t.Add(-s.retention).UnixMilli(), 10))
 		s.lastTrim = t.UnixNano()
 	}
-	if s.maxDomains > 0 {
+	if s.known.maxDomains > 0 {
 		// Keep the 2*maxDomains written last (O(log n) when under it). A
 		// member's score moves only when it is first seen or refreshed
 		// (hourly), so a flood's names look newer than domains in use
 		// for up to an hour: the headroom keeps those through a flood of
 		// maxDomains names an hour.
-		pipe.ZRemRangeByRank(ctx, s.key, 0, -2*int64(s.maxDomains)-1)
+		pipe.ZRemRangeByRank(ctx, s.key, 0, -2*int64(s.known.maxDomains)-1)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		// Keep them for the next round, behind what was queued meanwhile
@@ -506,7 +436,7 @@ func (s *RedisStore) Close() error {
 		}
 		s.mu.Lock()
 		s.closed = true
-		sweep := s.sweeps.running()
+		sweep := s.known.sweeps.running()
 		s.mu.Unlock()
 		if sweep != nil {
 			<-sweep

@@ -462,7 +462,7 @@ func TestRedisBoundPulledFirst(t *testing.T) {
 	// new domains take expired ones' places, the five asked for once, then
 	// two asked for twice; the sweep forgets the other three.
 	const day2 = 7
-	waitLastSweep(t, &a.mu, &a.sweeps) // the full copy's (nothing expired then)
+	waitLastSweep(t, &a.mu, &a.known.sweeps) // the full copy's (nothing expired then)
 	before := testutil.ToFloat64(evicted)
 	later := t0.Add(25 * time.Hour)
 	c.set(later)
@@ -472,7 +472,7 @@ func TestRedisBoundPulledFirst(t *testing.T) {
 	if got := testutil.ToFloat64(evicted) - before; got != 0 {
 		t.Errorf("%v evictions counted while expired domains made the room", got)
 	}
-	waitLastSweep(t, &a.mu, &a.sweeps)
+	waitLastSweep(t, &a.mu, &a.known.sweeps)
 	if a.Known() != day2 {
 		t.Errorf("%d known after the sweep, want the %d of day two", a.Known(), day2)
 	}

@@ -286,7 +286,7 @@ func TestMemoryBound(t *testing.T) {
 				}
 			}
 			m := s.(*memory)
-			if n := m.size(); n != tt.wantHeld {
+			if n := m.set.size(); n != tt.wantHeld {
 				t.Errorf("holds %d domains, want %d", n, tt.wantHeld)
 			}
 			wantEvicted := tt.add - tt.wantHeld
@@ -346,8 +346,8 @@ func TestMemoryBoundFlood(t *testing.T) {
 	}
 	// The first flood name found no name asked for once to replace and
 	// took a known domain's place; every later one replaced a flood name.
-	if m.size() != known || kept != known-1 {
-		t.Errorf("store holds %d (want %d); %d of the %d known domains kept, want %d", m.size(), known, kept, known, known-1)
+	if m.set.size() != known || kept != known-1 {
+		t.Errorf("store holds %d (want %d); %d of the %d known domains kept, want %d", m.set.size(), known, kept, known, known-1)
 	}
 	if got := testutil.ToFloat64(evicted); got != flood {
 		t.Errorf("evictions %v, want %d", got, flood)
@@ -355,8 +355,8 @@ func TestMemoryBoundFlood(t *testing.T) {
 }
 
 func (m *memory) holds(d string) bool {
-	_, once := m.once[d]
-	_, again := m.again[d]
+	_, once := m.set.once[d]
+	_, again := m.set.again[d]
 	return once || again
 }
 
@@ -724,9 +724,9 @@ func TestMemorySweepInBackground(t *testing.T) {
 			t.Fatalf("new%d.example not new", i)
 		}
 	}
-	waitLastSweep(t, &m.mu, &m.sweeps)
+	waitLastSweep(t, &m.mu, &m.set.sweeps)
 	m.mu.Lock()
-	n := m.size()
+	n := m.set.size()
 	m.mu.Unlock()
 	if n != fresh {
 		t.Errorf("after the sweep the store holds %d domains, want the %d fresh ones", n, fresh)

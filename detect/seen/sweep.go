@@ -62,27 +62,3 @@ func (sw *sweeper) start(mu *sync.Mutex, cut int64, stop func() bool, sets ...ma
 // running returns the channel of the sweep in flight (nil: none). Called
 // under the store's lock; wait on it without.
 func (sw *sweeper) running() <-chan struct{} { return sw.done }
-
-// dropExpired deletes a domain of set last seen before cut, looking at
-// the first dropProbes in map order (random), and reports whether it found
-// one. A full store tries it before evicting a live domain: a sweep frees
-// the expired ones in the background, and until it has, one found here
-// saves a live domain, an eviction counted and a needless "full" warning.
-// With half the set still expired, all the probes miss with probability
-// 2^-32.
-func dropExpired(set map[string]int64, cut int64) bool {
-	n := 0
-	for d, l := range set {
-		if l < cut {
-			delete(set, d)
-			return true
-		}
-		if n++; n == dropProbes {
-			break
-		}
-	}
-	return false
-}
-
-// dropProbes is how many domains dropExpired looks at (~1 µs).
-const dropProbes = 32
