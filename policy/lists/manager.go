@@ -150,7 +150,9 @@ type listState struct {
 // A failing source never empties its list: the list keeps the entries of
 // the source's last good copy (from memory, then from cacheDir, so a
 // process that starts offline still has its lists). Manager is safe for
-// concurrent use; loads and refreshes are serialised.
+// concurrent use. Loads and the applying of refreshes are serialised; a
+// refresh downloads its URL sources without holding the lock, so a config
+// reload never waits for a slow or hanging feed (see refresh).
 type Manager struct {
 	cacheDir string
 	client   *http.Client
@@ -158,9 +160,13 @@ type Manager struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	mu    sync.Mutex
-	lists map[string]*listState
-	cur   map[string]*List // replaced, never mutated
+	// refreshMu serialises refreshes (the timer's and RefreshAll's); mu
+	// guards the state below and is taken by refreshes only to pick their
+	// lists and to apply what they downloaded.
+	refreshMu sync.Mutex
+	mu        sync.Mutex
+	lists     map[string]*listState
+	cur       map[string]*List // replaced, never mutated
 	// parsedBytes counts source bytes parsed into rebuilt lists since
 	// memory was last returned to the OS (see releaseMemory).
 	parsedBytes int64
@@ -267,7 +273,7 @@ func (m *Manager) load(ctx context.Context, norm []Config, formats []Format) map
 				}
 			}
 		}
-		m.loadList(ctx, ls, unchanged, nil)
+		m.loadList(ctx, ls, unchanged, nil, nil, time.Time{})
 		next[c.Name] = ls
 	}
 	for name := range m.lists {
@@ -330,25 +336,9 @@ func (m *Manager) nextWait() time.Duration {
 // refreshDue refreshes every list whose timer has expired and reports
 // whether any list changed.
 func (m *Manager) refreshDue(ctx context.Context) (map[string]*List, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	now := m.now()
-	changed := false
-	for _, ls := range m.lists {
-		if ls.next.IsZero() || now.Before(ls.next) {
-			continue
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		if m.loadList(ctx, ls, false, nil) {
-			changed = true
-		}
-	}
-	if changed {
-		m.publish()
-	}
-	return m.cur, changed
+	return m.refresh(ctx, func(ls *listState, now time.Time) bool {
+		return !ls.next.IsZero() && !now.Before(ls.next)
+	}, nil)
 }
 
 // SourceResult is how one source fared in a refresh.
@@ -364,17 +354,95 @@ type SourceResult struct {
 // GET. A failing source keeps its last good copy, as on a timer. It
 // returns the current lists, whether any changed (call the onChange of
 // Run with them), and each source's result; each list's timer restarts.
+// A list that a config reload replaced while its sources downloaded is
+// left to that reload, which loaded it, and has no results.
 func (m *Manager) RefreshAll(ctx context.Context) (map[string]*List, bool, []SourceResult) {
+	var results []SourceResult
+	cur, changed := m.refresh(ctx, func(*listState, time.Time) bool { return true }, &results)
+	m.releaseMemory()
+	return cur, changed, results
+}
+
+// maxDownloads bounds the URL sources a refresh downloads at once.
+const maxDownloads = 4
+
+// refreshJob is one list a refresh works on: the list's state when it was
+// picked, and its URL sources' downloads (urls[i] for cfg.Sources[i];
+// empty result for file sources, which are checked when applied).
+type refreshJob struct {
+	name  string
+	ls    *listState
+	valid []validators
+	urls  []fetched
+	start time.Time
+}
+
+// refresh refreshes the lists pick selects (given each list's state and
+// the time), in name order, and reports the current lists and whether any
+// changed. It works in three steps so that Load (a config reload, the
+// file watch, the reload API) never waits on a download: under mu it
+// picks the lists and notes what each URL source's conditional GET
+// sends; without mu it downloads the URL sources, maxDownloads at a time;
+// under mu again it applies the downloads to each list that is still the
+// one it picked. A list a reload replaced meanwhile was loaded by that
+// reload: its downloads are discarded (the reload's were fresher or
+// equal).
+func (m *Manager) refresh(ctx context.Context, pick func(*listState, time.Time) bool, report *[]SourceResult) (map[string]*List, bool) {
+	m.refreshMu.Lock()
+	defer m.refreshMu.Unlock()
+
+	m.mu.Lock()
+	now := m.now()
+	var jobs []refreshJob
+	for name, ls := range m.lists {
+		if !pick(ls, now) {
+			continue
+		}
+		j := refreshJob{name: name, ls: ls, valid: make([]validators, len(ls.cfg.Sources)),
+			urls: make([]fetched, len(ls.cfg.Sources))}
+		for i, src := range ls.cfg.Sources {
+			if st := ls.sources[src]; isURL(src) && st != nil {
+				j.valid[i] = m.validatorsOf(src, st)
+			}
+		}
+		jobs = append(jobs, j)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(jobs, func(a, b refreshJob) int { return strings.Compare(a.name, b.name) })
+
+	// ls.cfg never changes (a changed config makes a new listState), so
+	// the downloads read it without mu.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxDownloads)
+	for k := range jobs {
+		j := &jobs[k]
+		j.start = m.now()
+		for i, src := range j.ls.cfg.Sources {
+			if !isURL(src) {
+				continue
+			}
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				j.urls[i] = m.fetchURL(ctx, j.ls.cfg, src, j.valid[i])
+			})
+		}
+	}
+	wg.Wait()
+
 	m.mu.Lock()
 	changed := false
-	var results []SourceResult
-	names := make([]string, 0, len(m.lists))
-	for name := range m.lists {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		if m.loadList(ctx, m.lists[name], false, &results) {
+	for _, j := range jobs {
+		if ctx.Err() != nil || m.lists[j.name] != j.ls {
+			if ctx.Err() == nil {
+				m.log.Info("list replaced by a reload while its sources downloaded; the reload's copy stays", "list", j.name)
+			}
+			for _, r := range j.urls {
+				r.body.discard()
+			}
+			continue
+		}
+		if m.loadList(ctx, j.ls, false, report, j.urls, j.start) {
 			changed = true
 		}
 	}
@@ -383,8 +451,7 @@ func (m *Manager) RefreshAll(ctx context.Context) (map[string]*List, bool, []Sou
 	}
 	cur := m.cur
 	m.mu.Unlock()
-	m.releaseMemory()
-	return cur, changed, results
+	return cur, changed
 }
 
 // fetched is the outcome of fetching one source.
@@ -402,15 +469,20 @@ type fetched struct {
 
 // loadList fetches every source of ls and recompiles it when anything
 // changed; skipURLs treats URL sources as unchanged. It reports whether
-// ls.list was replaced. Callers hold mu.
+// ls.list was replaced. urls, when not nil, holds the URL sources'
+// downloads, made by a refresh without mu held (urls[i] for source i; the
+// file sources' entries are empty and checked here); start, when not
+// zero, is when that refresh began on ls. Callers hold mu.
 //
 // Sources are streamed: a changed file is parsed straight from the file,
 // a changed URL from the spool its body was written to, an unchanged or
 // failed source from its last good copy on disk. The only full copy of a
 // source that stays in memory is the last good copy when there is no
 // cache directory (or it cannot be written).
-func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool, report *[]SourceResult) bool {
-	start := m.now()
+func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool, report *[]SourceResult, urls []fetched, start time.Time) bool {
+	if start.IsZero() {
+		start = m.now()
+	}
 	c := ls.cfg
 	results := make([]fetched, len(c.Sources))
 	rebuild := ls.list == nil
@@ -424,7 +496,11 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool, re
 			results[i] = fetched{result: resultNotModified}
 			continue
 		}
-		results[i] = m.fetch(ctx, c, src, st)
+		if urls != nil && isURL(src) {
+			results[i] = urls[i]
+		} else {
+			results[i] = m.fetch(ctx, c, src, st)
+		}
 		if results[i].result == resultOK {
 			rebuild = true
 		}
@@ -568,7 +644,7 @@ func (m *Manager) logStats(list, src string, s Stats) {
 // fetch gets a source's content if it changed.
 func (m *Manager) fetch(ctx context.Context, c Config, src string, st *sourceState) fetched {
 	if isURL(src) {
-		return m.fetchURL(ctx, c, src, st)
+		return m.fetchURL(ctx, c, src, m.validatorsOf(src, st))
 	}
 	fi, err := os.Stat(src)
 	if err != nil {
@@ -585,23 +661,35 @@ func (m *Manager) fetch(ctx context.Context, c Config, src string, st *sourceSta
 		meta: cacheMeta{Source: src, Fetched: m.now()}}
 }
 
-func (m *Manager) fetchURL(ctx context.Context, c Config, src string, st *sourceState) fetched {
+// validators is what a URL source's conditional GET sends: its last good
+// copy's ETag and Last-Modified.
+type validators struct{ etag, lastModified string }
+
+// validatorsOf returns the validators of a URL source, none when there is
+// no copy to fall back on: a 304 with the cached copy gone (deleted, a
+// wiped state_dir) would leave the list without this source's entries
+// until the feed next changes. Callers hold mu.
+func (m *Manager) validatorsOf(src string, st *sourceState) validators {
+	if !st.good || !m.haveCopy(src, st) {
+		return validators{}
+	}
+	return validators{etag: st.meta.ETag, lastModified: st.meta.LastModified}
+}
+
+// fetchURL downloads a URL source, conditionally when v has validators.
+// It reads no manager state, so refresh runs it without mu.
+func (m *Manager) fetchURL(ctx context.Context, c Config, src string, v validators) fetched {
 	shown := redactSource(src) // errors are logged: no access keys
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
 	if err != nil {
 		return fetched{result: resultError, err: fmt.Errorf("fetch %s: %w", shown, err)}
 	}
 	req.Header.Set("User-Agent", "dnsvalve")
-	// Ask "changed since?" only with a copy to fall back on: a 304 with
-	// the cached copy gone (deleted, a wiped state_dir) would leave the
-	// list without this source's entries until the feed next changes.
-	if st.good && m.haveCopy(src, st) {
-		if st.meta.ETag != "" {
-			req.Header.Set("If-None-Match", st.meta.ETag)
-		}
-		if st.meta.LastModified != "" {
-			req.Header.Set("If-Modified-Since", st.meta.LastModified)
-		}
+	if v.etag != "" {
+		req.Header.Set("If-None-Match", v.etag)
+	}
+	if v.lastModified != "" {
+		req.Header.Set("If-Modified-Since", v.lastModified)
 	}
 	resp, err := m.client.Do(req)
 	if err != nil {

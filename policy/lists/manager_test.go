@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -489,6 +490,188 @@ func TestRefreshAll(t *testing.T) {
 	for _, r := range got {
 		if strings.Contains(r.Error, "s3cret") || strings.Contains(r.Source, "s3cret") {
 			t.Errorf("access key shown: %+v", r)
+		}
+	}
+}
+
+// gatedFeed serves a list whose body the test sets, and holds the
+// requests it is told to (by number, from 1) until released.
+type gatedFeed struct {
+	*httptest.Server
+	mu      sync.Mutex
+	n       int
+	body    string
+	hold    map[int]bool
+	entered chan int      // a held request's number, once it is held
+	release chan struct{} // closed to let held requests answer
+}
+
+func newGatedFeed(t *testing.T, body string, hold ...int) *gatedFeed {
+	f := &gatedFeed{body: body, hold: map[int]bool{}, entered: make(chan int, len(hold)), release: make(chan struct{})}
+	for _, n := range hold {
+		f.hold[n] = true
+	}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.n++
+		n, held := f.n, f.hold[f.n]
+		f.mu.Unlock()
+		if held {
+			f.entered <- n
+			select {
+			case <-f.release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		f.mu.Lock()
+		body := f.body
+		f.mu.Unlock()
+		w.Write([]byte(body))
+	}))
+	t.Cleanup(func() {
+		select {
+		case <-f.release:
+		default:
+			close(f.release)
+		}
+		f.Close()
+	})
+	return f
+}
+
+func (f *gatedFeed) setBody(b string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.body = b
+}
+
+// TestReloadDuringRefreshDownload: a config reload (Load) does not wait
+// for a refresh's download, however long the feed takes; when the
+// download lands, it is applied to a list the reload left as it was and
+// discarded for one the reload replaced (which the reload loaded itself).
+func TestReloadDuringRefreshDownload(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		reloadFeed Config // the feed list's config in the reload
+		wantCat    string // the feed list's category afterwards
+		wantResult []string
+	}{
+		{"feed_unchanged", Config{Name: "feed", Refresh: time.Hour, MaxBytes: 1000}, "feed",
+			[]string{"feed:ok", "local:not_modified"}},
+		{"feed_replaced", Config{Name: "feed", Category: "malware", Refresh: time.Hour, MaxBytes: 1000}, "malware",
+			[]string{"local:not_modified"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Request 1 is the first load; 2 is the refresh's, held.
+			feed := newGatedFeed(t, "0.0.0.0 v1.example\n", 2)
+			dir := t.TempDir()
+			local := filepath.Join(dir, "local.txt")
+			writeFile(t, local, "local.example\n")
+			cacheDir := t.TempDir()
+			m := NewManager(cacheDir, feed.Client(), NewMetrics(prometheus.NewRegistry()), quietLogger(), nil)
+			cfg := []Config{
+				{Name: "feed", Sources: []string{feed.URL + "/feed.txt"}, Refresh: time.Hour, MaxBytes: 1000},
+				{Name: "local", Sources: []string{local}, MaxBytes: 1000},
+			}
+			if _, err := m.Load(context.Background(), cfg); err != nil {
+				t.Fatal(err)
+			}
+			type refreshed struct {
+				lists   map[string]*List
+				results []SourceResult
+			}
+			done := make(chan refreshed)
+			go func() {
+				lists, _, results := m.RefreshAll(context.Background())
+				done <- refreshed{lists, results}
+			}()
+			<-feed.entered // the refresh is downloading
+
+			// The reload edits the local list (and maybe the feed's
+			// config) while the download hangs: it must finish.
+			feed.setBody("0.0.0.0 v2.example\n")
+			writeFile(t, local, "local.example\nlocal2.example\n")
+			fc := tc.reloadFeed
+			fc.Sources = cfg[0].Sources
+			reloaded := make(chan error)
+			go func() {
+				_, err := m.Load(context.Background(), []Config{fc, cfg[1]})
+				reloaded <- err
+			}()
+			select {
+			case err := <-reloaded:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("Load waited for a refresh's download")
+			}
+			if _, ok := m.Lists()["local"].Match("local2.example"); !ok {
+				t.Error("the reload's edit of the local list is not in force")
+			}
+
+			close(feed.release)
+			r := <-done
+			var got []string
+			for _, sr := range r.results {
+				got = append(got, sr.List+":"+sr.Result)
+			}
+			if !slices.Equal(got, tc.wantResult) {
+				t.Errorf("results %v, want %v", got, tc.wantResult)
+			}
+			l := r.lists["feed"]
+			if l.Category() != tc.wantCat {
+				t.Errorf("feed category %q, want %q", l.Category(), tc.wantCat)
+			}
+			if _, ok := l.Match("v2.example"); !ok {
+				t.Error("feed list does not have the feed's new entry")
+			}
+			if _, ok := r.lists["local"].Match("local2.example"); !ok {
+				t.Error("the refresh undid the reload's local list")
+			}
+			// A discarded download leaves no spool file behind.
+			left, _ := filepath.Glob(filepath.Join(cacheDir, ".tmp-*"))
+			if len(left) > 0 {
+				t.Errorf("spool files left: %v", left)
+			}
+		})
+	}
+}
+
+// TestRefreshDownloadsAtOnce: a refresh downloads its URL sources side by
+// side, so one slow feed does not hold the others back.
+func TestRefreshDownloadsAtOnce(t *testing.T) {
+	var feeds []*gatedFeed
+	var cfg []Config
+	for i := range maxDownloads {
+		f := newGatedFeed(t, fmt.Sprintf("0.0.0.0 feed%d.example\n", i), 2) // request 2: the refresh's
+		feeds = append(feeds, f)
+		cfg = append(cfg, Config{Name: fmt.Sprintf("feed%d", i), Sources: []string{f.URL + "/list.txt"}, MaxBytes: 1000})
+	}
+	m := NewManager(t.TempDir(), nil, NewMetrics(prometheus.NewRegistry()), quietLogger(), nil)
+	if _, err := m.Load(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan []SourceResult)
+	go func() {
+		_, _, results := m.RefreshAll(context.Background())
+		done <- results
+	}()
+	// Every feed's request is in flight before any is answered.
+	for i, f := range feeds {
+		select {
+		case <-f.entered:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("feed %d was not asked while the others were in flight", i)
+		}
+	}
+	for _, f := range feeds {
+		close(f.release)
+	}
+	for _, r := range <-done {
+		if r.Result != resultOK {
+			t.Errorf("%+v", r)
 		}
 	}
 }
