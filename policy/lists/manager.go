@@ -259,6 +259,7 @@ func (m *Manager) load(ctx context.Context, norm []Config, formats []Format) map
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	next := make(map[string]*listState, len(norm))
+	var jobs []refreshJob
 	for i, c := range norm {
 		ls, ok := m.lists[c.Name]
 		unchanged := ok && ls.cfg.equal(c) && ls.list != nil
@@ -273,8 +274,20 @@ func (m *Manager) load(ctx context.Context, norm []Config, formats []Format) map
 				}
 			}
 		}
-		m.loadList(ctx, ls, unchanged, nil, nil, time.Time{})
 		next[c.Name] = ls
+		if unchanged {
+			// Files re-checked; URLs wait for their timer.
+			m.loadList(ctx, ls, true, nil, nil, time.Time{})
+			continue
+		}
+		jobs = append(jobs, m.newJob(c.Name, ls))
+	}
+	// New and changed lists download their URL sources side by side (a
+	// first start with many feeds), under mu: a reload is serialised
+	// with the applying of refreshes anyway.
+	m.download(ctx, jobs)
+	for _, j := range jobs {
+		m.loadList(ctx, j.ls, false, nil, j.urls, j.start)
 	}
 	for name := range m.lists {
 		if _, ok := next[name]; !ok {
@@ -377,6 +390,50 @@ type refreshJob struct {
 	start time.Time
 }
 
+// newJob prepares the download of ls's URL sources: each source's state
+// (restored from the cache directory when new) and what its conditional
+// GET sends. Callers hold mu.
+func (m *Manager) newJob(name string, ls *listState) refreshJob {
+	j := refreshJob{name: name, ls: ls, valid: make([]validators, len(ls.cfg.Sources)),
+		urls: make([]fetched, len(ls.cfg.Sources))}
+	for i, src := range ls.cfg.Sources {
+		if !isURL(src) {
+			continue
+		}
+		st := ls.sources[src]
+		if st == nil {
+			st = m.restore(src)
+			ls.sources[src] = st
+		}
+		j.valid[i] = m.validatorsOf(src, st)
+	}
+	return j
+}
+
+// download fetches the URL sources of jobs, maxDownloads at a time, into
+// each job's urls. It reads only what the jobs hold and each list's
+// config, which never changes (a changed config makes a new listState),
+// so it needs no lock.
+func (m *Manager) download(ctx context.Context, jobs []refreshJob) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxDownloads)
+	for k := range jobs {
+		j := &jobs[k]
+		j.start = m.now()
+		for i, src := range j.ls.cfg.Sources {
+			if !isURL(src) {
+				continue
+			}
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				j.urls[i] = m.fetchURL(ctx, j.ls.cfg, src, j.valid[i])
+			})
+		}
+	}
+	wg.Wait()
+}
+
 // refresh refreshes the lists pick selects (given each list's state and
 // the time), in name order, and reports the current lists and whether any
 // changed. It works in three steps so that Load (a config reload, the
@@ -398,37 +455,11 @@ func (m *Manager) refresh(ctx context.Context, pick func(*listState, time.Time) 
 		if !pick(ls, now) {
 			continue
 		}
-		j := refreshJob{name: name, ls: ls, valid: make([]validators, len(ls.cfg.Sources)),
-			urls: make([]fetched, len(ls.cfg.Sources))}
-		for i, src := range ls.cfg.Sources {
-			if st := ls.sources[src]; isURL(src) && st != nil {
-				j.valid[i] = m.validatorsOf(src, st)
-			}
-		}
-		jobs = append(jobs, j)
+		jobs = append(jobs, m.newJob(name, ls))
 	}
 	m.mu.Unlock()
 	slices.SortFunc(jobs, func(a, b refreshJob) int { return strings.Compare(a.name, b.name) })
-
-	// ls.cfg never changes (a changed config makes a new listState), so
-	// the downloads read it without mu.
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, maxDownloads)
-	for k := range jobs {
-		j := &jobs[k]
-		j.start = m.now()
-		for i, src := range j.ls.cfg.Sources {
-			if !isURL(src) {
-				continue
-			}
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				j.urls[i] = m.fetchURL(ctx, j.ls.cfg, src, j.valid[i])
-			})
-		}
-	}
-	wg.Wait()
+	m.download(ctx, jobs)
 
 	m.mu.Lock()
 	changed := false

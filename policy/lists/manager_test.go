@@ -639,39 +639,56 @@ func TestReloadDuringRefreshDownload(t *testing.T) {
 	}
 }
 
-// TestRefreshDownloadsAtOnce: a refresh downloads its URL sources side by
-// side, so one slow feed does not hold the others back.
-func TestRefreshDownloadsAtOnce(t *testing.T) {
-	var feeds []*gatedFeed
-	var cfg []Config
-	for i := range maxDownloads {
-		f := newGatedFeed(t, fmt.Sprintf("0.0.0.0 feed%d.example\n", i), 2) // request 2: the refresh's
-		feeds = append(feeds, f)
-		cfg = append(cfg, Config{Name: fmt.Sprintf("feed%d", i), Sources: []string{f.URL + "/list.txt"}, MaxBytes: 1000})
-	}
-	m := NewManager(t.TempDir(), nil, NewMetrics(prometheus.NewRegistry()), quietLogger(), nil)
-	if _, err := m.Load(context.Background(), cfg); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan []SourceResult)
-	go func() {
-		_, _, results := m.RefreshAll(context.Background())
-		done <- results
-	}()
-	// Every feed's request is in flight before any is answered.
-	for i, f := range feeds {
-		select {
-		case <-f.entered:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("feed %d was not asked while the others were in flight", i)
-		}
-	}
-	for _, f := range feeds {
-		close(f.release)
-	}
-	for _, r := range <-done {
-		if r.Result != resultOK {
-			t.Errorf("%+v", r)
-		}
+// TestDownloadsAtOnce: the first load and a refresh download URL sources
+// side by side, so one slow feed does not hold the others back.
+func TestDownloadsAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		held int // the request held: 1 is the first load's, 2 the refresh's
+	}{{"load", 1}, {"refresh", 2}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var feeds []*gatedFeed
+			var cfg []Config
+			for i := range maxDownloads {
+				f := newGatedFeed(t, fmt.Sprintf("0.0.0.0 feed%d.example\n", i), tc.held)
+				feeds = append(feeds, f)
+				cfg = append(cfg, Config{Name: fmt.Sprintf("feed%d", i), Sources: []string{f.URL + "/list.txt"}, MaxBytes: 1000})
+			}
+			m := NewManager(t.TempDir(), nil, NewMetrics(prometheus.NewRegistry()), quietLogger(), nil)
+			done := make(chan []SourceResult)
+			go func() {
+				_, err := m.Load(context.Background(), cfg)
+				if err != nil {
+					t.Error(err)
+				}
+				var results []SourceResult
+				if tc.held == 2 {
+					_, _, results = m.RefreshAll(context.Background())
+				}
+				done <- results
+			}()
+			// Every feed's request is in flight before any is answered.
+			for i, f := range feeds {
+				select {
+				case <-f.entered:
+				case <-time.After(30 * time.Second):
+					t.Fatalf("feed %d was not asked while the others were in flight", i)
+				}
+			}
+			for _, f := range feeds {
+				close(f.release)
+			}
+			for _, r := range <-done {
+				if r.Result != resultOK {
+					t.Errorf("%+v", r)
+				}
+			}
+			for i := range feeds {
+				name := fmt.Sprintf("feed%d", i)
+				if _, ok := m.Lists()[name].Match(name + ".example"); !ok {
+					t.Errorf("list %s lacks its entry", name)
+				}
+			}
+		})
 	}
 }
