@@ -277,7 +277,7 @@ func (m *Manager) load(ctx context.Context, norm []Config, formats []Format) map
 		next[c.Name] = ls
 		if unchanged {
 			// Files re-checked; URLs wait for their timer.
-			m.loadList(ctx, ls, true, nil, nil, time.Time{})
+			m.loadList(ctx, ls, true, nil, nil, 0)
 			continue
 		}
 		jobs = append(jobs, m.newJob(c.Name, ls))
@@ -287,7 +287,7 @@ func (m *Manager) load(ctx context.Context, norm []Config, formats []Format) map
 	// with the applying of refreshes anyway.
 	m.download(ctx, jobs)
 	for _, j := range jobs {
-		m.loadList(ctx, j.ls, false, nil, j.urls, j.start)
+		m.loadList(ctx, j.ls, false, nil, j.urls, j.fetchTime)
 	}
 	for name := range m.lists {
 		if _, ok := next[name]; !ok {
@@ -387,7 +387,10 @@ type refreshJob struct {
 	ls    *listState
 	valid []validators
 	urls  []fetched
-	start time.Time
+	// fetchTime is the longest of its URL sources' downloads (they ran
+	// side by side): counted in its load duration with its own parsing.
+	fetchTime time.Duration
+	took      []time.Duration // each URL source's download
 }
 
 // newJob prepares the download of ls's URL sources: each source's state
@@ -419,7 +422,7 @@ func (m *Manager) download(ctx context.Context, jobs []refreshJob) {
 	sem := make(chan struct{}, maxDownloads)
 	for k := range jobs {
 		j := &jobs[k]
-		j.start = m.now()
+		j.took = make([]time.Duration, len(j.urls))
 		for i, src := range j.ls.cfg.Sources {
 			if !isURL(src) {
 				continue
@@ -427,11 +430,16 @@ func (m *Manager) download(ctx context.Context, jobs []refreshJob) {
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
+				start := m.now()
 				j.urls[i] = m.fetchURL(ctx, j.ls.cfg, src, j.valid[i])
+				j.took[i] = m.now().Sub(start)
 			})
 		}
 	}
 	wg.Wait()
+	for k := range jobs {
+		jobs[k].fetchTime = slices.Max(append(jobs[k].took, 0))
+	}
 }
 
 // refresh refreshes the lists pick selects (given each list's state and
@@ -442,8 +450,8 @@ func (m *Manager) download(ctx context.Context, jobs []refreshJob) {
 // sends; without mu it downloads the URL sources, maxDownloads at a time;
 // under mu again it applies the downloads to each list that is still the
 // one it picked. A list a reload replaced meanwhile was loaded by that
-// reload: its downloads are discarded (the reload's were fresher or
-// equal).
+// reload: its downloads are discarded, and its timer is set to refresh it
+// at once, in case the reload's own download failed or is older.
 func (m *Manager) refresh(ctx context.Context, pick func(*listState, time.Time) bool, report *[]SourceResult) (map[string]*List, bool) {
 	m.refreshMu.Lock()
 	defer m.refreshMu.Unlock()
@@ -464,16 +472,26 @@ func (m *Manager) refresh(ctx context.Context, pick func(*listState, time.Time) 
 	m.mu.Lock()
 	changed := false
 	for _, j := range jobs {
-		if ctx.Err() != nil || m.lists[j.name] != j.ls {
-			if ctx.Err() == nil {
-				m.log.Info("list replaced by a reload while its sources downloaded; the reload's copy stays", "list", j.name)
-			}
+		if cur := m.lists[j.name]; ctx.Err() != nil || cur != j.ls {
 			for _, r := range j.urls {
 				r.body.discard()
 			}
+			switch {
+			case ctx.Err() != nil:
+			case cur == nil:
+				m.log.Info("list removed by a reload while its sources downloaded", "list", j.name)
+			default:
+				// The reload loaded it, but its download may have failed
+				// where this one worked, or be older: the timer asks again
+				// now (a conditional GET: cheap when nothing changed).
+				m.log.Info("list replaced by a reload while its sources downloaded; the reload's copy stays, refreshing it again", "list", j.name)
+				if !cur.next.IsZero() {
+					cur.next = m.now()
+				}
+			}
 			continue
 		}
-		if m.loadList(ctx, j.ls, false, report, j.urls, j.start) {
+		if m.loadList(ctx, j.ls, false, report, j.urls, j.fetchTime) {
 			changed = true
 		}
 	}
@@ -502,18 +520,16 @@ type fetched struct {
 // changed; skipURLs treats URL sources as unchanged. It reports whether
 // ls.list was replaced. urls, when not nil, holds the URL sources'
 // downloads, made by a refresh without mu held (urls[i] for source i; the
-// file sources' entries are empty and checked here); start, when not
-// zero, is when that refresh began on ls. Callers hold mu.
+// file sources' entries are empty and checked here), and fetchTime how
+// long they took (counted in the list's load duration). Callers hold mu.
 //
 // Sources are streamed: a changed file is parsed straight from the file,
 // a changed URL from the spool its body was written to, an unchanged or
 // failed source from its last good copy on disk. The only full copy of a
 // source that stays in memory is the last good copy when there is no
 // cache directory (or it cannot be written).
-func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool, report *[]SourceResult, urls []fetched, start time.Time) bool {
-	if start.IsZero() {
-		start = m.now()
-	}
+func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool, report *[]SourceResult, urls []fetched, fetchTime time.Duration) bool {
+	start := m.now()
 	c := ls.cfg
 	results := make([]fetched, len(c.Sources))
 	rebuild := ls.list == nil
@@ -628,7 +644,7 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool, re
 		}
 		m.log.Error("list source failed; keeping its last good copy", "list", c.Name, "source", redactSource(src), "err", r.err)
 	}
-	m.metrics.refreshDuration.WithLabelValues(c.Name).Observe(m.now().Sub(start).Seconds())
+	m.metrics.refreshDuration.WithLabelValues(c.Name).Observe((m.now().Sub(start) + fetchTime).Seconds())
 	return rebuild
 }
 

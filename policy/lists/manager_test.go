@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -504,6 +505,17 @@ type gatedFeed struct {
 	hold    map[int]bool
 	entered chan int      // a held request's number, once it is held
 	release chan struct{} // closed to let held requests answer
+	// busy, when set, counts requests in flight across feeds.
+	busy *inFlight
+}
+
+// inFlight counts requests in flight and the most seen at once.
+type inFlight struct{ now, max atomic.Int32 }
+
+func (b *inFlight) enter() {
+	n := b.now.Add(1)
+	for m := b.max.Load(); n > m && !b.max.CompareAndSwap(m, n); m = b.max.Load() {
+	}
 }
 
 func newGatedFeed(t *testing.T, body string, hold ...int) *gatedFeed {
@@ -516,6 +528,10 @@ func newGatedFeed(t *testing.T, body string, hold ...int) *gatedFeed {
 		f.n++
 		n, held := f.n, f.hold[f.n]
 		f.mu.Unlock()
+		if f.busy != nil {
+			f.busy.enter()
+			defer f.busy.now.Add(-1)
+		}
 		if held {
 			f.entered <- n
 			select {
@@ -556,11 +572,15 @@ func TestReloadDuringRefreshDownload(t *testing.T) {
 		reloadFeed Config // the feed list's config in the reload
 		wantCat    string // the feed list's category afterwards
 		wantResult []string
+		wantEntry  string // the feed entry in force after the refresh
 	}{
+		// The refresh's download (v3) applies to a list the reload kept.
 		{"feed_unchanged", Config{Name: "feed", Refresh: time.Hour, MaxBytes: 1000}, "feed",
-			[]string{"feed:ok", "local:not_modified"}},
+			[]string{"feed:ok", "local:not_modified"}, "v3.example"},
+		// A list the reload replaced keeps the reload's download (v2)
+		// and is refreshed again at once.
 		{"feed_replaced", Config{Name: "feed", Category: "malware", Refresh: time.Hour, MaxBytes: 1000}, "malware",
-			[]string{"local:not_modified"}},
+			[]string{"local:not_modified"}, "v2.example"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Request 1 is the first load; 2 is the refresh's, held.
@@ -611,6 +631,7 @@ func TestReloadDuringRefreshDownload(t *testing.T) {
 				t.Error("the reload's edit of the local list is not in force")
 			}
 
+			feed.setBody("0.0.0.0 v3.example\n") // what the held request answers
 			close(feed.release)
 			r := <-done
 			var got []string
@@ -624,8 +645,15 @@ func TestReloadDuringRefreshDownload(t *testing.T) {
 			if l.Category() != tc.wantCat {
 				t.Errorf("feed category %q, want %q", l.Category(), tc.wantCat)
 			}
-			if _, ok := l.Match("v2.example"); !ok {
-				t.Error("feed list does not have the feed's new entry")
+			if _, ok := l.Match(tc.wantEntry); !ok {
+				t.Errorf("feed list does not match %s", tc.wantEntry)
+			}
+			// Either way the next timer round has the feed's latest.
+			lists, _ := m.refreshDue(context.Background())
+			if tc.wantEntry != "v3.example" {
+				if _, ok := lists["feed"].Match("v3.example"); !ok {
+					t.Error("the replaced list was not refreshed again at once")
+				}
 			}
 			if _, ok := r.lists["local"].Match("local2.example"); !ok {
 				t.Error("the refresh undid the reload's local list")
@@ -649,8 +677,11 @@ func TestDownloadsAtOnce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var feeds []*gatedFeed
 			var cfg []Config
-			for i := range maxDownloads {
+			busy := &inFlight{}
+			entered, release := make(chan int, maxDownloads+1), make(chan struct{})
+			for i := range maxDownloads + 1 {
 				f := newGatedFeed(t, fmt.Sprintf("0.0.0.0 feed%d.example\n", i), tc.held)
+				f.busy, f.entered, f.release = busy, entered, release
 				feeds = append(feeds, f)
 				cfg = append(cfg, Config{Name: fmt.Sprintf("feed%d", i), Sources: []string{f.URL + "/list.txt"}, MaxBytes: 1000})
 			}
@@ -667,21 +698,31 @@ func TestDownloadsAtOnce(t *testing.T) {
 				}
 				done <- results
 			}()
-			// Every feed's request is in flight before any is answered.
-			for i, f := range feeds {
+			// maxDownloads requests are in flight before any is answered,
+			// and never more: the last feed waits for a free slot.
+			for range maxDownloads {
 				select {
-				case <-f.entered:
+				case <-entered:
 				case <-time.After(30 * time.Second):
-					t.Fatalf("feed %d was not asked while the others were in flight", i)
+					t.Fatalf("fewer than %d feeds were asked side by side", maxDownloads)
 				}
 			}
-			for _, f := range feeds {
-				close(f.release)
+			// The fifth must not start while four are held. A correct
+			// limit never fails this; without one, the fifth request
+			// arrives within microseconds, well inside the grace.
+			select {
+			case <-entered:
+				t.Fatalf("a download started while %d were in flight", maxDownloads)
+			case <-time.After(200 * time.Millisecond):
 			}
+			close(release)
 			for _, r := range <-done {
 				if r.Result != resultOK {
 					t.Errorf("%+v", r)
 				}
+			}
+			if n := busy.max.Load(); n != maxDownloads {
+				t.Errorf("%d downloads in flight at most, want %d", n, maxDownloads)
 			}
 			for i := range feeds {
 				name := fmt.Sprintf("feed%d", i)
@@ -690,5 +731,57 @@ func TestDownloadsAtOnce(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLoadDurationIsPerList: a list's load duration counts its own
+// downloads and parsing, not those of the lists refreshed with it.
+func TestLoadDurationIsPerList(t *testing.T) {
+	feed := newGatedFeed(t, "0.0.0.0 v1.example\n", 2) // the refresh's request is held
+	local := filepath.Join(t.TempDir(), "local.txt")
+	writeFile(t, local, "local.example\n")
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	reg := prometheus.NewRegistry()
+	m := NewManager(t.TempDir(), feed.Client(), NewMetrics(reg), quietLogger(), clock.now)
+	cfg := []Config{
+		{Name: "feed", Sources: []string{feed.URL + "/feed.txt"}, Refresh: time.Hour, MaxBytes: 1000},
+		{Name: "local", Sources: []string{local}, MaxBytes: 1000},
+	}
+	if _, err := m.Load(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	sum := func(list string) float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "dnsvalve_lists_load_duration_seconds" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == list {
+					return m.GetHistogram().GetSampleSum()
+				}
+			}
+		}
+		t.Fatalf("no load duration for %s", list)
+		return 0
+	}
+	feedBefore, localBefore := sum("feed"), sum("local")
+	done := make(chan struct{})
+	go func() {
+		m.RefreshAll(context.Background())
+		close(done)
+	}()
+	<-feed.entered
+	clock.step(10 * time.Minute) // the feed takes ten minutes
+	close(feed.release)
+	<-done
+	if d := sum("local") - localBefore; d != 0 {
+		t.Errorf("the local list's load duration grew by %v s: it counts the feed's download", d)
+	}
+	if d := sum("feed") - feedBefore; d != 600 {
+		t.Errorf("the feed list's load duration grew by %v s, want 600 (its download)", d)
 	}
 }
