@@ -429,6 +429,7 @@ func AlertRecord(a *Alert, action string) querylog.Alert {
 		SrcAddr: a.Client.String(), SrcIDs: querylog.SrcIDs{Instance: a.ClientName},
 		Group: a.Group, Policy: a.Policy, Domain: a.Domain, Score: math2(a.Score), Signals: sig,
 		Queries: a.Queries, Unique: a.Unique, Bytes: a.Bytes, SampleNames: samples, Action: action,
+		Kind: "tunneling",
 	}
 }
 

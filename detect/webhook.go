@@ -3,7 +3,6 @@ package detect
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,10 +11,12 @@ import (
 	"time"
 
 	"github.com/dnsvalve/dnsvalve/internal/redact"
+	"github.com/dnsvalve/dnsvalve/resolver/querylog"
 )
 
 // Webhook is an AlertSink that POSTs each alert as a JSON query-log alert
-// record to a URL. Alert never blocks: alerts go to a bounded queue (full
+// record to a URL: a detector alert (Alert), or any record as is (Send),
+// such as a policy alert. Neither blocks: alerts go to a bounded queue (full
 // queue: dropped and counted) drained by one goroutine that retries failed
 // deliveries with exponential backoff.
 type Webhook struct {
@@ -23,7 +24,7 @@ type Webhook struct {
 	client  *http.Client
 	m       *Metrics
 	log     *slog.Logger
-	queue   chan Alert
+	queue   chan querylog.Alert
 	stop    chan struct{} // Close: stop taking from the queue
 	abort   chan struct{} // Close's deadline passed: cancel in-flight delivery
 	done    chan struct{}
@@ -47,16 +48,20 @@ func NewWebhook(url string, client *http.Client, m *Metrics, logger *slog.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	w := &Webhook{url: url, client: client, m: m, log: logger, queue: make(chan Alert, webhookQueue),
+	w := &Webhook{url: url, client: client, m: m, log: logger, queue: make(chan querylog.Alert, webhookQueue),
 		stop: make(chan struct{}), abort: make(chan struct{}), done: make(chan struct{}), retries: 5, backoff: 500 * time.Millisecond}
 	go w.loop()
 	return w
 }
 
-// Alert queues a for delivery; it drops (and counts) when the queue is full.
-func (w *Webhook) Alert(a Alert) {
+// Alert queues a detector alert, as an ALERT record, for delivery.
+func (w *Webhook) Alert(a Alert) { w.Send(AlertRecord(&a, "ALERT")) }
+
+// Send queues rec for delivery as it is; it drops (and counts) when the
+// queue is full.
+func (w *Webhook) Send(rec querylog.Alert) {
 	select {
-	case w.queue <- a:
+	case w.queue <- rec:
 	default:
 		w.m.WebhookDropped.Inc()
 	}
@@ -85,12 +90,8 @@ func (w *Webhook) loop() {
 
 // deliver posts a, retrying with exponential backoff until success, the
 // retry budget is spent, or ctx is done.
-func (w *Webhook) deliver(ctx context.Context, a Alert) bool {
-	body, err := json.Marshal(AlertRecord(&a, "ALERT"))
-	if err != nil {
-		w.m.WebhookDropped.Inc()
-		return false
-	}
+func (w *Webhook) deliver(ctx context.Context, a querylog.Alert) bool {
+	body := querylog.AppendAlert(nil, &a) // the query log's line, byte for byte
 	delay := w.backoff
 	for attempt := 0; ; attempt++ {
 		err := w.post(ctx, body)

@@ -114,3 +114,31 @@ func TestWebhookSecretNotLogged(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhookSend: Send posts any alert record as is, byte for byte the
+// query log's line (a policy alert, or a detector alert whose action is
+// BLOCK).
+func TestWebhookSend(t *testing.T) {
+	got := make(chan []byte, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(r.Body)
+		got <- buf.Bytes()
+	}))
+	t.Cleanup(srv.Close)
+	w := NewWebhook(srv.URL, srv.Client(), nil, nil)
+	for _, rec := range []querylog.Alert{
+		{Type: "alert", Timestamp: "2026-03-01T12:00:00.000Z", SrcAddr: "10.0.0.1", Domain: "evil.example", Action: "BLOCK",
+			Kind: "policy", QueryName: "c2.evil.example.", QueryType: "TXT", FirewallDomainListID: "urlhaus", Category: "malware",
+			Rule: "||evil.example^", Source: "feed.txt:3", Reason: "list"},
+		AlertRecord(&Alert{Time: t0, Client: netip.MustParseAddr("10.0.0.2"), Domain: "t.example", Score: 0.95}, "BLOCK"),
+	} {
+		w.Send(rec)
+		if body, want := <-got, querylog.AppendAlert(nil, &rec); !bytes.Equal(body, want) {
+			t.Errorf("posted\n%s\nwant\n%s", body, want)
+		}
+	}
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -5,7 +5,6 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/dnsvalve/dnsvalve/detect"
 	"github.com/dnsvalve/dnsvalve/resolver/query"
 	"github.com/dnsvalve/dnsvalve/resolver/querylog"
 )
@@ -37,25 +36,4 @@ func (q *QueryLog) Observe(req *query.Request, resp *dns.Msg, latency time.Durat
 		r.Question = req.Msg.Question[0]
 	}
 	q.Log.Log(&r)
-}
-
-// AlertRecord turns a detector alert into the query log's alert record.
-// action is "ALERT", or "BLOCK" when the policy enforces detection.
-func AlertRecord(a detect.Alert, action string) querylog.Alert {
-	return querylog.Alert{
-		Type:        "alert",
-		Timestamp:   a.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
-		SrcAddr:     a.Client.String(),
-		SrcIDs:      querylog.SrcIDs{Instance: a.ClientName},
-		Group:       a.Group,
-		Policy:      a.Policy,
-		Domain:      a.Domain,
-		Score:       a.Score,
-		Signals:     a.Signals,
-		Queries:     a.Queries,
-		Unique:      a.Unique,
-		Bytes:       a.Bytes,
-		SampleNames: a.SampleNames,
-		Action:      action,
-	}
 }

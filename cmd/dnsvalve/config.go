@@ -24,6 +24,7 @@ import (
 	"github.com/dnsvalve/dnsvalve/internal/redact"
 	"github.com/dnsvalve/dnsvalve/policy"
 	"github.com/dnsvalve/dnsvalve/resolver/cache"
+	"github.com/dnsvalve/dnsvalve/resolver/query"
 )
 
 //go:embed default.yaml
@@ -189,6 +190,24 @@ type NewlySeenConfig struct {
 
 type AlertsConfig struct {
 	Webhook string `mapstructure:"webhook"`
+	// Policy names the policy actions that raise an alert: "alert",
+	// "block".
+	Policy         []string      `mapstructure:"policy"`
+	PolicyInterval time.Duration `mapstructure:"policy_interval"`
+}
+
+// policyActions returns the actions alerts.policy names (validated).
+func (a AlertsConfig) policyActions() []query.Action {
+	var out []query.Action
+	for _, s := range a.Policy {
+		switch strings.ToLower(s) {
+		case "alert":
+			out = append(out, query.ActionAlert)
+		case "block":
+			out = append(out, query.ActionBlock)
+		}
+	}
+	return out
 }
 
 type QuerylogConfig struct {
@@ -614,6 +633,19 @@ func (c *Config) validate() error {
 		} else if _, err := os.Stat(ca); err != nil {
 			bad("detect.shared_tls_ca", "%v", err)
 		}
+	}
+	if w := c.Alerts.Webhook; w != "" {
+		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("alerts.webhook", "must be \"\" (off) or an http:// or https:// URL")
+		}
+	}
+	for i, a := range c.Alerts.Policy {
+		if l := strings.ToLower(a); l != "alert" && l != "block" {
+			bad(fmt.Sprintf("alerts.policy[%d]", i), "%q is not alert or block", a)
+		}
+	}
+	if c.Alerts.PolicyInterval < 0 {
+		bad("alerts.policy_interval", "must be 0 (every query) or more")
 	}
 	if c.Querylog.Buffer < 1 {
 		bad("querylog.buffer", "must be at least 1")

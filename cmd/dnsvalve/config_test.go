@@ -108,6 +108,9 @@ func TestConfigErrors(t *testing.T) {
 		{"conditional_zone_twice", "upstream:\n  conditional:\n    - zones: [corp.test]\n      servers: [\"udp://127.0.0.1:1\"]\n    - zones: [Corp.Test.]\n      servers: [\"udp://127.0.0.1:2\"]\n", []string{"upstream.conditional[1].zones[0]", "already in upstream.conditional[0].zones[0]"}},
 		{"conditional_no_servers", "upstream:\n  conditional:\n    - zones: [corp.test]\n", []string{"upstream.conditional[0].servers", "at least one"}},
 		{"conditional_unknown_key", "upstream:\n  conditional:\n    - zones: [corp.test]\n      server: [\"udp://127.0.0.1:1\"]\n", []string{"upstream.conditional.0.server"}},
+		{"webhook_not_http", "alerts:\n  webhook: \"hooks.example/alert\"\n", []string{"alerts.webhook", "http:// or https://"}},
+		{"policy_alert_action", "alerts:\n  policy: [alert, allow]\n", []string{"alerts.policy[1]", `"allow" is not alert or block`}},
+		{"negative_alert_interval", "alerts:\n  policy_interval: -1m\n", []string{"alerts.policy_interval"}},
 		{"several_errors_joined", "upstream:\n  strategy: x\ncache:\n  min_ttl: 2h\n  max_ttl: 1h\n", []string{"upstream.strategy", "cache.min_ttl"}},
 		{"bad_yaml", "server: [\n", []string{"dnsvalve.yaml"}},
 	} {

@@ -32,6 +32,7 @@ type observer struct {
 	webhook  *detect.Webhook
 	qlog     *querylog.Logger
 	ql       *resolver.QueryLog
+	policyAl *resolver.PolicyAlerts
 	detector *detect.Detector
 	store    seen.Store
 	syncer   *fleet.Syncer // nil unless detect.shared is set
@@ -97,6 +98,7 @@ func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*
 	if cfg.Alerts.Webhook != "" {
 		o.webhook = detect.NewWebhook(cfg.Alerts.Webhook, &http.Client{Timeout: 10 * time.Second}, dm, logger)
 	}
+	o.policyAl = resolver.NewPolicyAlerts(cfg.Alerts.policyActions(), cfg.Alerts.PolicyInterval, o.policyAlert, reg)
 	o.detector, err = detect.New(dc, o.store, detect.AlertFunc(o.alert), dm, logger)
 	if err != nil {
 		_ = o.store.Close()
@@ -112,6 +114,7 @@ func newObserver(cfg *Config, reg prometheus.Registerer, logger *slog.Logger) (*
 func (o *observer) Observe(req *query.Request, resp *dns.Msg, latency time.Duration) {
 	o.ql.Observe(req, resp, latency)
 	o.stats.Record(req, resp)
+	o.policyAl.Observe(req, resp, latency)
 }
 
 // detectStage is the chain's detect stage over the policy store.
@@ -126,12 +129,25 @@ func (o *observer) alert(a detect.Alert) {
 	if o.policies != nil && o.policies().DetectMode(a.Policy) == resolver.DetectEnforce && a.Score >= o.cfg.BlockScore {
 		action = "BLOCK"
 	}
-	o.qlog.LogAlert(resolver.AlertRecord(a, action))
+	rec := detect.AlertRecord(&a, action)
+	o.qlog.LogAlert(rec)
 	if o.webhook != nil {
-		o.webhook.Alert(a)
+		o.webhook.Send(rec) // the same record, BLOCK included
 	}
 	o.logger.Warn("tunneling alert", "client", a.Client, "workload", a.ClientName, "domain", a.Domain,
 		"score", a.Score, "signals", a.Signals)
+}
+
+// policyAlert routes a policy alert (alerts.policy) to the query log,
+// the webhook and the log.
+func (o *observer) policyAlert(rec querylog.Alert) {
+	o.qlog.LogAlert(rec)
+	if o.webhook != nil {
+		o.webhook.Send(rec)
+	}
+	o.logger.Warn("policy alert", "action", rec.Action, "client", rec.SrcAddr, "workload", rec.SrcIDs.Instance,
+		"name", rec.QueryName, "type", rec.QueryType, "list", rec.FirewallDomainListID, "category", rec.Category,
+		"rule", rec.Rule, "source", rec.Source, "reason", rec.Reason)
 }
 
 // Close flushes the query log and closes the detector's stores.

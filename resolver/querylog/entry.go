@@ -79,4 +79,19 @@ type Alert struct {
 	Bytes       int64    `json:"bytes"`             // subdomain bytes in the window
 	SampleNames []string `json:"sample_names"`
 	Action      string   `json:"action"` // ALERT, or BLOCK in enforce mode
+
+	// Kind is what raised the alert: "tunneling" (the detector: the
+	// fields above) or "policy" (a policy decision named in
+	// alerts.policy: the fields below, with Domain the query name's
+	// registered domain and the counts 0).
+	Kind string `json:"kind,omitempty"`
+	// The question and the rule of a policy alert, keyed as in the query
+	// log's records.
+	QueryName            string `json:"query_name,omitempty"`
+	QueryType            string `json:"query_type,omitempty"`
+	FirewallDomainListID string `json:"firewall_domain_list_id,omitempty"` // the list that matched
+	Category             string `json:"category,omitempty"`
+	Rule                 string `json:"rule,omitempty"`
+	Source               string `json:"source,omitempty"`
+	Reason               string `json:"reason,omitempty"` // list, allowlist_mode, qtype, cname, rebinding
 }

@@ -71,18 +71,19 @@ func TestEntryGolden(t *testing.T) {
 		}
 	}
 
-	a := testAlert()
-	line := append(AppendAlert(nil, &a), '\n')
-	checkGolden(t, "alert", line)
-	if std := stdJSON(t, a); !bytes.Equal(std, line[:len(line)-1]) {
-		t.Errorf("alert: AppendAlert differs from encoding/json\n got: %s\nwant: %s", line, std)
-	}
-	var got Alert
-	if err := json.Unmarshal(line, &got); err != nil {
-		t.Fatalf("alert: unmarshal: %v", err)
-	}
-	if !reflect.DeepEqual(got, a) {
-		t.Errorf("alert: round trip\n got: %+v\nwant: %+v", got, a)
+	for name, a := range map[string]Alert{"alert": testAlert(), "alert_policy": testPolicyAlert()} {
+		line := append(AppendAlert(nil, &a), '\n')
+		checkGolden(t, name, line)
+		if std := stdJSON(t, a); !bytes.Equal(std, line[:len(line)-1]) {
+			t.Errorf("%s: AppendAlert differs from encoding/json\n got: %s\nwant: %s", name, line, std)
+		}
+		var got Alert
+		if err := json.Unmarshal(line, &got); err != nil {
+			t.Fatalf("%s: unmarshal: %v", name, err)
+		}
+		if !reflect.DeepEqual(got, a) {
+			t.Errorf("%s: round trip\n got: %+v\nwant: %+v", name, got, a)
+		}
 	}
 }
 
@@ -187,8 +188,8 @@ func TestAppendRdata(t *testing.T) {
 			t.Errorf("%s: empty rdata", s)
 		}
 	}
-	if got := typeString(65399); got != "TYPE65399" {
-		t.Errorf("typeString(65399) = %q", got)
+	if got := TypeString(65399); got != "TYPE65399" {
+		t.Errorf("TypeString(65399) = %q", got)
 	}
 	if got := ClassString(dns.ClassCHAOS); got != "CH" {
 		t.Errorf("ClassString(CH) = %q", got)

@@ -118,6 +118,18 @@ func testAlert() Alert {
 		Domain: "t.example.com", Score: 0.93, Signals: []string{"entropy", "unique_subdomains", "volume"},
 		Queries: 412, Unique: 398, Bytes: 20877,
 		SampleNames: []string{"aGVsbG8.t.example.com.", "d29ybGQ.t.example.com."}, Action: "ALERT",
+		Kind: "tunneling",
+	}
+}
+
+// testPolicyAlert is a policy alert: a block on a malware list.
+func testPolicyAlert() Alert {
+	return Alert{
+		Type: "alert", Timestamp: "2025-03-14T15:09:27.001Z",
+		SrcAddr: "10.0.8.5", SrcIDs: SrcIDs{Instance: "payments-db-1"}, Group: "payments", Policy: "sensitive",
+		Domain: "evil.example", Signals: []string{}, SampleNames: []string{}, Action: "BLOCK",
+		Kind: "policy", QueryName: "c2.evil.example.", QueryType: "TXT", FirewallDomainListID: "urlhaus",
+		Category: "malware", Rule: "||evil.example^", Source: "https://urlhaus.example/hostfile.txt:17", Reason: "list",
 	}
 }
 

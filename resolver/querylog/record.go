@@ -44,7 +44,7 @@ func NewEntry(r *Record) Entry {
 		Version:        Version,
 		QueryTimestamp: string(appendTimestamp(nil, r.Time)),
 		QueryName:      r.Question.Name,
-		QueryType:      typeString(r.Question.Qtype),
+		QueryType:      TypeString(r.Question.Qtype),
 		QueryClass:     ClassString(r.Question.Qclass),
 		Rcode:          rcodeString(r.Resp),
 		Answers:        []Answer{},
@@ -58,7 +58,7 @@ func NewEntry(r *Record) Entry {
 			h := rr.Header()
 			e.Answers = append(e.Answers, Answer{
 				Rdata: string(appendRdata(nil, rr)),
-				Type:  typeString(h.Rrtype),
+				Type:  TypeString(h.Rrtype),
 				Class: ClassString(h.Class),
 			})
 		}
@@ -116,6 +116,10 @@ func appendTimestamp(dst []byte, t time.Time) []byte {
 	return dst
 }
 
+// RuleSource is a rule's place as the query log writes it: src, with
+// ":line" when line is known.
+func RuleSource(src string, line int) string { return string(appendSource(nil, src, line)) }
+
 func appendSource(dst []byte, src string, line int) []byte {
 	dst = append(dst, src...)
 	if line > 0 {
@@ -139,8 +143,8 @@ func appendAddr(dst []byte, a netip.Addr) []byte {
 	return a.AppendTo(dst)
 }
 
-// typeString prints an RR type as Route 53 does: "A", "TXT", "TYPE65399".
-func typeString(t uint16) string {
+// TypeString prints an RR type as Route 53 does: "A", "TXT", "TYPE65399".
+func TypeString(t uint16) string {
 	switch t { // the common ones without a map lookup
 	case dns.TypeA:
 		return "A"
