@@ -77,6 +77,9 @@ type Config struct {
 	Groups []GroupConfig
 	// Names maps a client IP to a workload name for logs (clients.names).
 	Names map[string]string
+	// FileNames are more workload names, read from clients.names_files
+	// (see ParseNames); Names wins where both name an address.
+	FileNames map[netip.Addr]string
 	// Policies by name (policies). "default" applies to clients in no
 	// group; Compile adds an open one if it is absent.
 	Policies map[string]PolicyConfig
@@ -264,6 +267,16 @@ func Compile(cfg Config, lists map[string]Matcher) (*Snapshot, error) {
 			continue
 		}
 		s.names[a] = cfg.Names[ip]
+	}
+	if len(cfg.FileNames) > 0 {
+		names := make(map[netip.Addr]string, len(s.names)+len(cfg.FileNames))
+		for a, n := range cfg.FileNames {
+			names[a] = n
+		}
+		for a, n := range s.names {
+			names[a] = n
+		}
+		s.names = names
 	}
 
 	if len(c.errs) > 0 {

@@ -46,6 +46,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	a := &app{logger: logger}
 	a.lists = newListsManager(cfg, prometheus.NewRegistry(), logger)
+	a.names = newNamesFiles(prometheus.NewRegistry(), logger)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	snap, err := a.compile(ctx, cfg)

@@ -144,8 +144,9 @@ type ListConfig struct {
 }
 
 type ClientsConfig struct {
-	Groups []GroupConfig     `mapstructure:"groups"`
-	Names  map[string]string `mapstructure:"names"`
+	Groups     []GroupConfig     `mapstructure:"groups"`
+	Names      map[string]string `mapstructure:"names"`
+	NamesFiles []string          `mapstructure:"names_files"`
 }
 
 type GroupConfig struct {
@@ -296,8 +297,14 @@ func loadConfig(file string, flags *pflag.FlagSet) (*Config, error) {
 	}
 	cfg.File = file
 	cfg.UnknownEnv = unknownEnv
-	// Relative list paths are relative to the config file's directory.
+	// Relative list and names file paths are relative to the config
+	// file's directory.
 	if file != "" {
+		for i, p := range cfg.Clients.NamesFiles {
+			if p != "" && !filepath.IsAbs(p) {
+				cfg.Clients.NamesFiles[i] = filepath.Join(filepath.Dir(file), p)
+			}
+		}
 		for i := range cfg.Lists {
 			for j, src := range cfg.Lists[i].Sources {
 				if !strings.Contains(src, "://") && !filepath.IsAbs(src) {
@@ -563,6 +570,11 @@ func (c *Config) validate() error {
 		}
 		if _, ok := c.Policies[g.Policy]; !ok && g.Policy != "default" {
 			bad(key+".policy", "unknown policy %q", g.Policy)
+		}
+	}
+	for i, p := range c.Clients.NamesFiles {
+		if p == "" {
+			bad(fmt.Sprintf("clients.names_files[%d]", i), "empty path")
 		}
 	}
 	for ip := range c.Clients.Names {

@@ -108,9 +108,13 @@ type app struct {
 
 	// swapMu serialises what compiles and swaps the policy (a reload, a
 	// list refresh), so that the last swap is of the newest config.
-	swapMu   sync.Mutex
-	reload   chan string
-	reloaded chan struct{} // a reload swapped the config: the file watch follows its files
+	swapMu sync.Mutex
+	// names reads clients.names_files; fileNames are the names in force
+	// (the running snapshot's), replaced under swapMu.
+	names     *namesFiles
+	fileNames map[netip.Addr]string
+	reload    chan string
+	reloaded  chan struct{} // a reload swapped the config: the file watch follows its files
 	// bg is cancelled when shutdown begins (set by run; nil before).
 	bg context.Context
 	// loadedAt is when the first read of the config's files began (the
@@ -157,6 +161,7 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	if a.loadedAt.IsZero() {
 		a.loadedAt = time.Now()
 	}
+	a.names = newNamesFiles(a.metReg, logger)
 	snap, err := a.compile(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -345,13 +350,15 @@ func (a *app) buildGroup(cfg *Config, key string, servers []string, probeZone st
 	return g, nil
 }
 
-// compile loads the lists and compiles the policy snapshot for cfg.
+// compile loads the lists and the names files and compiles the policy
+// snapshot for cfg.
 func (a *app) compile(ctx context.Context, cfg *Config) (*policy.Snapshot, error) {
 	loaded, err := a.loadLists(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return a.compileWith(cfg, loaded)
+	a.fileNames = a.names.load(cfg.Clients.NamesFiles)
+	return a.compileWith(cfg, loaded, a.fileNames)
 }
 
 // loadLists has the list manager load cfg's lists. On an error nothing
@@ -369,12 +376,12 @@ func (a *app) loadLists(ctx context.Context, cfg *Config) (map[string]*lists.Lis
 	return loaded, nil
 }
 
-func (a *app) compileWith(cfg *Config, loaded map[string]*lists.List) (*policy.Snapshot, error) {
+func (a *app) compileWith(cfg *Config, loaded map[string]*lists.List, fileNames map[netip.Addr]string) (*policy.Snapshot, error) {
 	ms := make(map[string]policy.Matcher, len(loaded))
 	for n, l := range loaded {
 		ms[n] = l
 	}
-	pc := policy.Config{Names: cfg.Clients.Names, Policies: map[string]policy.PolicyConfig{}, BlockTTL: cfg.BlockTTL}
+	pc := policy.Config{Names: cfg.Clients.Names, FileNames: fileNames, Policies: map[string]policy.PolicyConfig{}, BlockTTL: cfg.BlockTTL}
 	for _, s := range cfg.Sinkhole {
 		ad, _ := netip.ParseAddr(s)
 		pc.Sinkhole = append(pc.Sinkhole, ad)
@@ -514,7 +521,7 @@ func (a *app) listsChanged(map[string]*lists.List) {
 func (a *app) swapLists() error {
 	a.swapMu.Lock()
 	defer a.swapMu.Unlock()
-	snap, err := a.compileWith(a.cfg.Load(), a.lists.Lists())
+	snap, err := a.compileWith(a.cfg.Load(), a.lists.Lists(), a.fileNames)
 	if err != nil {
 		a.logger.Error("list refresh: policy compile failed, keeping the running policy", "err", err)
 		a.metrics.reloads.WithLabelValues("error").Inc()
@@ -532,13 +539,14 @@ func (a *app) reloadConfig(ctx context.Context, why string) error {
 	a.swapMu.Lock()
 	defer a.swapMu.Unlock()
 	old := a.cfg.Load()
-	cfg, snap, r, err := a.prepareReload(ctx, old)
+	cfg, snap, r, names, err := a.prepareReload(ctx, old)
 	if err != nil {
 		a.metrics.reloads.WithLabelValues("error").Inc()
 		a.logger.Error("configuration reload failed, keeping the running configuration", "trigger", why, "err", err)
 		return err
 	}
 	a.store.Swap(snap)
+	a.fileNames = names
 	if r != nil {
 		prev := a.router.Swap(r)
 		a.forgetUpstreams(prev, r)
@@ -568,32 +576,34 @@ func (a *app) reloadConfig(ctx context.Context, why string) error {
 }
 
 // prepareReload reads the config file again and builds what a reload
-// swaps in: the config, the policy compiled with its lists, and a router
-// when the upstreams changed (nil when not). On an error nothing running
-// changed: the list manager is back on the running config's lists.
-func (a *app) prepareReload(ctx context.Context, old *Config) (*Config, *policy.Snapshot, *upstream.Router, error) {
+// swaps in: the config, the policy compiled with its lists and names
+// files, a router when the upstreams changed (nil when not), and the names
+// files' names. On an error nothing running changed: the list manager is
+// back on the running config's lists.
+func (a *app) prepareReload(ctx context.Context, old *Config) (*Config, *policy.Snapshot, *upstream.Router, map[netip.Addr]string, error) {
 	cfg, err := loadConfig(old.File, a.flags)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	loaded, err := a.loadLists(ctx, cfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	snap, err := a.compileWith(cfg, loaded)
+	names := a.names.load(cfg.Clients.NamesFiles)
+	snap, err := a.compileWith(cfg, loaded, names)
 	if err != nil {
 		a.restoreLists(ctx, old)
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	if !upstreamChanged(old.Upstream, cfg.Upstream) {
-		return cfg, snap, nil, nil
+		return cfg, snap, nil, names, nil
 	}
 	r, err := a.buildRouter(cfg)
 	if err != nil {
 		a.restoreLists(ctx, old)
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	return cfg, snap, r, nil
+	return cfg, snap, r, names, nil
 }
 
 // restoreLists puts the list manager back on the running config's lists
@@ -813,6 +823,9 @@ func watchedFiles(cfg *Config) map[string]string {
 				add(src, "list file change: "+l.Name)
 			}
 		}
+	}
+	for _, p := range cfg.Clients.NamesFiles {
+		add(p, "names file change")
 	}
 	return files
 }
