@@ -76,3 +76,36 @@ func TestCompileFileNames(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseNames: any input parses without panicking, every name kept is
+// one a log line can carry (non-empty, bounded, no control characters),
+// and the counts add up.
+func FuzzParseNames(f *testing.F) {
+	for _, seed := range []string{
+		"10.0.3.7 build-runner-2\n", "10.0.0.1,db-1\r\n# c\n\nfd00::5\tv6\n", "::ffff:1.2.3.4 m a b\n1.2.3.4 dup\n",
+		"x y\n10.0.0.1\n", "fe80::1%eth0 ll\n",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		dst := map[netip.Addr]string{}
+		st, err := ParseNames(strings.NewReader(in), dst)
+		if err != nil && !errors.Is(err, ErrNamesLine) {
+			t.Fatalf("error from a string reader: %v", err)
+		}
+		if st.Entries != len(dst) {
+			t.Errorf("Entries %d, but %d names", st.Entries, len(dst))
+		}
+		if lines := strings.Count(in, "\n") + 1; st.Entries+st.Invalid+st.Duplicates > lines {
+			t.Errorf("%d entries, %d invalid, %d duplicates from %d lines", st.Entries, st.Invalid, st.Duplicates, lines)
+		}
+		for a, n := range dst {
+			if !a.IsValid() || a.Zone() != "" || a.Is4In6() {
+				t.Errorf("address %v kept as is", a)
+			}
+			if n == "" || len(n) > maxNameLen || strings.ContainsFunc(n, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+				t.Errorf("name %q kept", n)
+			}
+		}
+	})
+}
