@@ -115,9 +115,9 @@ func TestWebhookSecretNotLogged(t *testing.T) {
 	}
 }
 
-// TestWebhookSend: Send posts any alert record as is, byte for byte the
-// query log's line (a policy alert, or a detector alert whose action is
-// BLOCK).
+// TestWebhookSend: Send posts an alert record as is (a policy alert, or a
+// detector alert whose action is BLOCK): the JSON encoding/json writes
+// for it (without HTML escaping, as the query log's lines).
 func TestWebhookSend(t *testing.T) {
 	got := make(chan []byte, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -129,13 +129,20 @@ func TestWebhookSend(t *testing.T) {
 	w := NewWebhook(srv.URL, srv.Client(), nil, nil)
 	for _, rec := range []querylog.Alert{
 		{Type: "alert", Timestamp: "2026-03-01T12:00:00.000Z", SrcAddr: "10.0.0.1", Domain: "evil.example", Action: "BLOCK",
+			Signals: []string{}, SampleNames: []string{},
 			Kind: "policy", QueryName: "c2.evil.example.", QueryType: "TXT", FirewallDomainListID: "urlhaus", Category: "malware",
-			Rule: "||evil.example^", Source: "feed.txt:3", Reason: "list"},
+			Rule: "||evil.example^", Source: "https://feed.example/list?a=1&b=<2>:3", Reason: "list"},
 		AlertRecord(&Alert{Time: t0, Client: netip.MustParseAddr("10.0.0.2"), Domain: "t.example", Score: 0.95}, "BLOCK"),
 	} {
 		w.Send(rec)
-		if body, want := <-got, querylog.AppendAlert(nil, &rec); !bytes.Equal(body, want) {
-			t.Errorf("posted\n%s\nwant\n%s", body, want)
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(rec); err != nil {
+			t.Fatal(err)
+		}
+		if body := <-got; !bytes.Equal(body, bytes.TrimSuffix(want.Bytes(), []byte("\n"))) {
+			t.Errorf("posted\n%s\nwant\n%s", body, want.Bytes())
 		}
 	}
 	if err := w.Close(context.Background()); err != nil {

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -10,63 +11,84 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dnsvalve/dnsvalve/detect"
+	"github.com/dnsvalve/dnsvalve/policy"
 	"github.com/dnsvalve/dnsvalve/resolver/query"
 	"github.com/dnsvalve/dnsvalve/resolver/querylog"
 )
 
 // PolicyAlerts turns policy decisions into alerts: a query that an alert
-// rule matched (and, when configured, one a policy blocked) raises an
+// rule decided (and, when configured, one a policy blocked) raises an
 // alert record, the kind the detector raises, for the query log, the
-// webhook and the operator's log. A workload that retries a blocked name
-// every second would raise 3,600 alerts an hour, so one client, name and
-// rule raise one alert per interval; the repeats are counted, not sent.
+// webhook and the operator's log.
 //
-// Detection blocks ("tunneling") raise the detector's own alert, not this
-// one. PolicyAlerts is an Observer: it runs after the reply is written,
-// and does nothing for a query no alerting decision touched.
+// An alert is about a client meeting a rule, not about each name: one
+// client, action, reason, list and rule raise one alert per interval (a
+// workload retrying a blocked name every second, or a DGA walking random
+// subdomains under one blocked domain, raises one alert an hour). Where no
+// rule matched (allow-list-only mode, a CNAME or address the answer check
+// refused), the registered domain of the name stands for the rule. On top
+// of that, alerts are rate limited overall (policyAlertRate a second,
+// bursts of policyAlertBurst), so that a client asking for thousands of
+// unapproved domains cannot flood the webhook queue it shares with the
+// detector, nor the log. Both kinds of repeats are counted, not sent; the
+// query log still has every query.
+//
+// Only the final decision counts: a name on both an alert list and a
+// block list is blocked (block beats alert), and raises a block alert if
+// blocks alert. Detection blocks ("tunneling") raise the detector's own
+// alert, not this one. PolicyAlerts is an Observer: it runs after the
+// reply is written and returns at once for a query no alerting decision
+// touched.
 type PolicyAlerts struct {
 	actions  [query.ActionAlert + 1]bool
 	interval time.Duration
 	send     func(querylog.Alert)
 
-	mu   sync.Mutex
-	last *lru.Cache[policyAlertKey, time.Time] // when each key last raised an alert
+	mu     sync.Mutex
+	last   *lru.Cache[policyAlertKey, time.Time] // when each key last raised an alert
+	tokens float64                               // the overall rate limit's bucket
+	filled time.Time                             // when tokens was last topped up
 
 	raised     *prometheus.CounterVec
-	suppressed prometheus.Counter
+	suppressed *prometheus.CounterVec
 }
 
 var _ Observer = (*PolicyAlerts)(nil)
 
-// policyAlertKey is what makes two alerts the same: the client, the
-// question and the rule.
+// policyAlertKey is what makes two alerts the same.
 type policyAlertKey struct {
-	client     string
-	name       string
-	qtype      uint16
-	action     query.Action
-	list, rule string
-	reason     string
+	client  netip.Addr
+	action  query.Action
+	reason  string
+	list    string
+	subject string // the rule, or the registered domain where no rule matched
 }
 
-// maxPolicyAlertKeys bounds the keys PolicyAlerts remembers; beyond it the
-// least recently alerted are forgotten (and alert again when they recur).
-const maxPolicyAlertKeys = 100_000
+const (
+	// maxPolicyAlertKeys bounds the keys PolicyAlerts remembers; beyond
+	// it the least recently alerted are forgotten (and alert again when
+	// they recur).
+	maxPolicyAlertKeys = 100_000
+	// policyAlertRate and policyAlertBurst bound the alerts sent, all
+	// keys together.
+	policyAlertRate  = 20
+	policyAlertBurst = 200
+)
 
 // NewPolicyAlerts returns PolicyAlerts raising alerts for the decisions
 // whose action is in actions (query.ActionBlock, query.ActionAlert), at
-// most one per key per interval (0: every query), handed to send, which
-// must not block. reg may be nil.
+// most one per key per interval (0: every query, still rate limited),
+// handed to send, which must not block. reg may be nil.
 func NewPolicyAlerts(actions []query.Action, interval time.Duration, send func(querylog.Alert), reg prometheus.Registerer) *PolicyAlerts {
-	p := &PolicyAlerts{interval: interval, send: send,
+	p := &PolicyAlerts{interval: interval, send: send, tokens: policyAlertBurst,
 		raised: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsvalve_policy_alerts_total",
 			Help: "Policy alerts raised (alerts.policy), by action and category.",
 		}, []string{"action", "category"}),
-		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
+		suppressed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsvalve_policy_alerts_suppressed_total",
-			Help: "Policy decisions that repeated an alert raised within alerts.policy_interval, not sent again.",
-		}),
+			Help: "Policy decisions that raised no alert: a repeat within alerts.policy_interval (repeat), or over the overall rate limit (rate).",
+		}, []string{"reason"}),
 	}
 	p.last, _ = lru.New[policyAlertKey, time.Time](maxPolicyAlertKeys) // only errors on a size <= 0
 	for _, a := range actions {
@@ -74,10 +96,28 @@ func NewPolicyAlerts(actions []query.Action, interval time.Duration, send func(q
 			p.actions[a] = true
 		}
 	}
+	p.suppressed.WithLabelValues("repeat")
+	p.suppressed.WithLabelValues("rate")
 	if reg != nil {
 		reg.MustRegister(p.raised, p.suppressed)
 	}
 	return p
+}
+
+// Prime creates the alert counters of categories at 0, for the actions
+// that alert, so that a rule's increase() sees the first alert of a
+// category too (a series born at 1 shows no increase). The category ""
+// (blocks with no list: allow-list-only mode, query types) is always
+// primed.
+func (p *PolicyAlerts) Prime(categories []string) {
+	for a := range p.actions {
+		if !p.actions[a] {
+			continue
+		}
+		for _, c := range append([]string{""}, categories...) {
+			p.raised.WithLabelValues(query.Action(a).String(), c)
+		}
+	}
 }
 
 // Observe implements Observer.
@@ -88,12 +128,21 @@ func (p *PolicyAlerts) Observe(req *query.Request, _ *dns.Msg, _ time.Duration) 
 		return
 	}
 	q := req.Msg.Question[0]
-	reason := info.Reason
+	reason := info.PolicyReason
 	if reason == "" {
-		reason = "list"
+		reason = policy.ReasonList
 	}
-	key := policyAlertKey{client: req.Client.Addr.String(), name: strings.ToLower(q.Name), qtype: q.Qtype,
-		action: info.Action, list: info.List, rule: info.Rule, reason: reason}
+	key := policyAlertKey{client: req.Client.Addr, action: info.Action, reason: reason, list: info.List, subject: info.Rule}
+	domain := info.Domain // the detector's, when it ran
+	if domain == "" {
+		domain = registered(q.Name)
+	}
+	if key.subject == "" {
+		key.subject = domain
+		if reason == policy.ReasonCNAME && info.Target != "" {
+			key.subject = registered(info.Target)
+		}
+	}
 	now := req.Start
 	if now.IsZero() {
 		now = time.Now()
@@ -101,25 +150,51 @@ func (p *PolicyAlerts) Observe(req *query.Request, _ *dns.Msg, _ time.Duration) 
 	p.mu.Lock()
 	if at, ok := p.last.Get(key); ok && p.interval > 0 && now.Sub(at) < p.interval {
 		p.mu.Unlock()
-		p.suppressed.Inc()
+		p.suppressed.WithLabelValues("repeat").Inc()
+		return
+	}
+	if !p.take(now) {
+		p.mu.Unlock()
+		p.suppressed.WithLabelValues("rate").Inc()
 		return
 	}
 	p.last.Add(key, now)
 	p.mu.Unlock()
 
-	domain := info.Domain
-	if domain == "" {
-		var f detect.Features
-		detect.Extract(key.name, q.Qtype, &f)
-		domain = f.Registered
-	}
 	p.raised.WithLabelValues(info.Action.String(), info.Category).Inc()
 	p.send(querylog.Alert{
 		Type: "alert", Timestamp: now.UTC().Format("2006-01-02T15:04:05.000Z07:00"),
-		SrcAddr: key.client, SrcIDs: querylog.SrcIDs{Instance: req.Client.Name},
+		SrcAddr: req.Client.Addr.String(), SrcIDs: querylog.SrcIDs{Instance: req.Client.Name},
 		Group: req.Client.Group, Policy: req.Client.Policy, Domain: domain,
 		Signals: []string{}, SampleNames: []string{}, Action: info.Action.String(),
 		Kind: "policy", QueryName: q.Name, QueryType: querylog.TypeString(q.Qtype), FirewallDomainListID: info.List,
 		Category: info.Category, Rule: info.Rule, Source: querylog.RuleSource(info.Source, info.Line), Reason: reason,
+		Target: info.Target,
 	})
+}
+
+// take spends one token of the overall rate limit, reporting whether
+// there was one. Callers hold mu.
+func (p *PolicyAlerts) take(now time.Time) bool {
+	if !p.filled.IsZero() {
+		if d := now.Sub(p.filled); d > 0 {
+			p.tokens = min(policyAlertBurst, p.tokens+d.Seconds()*policyAlertRate)
+		}
+	}
+	if now.After(p.filled) {
+		p.filled = now
+	}
+	if p.tokens < 1 {
+		return false
+	}
+	p.tokens--
+	return true
+}
+
+// registered returns name's registered domain (eTLD+1), lower case,
+// without the trailing dot.
+func registered(name string) string {
+	var f detect.Features
+	detect.Extract(strings.ToLower(name), 0, &f)
+	return f.Registered
 }

@@ -86,6 +86,15 @@ func record(info *query.Info, d *policy.Decision) {
 	info.Rule = d.Match.Rule
 	info.Source = d.Match.Source
 	info.Line = d.Match.Line
+	info.PolicyReason = d.Reason
+	switch d.Reason {
+	case policy.ReasonCNAME:
+		info.Target = d.CNAME
+	case policy.ReasonRebinding:
+		info.Target = d.Addr.String()
+	default:
+		info.Target = ""
+	}
 	if d.Reason != "" && d.Reason != "list" {
 		info.Reason = d.Reason
 	}

@@ -150,6 +150,20 @@ func (o *observer) policyAlert(rec querylog.Alert) {
 		"rule", rec.Rule, "source", rec.Source, "reason", rec.Reason)
 }
 
+// listCategories returns the categories of cfg's lists (a list's name
+// when it has none).
+func listCategories(cfg *Config) []string {
+	var out []string
+	for _, l := range cfg.Lists {
+		c := l.Category
+		if c == "" {
+			c = l.Name
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
 // Close flushes the query log and closes the detector's stores.
 func (o *observer) Close(ctx context.Context) error {
 	var werr error

@@ -15,9 +15,9 @@ import (
 )
 
 // TestE2EPolicyAlerts: with alerts.policy [alert, block], the binary
-// sends one alert record per client, name, type and rule per interval to
-// the webhook and the query log, for an alert-list match and for blocks
-// (a block list, allow-list-only mode, block_qtypes), and counts the
+// sends one alert record per client and rule per interval to the webhook
+// and the query log, for an alert-list match and for blocks (a block list,
+// a CNAME target, allow-list-only mode, block_qtypes), and counts the
 // repeats it suppressed.
 func TestE2EPolicyAlerts(t *testing.T) {
 	needTool(t, "dig")
@@ -81,24 +81,42 @@ querylog:
 `, dnsAddr, httpAddr, up.addr, dir, hook.URL, logFile))
 	p := startDNSValve(t, bin, "serve", "--config", file)
 
-	type want struct{ action, kind, client, name, qtype, list, category, rule, source, reason, domain, instance string }
+	// Before any query, every category's counters exist at 0, so that
+	// increase() in alert rules sees the first alert.
+	before := httpGet(t, "http://"+httpAddr+"/metrics")
+	for _, w := range []string{
+		`dnsvalve_policy_alerts_total{action="BLOCK",category="malware"} 0`,
+		`dnsvalve_policy_alerts_total{action="ALERT",category="file-sharing"} 0`,
+	} {
+		if !strings.Contains(before, w) {
+			t.Errorf("/metrics at start lacks %s", w)
+		}
+	}
+
+	type want struct{ action, kind, client, name, qtype, list, category, rule, source, reason, domain, instance, target string }
 	for _, tc := range []struct {
 		name  string
 		args  []string
 		alert *want // nil: no new alert
 	}{
 		{"block_list", []string{"c2.malware.example", "TXT"},
-			&want{"BLOCK", "policy", "127.0.0.1", "c2.malware.example.", "TXT", "malware", "malware", "malware.example", malware + ":2", "list", "malware.example", "build-runner-2"}},
+			&want{"BLOCK", "policy", "127.0.0.1", "c2.malware.example.", "TXT", "malware", "malware", "malware.example", malware + ":2", "list", "malware.example", "build-runner-2", ""}},
+		// The same client and rule: one alert, whatever the name or type
+		// (a DGA walking subdomains raises one).
 		{"repeat_suppressed", []string{"C2.Malware.Example", "TXT"}, nil},
-		{"other_type_alerts", []string{"c2.malware.example", "A"},
-			&want{"BLOCK", "policy", "127.0.0.1", "c2.malware.example.", "A", "malware", "malware", "malware.example", malware + ":2", "list", "malware.example", "build-runner-2"}},
+		{"other_name_same_rule", []string{"x7f3a.malware.example", "A"}, nil},
 		{"alert_list", []string{"dl.share.example", "A"},
-			&want{"ALERT", "policy", "127.0.0.1", "dl.share.example.", "A", "sharing", "file-sharing", "||share.example^", filepath.Join(dir, "sharing.txt") + ":1", "list", "share.example", "build-runner-2"}},
+			&want{"ALERT", "policy", "127.0.0.1", "dl.share.example.", "A", "sharing", "file-sharing", "||share.example^", filepath.Join(dir, "sharing.txt") + ":1", "list", "share.example", "build-runner-2", ""}},
 		{"allowed_no_alert", []string{"example.com", "A"}, nil},
+		{"cname_to_blocked", []string{"cname-to-malware.test", "A"},
+			&want{"BLOCK", "policy", "127.0.0.1", "cname-to-malware.test.", "A", "malware", "malware", "malware.example", malware + ":2", "cname", "cname-to-malware.test", "build-runner-2", "malware.example."}},
 		{"allowlist_mode", []string{"-b", "127.0.0.2", "exfil.example.net", "A"},
-			&want{"BLOCK", "policy", "127.0.0.2", "exfil.example.net.", "A", "", "", "", "", "allowlist_mode", "example.net", ""}},
+			&want{"BLOCK", "policy", "127.0.0.2", "exfil.example.net.", "A", "", "", "", "", "allowlist_mode", "example.net", "", ""}},
+		// Allow-list-only mode has no rule: the registered domain stands
+		// for it.
+		{"allowlist_mode_same_domain", []string{"-b", "127.0.0.2", "more.example.net", "A"}, nil},
 		{"qtype", []string{"-b", "127.0.0.2", "allowed.example", "NULL"},
-			&want{"BLOCK", "policy", "127.0.0.2", "allowed.example.", "NULL", "", "", "NULL", "policies.sensitive.block_qtypes", "qtype", "allowed.example", ""}},
+			&want{"BLOCK", "policy", "127.0.0.2", "allowed.example.", "NULL", "", "", "NULL", "policies.sensitive.block_qtypes", "qtype", "allowed.example", "", ""}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dig(t, dnsAddr, tc.args...)
@@ -112,7 +130,7 @@ querylog:
 				t.Fatal("no webhook alert")
 			}
 			w := tc.alert
-			got := want{a.Action, a.Kind, a.SrcAddr, a.QueryName, a.QueryType, a.FirewallDomainListID, a.Category, a.Rule, a.Source, a.Reason, a.Domain, a.SrcIDs.Instance}
+			got := want{a.Action, a.Kind, a.SrcAddr, a.QueryName, a.QueryType, a.FirewallDomainListID, a.Category, a.Rule, a.Source, a.Reason, a.Domain, a.SrcIDs.Instance, a.Target}
 			if got != *w {
 				t.Errorf("webhook alert\n got %+v\nwant %+v", got, *w)
 			}
@@ -122,7 +140,7 @@ querylog:
 	for _, w := range []string{
 		`dnsvalve_policy_alerts_total{action="BLOCK",category="malware"} 2`,
 		`dnsvalve_policy_alerts_total{action="ALERT",category="file-sharing"} 1`,
-		`dnsvalve_policy_alerts_suppressed_total 1`,
+		`dnsvalve_policy_alerts_suppressed_total{reason="repeat"} 3`,
 	} {
 		if !strings.Contains(metrics, w) {
 			t.Errorf("/metrics lacks %s", w)

@@ -173,6 +173,7 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	if err != nil {
 		return nil, err
 	}
+	a.obs.policyAl.Prime(listCategories(cfg))
 	access, err := accessConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -563,6 +564,7 @@ func (a *app) reloadConfig(ctx context.Context, why string) error {
 		time.AfterFunc(2*old.Upstream.Timeout, func() { _ = prev.Close() })
 	}
 	a.cfg.Store(cfg)
+	a.obs.policyAl.Prime(listCategories(cfg))
 	a.warnRestartNeeded(old, cfg)
 	a.metrics.reloads.WithLabelValues("ok").Inc()
 	a.metrics.lastReload.SetToCurrentTime()

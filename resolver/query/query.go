@@ -131,6 +131,14 @@ type Info struct {
 	Alert     bool
 	NewlySeen bool
 
+	// PolicyReason is why the policy decided as it did (the decision's
+	// reason: list, allowlist_mode, qtype, cname, rebinding), kept apart
+	// from Reason, which later stages also set. Target is what the answer
+	// check refused: the CNAME target (cname) or the private address
+	// (rebinding).
+	PolicyReason string
+	Target       string
+
 	// Refused is set when access control refused the query; Reason says why
 	// a query was answered the way it was when no list explains it
 	// (e.g. "rate_limited", "not_allowed", "upstream_failed", "panic").

@@ -154,6 +154,7 @@ func AppendAlert(dst []byte, a *Alert) []byte {
 	dst = appendOptString(dst, `,"rule":`, a.Rule)
 	dst = appendOptString(dst, `,"source":`, a.Source)
 	dst = appendOptString(dst, `,"reason":`, a.Reason)
+	dst = appendOptString(dst, `,"target":`, a.Target)
 	return append(dst, '}')
 }
 

@@ -94,4 +94,5 @@ type Alert struct {
 	Rule                 string `json:"rule,omitempty"`
 	Source               string `json:"source,omitempty"`
 	Reason               string `json:"reason,omitempty"` // list, allowlist_mode, qtype, cname, rebinding
+	Target               string `json:"target,omitempty"` // the refused CNAME target (cname) or private address (rebinding)
 }

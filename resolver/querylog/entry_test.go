@@ -71,7 +71,7 @@ func TestEntryGolden(t *testing.T) {
 		}
 	}
 
-	for name, a := range map[string]Alert{"alert": testAlert(), "alert_policy": testPolicyAlert()} {
+	for name, a := range map[string]Alert{"alert": testAlert(), "alert_policy": testPolicyAlert(), "alert_cname": testCNAMEAlert()} {
 		line := append(AppendAlert(nil, &a), '\n')
 		checkGolden(t, name, line)
 		if std := stdJSON(t, a); !bytes.Equal(std, line[:len(line)-1]) {

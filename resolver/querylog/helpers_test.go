@@ -122,6 +122,14 @@ func testAlert() Alert {
 	}
 }
 
+// testCNAMEAlert is a policy alert for a CNAME target the policy refused.
+func testCNAMEAlert() Alert {
+	a := testPolicyAlert()
+	a.QueryName, a.QueryType, a.Domain = "cdn.victim.example.", "A", "victim.example"
+	a.Reason, a.Target = "cname", "x.evil.example."
+	return a
+}
+
 // testPolicyAlert is a policy alert: a block on a malware list.
 func testPolicyAlert() Alert {
 	return Alert{
