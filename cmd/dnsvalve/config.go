@@ -612,6 +612,8 @@ func (c *Config) validate() error {
 	}
 	if c.Detect.BlockScore < 0 || c.Detect.BlockScore > 1 {
 		bad("detect.block_score", "must be within [0, 1]")
+	} else if c.Detect.BlockScore < c.Detect.AlertScore {
+		bad("detect.block_score", "%v is below detect.alert_score (%v): enforce policies would block tunnels that raise no alert", c.Detect.BlockScore, c.Detect.AlertScore)
 	}
 	if c.Detect.Window <= 0 {
 		bad("detect.window", "must be positive")

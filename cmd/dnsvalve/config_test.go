@@ -98,6 +98,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown_group_policy", "clients:\n  groups:\n    - name: g\n      cidrs: [10.0.0.0/8]\n      policy: nope\n", []string{"clients.groups[0].policy", "nope"}},
 		{"negative_stale_timer", "cache:\n  stale_client_timeout: -1s\n", []string{"cache.stale_client_timeout", "negative"}},
 		{"score_range", "detect:\n  alert_score: 2\n", []string{"detect.alert_score"}},
+		{"block_below_alert", "detect:\n  alert_score: 0.8\n  block_score: 0.6\n", []string{"detect.block_score", "below detect.alert_score (0.8)"}},
 		{"negative_max_domains", "detect:\n  newly_seen:\n    max_domains: -1\n", []string{"detect.newly_seen.max_domains"}},
 		{"failure_ttl_too_short", "cache:\n  failure_ttl: 500ms\n", []string{"cache.failure_ttl", "1s to 5m0s"}},
 		{"failure_ttl_too_long", "cache:\n  failure_ttl: 10m\n", []string{"cache.failure_ttl", "RFC 9520"}},
