@@ -144,7 +144,7 @@ func (m *Metrics) observe(req *query.Request, resp *dns.Msg, latency time.Durati
 		case r == -1:
 			rc = "DROPPED"
 		case r >= 0:
-			rc = dns.RcodeToString[r]
+			rc = query.RcodeString(r)
 		}
 		cc := m.Queries.WithLabelValues(qt, rc, req.Proto.String())
 		c = &cc

@@ -321,10 +321,10 @@ func (s *Server) accept(dh dns.Header) dns.MsgAcceptAction {
 		return dns.MsgIgnore
 	}
 	if dh.Qdcount > 4 || dh.Ancount > 1 || dh.Nscount > 1 || dh.Arcount > 2 {
+		s.metrics.malformed("counts")
 		if int(dh.Bits>>11)&0xF != dns.OpcodeQuery {
 			return dns.MsgRejectNotImplemented
 		}
-		s.metrics.malformed("counts")
 		return dns.MsgReject
 	}
 	return dns.MsgAccept

@@ -1129,3 +1129,40 @@ func packLen(tb testing.TB, m *dns.Msg) int {
 	}
 	return len(b)
 }
+
+// TestServerRcodeAndRejectAccounting: a BADVERS reply is counted and
+// observed as BADVERS (miekg/dns names rcode 16 "BADSIG"), and a header
+// the section limits reject is counted as malformed whatever its opcode
+// (a NOTIFY with five questions got a NOTIMP and no trace at all).
+func TestServerRcodeAndRejectAccounting(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessConfig{})
+	badVers := msg("example.", dns.TypeA, 1232, true)
+	badVers.IsEdns0().SetVersion(1)
+	wantRcode(t, h.exchange(t, "udp", badVers), dns.RcodeBadVers)
+	if obs := h.obs.next(t); obs.Rcode != dns.RcodeBadVers {
+		t.Errorf("observed rcode %d, want BADVERS", obs.Rcode)
+	}
+
+	notify := msg("example.", dns.TypeSOA, 0, false)
+	notify.Opcode = dns.OpcodeNotify
+	for i := range 4 {
+		notify.Question = append(notify.Question, dns.Question{Name: fmt.Sprintf("z%d.example.", i), Qtype: dns.TypeSOA, Qclass: dns.ClassINET})
+	}
+	wire, err := notify.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMalformed(t, h.addr, wire, dns.RcodeNotImplemented, 0)
+	if got := testutil.ToFloat64(h.metrics.Malformed.WithLabelValues("counts")); got != 1 {
+		t.Errorf(`malformed_total{reason="counts"} = %v, want 1`, got)
+	}
+	// After that round trip (as TestServerMetricsLint does): the BADVERS
+	// query's count, made just after it was observed.
+	if got := testutil.ToFloat64(h.metrics.Queries.WithLabelValues("A", "BADVERS", "UDP")); got != 1 {
+		t.Errorf(`queries_total{rcode="BADVERS"} = %v, want 1`, got)
+	}
+	if got := testutil.ToFloat64(h.metrics.Queries.WithLabelValues("A", "BADSIG", "UDP")); got != 0 {
+		t.Errorf(`queries_total{rcode="BADSIG"} = %v, want 0`, got)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -121,6 +122,11 @@ func (n *namesFiles) read(p string) (*namesFile, error) {
 	st, err := policy.ParseNames(fh, names)
 	if err != nil {
 		return prev, err
+	}
+	if st.Entries == 0 && prev != nil && len(prev.names) > 0 {
+		// A file caught mid-rewrite (truncated, not yet written) reads as
+		// empty: as a list source, it keeps what it had.
+		return prev, errors.New("no names in the file, which had some: not applied (remove the file from clients.names_files to drop its names)")
 	}
 	if st.Invalid > 0 {
 		n.logger.Warn("clients.names_files: file has invalid lines", "file", p, "invalid", st.Invalid, "first_errors", st.FirstErrors)

@@ -68,6 +68,11 @@ func TestNamesFiles(t *testing.T) {
 		t.Errorf("names of the once-missing file = %v, want 1", v)
 	}
 
+	// A file caught mid-rewrite (empty) keeps its last good names.
+	writeFile(t, dir, "missing.txt", "")
+	check("emptied", n.load([]string{a, b, missing}),
+		map[string]string{"10.0.0.1": "a-one-v2", "10.0.0.2": "b-two", "10.0.0.9": "late"})
+
 	// b dropped from the config: forgotten, its series gone.
 	check("b dropped", n.load([]string{a}), map[string]string{"10.0.0.1": "a-one-v2"})
 	if _, ok := n.last[b]; ok {

@@ -535,7 +535,7 @@ func (c *Cache) run(k key, cl *call, recheck, inline bool) {
 	default:
 		e, reason := c.newEntry(k, resp, c.now())
 		if e == nil {
-			c.logger.Debug("not caching reply", "qname", k.name, "qtype", dns.TypeToString[k.qtype], "rcode", dns.RcodeToString[resp.Rcode], "reason", reason)
+			c.logger.Debug("not caching reply", "qname", k.name, "qtype", dns.TypeToString[k.qtype], "rcode", query.RcodeString(resp.Rcode), "reason", reason)
 			cl.resp = resp
 			break
 		}

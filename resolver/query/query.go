@@ -239,3 +239,14 @@ func Unservable(qclass, qtype uint16) string {
 	}
 	return ""
 }
+
+// RcodeString names an rcode as logs and metrics show it: "NOERROR",
+// "NXDOMAIN", ..., and 16 as "BADVERS", what it means in a reply's OPT
+// record (miekg/dns names it "BADSIG", its TSIG meaning, which a resolver's
+// reply never has); "" for an rcode without a name.
+func RcodeString(rc int) string {
+	if rc == dns.RcodeBadVers {
+		return "BADVERS"
+	}
+	return dns.RcodeToString[rc]
+}

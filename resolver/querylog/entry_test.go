@@ -250,3 +250,13 @@ func TestAppendTimestamp(t *testing.T) {
 		}
 	}
 }
+
+// TestEntryRcodeBadVers: rcode 16 in a reply is BADVERS (its OPT meaning),
+// not miekg/dns's "BADSIG" (its TSIG one).
+func TestEntryRcodeBadVers(t *testing.T) {
+	req := new(dns.Msg).SetQuestion("example.", dns.TypeA)
+	resp := new(dns.Msg).SetRcode(req, dns.RcodeBadVers)
+	if e := NewEntry(&Record{Req: req, Resp: resp, Question: req.Question[0]}); e.Rcode != "BADVERS" {
+		t.Errorf("rcode %q, want BADVERS", e.Rcode)
+	}
+}

@@ -192,7 +192,7 @@ func rcodeString(m *dns.Msg) string {
 	if m == nil {
 		return RcodeDropped
 	}
-	if s, ok := dns.RcodeToString[m.Rcode]; ok {
+	if s := query.RcodeString(m.Rcode); s != "" {
 		return s
 	}
 	return "RCODE" + strconv.Itoa(m.Rcode)

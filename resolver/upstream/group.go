@@ -12,6 +12,8 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dnsvalve/dnsvalve/resolver/query"
 )
 
 // Strategies for GroupConfig.Strategy.
@@ -114,7 +116,7 @@ func (mb *member) countRcode(rcode int) {
 }
 
 func rcodeName(rcode int) string {
-	if s, ok := dns.RcodeToString[rcode]; ok {
+	if s := query.RcodeString(rcode); s != "" {
 		return s
 	}
 	return "OTHER"
