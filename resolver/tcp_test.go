@@ -431,7 +431,8 @@ func TestTCPMalformedPipelined(t *testing.T) {
 	rwire, _ := resp.Pack() // a response: ignored
 	counts := make([]byte, 12)
 	binary.BigEndian.PutUint16(counts[0:], 8)
-	binary.BigEndian.PutUint16(counts[4:], 9) // 9 questions: FORMERR
+	binary.BigEndian.PutUint16(counts[2:], 1<<8|1<<4|1<<5) // RD, CD and AD: RD and CD are echoed
+	binary.BigEndian.PutUint16(counts[4:], 9)              // 9 questions: FORMERR
 	var in []byte
 	in = append(in, short...)
 	in = binary.BigEndian.AppendUint16(in, uint16(len(rwire)))
@@ -443,8 +444,8 @@ func TestTCPMalformedPipelined(t *testing.T) {
 	for range 2 {
 		r := readTCPReply(t, c)
 		got[r.Id] = r.Rcode
-		if r.Id == 8 && (len(r.Question) != 0 || r.Rcode != dns.RcodeFormatError) {
-			t.Errorf("bad counts got %v, want a header-only FORMERR", r)
+		if r.Id == 8 && (len(r.Question) != 0 || r.Rcode != dns.RcodeFormatError || !r.RecursionDesired || !r.CheckingDisabled || r.AuthenticatedData) {
+			t.Errorf("bad counts got %v, want a header-only FORMERR with RD and CD echoed, AD clear", r)
 		}
 	}
 	if rc, ok := got[1]; !ok || rc != dns.RcodeSuccess {

@@ -640,7 +640,7 @@ func (w *udpWriter) beforeWait() {
 func headerOnly(dh dns.Header, rcode int) [12]byte {
 	var h [12]byte
 	binary.BigEndian.PutUint16(h[0:], dh.Id)
-	bits := dh.Bits&(0xF<<11|1<<8) | 1<<15 | uint16(rcode&0xF) // keep opcode and RD, set QR
+	bits := dh.Bits&(0xF<<11|1<<8|1<<4) | 1<<15 | uint16(rcode&0xF) // keep opcode, RD and CD (as SetReply does), set QR
 	binary.BigEndian.PutUint16(h[2:], bits)
 	return h
 }
