@@ -49,8 +49,9 @@ type PolicyAlerts struct {
 	tokens float64                               // the overall rate limit's bucket
 	filled time.Time                             // when tokens was last topped up
 
-	raised     *prometheus.CounterVec
-	suppressed *prometheus.CounterVec
+	raised           *prometheus.CounterVec
+	suppressed       *prometheus.CounterVec
+	repeats, limited prometheus.Counter // suppressed's two series
 }
 
 var _ Observer = (*PolicyAlerts)(nil)
@@ -96,8 +97,8 @@ func NewPolicyAlerts(actions []query.Action, interval time.Duration, send func(q
 			p.actions[a] = true
 		}
 	}
-	p.suppressed.WithLabelValues("repeat")
-	p.suppressed.WithLabelValues("rate")
+	p.repeats = p.suppressed.WithLabelValues("repeat")
+	p.limited = p.suppressed.WithLabelValues("rate")
 	if reg != nil {
 		reg.MustRegister(p.raised, p.suppressed)
 	}
@@ -133,14 +134,14 @@ func (p *PolicyAlerts) Observe(req *query.Request, _ *dns.Msg, _ time.Duration) 
 		reason = policy.ReasonList
 	}
 	key := policyAlertKey{client: req.Client.Addr, action: info.Action, reason: reason, list: info.List, subject: info.Rule}
-	domain := info.Domain // the detector's, when it ran
-	if domain == "" {
-		domain = registered(q.Name)
-	}
 	if key.subject == "" {
-		key.subject = domain
-		if reason == policy.ReasonCNAME && info.Target != "" {
+		switch {
+		case reason == policy.ReasonCNAME && info.Target != "":
 			key.subject = registered(info.Target)
+		case info.Domain != "":
+			key.subject = info.Domain
+		default:
+			key.subject = registered(q.Name)
 		}
 	}
 	now := req.Start
@@ -150,16 +151,24 @@ func (p *PolicyAlerts) Observe(req *query.Request, _ *dns.Msg, _ time.Duration) 
 	p.mu.Lock()
 	if at, ok := p.last.Get(key); ok && p.interval > 0 && now.Sub(at) < p.interval {
 		p.mu.Unlock()
-		p.suppressed.WithLabelValues("repeat").Inc()
+		p.repeats.Inc()
 		return
 	}
 	if !p.take(now) {
 		p.mu.Unlock()
-		p.suppressed.WithLabelValues("rate").Inc()
+		p.limited.Inc()
 		return
 	}
+	// The key outlives the query: its strings must not be substrings of
+	// a list's text (a rule), or it would keep a replaced list alive.
+	key.list, key.subject = strings.Clone(key.list), strings.Clone(key.subject)
 	p.last.Add(key, now)
 	p.mu.Unlock()
+
+	domain := info.Domain // the detector's, when it ran
+	if domain == "" {
+		domain = registered(q.Name)
+	}
 
 	p.raised.WithLabelValues(info.Action.String(), info.Category).Inc()
 	p.send(querylog.Alert{

@@ -278,3 +278,21 @@ func TestScoreCommand(t *testing.T) {
 		t.Errorf("newly_seen by name %v, want %v\nstderr: %s", got, want, stderr.String())
 	}
 }
+
+// TestNamesFilesFromEnv: README says DNSVALVE_<SECTION>_<KEY> overrides
+// any key (lists space-separated); clients.names_files is missing from
+// default.yaml, so viper knows no such key and the variable is ignored
+// ("names no key" warning) instead of naming the files.
+func TestNamesFilesFromEnv(t *testing.T) {
+	dir := t.TempDir()
+	f := writeFile(t, dir, "c.yaml", "upstream:\n  servers: [\"udp://127.0.0.1:1\"]\n")
+	t.Setenv("DNSVALVE_CLIENTS_NAMES_FILES", "a.txt b.txt")
+	cfg, err := loadConfig(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{filepath.Join(dir, "a.txt"), filepath.Join(dir, "b.txt")}
+	if !slices.Equal(cfg.Clients.NamesFiles, want) || len(cfg.UnknownEnv) != 0 {
+		t.Errorf("clients.names_files = %q (unknown env %v), want %q", cfg.Clients.NamesFiles, cfg.UnknownEnv, want)
+	}
+}

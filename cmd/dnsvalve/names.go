@@ -28,19 +28,21 @@ type namesFiles struct {
 	invalid *prometheus.GaugeVec
 	errors  *prometheus.CounterVec
 
-	mu   sync.Mutex
-	last map[string]*namesFile // by path: the last good read
+	mu      sync.Mutex
+	last    map[string]*namesFile // by path: the last good read
+	labeled map[string]bool       // paths with metric series
 }
 
 // namesFile is one file's last good read.
 type namesFile struct {
-	mod   time.Time
-	size  int64
-	names map[netip.Addr]string
+	mod     time.Time
+	size    int64
+	names   map[netip.Addr]string
+	invalid int // lines that were not an entry
 }
 
 func newNamesFiles(reg prometheus.Registerer, logger *slog.Logger) *namesFiles {
-	n := &namesFiles{logger: logger, last: map[string]*namesFile{},
+	n := &namesFiles{logger: logger, last: map[string]*namesFile{}, labeled: map[string]bool{},
 		entries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "dnsvalve", Subsystem: "clients", Name: "names",
 			Help: "Workload names in force from each clients.names_files file.",
@@ -60,16 +62,17 @@ func newNamesFiles(reg prometheus.Registerer, logger *slog.Logger) *namesFiles {
 
 // load returns the names of paths, the first file's winning where two name
 // one address. A file whose size and modification time are those of its
-// last good read is not read again. It forgets files no longer named.
+// last good read is not read again. load forgets nothing: a reload that
+// reads a new config's files may still fail and leave the running config
+// on the old ones; commit, once a config is in force, drops the others.
 func (n *namesFiles) load(paths []string) map[netip.Addr]string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	out := map[netip.Addr]string{}
-	keep := map[string]bool{}
 	for _, p := range paths {
-		keep[p] = true
 		f, err := n.read(p)
 		if err != nil {
+			n.labeled[p] = true
 			n.errors.WithLabelValues(p).Inc()
 			if f != nil {
 				n.logger.Error("clients.names_files: keeping the names of the file's last good read", "file", p, "err", err, "names", len(f.names))
@@ -78,29 +81,51 @@ func (n *namesFiles) load(paths []string) map[netip.Addr]string {
 			}
 		}
 		if f == nil {
-			n.entries.WithLabelValues(p).Set(0)
 			continue
 		}
-		n.entries.WithLabelValues(p).Set(float64(len(f.names)))
 		for a, name := range f.names {
 			if _, ok := out[a]; !ok {
 				out[a] = name
 			}
 		}
 	}
-	for p := range n.last {
-		if !keep[p] {
-			delete(n.last, p)
-			n.entries.DeleteLabelValues(p)
-			n.invalid.DeleteLabelValues(p)
-			n.errors.DeleteLabelValues(p)
-		}
-	}
 	return out
 }
 
+// commit records that the files of paths are the ones in force: their
+// gauges show their last good reads, and every other file is forgotten,
+// its series deleted.
+func (n *namesFiles) commit(paths []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	keep := map[string]bool{}
+	for _, p := range paths {
+		keep[p] = true
+		n.labeled[p] = true
+		f := n.last[p]
+		if f == nil {
+			n.entries.WithLabelValues(p).Set(0)
+			n.invalid.WithLabelValues(p).Set(0)
+			continue
+		}
+		n.entries.WithLabelValues(p).Set(float64(len(f.names)))
+		n.invalid.WithLabelValues(p).Set(float64(f.invalid))
+	}
+	for p := range n.labeled {
+		if keep[p] {
+			continue
+		}
+		delete(n.labeled, p)
+		delete(n.last, p)
+		n.entries.DeleteLabelValues(p)
+		n.invalid.DeleteLabelValues(p)
+		n.errors.DeleteLabelValues(p)
+	}
+}
+
 // read returns p's names: its last good read when the file is unchanged or
-// cannot be read (with the error), nil when it never could be.
+// cannot be read (with the error), nil when it never could be. Callers
+// hold mu.
 func (n *namesFiles) read(p string) (*namesFile, error) {
 	prev := n.last[p]
 	fh, err := os.Open(p)
@@ -131,8 +156,7 @@ func (n *namesFiles) read(p string) (*namesFile, error) {
 	if st.Invalid > 0 {
 		n.logger.Warn("clients.names_files: file has invalid lines", "file", p, "invalid", st.Invalid, "first_errors", st.FirstErrors)
 	}
-	n.invalid.WithLabelValues(p).Set(float64(st.Invalid))
-	f := &namesFile{mod: fi.ModTime(), size: fi.Size(), names: names}
+	f := &namesFile{mod: fi.ModTime(), size: fi.Size(), names: names, invalid: st.Invalid}
 	n.last[p] = f
 	n.logger.Info("clients.names_files: file read", "file", p, "names", st.Entries, "invalid", st.Invalid, "duplicates", st.Duplicates)
 	return f, nil

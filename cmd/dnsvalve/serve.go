@@ -359,6 +359,7 @@ func (a *app) compile(ctx context.Context, cfg *Config) (*policy.Snapshot, error
 		return nil, err
 	}
 	a.fileNames = a.names.load(cfg.Clients.NamesFiles)
+	a.names.commit(cfg.Clients.NamesFiles)
 	return a.compileWith(cfg, loaded, a.fileNames)
 }
 
@@ -548,6 +549,7 @@ func (a *app) reloadConfig(ctx context.Context, why string) error {
 	}
 	a.store.Swap(snap)
 	a.fileNames = names
+	a.names.commit(cfg.Clients.NamesFiles)
 	if r != nil {
 		prev := a.router.Swap(r)
 		a.forgetUpstreams(prev, r)

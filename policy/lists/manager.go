@@ -552,10 +552,15 @@ func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool, re
 			rebuild = true
 		}
 	}
-	if c.Refresh > 0 {
-		ls.next = m.now().Add(c.Refresh)
-	} else {
+	// The timer restarts when the URLs were fetched (or never had one):
+	// a reload that skipped them leaves it running, or a names file or
+	// list file rewritten more often than the refresh interval would
+	// keep postponing the feeds' refresh.
+	switch {
+	case c.Refresh <= 0:
 		ls.next = time.Time{}
+	case !skipURLs || ls.next.IsZero():
+		ls.next = m.now().Add(c.Refresh)
 	}
 
 	if rebuild {
