@@ -279,10 +279,10 @@ func TestScoreCommand(t *testing.T) {
 	}
 }
 
-// TestNamesFilesFromEnv: README says DNSVALVE_<SECTION>_<KEY> overrides
-// any key (lists space-separated); clients.names_files is missing from
-// default.yaml, so viper knows no such key and the variable is ignored
-// ("names no key" warning) instead of naming the files.
+// TestNamesFilesFromEnv: DNSVALVE_CLIENTS_NAMES_FILES names the files
+// (space-separated, relative to the config file), as README says of every
+// key. Viper knows only keys of the embedded default: without
+// names_files there, the variable was ignored as naming no key.
 func TestNamesFilesFromEnv(t *testing.T) {
 	dir := t.TempDir()
 	f := writeFile(t, dir, "c.yaml", "upstream:\n  servers: [\"udp://127.0.0.1:1\"]\n")
