@@ -102,6 +102,7 @@ func (n *namesFiles) commit(paths []string) {
 	for _, p := range paths {
 		keep[p] = true
 		n.labeled[p] = true
+		n.errors.WithLabelValues(p) // at 0 from the start: increase() sees the first failure
 		f := n.last[p]
 		if f == nil {
 			n.entries.WithLabelValues(p).Set(0)

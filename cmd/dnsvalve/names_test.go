@@ -76,6 +76,9 @@ func TestNamesFiles(t *testing.T) {
 	if v := testutil.ToFloat64(n.entries.WithLabelValues(missing)); v != 1 {
 		t.Errorf("names of the once-missing file = %v, want 1", v)
 	}
+	if c := testutil.CollectAndCount(n.errors); c != 3 {
+		t.Errorf("%d error series, want 3: every file in force has one, at 0 until it fails", c)
+	}
 
 	// A file caught mid-rewrite (empty) keeps its last good names.
 	writeFile(t, dir, "missing.txt", "")
