@@ -277,7 +277,7 @@ func (m *Manager) load(ctx context.Context, norm []Config, formats []Format) map
 		next[c.Name] = ls
 		if unchanged {
 			// Files re-checked; URLs wait for their timer.
-			m.loadList(ctx, ls, true, nil, nil, 0)
+			m.loadList(ctx, ls, true, nil, nil)
 			continue
 		}
 		jobs = append(jobs, m.newJob(c.Name, ls))
@@ -287,7 +287,7 @@ func (m *Manager) load(ctx context.Context, norm []Config, formats []Format) map
 	// with the applying of refreshes anyway.
 	m.download(ctx, jobs)
 	for _, j := range jobs {
-		m.loadList(ctx, j.ls, false, nil, j.urls, j.fetchTime)
+		m.loadList(ctx, j.ls, false, nil, j.urls)
 	}
 	for name := range m.lists {
 		if _, ok := next[name]; !ok {
@@ -387,10 +387,6 @@ type refreshJob struct {
 	ls    *listState
 	valid []validators
 	urls  []fetched
-	// fetchTime is the longest of its URL sources' downloads (they ran
-	// side by side): counted in its load duration with its own parsing.
-	fetchTime time.Duration
-	took      []time.Duration // each URL source's download
 }
 
 // newJob prepares the download of ls's URL sources: each source's state
@@ -422,7 +418,6 @@ func (m *Manager) download(ctx context.Context, jobs []refreshJob) {
 	sem := make(chan struct{}, maxDownloads)
 	for k := range jobs {
 		j := &jobs[k]
-		j.took = make([]time.Duration, len(j.urls))
 		for i, src := range j.ls.cfg.Sources {
 			if !isURL(src) {
 				continue
@@ -431,15 +426,13 @@ func (m *Manager) download(ctx context.Context, jobs []refreshJob) {
 			wg.Go(func() {
 				defer func() { <-sem }()
 				start := m.now()
-				j.urls[i] = m.fetchURL(ctx, j.ls.cfg, src, j.valid[i])
-				j.took[i] = m.now().Sub(start)
+				r := m.fetchURL(ctx, j.ls.cfg, src, j.valid[i])
+				r.took = m.now().Sub(start)
+				j.urls[i] = r
 			})
 		}
 	}
 	wg.Wait()
-	for k := range jobs {
-		jobs[k].fetchTime = slices.Max(append(jobs[k].took, 0))
-	}
 }
 
 // refresh refreshes the lists pick selects (given each list's state and
@@ -491,7 +484,7 @@ func (m *Manager) refresh(ctx context.Context, pick func(*listState, time.Time) 
 			}
 			continue
 		}
-		if m.loadList(ctx, j.ls, false, report, j.urls, j.fetchTime) {
+		if m.loadList(ctx, j.ls, false, report, j.urls) {
 			changed = true
 		}
 	}
@@ -514,22 +507,29 @@ type fetched struct {
 	// it was downloaded. A file source has none: it is read from the file
 	// while it is parsed.
 	body *spool
+	// took is how long a download made ahead of loadList (by download)
+	// took; loadList counts its sources' longest in the load duration.
+	took time.Duration
 }
 
 // loadList fetches every source of ls and recompiles it when anything
 // changed; skipURLs treats URL sources as unchanged. It reports whether
 // ls.list was replaced. urls, when not nil, holds the URL sources'
 // downloads, made by a refresh without mu held (urls[i] for source i; the
-// file sources' entries are empty and checked here), and fetchTime how
-// long they took (counted in the list's load duration). Callers hold mu.
+// file sources' entries are empty and checked here); the longest of their
+// times counts in the list's load duration. Callers hold mu.
 //
 // Sources are streamed: a changed file is parsed straight from the file,
 // a changed URL from the spool its body was written to, an unchanged or
 // failed source from its last good copy on disk. The only full copy of a
 // source that stays in memory is the last good copy when there is no
 // cache directory (or it cannot be written).
-func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool, report *[]SourceResult, urls []fetched, fetchTime time.Duration) bool {
+func (m *Manager) loadList(ctx context.Context, ls *listState, skipURLs bool, report *[]SourceResult, urls []fetched) bool {
 	start := m.now()
+	var fetchTime time.Duration // the sources' downloads ran side by side
+	for _, r := range urls {
+		fetchTime = max(fetchTime, r.took)
+	}
 	c := ls.cfg
 	results := make([]fetched, len(c.Sources))
 	rebuild := ls.list == nil

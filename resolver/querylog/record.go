@@ -74,7 +74,7 @@ func NewEntry(r *Record) Entry {
 	x.Category = r.Info.Category
 	x.Rule = r.Info.Rule
 	if r.Info.Source != "" {
-		x.Source = string(appendSource(nil, r.Info.Source, r.Info.Line))
+		x.Source = RuleSource(r.Info.Source, r.Info.Line)
 	}
 	x.Cache = r.Info.Cache.String()
 	x.Upstream = r.Info.Upstream
