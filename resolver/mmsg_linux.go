@@ -41,6 +41,14 @@ type mmsgBatch struct {
 	// busy says the last recv found more than one packet waiting: the
 	// socket is under load, so the next one polls a little before parking.
 	busy bool
+	// recvFn and sendFn are the raw calls, made once: a closure made per
+	// call would escape to the heap (RawConn takes a func) on every batch.
+	// They work on the fields below.
+	recvFn, sendFn func(fd uintptr) bool
+	polls          int           // recv: empty recvmmsg calls still allowed
+	sendOff        int           // send: first slot of this sendmmsg
+	done           int           // slots the last call received or sent
+	errno          syscall.Errno // the last call's error
 }
 
 // recvPolls is how many times recv tries again on an empty socket, while
@@ -67,6 +75,7 @@ func newMmsgBatch(conn *net.UDPConn, slots, bufSize, oobSize int) (*mmsgBatch, e
 		names: make([]syscall.RawSockaddrInet6, slots),
 		bufs:  make([][]byte, slots),
 	}
+	b.recvFn, b.sendFn = b.rawRecv, b.rawSend
 	if oobSize > 0 {
 		b.oobs = make([][]byte, slots)
 	}
@@ -121,40 +130,41 @@ func (b *mmsgBatch) prepRecv() {
 // on the runtime's poller while there is none. It sets b.n.
 func (b *mmsgBatch) recv() error {
 	b.prepRecv()
-	var n int
-	var errno syscall.Errno
-	polls := 0
+	b.polls = 0
 	if b.busy {
-		polls = recvPolls
+		b.polls = recvPolls
 	}
-	err := b.rc.Read(func(fd uintptr) bool {
-		// Raw: the socket is non-blocking, so this never blocks, and
-		// telling the scheduler about the syscall costs more than it
-		// saves (see "Raw system calls" above).
-		var r uintptr
-		var e syscall.Errno
-		for {
-			r, _, e = syscall.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)), 0, 0, 0)
-			if e != syscall.EAGAIN || polls == 0 {
-				break
-			}
-			polls--
-		}
-		if e == syscall.EAGAIN || e == syscall.EINTR {
-			return false
-		}
-		n, errno = int(r), e
-		return true
-	})
-	if err != nil {
+	if err := b.rc.Read(b.recvFn); err != nil {
 		return err
 	}
-	if errno != 0 {
-		return errno
+	if b.errno != 0 {
+		return b.errno
 	}
-	b.n = n
-	b.busy = n > 1
+	b.n = b.done
+	b.busy = b.done > 1
 	return nil
+}
+
+// rawRecv is recv's call, run by RawConn.Read: false means "nothing
+// waiting, park until the socket is readable".
+func (b *mmsgBatch) rawRecv(fd uintptr) bool {
+	// Raw: the socket is non-blocking, so this never blocks, and
+	// telling the scheduler about the syscall costs more than it
+	// saves (see "Raw system calls" above).
+	var r uintptr
+	var e syscall.Errno
+	for {
+		r, _, e = syscall.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)), 0, 0, 0)
+		if e != syscall.EAGAIN || b.polls == 0 {
+			break
+		}
+		b.polls--
+	}
+	if e == syscall.EAGAIN || e == syscall.EINTR {
+		return false
+	}
+	b.done, b.errno = int(r), e
+	return true
 }
 
 // packet returns slot i's received data, source (an IPv4 peer of an IPv6
@@ -202,33 +212,35 @@ func (b *mmsgBatch) add(p []byte, to netip.AddrPort, oob []byte) bool {
 // allows and empties the batch. A reply the kernel refuses (an
 // unreachable destination) is skipped, as a lone sendto's error would be.
 func (b *mmsgBatch) send() (dropped int) {
-	off := 0
-	for off < b.n {
-		var sent int
-		var errno syscall.Errno
-		err := b.rc.Write(func(fd uintptr) bool {
-			r, _, e := syscall.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[off])), uintptr(b.n-off), 0, 0, 0)
-			if e == syscall.EAGAIN || e == syscall.EINTR {
-				return false
-			}
-			sent, errno = int(r), e
-			return true
-		})
+	b.sendOff = 0
+	for b.sendOff < b.n {
+		err := b.rc.Write(b.sendFn)
 		switch {
 		case err != nil:
-			dropped += b.n - off
-			off = b.n
-		case errno != 0 || sent <= 0:
+			dropped += b.n - b.sendOff
+			b.sendOff = b.n
+		case b.errno != 0 || b.done <= 0:
 			// sendmmsg reports the error of the first message that failed
 			// only when none was sent: skip that one.
 			dropped++
-			off++
+			b.sendOff++
 		default:
-			off += sent
+			b.sendOff += b.done
 		}
 	}
 	b.n = 0
 	return dropped
+}
+
+// rawSend is send's call, run by RawConn.Write, for the slots from
+// b.sendOff on.
+func (b *mmsgBatch) rawSend(fd uintptr) bool {
+	r, _, e := syscall.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[b.sendOff])), uintptr(b.n-b.sendOff), 0, 0, 0)
+	if e == syscall.EAGAIN || e == syscall.EINTR {
+		return false
+	}
+	b.done, b.errno = int(r), e
+	return true
 }
 
 func sockaddrToAddrPort(sa *syscall.RawSockaddrInet6, n uint32) netip.AddrPort {

@@ -475,9 +475,12 @@ func (w *tcpWriter) LocalAddr() net.Addr { return w.c.conn.LocalAddr() }
 func (w *tcpWriter) RemoteAddr() net.Addr { return w.c.conn.RemoteAddr() }
 
 func (w *tcpWriter) WriteMsg(m *dns.Msg) error {
-	b, err := m.PackBuffer(w.buf[2:cap(w.buf)])
-	if err != nil {
-		return err
+	b, ok := packReply(m, w.buf[2:cap(w.buf)])
+	if !ok {
+		var err error
+		if b, err = m.PackBuffer(w.buf[2:cap(w.buf)]); err != nil {
+			return err
+		}
 	}
 	if len(b) > dns.MaxMsgSize {
 		return errTooLarge

@@ -492,11 +492,14 @@ func (s *Server) servePacket(w dns.ResponseWriter, data []byte) {
 		s.rejectHeader(w, dh, dns.RcodeNotImplemented)
 		return
 	}
-	m := new(dns.Msg)
-	if err := m.Unpack(data); err != nil {
-		s.invalid(data, err)
-		s.rejectHeader(w, dh, dns.RcodeFormatError)
-		return
+	m, ok := unpackQuery(data)
+	if !ok {
+		m = new(dns.Msg)
+		if err := m.Unpack(data); err != nil {
+			s.invalid(data, err)
+			s.rejectHeader(w, dh, dns.RcodeFormatError)
+			return
+		}
 	}
 	s.ServeDNS(w, m)
 }
@@ -552,14 +555,17 @@ func (w *udpWriter) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(w.rem
 func (w *udpWriter) queryContext() context.Context { return w.ctx }
 
 func (w *udpWriter) WriteMsg(m *dns.Msg) error {
-	b, err := m.PackBuffer(w.buf[:cap(w.buf)])
-	if err != nil {
-		return err
+	b, ok := packReply(m, w.buf[:cap(w.buf)])
+	if !ok {
+		var err error
+		if b, err = m.PackBuffer(w.buf[:cap(w.buf)]); err != nil {
+			return err
+		}
 	}
 	if cap(b) <= 65535 {
 		w.buf = b[:0]
 	}
-	_, err = w.Write(b)
+	_, err := w.Write(b)
 	return err
 }
 
