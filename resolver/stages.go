@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -17,11 +18,25 @@ type Resolver interface {
 	Resolve(ctx context.Context, req *dns.Msg) (*dns.Msg, query.CacheStatus, string, error)
 }
 
+// TimedResolver is a Resolver that can take the query's arrival time
+// (query.Request.Start) for the time of its lookup (cache.Cache.ResolveAt).
+type TimedResolver interface {
+	ResolveAt(ctx context.Context, req *dns.Msg, now time.Time) (*dns.Msg, query.CacheStatus, string, error)
+}
+
 // Forward is the innermost handler: it asks r (the cache, which forwards
 // on a miss) and records the cache status and upstream.
 func Forward(r Resolver) Handler {
+	resolve := func(ctx context.Context, req *query.Request) (*dns.Msg, query.CacheStatus, string, error) {
+		return r.Resolve(ctx, req.Msg)
+	}
+	if tr, ok := r.(TimedResolver); ok {
+		resolve = func(ctx context.Context, req *query.Request) (*dns.Msg, query.CacheStatus, string, error) {
+			return tr.ResolveAt(ctx, req.Msg, req.Start)
+		}
+	}
 	return HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
-		resp, status, up, err := r.Resolve(ctx, req.Msg)
+		resp, status, up, err := resolve(ctx, req)
 		req.Info.Cache = status
 		req.Info.Upstream = up
 		if err != nil {

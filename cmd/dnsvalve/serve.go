@@ -151,7 +151,7 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 	cc := cache.Config{Size: cfg.Cache.Size, MinTTL: cfg.Cache.MinTTL, MaxTTL: cfg.Cache.MaxTTL,
 		NegativeTTL: cfg.Cache.NegativeTTL, ServeStale: cfg.Cache.ServeStale,
 		StaleClientTimeout: cfg.Cache.StaleClientTimeout, Prefetch: cfg.Cache.Prefetch, FailureTTL: cfg.Cache.FailureTTL}
-	a.cache, err = cache.New(cc, cache.ExchangerFunc(a.exchange), cache.NewMetrics(a.metReg), logger, time.Now)
+	a.cache, err = cache.New(cc, cache.ExchangerFunc(a.exchange), cache.NewMetrics(a.metReg), logger, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: cache: %w", ErrConfig, err)
 	}

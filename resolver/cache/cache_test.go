@@ -1155,3 +1155,51 @@ func TestForgetDuringFlight(t *testing.T) {
 		})
 	}
 }
+
+// TestResolveAt: a cache on time.Now (New's now nil) takes the caller's
+// time for the lookup: a time 100 s on makes a hit aged 100 s, one past
+// the entry's expiry a miss. A cache with its own clock, or a zero time,
+// reads its clock.
+func TestResolveAt(t *testing.T) {
+	up := &fakeUpstream{reply: answerWith(t, dns.RcodeSuccess, []string{"example.com. 300 IN A 192.0.2.1"}, nil)}
+	tests := []struct {
+		name       string
+		own        bool          // the cache has a clock of its own
+		at         time.Duration // ResolveAt's time, from now; -1: zero time
+		wantStatus query.CacheStatus
+		wantTTL    uint32
+	}{
+		{"caller's time, fresh", false, 100 * time.Second, query.CacheHit, 200},
+		{"caller's time, past expiry", false, 301 * time.Second, query.CacheMiss, 300},
+		{"zero time reads the clock", false, -1, query.CacheHit, 300},
+		{"own clock ignores the caller's time", true, 301 * time.Second, query.CacheHit, 300},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var clk func() time.Time
+			if tt.own {
+				clk = time.Now
+			}
+			c, err := New(Config{Size: 16}, up, nil, nil, clk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			mustResolve(t, c, newQuery("example.com.", dns.TypeA, false, false))
+			at := time.Time{}
+			if tt.at >= 0 {
+				at = time.Now().Add(tt.at)
+			}
+			resp, st, _, err := c.ResolveAt(context.Background(), newQuery("example.com.", dns.TypeA, false, false), at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st != tt.wantStatus {
+				t.Errorf("status = %v, want %v", st, tt.wantStatus)
+			}
+			if got := ttls(resp.Answer); len(got) != 1 || got[0] != tt.wantTTL {
+				t.Errorf("TTLs = %v, want [%d]", got, tt.wantTTL)
+			}
+		})
+	}
+}
