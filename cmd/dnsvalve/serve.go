@@ -150,7 +150,10 @@ func newApp(ctx context.Context, cfg *Config, flags *pflag.FlagSet, logger *slog
 
 	cc := cache.Config{Size: cfg.Cache.Size, MinTTL: cfg.Cache.MinTTL, MaxTTL: cfg.Cache.MaxTTL,
 		NegativeTTL: cfg.Cache.NegativeTTL, ServeStale: cfg.Cache.ServeStale,
-		StaleClientTimeout: cfg.Cache.StaleClientTimeout, Prefetch: cfg.Cache.Prefetch, FailureTTL: cfg.Cache.FailureTTL}
+		StaleClientTimeout: cfg.Cache.StaleClientTimeout, Prefetch: cfg.Cache.Prefetch, FailureTTL: cfg.Cache.FailureTTL,
+		// The upstream group's budget: one deadline for the whole exchange
+		// (the group keeps the cache's context instead of making its own).
+		UpstreamTimeout: cfg.Upstream.Timeout}
 	a.cache, err = cache.New(cc, cache.ExchangerFunc(a.exchange), cache.NewMetrics(a.metReg), logger, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: cache: %w", ErrConfig, err)
@@ -551,6 +554,7 @@ func (a *app) reloadConfig(ctx context.Context, why string) error {
 	a.fileNames = names
 	a.names.commit(cfg.Clients.NamesFiles)
 	if r != nil {
+		a.cache.SetUpstreamTimeout(cfg.Upstream.Timeout)
 		prev := a.router.Swap(r)
 		a.forgetUpstreams(prev, r)
 		if !reflect.DeepEqual(old.Upstream.Conditional, cfg.Upstream.Conditional) {

@@ -80,7 +80,7 @@ type Config struct {
 	PrefetchHits int
 	// UpstreamTimeout bounds one shared upstream exchange (a coalesced miss
 	// or a prefetch), which runs detached from the clients' contexts
-	// (default 5s).
+	// (default 5s; see SetUpstreamTimeout).
 	UpstreamTimeout time.Duration
 	// FailureTTL is how long a failed resolution (an error, or SERVFAIL
 	// from every upstream) is remembered (RFC 9520): meanwhile queries for
@@ -185,6 +185,9 @@ type Cache struct {
 	m      *Metrics
 	logger *slog.Logger
 	now    func() time.Time
+	// upstreamTimeout is cfg.UpstreamTimeout, or what SetUpstreamTimeout
+	// set since (nanoseconds).
+	upstreamTimeout atomic.Int64
 	// callerClock: now is time.Now, so a time the caller read from it
 	// (ResolveAt) may stand in for a reading of c's own.
 	callerClock bool
@@ -256,6 +259,7 @@ func New(cfg Config, next Exchanger, m *Metrics, logger *slog.Logger, now func()
 		cfg: cfg, next: next, m: m, logger: logger, now: now, callerClock: callerClock, lru: l, after: time.After,
 		calls: make(map[key]*call),
 	}
+	c.upstreamTimeout.Store(int64(cfg.UpstreamTimeout))
 	if cfg.FailureTTL > 0 {
 		if c.failures, err = lru.New[key, *failure](max(cfg.Size/8, 64)); err != nil {
 			return nil, fmt.Errorf("cache: new: %w", err)
@@ -355,6 +359,17 @@ func (e *CachedError) Unwrap() error { return e.Err }
 // itself) fail with ErrBadRequest.
 func (c *Cache) Resolve(ctx context.Context, req *dns.Msg) (resp *dns.Msg, status query.CacheStatus, upstream string, err error) {
 	return c.ResolveAt(ctx, req, time.Time{})
+}
+
+// SetUpstreamTimeout changes Config.UpstreamTimeout for the exchanges
+// that start from now on (d > 0; others are ignored). A server sets it to
+// its upstream group's own budget: the group then finds the exchange's
+// deadline within its budget and keeps the context as it is, instead of
+// making a child context and timer of its own for every miss.
+func (c *Cache) SetUpstreamTimeout(d time.Duration) {
+	if d > 0 {
+		c.upstreamTimeout.Store(int64(d))
+	}
 }
 
 // ResolveAt is Resolve for a query that arrived at now (read from
@@ -496,7 +511,7 @@ func (c *Cache) join(ctx context.Context, k key) (cl *call, leader bool, err err
 		cl = &call{done: make(chan struct{})}
 		// Detached from the caller, and without its BeforeWait hook: the
 		// exchange may run on another goroutine.
-		cl.ctx, cl.cancel = context.WithTimeout(query.WithoutBeforeWait(context.WithoutCancel(ctx)), c.cfg.UpstreamTimeout)
+		cl.ctx, cl.cancel = context.WithTimeout(query.WithoutBeforeWait(context.WithoutCancel(ctx)), time.Duration(c.upstreamTimeout.Load()))
 		c.calls[k] = cl
 		c.wg.Add(1)
 	}

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"slices"
 	"strconv"
@@ -1201,5 +1202,46 @@ func TestResolveAt(t *testing.T) {
 				t.Errorf("TTLs = %v, want [%d]", got, tt.wantTTL)
 			}
 		})
+	}
+}
+
+// TestSetUpstreamTimeout: the exchange's context ends UpstreamTimeout after
+// it starts, and SetUpstreamTimeout changes that for later exchanges (a
+// value of 0 or less is ignored).
+func TestSetUpstreamTimeout(t *testing.T) {
+	var left time.Duration // the last exchange's time to its deadline
+	up := ExchangerFunc(func(ctx context.Context, m *dns.Msg) (*dns.Msg, string, error) {
+		dl, ok := ctx.Deadline()
+		if !ok {
+			t.Fatal("exchange without a deadline")
+		}
+		left = time.Until(dl)
+		r := new(dns.Msg)
+		r.SetReply(m)
+		return r, "fake", nil
+	})
+	c, err := New(Config{Size: 16, UpstreamTimeout: 7 * time.Second}, up, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	for i, tt := range []struct {
+		set  time.Duration // 0: not called
+		want time.Duration
+	}{
+		{0, 7 * time.Second},
+		{20 * time.Second, 20 * time.Second},
+		{-1, 20 * time.Second},
+		{3 * time.Second, 3 * time.Second},
+	} {
+		if tt.set != 0 {
+			c.SetUpstreamTimeout(tt.set)
+		}
+		mustResolve(t, c, newQuery(fmt.Sprintf("q%d.example.", i), dns.TypeA, false, false))
+		// Within a second below: the exchange starts a moment after the
+		// deadline was set.
+		if left > tt.want || left < tt.want-time.Second {
+			t.Errorf("step %d: exchange had %v left, want about %v", i, left, tt.want)
+		}
 	}
 }
