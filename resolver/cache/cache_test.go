@@ -2,8 +2,8 @@ package cache
 
 import (
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
