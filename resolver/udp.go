@@ -50,8 +50,11 @@ const (
 	// maxReaders bounds a listener's goroutines (holding a permit, waiting
 	// on an upstream, or parked); beyond it, work waits for one to park.
 	maxReaders = 8192
-	// maxPermits bounds the read permits the watcher adds (each is ~720 KB
-	// of buffers, see udpBatch: at most 46 MB in all).
+	// maxPermits bounds the read permits the watcher adds to a listener
+	// (each is ~720 KB of buffers, see udpBatch: at most 46 MB a listener),
+	// so at most this many queries can block a listener's readers without
+	// query.BeforeWait before it stops reading. It was 256 with permits of
+	// ~180 KB. A listener starts with GOMAXPROCS permits.
 	maxPermits = 64
 	// spareIdle is how long a parked goroutine waits for work before it
 	// leaves.
@@ -345,6 +348,18 @@ func (l *udpLoop) run(j udpJob) {
 // for a full batch, which only a saturated socket fills.
 const udpBatch = 128
 
+// udpMaxHold bounds how long replies wait in a send batch while the rest of
+// the batch is served, checked every udpHoldCheck replies (a clock read):
+// with slow stages the first replies of a batch leave after about 1 ms,
+// not after the whole batch. A stage that blocks without query.BeforeWait
+// holds the replies queued before it until it returns (up to a batch of
+// them; the watcher then adds a read permit, but cannot send another
+// goroutine's batch); the server's own stages never block so.
+const (
+	udpMaxHold   = time.Millisecond
+	udpHoldCheck = 8
+)
+
 // udpReplySlot is the size of a reply slot of a send batch; larger replies
 // (big EDNS answers) are sent on their own.
 const udpReplySlot = 1500
@@ -549,7 +564,10 @@ type udpWriter struct {
 	// replies may still sit in its send batch: they stop counting as
 	// pending (Server.udpPending) once it was flushed.
 	done int64
-	ctx  context.Context // carries beforeWait
+	// heldSince is when a check found replies held in the send batch
+	// (unix nanoseconds; 0: none since the last flush). See udpMaxHold.
+	heldSince int64
+	ctx       context.Context // carries beforeWait
 }
 
 var _ dns.ResponseWriter = (*udpWriter)(nil)
@@ -579,11 +597,21 @@ func (w *udpWriter) Write(b []byte) (int, error) {
 	if w.permit != nil {
 		out := w.permit.out
 		if out.add(b, w.remote, w.oob) {
-			// Once the server is stopping, replies leave at once: Shutdown
-			// waits for the queries in flight, not for the replies a
-			// batch holds back, before it closes the socket.
-			if w.loop.s.stopping.Load() {
+			switch {
+			case w.loop.s.stopping.Load():
+				// Once the server is stopping, replies leave at once:
+				// Shutdown waits for the queries in flight, not for the
+				// replies a batch holds back, before it closes the socket.
 				w.flush()
+			case out.n%udpHoldCheck == 0:
+				// Slow stages (long regex lists, say) must not hold the
+				// first replies of a batch for the whole batch.
+				now := time.Now().UnixNano()
+				if w.heldSince == 0 {
+					w.heldSince = now
+				} else if now-w.heldSince > int64(udpMaxHold) {
+					w.flush()
+				}
 			}
 			return len(b), nil
 		}
@@ -614,6 +642,7 @@ func (w *udpWriter) packetDone() {
 
 // flush sends the queued replies; the packets they answer are done with.
 func (w *udpWriter) flush() {
+	w.heldSince = 0
 	if w.permit != nil && w.permit.out.n > 0 {
 		if dropped := w.permit.out.send(); dropped > 0 {
 			w.loop.s.metrics.WriteErrors.Add(float64(dropped))

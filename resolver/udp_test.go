@@ -486,3 +486,77 @@ func TestShutdownAnswersReadBatch(t *testing.T) {
 		})
 	}
 }
+
+// TestUDPHoldBound: replies queued in a batch's send batch leave once they
+// have waited udpMaxHold, not only at the end of the batch. A batch of 30
+// slow queries (300 µs of stage each) and a last one that blocks (without
+// BeforeWait) gets at least 8 replies out while the last one blocks; with
+// the replies held for the whole batch, none would arrive.
+func TestUDPHoldBound(t *testing.T) {
+	holdArrived, gateArrived := make(chan struct{}), make(chan struct{})
+	hold, gate := make(chan struct{}), make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, req *query.Request) (*dns.Msg, error) {
+		switch name := req.Msg.Question[0].Name; {
+		case name == "hold.test.":
+			close(holdArrived)
+			<-hold
+		case name == "gate.test.":
+			close(gateArrived)
+			<-gate
+		default:
+			time.Sleep(300 * time.Microsecond) // a slow stage, holding its permit
+		}
+		return rcodeReply(req.Msg, dns.RcodeSuccess), nil
+	})
+	s := NewServer(ServerConfig{Listen: []string{"127.0.0.1:0"}}, h, nil, nil, nil, nil)
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	releaseAll := sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(func() { releaseAll(); _ = s.Shutdown(context.Background()) })
+	conn, err := net.Dial("udp", s.Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	send := func(name string, id uint16) {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		m.Id = id
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// With the reader held, the next queries queue up in the socket and
+	// are read as one batch once it is free.
+	send("hold.test.", 1)
+	<-holdArrived
+	const slow = 30
+	for i := range slow {
+		send(fmt.Sprintf("slow%d.test.", i), uint16(100+i))
+	}
+	send("gate.test.", 2)
+	close(hold)
+	select {
+	case <-gateArrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the blocking query never reached the stage")
+	}
+	got := 0
+	buf := make([]byte, 512)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for got < 8 {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("%d slow replies arrived while the last query of their batch blocked, want at least 8: %v", got, err)
+		}
+		var r dns.Msg
+		if r.Unpack(buf[:n]) == nil && r.Id >= 100 {
+			got++
+		}
+	}
+}

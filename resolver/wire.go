@@ -138,12 +138,14 @@ func plainName(data []byte, off int) (string, int, bool) {
 	return string(buf), off + 1, true
 }
 
-// packReply writes m into buf as m.PackBuffer(buf) would when m has the
-// common reply shape: one question with a plain name (plainLabelByte), a
-// header rcode, and only A, AAAA and plain TXT records owned by that name,
-// plus an OPT record without options. ok is false for anything else
-// (nothing was written), and the caller packs m with miekg/dns. Like
-// PackBuffer it sets the OPT record's extended rcode bits from m.Rcode.
+// packReply writes into buf the bytes m.PackBuffer(buf) would give when m
+// has the common reply shape: one question with a plain name
+// (plainLabelByte), a header rcode, and only A, AAAA and plain TXT records
+// owned by that name, plus an OPT record without options. ok is false for
+// anything else, and when buf is too small (where PackBuffer would
+// allocate): nothing was written, and the caller packs m with miekg/dns.
+// Like PackBuffer it sets the OPT record's extended rcode bits from
+// m.Rcode.
 func packReply(m *dns.Msg, buf []byte) (out []byte, ok bool) {
 	if len(m.Question) != 1 || m.Rcode < 0 || m.Rcode > 0xF {
 		return nil, false

@@ -376,7 +376,9 @@ func (c *Cache) SetUpstreamTimeout(d time.Duration) {
 // time.Now, such as query.Request.Start): a cache built on time.Now (New's
 // now nil) takes it for the time of the lookup instead of reading the clock
 // again, a saving on every hit. A cache given its own clock, or a zero
-// now, reads its clock.
+// now, reads its clock. An entry or failure stored by another query since
+// now is seen with age 0, and expires for this query up to the time since
+// now (microseconds) late.
 func (c *Cache) ResolveAt(ctx context.Context, req *dns.Msg, now time.Time) (resp *dns.Msg, status query.CacheStatus, upstream string, err error) {
 	if len(req.Question) != 1 {
 		return nil, query.CacheNone, "", fmt.Errorf("cache: resolve: %w", ErrBadRequest)
@@ -409,7 +411,7 @@ func (c *Cache) ResolveAt(ctx context.Context, req *dns.Msg, now time.Time) (res
 		c.m.failureHits.Inc()
 		if f.err != nil {
 			return nil, query.CacheFailure, f.upstream, fmt.Errorf("cache: resolve %s %s: %w",
-				q.Name, dns.TypeToString[q.Qtype], &CachedError{Err: f.err, Age: c.cfg.FailureTTL - f.until.Sub(now)})
+				q.Name, dns.TypeToString[q.Qtype], &CachedError{Err: f.err, Age: max(0, c.cfg.FailureTTL-f.until.Sub(now))})
 		}
 		return passthrough(req, f.resp), query.CacheFailure, f.upstream, nil
 	}
