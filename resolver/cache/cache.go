@@ -372,6 +372,10 @@ func (c *Cache) SetUpstreamTimeout(d time.Duration) {
 	}
 }
 
+// UpstreamTimeout is the bound of the exchanges that start now
+// (Config.UpstreamTimeout, or what SetUpstreamTimeout set since).
+func (c *Cache) UpstreamTimeout() time.Duration { return time.Duration(c.upstreamTimeout.Load()) }
+
 // ResolveAt is Resolve for a query that arrived at now (read from
 // time.Now, such as query.Request.Start): a cache built on time.Now (New's
 // now nil) takes it for the time of the lookup instead of reading the clock
