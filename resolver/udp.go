@@ -496,13 +496,7 @@ func (s *Server) servePacket(w dns.ResponseWriter, data []byte) {
 		s.metrics.malformed("unpack")
 		return
 	}
-	var dh dns.Header
-	dh.Id = binary.BigEndian.Uint16(data[0:])
-	dh.Bits = binary.BigEndian.Uint16(data[2:])
-	dh.Qdcount = binary.BigEndian.Uint16(data[4:])
-	dh.Ancount = binary.BigEndian.Uint16(data[6:])
-	dh.Nscount = binary.BigEndian.Uint16(data[8:])
-	dh.Arcount = binary.BigEndian.Uint16(data[10:])
+	dh := wireHeader(data)
 	switch s.accept(dh) {
 	case dns.MsgIgnore:
 		return
@@ -513,7 +507,7 @@ func (s *Server) servePacket(w dns.ResponseWriter, data []byte) {
 		s.rejectHeader(w, dh, dns.RcodeNotImplemented)
 		return
 	}
-	m, ok := unpackQuery(data)
+	m, ok := unpackQuery(dh, data)
 	if !ok {
 		m = new(dns.Msg)
 		if err := m.Unpack(data); err != nil {

@@ -520,13 +520,7 @@ func TestUDPHoldBound(t *testing.T) {
 	}
 	defer conn.Close()
 	send := func(name string, id uint16) {
-		m := new(dns.Msg)
-		m.SetQuestion(name, dns.TypeA)
-		m.Id = id
-		b, err := m.Pack()
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := wireQuery(t, name, dns.TypeA, func(m *dns.Msg) { m.Id = id })
 		if _, err := conn.Write(b); err != nil {
 			t.Fatal(err)
 		}

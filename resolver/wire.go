@@ -29,23 +29,25 @@ type queryMsg struct {
 	opt   dns.OPT
 }
 
+// wireHeader reads the header of data, which has at least 12 bytes.
+func wireHeader(data []byte) dns.Header {
+	return dns.Header{Id: binary.BigEndian.Uint16(data[0:]), Bits: binary.BigEndian.Uint16(data[2:]),
+		Qdcount: binary.BigEndian.Uint16(data[4:]), Ancount: binary.BigEndian.Uint16(data[6:]),
+		Nscount: binary.BigEndian.Uint16(data[8:]), Arcount: binary.BigEndian.Uint16(data[10:])}
+}
+
 // unpackQuery reads data, a message whose 12-byte header the caller has
-// checked, when it has the common query shape: one question with a plain
+// parsed into dh (and checked), when it has the common query shape: one question with a plain
 // name (see plainLabelByte), no answer or authority records, and no
 // additional record or one OPT without options. It returns false for
 // anything else, and the caller unpacks it with miekg/dns. What it returns
 // is what (*dns.Msg).Unpack would: bytes after the last record are ignored
 // as there.
-func unpackQuery(data []byte) (*dns.Msg, bool) {
-	if len(data) < 12 {
+func unpackQuery(dh dns.Header, data []byte) (*dns.Msg, bool) {
+	if len(data) < 12 || dh.Qdcount != 1 || dh.Ancount != 0 || dh.Nscount != 0 || dh.Arcount > 1 {
 		return nil, false
 	}
-	bits := binary.BigEndian.Uint16(data[2:])
-	qd, an, ns, ar := binary.BigEndian.Uint16(data[4:]), binary.BigEndian.Uint16(data[6:]),
-		binary.BigEndian.Uint16(data[8:]), binary.BigEndian.Uint16(data[10:])
-	if qd != 1 || an != 0 || ns != 0 || ar > 1 {
-		return nil, false
-	}
+	bits, ar := dh.Bits, dh.Arcount
 	off := 12
 	name, off, ok := plainName(data, off)
 	if !ok || len(data)-off < 4 {
@@ -53,7 +55,7 @@ func unpackQuery(data []byte) (*dns.Msg, bool) {
 	}
 	b := new(queryMsg)
 	m := &b.msg
-	m.Id = binary.BigEndian.Uint16(data)
+	m.Id = dh.Id
 	m.Response = bits&(1<<15) != 0
 	m.Opcode = int(bits>>11) & 0xF
 	m.Authoritative = bits&(1<<10) != 0

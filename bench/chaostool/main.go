@@ -367,12 +367,17 @@ func malformed(args []string) {
 			replies.Add(1)
 		}
 	}()
-	valid := func() []byte {
+	// query packs a query for name and qtype, after edit (nil: none).
+	query := func(name string, qtype uint16, edit func(*dns.Msg)) []byte {
 		m := new(dns.Msg)
-		m.SetQuestion(fmt.Sprintf("mal-%d.ok.test.", r.Intn(1000)), dns.TypeA)
+		m.SetQuestion(name, qtype)
+		if edit != nil {
+			edit(m)
+		}
 		b, _ := m.Pack()
 		return b
 	}
+	valid := func() []byte { return query(fmt.Sprintf("mal-%d.ok.test.", r.Intn(1000)), dns.TypeA, nil) }
 	udpKinds := []struct {
 		name string
 		f    func() []byte
@@ -403,56 +408,27 @@ func malformed(args []string) {
 		{"opcode_update", func() []byte { b := valid(); b[2] = (b[2] &^ 0x78) | (5 << 3); return b }},
 		{"opcode_notify", func() []byte { b := valid(); b[2] = (b[2] &^ 0x78) | (4 << 3); return b }},
 		{"two_opt", func() []byte {
-			m := new(dns.Msg)
-			m.SetQuestion("twoopt.ok.test.", dns.TypeA)
-			m.SetEdns0(1232, false)
-			m.Extra = append(m.Extra, m.Extra[0])
-			b, _ := m.Pack()
-			return b
+			return query("twoopt.ok.test.", dns.TypeA, func(m *dns.Msg) {
+				m.SetEdns0(1232, false)
+				m.Extra = append(m.Extra, m.Extra[0])
+			})
 		}},
 		{"edns_badvers", func() []byte {
-			m := new(dns.Msg)
-			m.SetQuestion("badvers.ok.test.", dns.TypeA)
-			o := m.SetEdns0(1232, false).IsEdns0()
-			o.SetVersion(3)
-			b, _ := m.Pack()
-			return b
+			return query("badvers.ok.test.", dns.TypeA, func(m *dns.Msg) { m.SetEdns0(1232, false).IsEdns0().SetVersion(3) })
 		}},
 		{"edns_bogus_option", func() []byte {
-			m := new(dns.Msg)
-			m.SetQuestion("bogusopt.ok.test.", dns.TypeA)
-			m.SetEdns0(1232, false)
-			b, _ := m.Pack()
+			b := query("bogusopt.ok.test.", dns.TypeA, func(m *dns.Msg) { m.SetEdns0(1232, false) })
 			// append an option with a length past the end
 			b = append(b, 0, 8, 0, 200, 1, 2)
 			binary.BigEndian.PutUint16(b[len(b)-8-6:], uint16(6)) // rdlen (best effort; may be garbage)
 			return b
 		}},
 		{"class_chaos", func() []byte {
-			m := new(dns.Msg)
-			m.SetQuestion("version.bind.", dns.TypeTXT)
-			m.Question[0].Qclass = dns.ClassCHAOS
-			b, _ := m.Pack()
-			return b
+			return query("version.bind.", dns.TypeTXT, func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassCHAOS })
 		}},
-		{"axfr", func() []byte {
-			m := new(dns.Msg)
-			m.SetQuestion("ok.test.", dns.TypeAXFR)
-			b, _ := m.Pack()
-			return b
-		}},
-		{"meta_type_opt", func() []byte {
-			m := new(dns.Msg)
-			m.SetQuestion("meta.ok.test.", dns.TypeOPT)
-			b, _ := m.Pack()
-			return b
-		}},
-		{"qtype_any", func() []byte {
-			m := new(dns.Msg)
-			m.SetQuestion("any.ok.test.", dns.TypeANY)
-			b, _ := m.Pack()
-			return b
-		}},
+		{"axfr", func() []byte { return query("ok.test.", dns.TypeAXFR, nil) }},
+		{"meta_type_opt", func() []byte { return query("meta.ok.test.", dns.TypeOPT, nil) }},
+		{"qtype_any", func() []byte { return query("any.ok.test.", dns.TypeANY, nil) }},
 		{"bitflip", func() []byte {
 			b := valid()
 			for i := 0; i < 1+r.Intn(4); i++ {
