@@ -13,6 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dnsvalve/dnsvalve/policy"
 	"github.com/dnsvalve/dnsvalve/resolver/cache"
@@ -91,9 +92,11 @@ func newFuzzServer(tb testing.TB) *fuzzServer {
 	s := NewServer(ServerConfig{}, chain, nil, m, nil, nil)
 	ap := cliConn.LocalAddr().(*net.UDPAddr).AddrPort()
 	cli := netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	w := &udpWriter{conn: srvConn, local: srvConn.LocalAddr(), remote: cli, client: cli, buf: make([]byte, 0, 4096)}
+	w.initContext()
 	return &fuzzServer{
 		srv:     s,
-		w:       &udpWriter{conn: srvConn, local: srvConn.LocalAddr(), remote: cli, client: cli, buf: make([]byte, 0, 4096)},
+		w:       w,
 		cliConn: cliConn,
 		cliRaw:  raw,
 		buf:     make([]byte, 65536),
@@ -160,6 +163,9 @@ func (fx *fuzzServer) check(t *testing.T, data []byte) {
 	fx.srv.servePacket(fx.w, data)
 	if string(in) != string(data) {
 		t.Fatalf("servePacket modified its input")
+	}
+	if n := testutil.ToFloat64(fx.srv.metrics.Panics); n != 0 {
+		t.Fatalf("a stage panicked serving % x", data)
 	}
 	expectReply := len(data) >= 12 && data[2]&0x80 == 0
 	var reply []byte

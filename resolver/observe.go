@@ -31,6 +31,7 @@ func (q *QueryLog) Observe(req *query.Request, resp *dns.Msg, latency time.Durat
 		Info:     req.Info,
 		Latency:  latency,
 		Instance: q.Instance,
+		Lease:    req.Lease,
 	}
 	if len(req.Msg.Question) > 0 {
 		r.Question = req.Msg.Question[0]

@@ -38,8 +38,10 @@ var (
 )
 
 // Observer sees every query after its reply was written (or dropped):
-// metrics, the query log. It must not block and must not keep resp or req
-// beyond the call unless it copies them: both are reused after it returns.
+// metrics, the query log. It must not block, and must not keep req (the
+// server reuses it) nor req.Msg or resp beyond the call, unless it copies
+// them or retains req.Lease (then the server reuses neither until it is
+// released; see query.Lease).
 type Observer interface {
 	Observe(req *query.Request, resp *dns.Msg, latency time.Duration)
 }
@@ -606,6 +608,7 @@ func (s *Server) errorReply(req *query.Request, err error) *dns.Msg {
 func setClient(req *query.Request, w dns.ResponseWriter) {
 	if uw, ok := w.(*udpWriter); ok {
 		req.Proto = query.UDP
+		req.Lease = uw.lease
 		req.Server = uw.dst
 		req.Client.Addr, req.Client.Port = uw.client.Addr(), uw.client.Port()
 		if uw.client != uw.remote {

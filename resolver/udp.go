@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dnsvalve/dnsvalve/resolver/cache"
 	"github.com/dnsvalve/dnsvalve/resolver/query"
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
@@ -429,7 +430,7 @@ func (l *udpLoop) read(w *udpWriter, p *readPermit, pkts []udpPacket) bool {
 // a read permit, replies are queued on the permit's send batch.
 func (l *udpLoop) newWriter() *udpWriter {
 	w := &udpWriter{conn: l.conn, local: l.local, loop: l, buf: make([]byte, 0, 4096)}
-	w.ctx = query.WithBeforeWait(context.Background(), w.beforeWait)
+	w.initContext()
 	return w
 }
 
@@ -507,16 +508,62 @@ func (s *Server) servePacket(w dns.ResponseWriter, data []byte) {
 		s.rejectHeader(w, dh, dns.RcodeNotImplemented)
 		return
 	}
-	m, ok := unpackQuery(dh, data)
+	uw, _ := w.(*udpWriter)
+	if uw == nil {
+		m, ok := unpackQuery(dh, data, nil)
+		if !ok {
+			m = new(dns.Msg)
+			if err := m.Unpack(data); err != nil {
+				s.invalid(data, err)
+				s.rejectHeader(w, dh, dns.RcodeFormatError)
+				return
+			}
+		}
+		s.ServeDNS(w, m)
+		return
+	}
+	// A UDP query and its reply from the cache are lent from the pool:
+	// no allocation for them on a cache hit.
+	lm := lentPool.Get().(*lentMsgs)
+	lm.lease.Lend(lm.giveBack)
+	m, ok := unpackQuery(dh, data, &lm.query)
 	if !ok {
 		m = new(dns.Msg)
 		if err := m.Unpack(data); err != nil {
+			lm.lease.Release()
 			s.invalid(data, err)
 			s.rejectHeader(w, dh, dns.RcodeFormatError)
 			return
 		}
 	}
+	uw.lease = &lm.lease
+	uw.arena.Set(&lm.reply)
 	s.ServeDNS(w, m)
+	uw.arena.Set(nil)
+	uw.lease = nil
+	lm.lease.Release()
+}
+
+// lentMsgs is what a UDP query borrows from lentPool: room for the query
+// (unpackQuery) and for its reply from the cache (cache.Arena), and the
+// lease that says when both are free again: once the server has written
+// and observed the reply and every query-log sink that queued the record
+// has written it (query.Lease).
+type lentMsgs struct {
+	lease    query.Lease
+	query    queryMsg
+	reply    cache.Arena
+	giveBack func() // puts this back in lentPool; made once
+}
+
+var lentPool sync.Pool
+
+func init() {
+	lentPool.New = func() any {
+		lm := new(lentMsgs)
+		lm.giveBack = func() { lentPool.Put(lm) }
+		return lm
+	}
 }
 
 // rejectHeader answers dh with just a header and rcode, unless its client
@@ -561,7 +608,11 @@ type udpWriter struct {
 	// heldSince is when a check found replies held in the send batch
 	// (unix nanoseconds; 0: none since the last flush). See udpMaxHold.
 	heldSince int64
-	ctx       context.Context // carries beforeWait
+	ctx       context.Context // carries beforeWait and arena
+	// arena holds the room for the reply of the query being served, and
+	// lease covers it and the query, while servePacket lends them.
+	arena cache.ArenaSlot
+	lease *query.Lease
 }
 
 var _ dns.ResponseWriter = (*udpWriter)(nil)
@@ -571,6 +622,12 @@ func (w *udpWriter) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(w.rem
 
 // queryContext is the context the chain runs in for this writer's queries.
 func (w *udpWriter) queryContext() context.Context { return w.ctx }
+
+// initContext sets the context the chain runs in for this writer's
+// queries, once: it carries the writer's beforeWait and arena slot.
+func (w *udpWriter) initContext() {
+	w.ctx = cache.WithArenaSlot(query.WithBeforeWait(context.Background(), w.beforeWait), &w.arena)
+}
 
 func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 	b, ok := packReply(m, w.buf[:cap(w.buf)])

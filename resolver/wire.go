@@ -42,8 +42,9 @@ func wireHeader(data []byte) dns.Header {
 // additional record or one OPT without options. It returns false for
 // anything else, and the caller unpacks it with miekg/dns. What it returns
 // is what (*dns.Msg).Unpack would: bytes after the last record are ignored
-// as there.
-func unpackQuery(dh dns.Header, data []byte) (*dns.Msg, bool) {
+// as there. The message is built in into when it is not nil (whatever it
+// held is overwritten), and allocated otherwise.
+func unpackQuery(dh dns.Header, data []byte, into *queryMsg) (*dns.Msg, bool) {
 	if len(data) < 12 || dh.Qdcount != 1 || dh.Ancount != 0 || dh.Nscount != 0 || dh.Arcount > 1 {
 		return nil, false
 	}
@@ -53,7 +54,12 @@ func unpackQuery(dh dns.Header, data []byte) (*dns.Msg, bool) {
 	if !ok || len(data)-off < 4 {
 		return nil, false
 	}
-	b := new(queryMsg)
+	b := into
+	if b == nil {
+		b = new(queryMsg)
+	} else {
+		*b = queryMsg{}
+	}
 	m := &b.msg
 	m.Id = dh.Id
 	m.Response = bits&(1<<15) != 0

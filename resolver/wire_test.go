@@ -86,26 +86,38 @@ func TestUnpackQuery(t *testing.T) {
 		}(), false},
 		{"OPT cut short", wireQuery(t, "example.com.", dns.TypeA, withOPT(false, 1232))[:12+13+4+8], false},
 	}
+	// Each case also unpacks into the room every case before it used, as
+	// servePacket does with lent messages: nothing of them may remain.
+	var reused queryMsg
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := unpackHeaderAndQuery(tt.data)
-			if ok != tt.fast {
-				t.Fatalf("fast path taken = %v, want %v", ok, tt.fast)
-			}
-			if ok {
-				sameAsMiekg(t, tt.data, got)
+			for _, into := range []*queryMsg{nil, &reused} {
+				got, ok := unpackHeaderAndQuery(tt.data, into)
+				if ok != tt.fast {
+					t.Fatalf("fast path taken = %v, want %v", ok, tt.fast)
+				}
+				if ok {
+					sameAsMiekg(t, tt.data, got)
+					if into != nil && got != &into.msg {
+						t.Fatalf("not built in the room given")
+					}
+				}
 			}
 		})
+	}
+	data := wireQuery(t, "www.example.com.", dns.TypeA, withOPT(true, 1232))
+	if n := testing.AllocsPerRun(100, func() { _, _ = unpackHeaderAndQuery(data, &reused) }); n != 1 {
+		t.Errorf("unpacking into a given room allocates %v times, want 1 (the name)", n)
 	}
 }
 
 // unpackHeaderAndQuery is unpackQuery as servePacket calls it: on a
 // message of at least a header, with the header read.
-func unpackHeaderAndQuery(data []byte) (*dns.Msg, bool) {
+func unpackHeaderAndQuery(data []byte, into *queryMsg) (*dns.Msg, bool) {
 	if len(data) < 12 {
 		return nil, false
 	}
-	return unpackQuery(wireHeader(data), data)
+	return unpackQuery(wireHeader(data), data, into)
 }
 
 // sameAsMiekg fails t unless miekg/dns reads data as got.
@@ -125,14 +137,22 @@ func FuzzUnpackQuery(f *testing.F) {
 	f.Add(wireQuery(f, "www.example.com.", dns.TypeA, nil))
 	f.Add(wireQuery(f, "_x.Example.", dns.TypeTXT, func(m *dns.Msg) { m.SetEdns0(1232, true) }))
 	f.Add(wireQuery(f, ".", dns.TypeNS, nil))
+	var reused queryMsg // what every earlier input left, as in servePacket's lent rooms
 	f.Fuzz(func(t *testing.T, data []byte) {
 		in := bytes.Clone(data)
-		got, ok := unpackHeaderAndQuery(data)
+		got, ok := unpackHeaderAndQuery(data, nil)
 		if !bytes.Equal(in, data) {
 			t.Fatal("unpackQuery changed its input")
 		}
 		if ok {
 			sameAsMiekg(t, data, got)
+		}
+		again, okAgain := unpackHeaderAndQuery(data, &reused)
+		if okAgain != ok {
+			t.Fatalf("fast path taken = %v into a used room, %v into a fresh one", okAgain, ok)
+		}
+		if ok {
+			sameAsMiekg(t, data, again)
 		}
 	})
 }
@@ -323,7 +343,7 @@ func BenchmarkUnpackQuery(b *testing.B) {
 	b.Run("fast", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, ok := unpackQuery(wireHeader(data), data); !ok {
+			if _, ok := unpackQuery(wireHeader(data), data, nil); !ok {
 				b.Fatal("not taken")
 			}
 		}

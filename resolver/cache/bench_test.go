@@ -89,6 +89,6 @@ func BenchmarkReply(b *testing.B) {
 	e, _ := c.lru.Peek(makeKey(req))
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = reply(req, e, 1e9, false)
+		_ = reply(req, e, 1e9, false, nil)
 	}
 }

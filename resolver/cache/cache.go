@@ -393,6 +393,7 @@ func (c *Cache) ResolveAt(ctx context.Context, req *dns.Msg, now time.Time) (res
 		return nil, query.CacheNone, "", fmt.Errorf("cache: resolve %s %s %s: %w", dns.OpcodeToString[req.Opcode], dns.Class(q.Qclass), dns.Type(q.Qtype), ErrBadRequest)
 	}
 	k := makeKey(req)
+	slot := arenaSlot(ctx)
 	if now.IsZero() || !c.callerClock {
 		now = c.now()
 	}
@@ -403,14 +404,14 @@ func (c *Cache) ResolveAt(ctx context.Context, req *dns.Msg, now time.Time) (res
 			e.expires.Sub(now) < e.ttl/10 && e.prefetching.CompareAndSwap(false, true) {
 			c.prefetch(ctx, k)
 		}
-		return reply(req, e, now.Sub(e.stored), false), query.CacheHit, "", nil
+		return reply(req, e, now.Sub(e.stored), false, slot.take()), query.CacheHit, "", nil
 	}
 	if f := c.failed(k, now); f != nil {
 		// The upstreams failed for k moments ago: do not ask them again.
 		if found && c.servableStale(e, now) {
 			c.m.stale.Inc()
 			c.logger.Debug("serving stale answer: the upstreams failed moments ago", "qname", q.Name, "qtype", dns.TypeToString[q.Qtype], "expired_for", now.Sub(e.expires))
-			return reply(req, e, 0, true), query.CacheStale, "", nil
+			return reply(req, e, 0, true, slot.take()), query.CacheStale, "", nil
 		}
 		c.m.failureHits.Inc()
 		if f.err != nil {
@@ -455,7 +456,7 @@ func (c *Cache) ResolveAt(ctx context.Context, req *dns.Msg, now time.Time) (res
 		case <-timer:
 			c.m.stale.Inc()
 			c.logger.Debug("serving stale answer: upstream slower than the client response timer", "qname", q.Name, "qtype", dns.TypeToString[q.Qtype], "timer", c.cfg.StaleClientTimeout)
-			return reply(req, e, 0, true), query.CacheStale, "", nil
+			return reply(req, e, 0, true, slot.take()), query.CacheStale, "", nil
 		case <-ctx.Done():
 			c.m.misses.Inc()
 			return nil, query.CacheMiss, "", fmt.Errorf("cache: resolve %s %s: %w", q.Name, dns.TypeToString[q.Qtype], ctx.Err())
@@ -463,7 +464,7 @@ func (c *Cache) ResolveAt(ctx context.Context, req *dns.Msg, now time.Time) (res
 	}
 	if err == nil && cl.e != nil {
 		c.m.misses.Inc()
-		return reply(req, cl.e, c.now().Sub(cl.e.stored), false), query.CacheMiss, cl.upstream, nil
+		return reply(req, cl.e, c.now().Sub(cl.e.stored), false, slot.take()), query.CacheMiss, cl.upstream, nil
 	}
 	if err == nil && cl.resp.Rcode != dns.RcodeServerFailure {
 		c.m.misses.Inc()
@@ -474,12 +475,12 @@ func (c *Cache) ResolveAt(ctx context.Context, req *dns.Msg, now time.Time) (res
 		now := c.now()
 		if now.Before(e.expires) { // refreshed meanwhile by someone else
 			c.m.hits.Inc()
-			return reply(req, e, now.Sub(e.stored), false), query.CacheHit, "", nil
+			return reply(req, e, now.Sub(e.stored), false, slot.take()), query.CacheHit, "", nil
 		}
 		if c.servableStale(e, now) {
 			c.m.stale.Inc()
 			c.logger.Debug("serving stale answer", "qname", q.Name, "qtype", dns.TypeToString[q.Qtype], "expired_for", now.Sub(e.expires), "error", err)
-			return reply(req, e, 0, true), query.CacheStale, "", nil
+			return reply(req, e, 0, true, slot.take()), query.CacheStale, "", nil
 		}
 	}
 	c.m.misses.Inc()
@@ -515,9 +516,9 @@ func (c *Cache) join(ctx context.Context, k key) (cl *call, leader bool, err err
 	cl, ok := c.calls[k]
 	if !ok {
 		cl = &call{done: make(chan struct{})}
-		// Detached from the caller, and without its BeforeWait hook: the
-		// exchange may run on another goroutine.
-		cl.ctx, cl.cancel = context.WithTimeout(query.WithoutBeforeWait(context.WithoutCancel(ctx)), time.Duration(c.upstreamTimeout.Load()))
+		// Detached from the caller, and without its BeforeWait hook and
+		// arena slot: the exchange may run on another goroutine.
+		cl.ctx, cl.cancel = context.WithTimeout(withoutArenaSlot(query.WithoutBeforeWait(context.WithoutCancel(ctx))), time.Duration(c.upstreamTimeout.Load()))
 		c.calls[k] = cl
 		c.wg.Add(1)
 	}

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 
@@ -113,6 +114,59 @@ type replyBufAAAA struct {
 	ip   [inlineAAAA * 16]byte
 }
 
+// An Arena is room for one reply built from the cache, lent by a server
+// that recycles its replies (see ArenaSlot). The zero value is ready.
+type Arena struct {
+	a    replyBufA
+	aaaa replyBufAAAA
+}
+
+// An ArenaSlot hands the cache the Arena for the next reply it builds for
+// the query being served on one goroutine: the server sets it before the
+// query and clears it after, and the first reply built takes it (a second
+// one for the same query is allocated). The server may reuse the Arena
+// once it no longer needs that reply, nor does anyone it lent it to (see
+// query.Lease). A slot belongs to its goroutine: the context that carries
+// it (WithArenaSlot) must not be used for lookups on another goroutine.
+type ArenaSlot struct{ arena *Arena }
+
+// Set puts a in the slot (nil empties it).
+func (s *ArenaSlot) Set(a *Arena) { s.arena = a }
+
+// take empties the slot and returns what it held.
+func (s *ArenaSlot) take() *Arena {
+	if s == nil {
+		return nil
+	}
+	a := s.arena
+	s.arena = nil
+	return a
+}
+
+type arenaSlotKey struct{}
+
+// WithArenaSlot returns a context whose lookups build their reply in the
+// Arena s holds, if any. Set it once per goroutine, not per query: it
+// allocates.
+func WithArenaSlot(ctx context.Context, s *ArenaSlot) context.Context {
+	return context.WithValue(ctx, arenaSlotKey{}, s)
+}
+
+// arenaSlot returns ctx's slot, nil when it has none.
+func arenaSlot(ctx context.Context) *ArenaSlot {
+	s, _ := ctx.Value(arenaSlotKey{}).(*ArenaSlot)
+	return s
+}
+
+// withoutArenaSlot returns ctx without its slot, for work handed to
+// another goroutine.
+func withoutArenaSlot(ctx context.Context) context.Context {
+	if arenaSlot(ctx) == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, arenaSlotKey{}, (*ArenaSlot)(nil))
+}
+
 // rrCopier copies records into a reply buffer, falling back to dns.Copy when
 // the inline storage is used up or the type has none.
 type rrCopier struct {
@@ -177,14 +231,29 @@ func (cp *rrCopier) copy(rr dns.RR) dns.RR {
 // been stored; stale answers get staleTTL on every record and, when req has
 // EDNS0, an Extended DNS Error "Stale Answer" (RFC 8914 code 3) before the
 // upstream's own EDEs (e.ede), which every answer to an EDNS0 client has.
-func reply(req *dns.Msg, e *entry, age time.Duration, stale bool) *dns.Msg {
+//
+// With ar nil the reply is allocated; otherwise it is built in ar (which
+// must not hold a reply still in use).
+func reply(req *dns.Msg, e *entry, age time.Duration, stale bool, ar *Arena) *dns.Msg {
 	cp := rrCopier{qname: e.qname, userQName: req.Question[0].Name, stale: stale}
 	var b *replyHead
 	if e.aaaa {
-		buf := new(replyBufAAAA)
+		var buf *replyBufAAAA
+		if ar != nil {
+			ar.aaaa = replyBufAAAA{}
+			buf = &ar.aaaa
+		} else {
+			buf = new(replyBufAAAA)
+		}
 		b, cp.aaaa, cp.ip = &buf.replyHead, buf.aaaa[:0], buf.ip[:0]
 	} else {
-		buf := new(replyBufA)
+		var buf *replyBufA
+		if ar != nil {
+			ar.a = replyBufA{}
+			buf = &ar.a
+		} else {
+			buf = new(replyBufA)
+		}
 		b, cp.a, cp.ip = &buf.replyHead, buf.a[:0], buf.ip[:0]
 	}
 	m := &b.msg

@@ -164,6 +164,9 @@ type Request struct {
 	UDPSize uint16
 	// Info is filled in by the stages.
 	Info Info
+	// Lease is set when Msg and the reply come from the server's pool
+	// (nil otherwise): see Lease for who may keep them.
+	Lease *Lease
 }
 
 // Question returns the request's single question.

@@ -164,9 +164,12 @@ func NewWithOptions(sinks []Sink, o Options, m *Metrics, logger *slog.Logger) *L
 
 // Log queues r for every sink and returns at once. Log copies *r: the
 // caller may reuse the Record, but not modify the messages or slices it
-// points to (Req, Resp, Info.Signals), which the sinks read later. When a
-// sink's buffer is full the record is dropped for that sink and counted.
-// Log on a closed Logger counts the record as dropped.
+// points to (Req, Resp, Info.Signals), which the sinks read later; when
+// r.Lease is set, Log retains it for each sink the record is queued for,
+// and the caller may give the messages back (its own Release) as soon as
+// Log returns. When a sink's buffer is full the record is dropped for
+// that sink and counted. Log on a closed Logger counts the record as
+// dropped.
 func (l *Logger) Log(r *Record) {
 	if len(l.sinks) == 0 {
 		return
@@ -180,9 +183,11 @@ func (l *Logger) Log(r *Record) {
 		return
 	}
 	for _, s := range l.sinks {
+		r.Lease.Retain() // before the send: the sink may write and release it at once
 		select {
 		case s.ch <- item{rec: *r}:
 		default:
+			r.Lease.Release()
 			s.drop()
 		}
 	}
@@ -308,6 +313,10 @@ func (l *Logger) write(s *runner, it *item) {
 		err = s.sink.(AlertSink).WriteAlert(it.alert)
 	} else {
 		err = s.sink.Write(&it.rec)
+		// Sinks do not retain what Write gets: the record's messages
+		// go back to the server's pool once every sink has written.
+		it.rec.Lease.Release()
+		it.rec.Lease = nil
 	}
 	if err != nil {
 		l.lose(s, s.pending+1, err)

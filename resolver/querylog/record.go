@@ -35,6 +35,10 @@ type Record struct {
 	Latency  time.Duration  // from arrival to the write
 	Instance string         // the dnsvalve instance (hostname) that answered
 	Server   netip.AddrPort // listener address the query arrived on; zero when unknown (dnstap response_address)
+	// Lease covers Req and Resp when the server lent them from its pool
+	// (nil otherwise): Logger.Log retains it for every sink it queues
+	// the record for, and releases it once that sink has written it.
+	Lease *query.Lease
 }
 
 // NewEntry builds the Route 53 shaped Entry for r. It allocates; the sinks
