@@ -13,7 +13,10 @@ import (
 
 // Resolver is the cache-and-forward step. *cache.Cache satisfies it: it
 // answers from the cache or forwards (coalescing identical misses) and
-// returns a message the caller owns.
+// returns a message the caller owns, or, when ctx carries a
+// cache.ArenaSlot (a UDP listener's queries), one built in the arena the
+// server lent for this query: the caller may change it but not keep it
+// beyond the query (see query.Lease).
 type Resolver interface {
 	Resolve(ctx context.Context, req *dns.Msg) (*dns.Msg, query.CacheStatus, string, error)
 }

@@ -340,7 +340,9 @@ func (e *CachedError) Error() string {
 func (e *CachedError) Unwrap() error { return e.Err }
 
 // Resolve answers req from the cache or through next. req is owned by the
-// caller and read-only. The returned message is new and owned by the caller:
+// caller and read-only. The returned message is new and owned by the caller
+// (built in the Arena of ctx's ArenaSlot when it holds one: the caller's
+// until it reuses that Arena):
 // ID = req.Id, the question exactly as the client asked it (case preserved),
 // TTLs decremented by the entry's age, and an OPT record (UDP size 1232, DO
 // mirrored) only when req has one. upstream names the upstream that answered
