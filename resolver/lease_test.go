@@ -13,6 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dnsvalve/dnsvalve/resolver"
 	"github.com/dnsvalve/dnsvalve/resolver/querylog"
@@ -131,5 +132,58 @@ func TestLentMessagesOutliveTheQuery(t *testing.T) {
 	}
 	if len(sink.bad) > 0 {
 		t.Errorf("%d of %d records show messages reused for another query, first: %s", len(sink.bad), sink.checked, sink.bad[0])
+	}
+}
+
+// TestLateRepliesAfterUpstreamWait: 64 UDP queries wait on an upstream at
+// once, each on the goroutine it was handed to; their replies leave
+// together through the listener's late batch (lateReplies). Every client
+// gets its own reply, none is lost, and Shutdown finds no packet still
+// pending: the batch's flusher did the accounting of every reply it sent.
+func TestLateRepliesAfterUpstreamWait(t *testing.T) {
+	t.Parallel()
+	const n = 64
+	arrived := make(chan struct{}, n)
+	release := make(chan struct{})
+	h := newHarness(t, harnessConfig{handler: blocking(answer(t, dns.RcodeSuccess, []string{"@ 300 IN A 192.0.2.7"}, nil), arrived, release)})
+	c, err := net.Dial("udp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	co := &dns.Conn{Conn: c}
+	for i := 1; i <= n; i++ {
+		q := new(dns.Msg)
+		q.SetQuestion(fmt.Sprintf("q%d.late.example.", i), dns.TypeA)
+		q.Id = uint16(i)
+		if err := co.WriteMsg(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		<-arrived // every query is waiting on the upstream
+	}
+	close(release)
+	got := make(map[uint16]bool)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for range n {
+		r, err := co.ReadMsg()
+		if err != nil {
+			t.Fatalf("after %d replies: %v", len(got), err)
+		}
+		want := fmt.Sprintf("q%d.late.example.", r.Id)
+		if got[r.Id] || r.Rcode != dns.RcodeSuccess || len(r.Question) != 1 || r.Question[0].Name != want ||
+			len(r.Answer) != 1 || r.Answer[0].Header().Name != want {
+			t.Fatalf("reply %v (duplicate: %v)", r, got[r.Id])
+		}
+		got[r.Id] = true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if n := testutil.ToFloat64(h.metrics.WriteErrors); n != 0 {
+		t.Errorf("%v write errors", n)
 	}
 }

@@ -109,6 +109,71 @@ type udpLoop struct {
 	mu      sync.Mutex
 	parked  []chan udpJob // parked goroutines' wake-up channels, most recent last
 	pending []udpJob      // jobs that found no goroutine (at maxReaders), first come first served
+
+	late lateReplies
+}
+
+// lateReplies batches the replies of queries whose goroutine no longer
+// holds a read permit: it passed it on to wait on an upstream. Without it
+// each such reply is a sendto of its own, a tenth of a cache miss's CPU;
+// upstream replies arrive in bursts under load, and the queries they wake
+// run one after another, so their replies can share a sendmmsg.
+//
+// The first reply into an empty batch makes its goroutine the flusher: it
+// yields once (runtime.Gosched), so the goroutines already runnable (woken
+// by the same poll) add theirs, then sends the batch. A reply never waits
+// for a query that has not finished: the flusher sends what is there once
+// it runs again. The packets whose replies a batch holds stay pending
+// (Server.udpPending) until it was sent, so Shutdown does not close the
+// socket under them.
+type lateReplies struct {
+	mu    sync.Mutex
+	batch *mmsgBatch // being filled; nil when no flusher is on its way
+	held  int64      // replies in batch
+	spare []*mmsgBatch
+}
+
+// sendLate queues b, the reply to a packet from to, on the late batch and
+// reports whether it did; the caller then leaves the packet's accounting
+// to the flusher. False (no batch could be made, or it is full): the
+// caller sends b itself.
+func (l *udpLoop) sendLate(b []byte, to netip.AddrPort, oob []byte) bool {
+	lr := &l.late
+	lr.mu.Lock()
+	first := lr.batch == nil
+	if first {
+		if n := len(lr.spare); n > 0 {
+			lr.batch = lr.spare[n-1]
+			lr.spare = lr.spare[:n-1]
+		} else if nb, err := newMmsgBatch(l.conn, udpBatch, udpReplySlot, l.oobSize); err == nil {
+			lr.batch = nb
+		} else {
+			lr.mu.Unlock()
+			return false
+		}
+	}
+	if !lr.batch.add(b, to, oob) {
+		lr.mu.Unlock() // full (never the first reply: it fits a slot)
+		return false
+	}
+	lr.held++
+	lr.mu.Unlock()
+	if !first {
+		return true
+	}
+	runtime.Gosched()
+	lr.mu.Lock()
+	batch, held := lr.batch, lr.held
+	lr.batch, lr.held = nil, 0
+	lr.mu.Unlock()
+	if dropped := batch.send(); dropped > 0 {
+		l.s.metrics.WriteErrors.Add(float64(dropped))
+	}
+	l.s.udpDone(held)
+	lr.mu.Lock()
+	lr.spare = append(lr.spare, batch)
+	lr.mu.Unlock()
+	return true
 }
 
 func newUDPLoop(s *Server, conn *net.UDPConn) *udpLoop {
@@ -613,6 +678,9 @@ type udpWriter struct {
 	// lease covers it and the query, while servePacket lends them.
 	arena cache.ArenaSlot
 	lease *query.Lease
+	// lateQueued says the reply to the packet being served went to the
+	// loop's late batch (see lateReplies), which accounts for the packet.
+	lateQueued bool
 }
 
 var _ dns.ResponseWriter = (*udpWriter)(nil)
@@ -644,6 +712,11 @@ func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 	return err
 }
 
+// Write sends b, the reply to the packet being served: queued on the send
+// batch of the permit this goroutine holds, or, when it passed the permit
+// on to wait on an upstream, on the loop's late batch (lateReplies); on
+// its own when neither takes it (a reply over udpReplySlot, a full batch,
+// a server stopping).
 func (w *udpWriter) Write(b []byte) (int, error) {
 	if w.permit != nil {
 		out := w.permit.out
@@ -673,6 +746,11 @@ func (w *udpWriter) Write(b []byte) (int, error) {
 			}
 		}
 	}
+	if w.permit == nil && w.loop != nil && !w.lateQueued && len(b) <= udpReplySlot && !w.loop.s.stopping.Load() &&
+		w.loop.sendLate(b, w.remote, w.oob) {
+		w.lateQueued = true
+		return len(b), nil
+	}
 	if w.oob != nil {
 		n, _, err := w.conn.WriteMsgUDPAddrPort(b, w.oob, w.remote)
 		return n, err
@@ -681,14 +759,19 @@ func (w *udpWriter) Write(b []byte) (int, error) {
 }
 
 // packetDone records that a packet of the queue was served (or dropped).
-// Its reply may wait in the permit's send batch; without a permit (passed
-// on while it was served) the reply was written already.
+// Its reply may wait in the permit's send batch (done with at the flush),
+// or, without a permit (passed on while it was served), in the loop's late
+// batch (done with when its flusher sent it); otherwise it was written
+// already.
 func (w *udpWriter) packetDone() {
-	if w.permit != nil {
+	switch {
+	case w.lateQueued:
+		w.lateQueued = false // the late batch's flusher accounts for it
+	case w.permit != nil:
 		w.done++
-		return
+	default:
+		w.loop.s.udpDone(1)
 	}
-	w.loop.s.udpDone(1)
 }
 
 // flush sends the queued replies; the packets they answer are done with.
