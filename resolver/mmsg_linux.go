@@ -273,3 +273,8 @@ func addrPortToSockaddr(ap netip.AddrPort, sa *syscall.RawSockaddrInet6, v6 bool
 	sa.Addr = ap.Addr().As16()
 	return syscall.SizeofSockaddrInet6
 }
+
+// batchedSends says mmsgBatch.send is one sendmmsg call for many replies
+// (on other systems it is a write per reply, so batching replies that
+// could leave at once only delays them).
+const batchedSends = true

@@ -77,3 +77,6 @@ func (b *mmsgBatch) send() (dropped int) {
 	b.n = 0
 	return dropped
 }
+
+// batchedSends: send writes the replies one by one here (see mmsg_linux.go).
+const batchedSends = false

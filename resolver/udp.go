@@ -122,23 +122,41 @@ type udpLoop struct {
 // The first reply into an empty batch makes its goroutine the flusher: it
 // yields once (runtime.Gosched), so the goroutines already runnable (woken
 // by the same poll) add theirs, then sends the batch. A reply never waits
-// for a query that has not finished: the flusher sends what is there once
-// it runs again. The packets whose replies a batch holds stay pending
-// (Server.udpPending) until it was sent, so Shutdown does not close the
-// socket under them.
+// for a query that has not finished; and since the yield may last (busy
+// readers run first), a reply added once the batch is udpMaxHold old
+// sends the batch itself. The packets whose replies a batch holds stay
+// pending (Server.udpPending) until it was sent, so Shutdown does not
+// close the socket under them. Only where sendmmsg exists (batchedSends).
 type lateReplies struct {
 	mu    sync.Mutex
-	batch *mmsgBatch // being filled; nil when no flusher is on its way
+	batch *mmsgBatch // being filled; nil when empty
 	held  int64      // replies in batch
+	since int64      // unix nanoseconds of batch's first reply
 	spare []*mmsgBatch
+}
+
+// maxSpareLate bounds the sent batches a listener keeps for reuse (about
+// 200 KB each); more are made only while several flushers send at once.
+const maxSpareLate = 4
+
+// take empties the batch and returns it (nil when empty) with the number
+// of replies it holds. lr.mu is held.
+func (lr *lateReplies) take() (*mmsgBatch, int64) {
+	b, n := lr.batch, lr.held
+	lr.batch, lr.held = nil, 0
+	return b, n
 }
 
 // sendLate queues b, the reply to a packet from to, on the late batch and
 // reports whether it did; the caller then leaves the packet's accounting
-// to the flusher. False (no batch could be made, or it is full): the
-// caller sends b itself.
+// to whoever sends the batch. False (no sendmmsg, no batch could be made,
+// or it is full): the caller sends b itself.
 func (l *udpLoop) sendLate(b []byte, to netip.AddrPort, oob []byte) bool {
+	if !batchedSends {
+		return false
+	}
 	lr := &l.late
+	now := time.Now().UnixNano()
 	lr.mu.Lock()
 	first := lr.batch == nil
 	if first {
@@ -151,28 +169,40 @@ func (l *udpLoop) sendLate(b []byte, to netip.AddrPort, oob []byte) bool {
 			lr.mu.Unlock()
 			return false
 		}
+		lr.since = now
 	}
 	if !lr.batch.add(b, to, oob) {
-		lr.mu.Unlock() // full (never the first reply: it fits a slot)
+		if first { // cannot happen (a reply of at most a slot into an empty batch), but never leave a batch without its flusher
+			lr.spare = append(lr.spare, lr.batch)
+			lr.batch = nil
+		}
+		lr.mu.Unlock()
 		return false
 	}
 	lr.held++
-	lr.mu.Unlock()
-	if !first {
-		return true
+	var batch *mmsgBatch
+	var held int64
+	if !first && now-lr.since > int64(udpMaxHold) {
+		batch, held = lr.take() // its flusher is still waiting to run
 	}
-	runtime.Gosched()
-	lr.mu.Lock()
-	batch, held := lr.batch, lr.held
-	lr.batch, lr.held = nil, 0
 	lr.mu.Unlock()
-	if dropped := batch.send(); dropped > 0 {
-		l.s.metrics.WriteErrors.Add(float64(dropped))
+	if first {
+		runtime.Gosched()
+		lr.mu.Lock()
+		batch, held = lr.take() // nil if taken over; another flusher's batch is sent early, which is harmless
+		lr.mu.Unlock()
 	}
-	l.s.udpDone(held)
-	lr.mu.Lock()
-	lr.spare = append(lr.spare, batch)
-	lr.mu.Unlock()
+	if batch != nil {
+		if dropped := batch.send(); dropped > 0 {
+			l.s.metrics.WriteErrors.Add(float64(dropped))
+		}
+		l.s.udpDone(held)
+		lr.mu.Lock()
+		if len(lr.spare) < maxSpareLate {
+			lr.spare = append(lr.spare, batch)
+		}
+		lr.mu.Unlock()
+	}
 	return true
 }
 
