@@ -264,6 +264,16 @@ dnsperf_stat() {
 	awk -v k="$2:" 'index($0, k) { sub(/.*: */, ""); print $1 + 0; exit }' "$1"
 }
 
+# udp_counter NAME: NAME's value in the Udp: lines of /proc/net/snmp (this namespace).
+udp_counter() {
+	awk -v k="$1" '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1 } else { print $col[k]; exit } }' /proc/net/snmp
+}
+
+# dnsperf_rcode FILE RCODE: how many answers of that rcode dnsperf counted (0 if none).
+dnsperf_rcode() {
+	awk -v r="$2" '/Response codes:/ { for (i = 1; i < NF; i++) if ($i == r) n = $(i + 1) } END { print n + 0 }' "$1"
+}
+
 # bench_header: "#" lines describing the run (date, git, machine, tools).
 bench_header() {
 	echo "# date=$(date -u +%Y-%m-%dT%H:%M:%SZ) git=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet 2>/dev/null || echo -dirty)"

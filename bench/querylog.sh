@@ -54,10 +54,6 @@ outer() {
 	return "$rc"
 }
 
-# udp_counter NAME: NAME's value in the Udp: lines of /proc/net/snmp (this namespace).
-udp_counter() {
-	awk -v k="$1" '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1 } else { print $col[k]; exit } }' /proc/net/snmp
-}
 
 inner() {
 	bench_inner_setup

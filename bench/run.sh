@@ -269,8 +269,11 @@ measure() {
 	s0=$(cpu_busy "$SERVER_CPU")
 	l0=$(cpu_busy "$LOAD_CPU")
 	t0=$(date +%s.%N)
+	local rb0 rb1
+	rb0=$(udp_counter RcvbufErrors)
 	taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "$SERVER_PORT" -d "$f1" -l "$DURATION" \
 		-c "$CLIENTS" -q "$OUTSTANDING" >"$raw.max" 2>&1 || true
+	rb1=$(udp_counter RcvbufErrors)
 	c1=$(cpu_ticks "$SERVER_PID")
 	t1=$(date +%s.%N)
 	s1=$(cpu_busy "$SERVER_CPU")
@@ -340,7 +343,8 @@ measure() {
 	ROWS+=("$(printf '%s %.0f%s %.0f %d %s %s %d %.0f %s %s %d %s %s %s' \
 		"$label" "$qps" "$wrapped" "$(awk -v a="$avg" 'BEGIN { print a * 1e6 }')" "$lost" "$cpu_max" "$util" \
 		"$rate" "$qps2" "$p50" "$p99" "$lost2" "$cpu_rate" "$upq" "$slow")")
-	log "$set $label: ${qps} qps, p99 ${p99}us at ${rate} qps, cpu ${cpu_max}/${cpu_rate} us/q, upstream ${upq} queries"
+	log "$set $label: ${qps} qps, p99 ${p99}us at ${rate} qps, cpu ${cpu_max}/${cpu_rate} us/q, upstream ${upq} queries;" \
+		"max pass: SERVFAIL $(dnsperf_rcode "$raw.max" SERVFAIL), datagrams the kernel dropped for a full receive buffer (any socket of the namespace) $((rb1 - rb0))"
 }
 
 # metrics_snapshot SET LABEL: keeps dnsvalve's /metrics in the scratch dir.

@@ -152,10 +152,6 @@ goroutine_summary() {
 		/^$/ { if (want && n) printf "%6d %s\n", n, "(runtime only)"; want = 0 }' | sort -rn | head -5
 }
 
-# udp_counter NAME: NAME's value in the Udp: lines of /proc/net/snmp (this namespace).
-udp_counter() {
-	awk -v k="$1" '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1 } else { print $col[k]; exit } }' /proc/net/snmp
-}
 
 # sleep_until T: sleeps until T seconds after the soak started.
 sleep_until() {
