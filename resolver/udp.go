@@ -603,40 +603,37 @@ func (s *Server) servePacket(w dns.ResponseWriter, data []byte) {
 		s.rejectHeader(w, dh, dns.RcodeNotImplemented)
 		return
 	}
-	uw, _ := w.(*udpWriter)
-	if uw == nil {
-		m, ok := unpackQuery(dh, data, nil)
-		if !ok {
-			m = new(dns.Msg)
-			if err := m.Unpack(data); err != nil {
-				s.invalid(data, err)
-				s.rejectHeader(w, dh, dns.RcodeFormatError)
-				return
-			}
-		}
-		s.ServeDNS(w, m)
-		return
-	}
 	// A UDP query and its reply from the cache are lent from the pool:
 	// no allocation for them on a cache hit.
-	lm := lentPool.Get().(*lentMsgs)
-	lm.lease.Lend(lm.giveBack)
-	m, ok := unpackQuery(dh, data, &lm.query)
+	uw, _ := w.(*udpWriter)
+	var lm *lentMsgs
+	var lease *query.Lease // nil when nothing is lent: Release does nothing
+	var into *queryMsg
+	if uw != nil {
+		lm = lentPool.Get().(*lentMsgs)
+		lm.lease.Lend(lm.giveBack)
+		lease, into = &lm.lease, &lm.query
+	}
+	m, ok := unpackQuery(dh, data, into)
 	if !ok {
 		m = new(dns.Msg)
 		if err := m.Unpack(data); err != nil {
-			lm.lease.Release()
+			lease.Release()
 			s.invalid(data, err)
 			s.rejectHeader(w, dh, dns.RcodeFormatError)
 			return
 		}
 	}
-	uw.lease = &lm.lease
+	if uw == nil {
+		s.ServeDNS(w, m)
+		return
+	}
+	uw.lease = lease
 	uw.arena.Set(&lm.reply)
 	s.ServeDNS(w, m)
 	uw.arena.Set(nil)
 	uw.lease = nil
-	lm.lease.Release()
+	lease.Release()
 }
 
 // lentMsgs is what a UDP query borrows from lentPool: room for the query
