@@ -151,17 +151,32 @@ type config struct {
 // serve runs UDP and TCP servers on cfg.listen until ctx is done, then shuts
 // them down and, with cfg.stats, prints the answered count to out. ready, if
 // not nil, is called with the bound UDP and TCP addresses once both listen.
+// listenPair binds UDP on addr and TCP on the port UDP got, so that port 0
+// yields one port for both; when the kernel's pick for UDP is taken for
+// TCP, port 0 tries again (up to 10 picks).
+func listenPair(addr string) (net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	for attempt := 1; ; attempt++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen udp %s: %w", addr, err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		_ = pc.Close()
+		if port != "0" || attempt == 10 || !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, nil, fmt.Errorf("listen tcp %s: %w", pc.LocalAddr(), err)
+		}
+	}
+}
+
 func serve(ctx context.Context, cfg config, out io.Writer, ready func(udp, tcp net.Addr)) error {
 	h := newHandler(uint32(cfg.ttl), cfg.delay)
-	pc, err := net.ListenPacket("udp", cfg.listen)
+	pc, ln, err := listenPair(cfg.listen)
 	if err != nil {
-		return fmt.Errorf("listen udp %s: %w", cfg.listen, err)
-	}
-	// Bind TCP on the port UDP got, so ":0" yields one port for both.
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		_ = pc.Close()
-		return fmt.Errorf("listen tcp %s: %w", pc.LocalAddr(), err)
+		return err
 	}
 	servers := []*dns.Server{
 		{PacketConn: pc, Handler: h, UDPSize: dns.DefaultMsgSize},
