@@ -340,11 +340,18 @@ measure() {
 	local cpu_max cpu_rate
 	cpu_max=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" -v n="$completed" 'BEGIN { printf "%.1f", n ? (b - a) / t * 1e6 / n : 0 }')
 	cpu_rate=$(awk -v a="$c2" -v b="$c3" -v t="$CLK_TCK" -v n="$completed2" 'BEGIN { printf "%.1f", n ? (b - a) / t * 1e6 / n : 0 }')
-	ROWS+=("$(printf '%s %.0f%s %.0f %d %s %s %d %.0f %s %s %d %s %s %s' \
+	# Answers that are not NOERROR (the fake upstream answers every name)
+	# are failures, often fast ones that dnsperf counts in its qps:
+	# ok_qps counts only the NOERROR answers.
+	local servfail noerror ok_qps
+	servfail=$(dnsperf_rcode "$raw.max" SERVFAIL)
+	noerror=$(dnsperf_rcode "$raw.max" NOERROR)
+	ok_qps=$(awk -v q="$qps" -v n="$noerror" -v c="$completed" 'BEGIN { printf "%.0f", c ? q * n / c : 0 }')
+	ROWS+=("$(printf '%s %.0f%s %.0f %d %s %s %d %.0f %s %s %d %s %s %s %s %d %d' \
 		"$label" "$qps" "$wrapped" "$(awk -v a="$avg" 'BEGIN { print a * 1e6 }')" "$lost" "$cpu_max" "$util" \
-		"$rate" "$qps2" "$p50" "$p99" "$lost2" "$cpu_rate" "$upq" "$slow")")
-	log "$set $label: ${qps} qps, p99 ${p99}us at ${rate} qps, cpu ${cpu_max}/${cpu_rate} us/q, upstream ${upq} queries;" \
-		"max pass: SERVFAIL $(dnsperf_rcode "$raw.max" SERVFAIL), datagrams the kernel dropped for a full receive buffer (any socket of the namespace) $((rb1 - rb0))"
+		"$rate" "$qps2" "$p50" "$p99" "$lost2" "$cpu_rate" "$upq" "$slow" "$ok_qps" "$servfail" "$((rb1 - rb0))")")
+	log "$set $label: ${qps} qps (${ok_qps} NOERROR), p99 ${p99}us at ${rate} qps, cpu ${cpu_max}/${cpu_rate} us/q, upstream ${upq} queries;" \
+		"max pass: SERVFAIL $servfail, datagrams the kernel dropped for a full receive buffer (any socket of the namespace) $((rb1 - rb0))"
 }
 
 # metrics_snapshot SET LABEL: keeps dnsvalve's /metrics in the scratch dir.
@@ -366,16 +373,17 @@ report() {
 		[[ " ${SERVERS} " == *" dnsvalve "* ]] && echo "# dnsvalve variants: $VARIANTS${EXTRA_CONFIG:+ (extra config $EXTRA_CONFIG)}"
 		[[ $ROUNDS == 1 ]] || echo "# rounds=$ROUNDS (every server measured once per round, in table order; ratios below use the last round, variant ratios every round)"
 		echo
-		printf '%-18s %9s %8s %7s %8s %11s | %9s %9s %8s %8s %7s %8s | %9s %12s\n' \
-			server max_qps avg_us unans cpu_us/q srv/cpu0/1% "rate@$LAT_AT" got_qps p50_us p99_us timeout cpu_us/q upstream_q over2ms
+		printf '%-18s %9s %8s %7s %8s %11s | %9s %9s %8s %8s %7s %8s | %9s %12s | %9s %8s %7s\n' \
+			server max_qps avg_us unans cpu_us/q srv/cpu0/1% "rate@$LAT_AT" got_qps p50_us p99_us timeout cpu_us/q upstream_q over2ms ok_qps servfail rcvdrop
 		local r
 		for r in "${ROWS[@]}"; do
 			# shellcheck disable=SC2086
-			printf '%-18s %9s %8s %7s %8s %11s | %9s %9s %8s %8s %7s %8s | %9s %12s\n' $r
+			printf '%-18s %9s %8s %7s %8s %11s | %9s %9s %8s %8s %7s %8s | %9s %12s | %9s %8s %7s\n' $r
 		done
 		echo
 		awk -v base_variant="dnsvalve:${VARIANTS%%:*}" '
 			{ label[NR] = $1; qps[$1] = $2 + 0; p99[$1] = $10; cpu[$1] = $5 + 0; cpu2[$1] = $12 + 0
+			  okq[$1] = $15 + 0; if ($16 > 0) failed[$1] = failed[$1] " " $16
 			  k = ++rounds[$1]; rq[$1, k] = $2 + 0 }
 			# median of the variant ratios of l over the rounds both have
 			function rounds_ratio(l,    n, k, r, i, j, t, out) {
@@ -397,7 +405,7 @@ report() {
 					if (l !~ /^dnsvalve:/ || (l in done)) continue
 					done[l] = 1
 					if ("unbound" in qps)
-						printf "ratio %s/unbound: qps %s  p99 %s  cpu_us/q@max %s  cpu_us/q@%s %s\n", l, ratio(qps[l], qps["unbound"]), ratio(p99[l], p99["unbound"]), ratio(cpu[l], cpu["unbound"]), "'"$LAT_AT"'", ratio(cpu2[l], cpu2["unbound"])
+						printf "ratio %s/unbound: qps %s  ok_qps %s  p99 %s  cpu_us/q@max %s  cpu_us/q@%s %s\n", l, ratio(qps[l], qps["unbound"]), ratio(okq[l], okq["unbound"]), ratio(p99[l], p99["unbound"]), ratio(cpu[l], cpu["unbound"]), "'"$LAT_AT"'", ratio(cpu2[l], cpu2["unbound"])
 					if ("const" in qps)
 						printf "ratio %s/const:   qps %s  cpu_us/q@%s %s\n", l, ratio(qps[l], qps["const"]), "'"$LAT_AT"'", ratio(cpu2[l], cpu2["const"])
 					if (l != base_variant && (base_variant in qps)) {
@@ -409,6 +417,8 @@ report() {
 				}
 				if (("unbound" in qps) && ("const" in qps))
 					printf "ratio unbound/const: qps %s  cpu_us/q@%s %s\n", ratio(qps["unbound"], qps["const"]), "'"$LAT_AT"'", ratio(cpu2["unbound"], cpu2["const"])
+				for (l in failed)
+					printf "WARNING: %s answered SERVFAIL in its max pass (per failing round:%s): its max_qps counts those replies, ok_qps does not\n", l, failed[l]
 			}' < <(printf '%s\n' "${ROWS[@]}")
 		echo
 		echo "# max_qps: dnsperf -q $OUTSTANDING -c $CLIENTS for ${DURATION}s ('*': ran past the end of the query file, later queries were repeats);"
@@ -419,7 +429,10 @@ report() {
 		echo "# of all answers (p99 < 2 ms needs under 1%): few long episodes are stalls, of the server or the machine;"
 		echo "# srv/cpu0/1%: in the max pass, the server's CPU use in % of one CPU / how busy SERVER_CPU was (anyone) /"
 		echo "# how busy LOAD_CPU was (dnsperf, fake upstream, anyone): srv well under cpu0 means others took the CPU;"
-		echo "# upstream_q: queries the fake upstream answered for this server over warm-up and both passes."
+		echo "# upstream_q: queries the fake upstream answered for this server over warm-up and both passes;"
+		echo "# ok_qps: max_qps counting only NOERROR answers (the fake upstream answers every name; the ok_qps ratio uses the"
+		echo "# last round); servfail: SERVFAIL answers in the max pass; rcvdrop: datagrams the kernel dropped in that pass for"
+		echo "# a full receive buffer, on any socket of the namespace (client, server or fake upstream)."
 	} | tee -a "$OUT_TMP"
 }
 

@@ -45,15 +45,18 @@ func (f fault) String() string {
 // port) whose failure mode can be switched at run time. Healthy, it answers
 // every A query with one A record of its own ip.
 type faultyUpstream struct {
-	addr  string
-	ip    net.IP
-	mode  atomic.Int32
-	hits  atomic.Int64 // queries received (UDP datagrams, TCP connections or messages)
-	pc    net.PacketConn
-	l     net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]bool
+	addr string
+	ip   net.IP
+	mode atomic.Int32
+	hits atomic.Int64 // queries received (UDP datagrams, TCP connections or messages)
+	// dropUDP is how many of the next UDP queries are read and dropped,
+	// whatever the mode: datagrams lost on the way.
+	dropUDP atomic.Int64
+	pc      net.PacketConn
+	l       net.Listener
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[net.Conn]bool
 }
 
 func startFaulty(tb testing.TB, ip net.IP, f fault) *faultyUpstream {
@@ -122,6 +125,9 @@ func (u *faultyUpstream) serveUDP() {
 			return
 		}
 		u.hits.Add(1)
+		if u.dropUDP.Add(-1) >= 0 {
+			continue
+		}
 		if b := u.reply(buf[:n]); b != nil {
 			_, _ = u.pc.WriteTo(b, from)
 		}
@@ -374,18 +380,15 @@ func TestAllUpstreamsDown(t *testing.T) {
 	}
 	a.set(faultTimeout)
 	b.set(faultTimeout)
-	// Two concurrent failing queries trip both upstreams (each query tries
-	// both in turn).
-	var wg sync.WaitGroup
+	// Two failing queries, one after the other, trip both upstreams (each
+	// query tries both in turn; failures of queries in flight together
+	// would count once: TestLoneUpstreamSurvivesLostBurst).
 	for i := range 2 {
-		wg.Go(func() {
-			r, err := tryExchangeTimeout("udp", h.addr, msg(fmt.Sprintf("trip-%d.example.", i), dns.TypeA, 1232, false), 10*time.Second)
-			if err != nil || r.Rcode != dns.RcodeServerFailure {
-				t.Errorf("tripping query: %v %v, want SERVFAIL", r, err)
-			}
-		})
+		r, err := tryExchangeTimeout("udp", h.addr, msg(fmt.Sprintf("trip-%d.example.", i), dns.TypeA, 1232, false), 10*time.Second)
+		if err != nil || r.Rcode != dns.RcodeServerFailure {
+			t.Fatalf("tripping query: %v %v, want SERVFAIL", r, err)
+		}
 	}
-	wg.Wait()
 	if h.group.Healthy() {
 		t.Fatalf("group still healthy: %+v", h.group.Status())
 	}
@@ -426,6 +429,47 @@ func TestAllUpstreamsDown(t *testing.T) {
 			t.Errorf("OPT in a reply to a client without EDNS0")
 		}
 	})
+}
+
+// TestLoneUpstreamSurvivesLostBurst: a burst of datagrams lost together
+// (a full receive buffer under load) fails the queries in it, but is one
+// event: it must not mark the only upstream down, which would fail every
+// query after it at once until a probe brought the upstream back.
+func TestLoneUpstreamSurvivesLostBurst(t *testing.T) {
+	t.Parallel()
+	const maxFails, burst = 3, 8
+	u := startFaulty(t, healthyIP, faultNone)
+	url := "udp://" + u.addr
+	h := newFaultHarness(t, faultConfig{
+		upstreams: []string{url},
+		group:     upstream.GroupConfig{MaxFails: maxFails, Timeout: 3 * time.Second},
+		upTimeout: 300 * time.Millisecond,
+	})
+	u.dropUDP.Store(burst)
+	var wg sync.WaitGroup
+	for i := range burst {
+		wg.Go(func() {
+			r, err := tryExchangeTimeout("udp", h.addr, msg(fmt.Sprintf("lost-%d.example.", i), dns.TypeA, 1232, false), 10*time.Second)
+			if err != nil {
+				t.Errorf("query in the lost burst: %v", err)
+				return
+			}
+			// Its datagram was lost: SERVFAIL after the try timeout.
+			wantRcode(t, r, dns.RcodeServerFailure)
+		})
+	}
+	wg.Wait()
+	if st := h.group.Status()[0]; !st.Healthy || st.ConsecutiveFails >= maxFails {
+		t.Fatalf("after %d datagrams lost together: %+v, want the upstream up", burst, st)
+	}
+	if got := h.healthy(url); got != 1 {
+		t.Errorf("healthy gauge = %v, want 1", got)
+	}
+	for i := range 5 {
+		if by := answeredBy(h.ask(t, fmt.Sprintf("after-%d.example.", i), 1232)); by != healthyIP.String() {
+			t.Fatalf("query %d after the burst answered by %q, want the upstream", i, by)
+		}
+	}
 }
 
 // blockingSink is a query-log sink whose Write blocks until release is

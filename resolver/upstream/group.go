@@ -35,7 +35,12 @@ type GroupConfig struct {
 	// per-upstream timeout below this budget leaves time for the next one.
 	Timeout time.Duration
 	// MaxFails is the number of consecutive failures after which an
-	// upstream is marked down; default 3.
+	// upstream is marked down; default 3. Failures of queries that were
+	// already in flight when the last counted failure was seen count once
+	// with it, as Unbound's infrastructure cache does with the timeouts of
+	// one round trip time: a burst of datagrams lost together (a full
+	// receive buffer) is one event, not MaxFails of them, and must not
+	// take a lone upstream down.
 	MaxFails int
 	// ProbeInterval is how often down upstreams are probed; default 1s.
 	ProbeInterval time.Duration
@@ -92,6 +97,9 @@ type member struct {
 	fails int
 	down  bool
 	since time.Time
+	// failedAt is when the last counted failure was seen: a failed
+	// query sent before it is the same event and does not count again.
+	failedAt time.Time
 
 	isDown  atomic.Bool // mirrors down for lock-free reads on the hot path
 	probing atomic.Bool // a probe is in flight
@@ -381,7 +389,7 @@ func (g *Group) attempt(ctx context.Context, mb *member, m *dns.Msg) (*dns.Msg, 
 	}
 	mb.duration.Observe(g.now().Sub(start).Seconds())
 	if err != nil {
-		g.failed(mb, classify(err))
+		g.failed(mb, classify(err), start)
 		return nil, err
 	}
 	mb.countRcode(r.Rcode)
@@ -398,10 +406,18 @@ func classify(err error) int {
 	return kindNetwork
 }
 
-func (g *Group) failed(mb *member, kind int) {
+// failed counts a failure of kind of a query sent to mb at sent. It
+// counts toward marking mb down only when the query was sent after the
+// last counted failure was seen (GroupConfig.MaxFails).
+func (g *Group) failed(mb *member, kind int, sent time.Time) {
 	mb.errs[kind].Inc()
 	mb.mu.Lock()
+	if mb.fails > 0 && sent.Before(mb.failedAt) {
+		mb.mu.Unlock()
+		return
+	}
 	mb.fails++
+	mb.failedAt = g.now()
 	markDown := !mb.down && mb.fails >= g.cfg.MaxFails
 	if markDown {
 		mb.down, mb.since = true, g.now()

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -311,12 +312,62 @@ func TestGroup_healthDownAndProbe(t *testing.T) {
 	}
 }
 
+// TestGroup_failuresInFlightCountOnce: queries that fail together (a burst
+// of datagrams lost in one full receive buffer) are one event: they count
+// as one failure, so a lone upstream stays up; failures of queries sent
+// after the last counted one count each, and MaxFails of those mark it down.
+func TestGroup_failuresInFlightCountOnce(t *testing.T) {
+	b := &blockingUpstream{name: "lossy", entered: make(chan struct{}, 8), release: make(chan struct{}), fail: true}
+	clock := newClock()
+	m := NewMetrics(nil)
+	g := newTestGroup(t, []Upstream{b}, GroupConfig{MaxFails: 3, Timeout: time.Hour}, m, clock)
+	q := newQuery("example.org.", dns.TypeA)
+
+	// Eight queries in flight at once, all failing after a step of the
+	// clock (their try timeout).
+	const burst = 8
+	errs := make(chan error, burst)
+	for range burst {
+		go func() {
+			_, _, err := g.Exchange(t.Context(), q)
+			errs <- err
+		}()
+	}
+	for range burst {
+		<-b.entered
+	}
+	clock.Step(time.Second)
+	close(b.release)
+	for range burst {
+		wantErrIs(t, <-errs, ErrAllFailed)
+	}
+	if got := testutil.ToFloat64(m.Errors.WithLabelValues("lossy", "network")); got != burst {
+		t.Errorf("errors_total = %v, want every failure counted (%d)", got, burst)
+	}
+	if st := g.Status()[0]; !st.Healthy || st.ConsecutiveFails != 1 {
+		t.Fatalf("after a burst of %d failures in flight together: %+v, want up with 1 consecutive failure", burst, st)
+	}
+
+	// Failures of queries sent after the last counted one count each.
+	for i := 2; i <= 3; i++ {
+		clock.Step(time.Second)
+		_, _, err := g.Exchange(t.Context(), q)
+		<-b.entered
+		wantErrIs(t, err, ErrAllFailed)
+		if st := g.Status()[0]; st.ConsecutiveFails != i || st.Healthy != (i < 3) {
+			t.Fatalf("after failure %d sent after the last counted one: %+v", i, st)
+		}
+	}
+}
+
 // blockingUpstream parks every Exchange until release is closed or ctx
-// ends; entered receives one value per call.
+// ends; entered receives one value per call. Released, it answers, or with
+// fail set fails with a network error.
 type blockingUpstream struct {
 	name    string
 	entered chan struct{}
 	release chan struct{}
+	fail    bool
 	calls   atomic.Int64
 }
 
@@ -326,6 +377,9 @@ func (b *blockingUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, 
 	b.entered <- struct{}{}
 	select {
 	case <-b.release:
+		if b.fail {
+			return nil, errors.New("read: connection refused")
+		}
 		r := new(dns.Msg)
 		r.SetReply(m)
 		return r, nil
@@ -339,7 +393,7 @@ func (b *blockingUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, 
 func TestGroup_singleProbeInFlight(t *testing.T) {
 	b := &blockingUpstream{name: "blocking", entered: make(chan struct{}, 4), release: make(chan struct{})}
 	g := newTestGroup(t, []Upstream{b}, GroupConfig{MaxFails: 1, Timeout: 10 * time.Second}, nil, nil)
-	g.failed(g.members[0], kindTimeout) // mark down
+	g.failed(g.members[0], kindTimeout, g.now()) // mark down
 	done := make(chan struct{})
 	go func() { g.ProbeNow(t.Context()); close(done) }()
 	<-b.entered
