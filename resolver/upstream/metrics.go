@@ -12,6 +12,7 @@ type Metrics struct {
 	Healthy          *prometheus.GaugeVec     // dnsvalve_upstream_healthy{upstream}
 	InvalidResponses *prometheus.CounterVec   // dnsvalve_upstream_invalid_responses_total{upstream}
 	SocketsOpened    *prometheus.CounterVec   // dnsvalve_upstream_udp_sockets_opened_total{upstream}
+	Retransmits      *prometheus.CounterVec   // dnsvalve_upstream_udp_retransmits_total{upstream}
 	Overloaded       prometheus.Counter       // dnsvalve_upstream_overloaded_total
 	EDNSFallbacks    *prometheus.CounterVec   // dnsvalve_upstream_edns_fallbacks_total{upstream}
 }
@@ -46,6 +47,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: ns, Subsystem: sub, Name: "udp_sockets_opened_total",
 			Help: "UDP sockets opened for udp:// upstreams; against requests_total it shows how often a pooled socket was reused (upstream.udp_socket_lifetime).",
 		}, []string{"upstream"}),
+		Retransmits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "udp_retransmits_total",
+			Help: "Queries to udp:// upstreams sent again within one try because no reply came within the retransmission timeout (lost datagrams, or a slow upstream).",
+		}, []string{"upstream"}),
 		Overloaded: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "overloaded_total",
 			Help: "Queries rejected because the concurrent upstream query limit was reached.",
@@ -56,7 +61,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"upstream"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Requests, m.Errors, m.Duration, m.Healthy, m.InvalidResponses, m.SocketsOpened, m.Overloaded, m.EDNSFallbacks)
+		reg.MustRegister(m.Requests, m.Errors, m.Duration, m.Healthy, m.InvalidResponses, m.SocketsOpened, m.Retransmits, m.Overloaded, m.EDNSFallbacks)
 	}
 	return m
 }
@@ -67,7 +72,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) Forget(name string) {
 	l := prometheus.Labels{"upstream": name}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
-		m.Requests, m.Errors, m.Duration, m.Healthy, m.InvalidResponses, m.SocketsOpened, m.EDNSFallbacks,
+		m.Requests, m.Errors, m.Duration, m.Healthy, m.InvalidResponses, m.SocketsOpened, m.Retransmits, m.EDNSFallbacks,
 	} {
 		v.DeletePartialMatch(l)
 	}

@@ -16,7 +16,9 @@ import (
 
 // udpUpstream is a plain DNS over UDP upstream. Each query gets a fresh
 // random ID and a connected socket of its own for the whole exchange, and
-// truncated replies are retried over TCP to the same server.
+// truncated replies are retried over TCP to the same server. A query
+// with no reply within the retransmission timeout is sent again on the
+// same socket (rto.go).
 //
 // Sockets: opening and closing a socket per query costs about a quarter
 // of a cache miss's CPU (socket, connect, getsockname, epoll registration
@@ -46,6 +48,8 @@ type udpUpstream struct {
 	pools   *bufPools
 	invalid prometheus.Counter // nil when no Metrics
 	opened  prometheus.Counter // nil when no Metrics
+	resent  prometheus.Counter // nil when no Metrics
+	rtt     rttEstimator
 	raddr   *net.UDPAddr
 	tcp     *streamUpstream // for truncated replies
 
@@ -65,7 +69,6 @@ type udpSock struct {
 	// it as invalid.
 	lastID   uint16
 	answered bool // lastID is set
-	used     bool // a deadline may be left on the socket
 }
 
 // maxIdleUDP bounds the idle pool of one upstream (file descriptors).
@@ -89,6 +92,7 @@ func newUDP(addr string, server netip.AddrPort, opts Options) *udpUpstream {
 	if opts.Metrics != nil {
 		u.invalid = opts.Metrics.InvalidResponses.WithLabelValues(addr)
 		u.opened = opts.Metrics.SocketsOpened.WithLabelValues(addr)
+		u.resent = opts.Metrics.Retransmits.WithLabelValues(addr)
 	}
 	// The TCP fallback shares the label, counters and random source.
 	u.tcp = newStream(addr, u.server, nil, opts)
@@ -195,8 +199,10 @@ func (u *udpUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error
 }
 
 // exchange sends p on a connected UDP socket of its own and reads until a
-// valid reply arrives or ctx ends. Packets that do not match the query are
-// counted and ignored, so a spoofed reply cannot displace the real one.
+// valid reply arrives or ctx ends, sending p again each time the
+// retransmission timeout passes without one. Packets that do not match the
+// query are counted and ignored, so a spoofed reply cannot displace the
+// real one.
 func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, error) {
 	s, err := u.get()
 	if err != nil {
@@ -205,12 +211,6 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 	reuse := false // set once a valid reply was read
 	defer func() { u.put(s, reuse) }()
 	conn := s.c
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetReadDeadline(dl)
-	} else if s.used {
-		_ = conn.SetReadDeadline(time.Time{})
-	}
-	s.used = true
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 		defer func() {
@@ -229,7 +229,10 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 	if s.answered {
 		// A reused socket: whatever reached it while it sat idle is
 		// stale at best and a forgery queued in advance at worst, which
-		// would be read before the real reply. Drop it before asking.
+		// would be read before the real reply. Drop it before asking,
+		// once the previous exchange's deadline, which may have passed,
+		// is cleared (armRead sets this one's after the write).
+		_ = conn.SetReadDeadline(time.Time{})
 		_, foreign, err := drainQueued(conn, buf, s.lastID)
 		if err != nil {
 			return nil, fmt.Errorf("drain reused socket: %w", err)
@@ -242,9 +245,32 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 	if _, err := conn.Write(p.wire()); err != nil {
 		return nil, fmt.Errorf("write: %w", ctxErr(ctx, err))
 	}
+	sent := time.Now()
+	rto := u.rtt.rto()
+	resendAt, err := armRead(ctx, conn, sent, rto)
+	if err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	resent := false
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {
+			if !resendAt.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+				// No reply within the RTO: send the query again, and
+				// wait twice as long for the next round.
+				if _, err := conn.Write(p.wire()); err != nil {
+					return nil, fmt.Errorf("retransmit: %w", ctxErr(ctx, err))
+				}
+				resent = true
+				if u.resent != nil {
+					u.resent.Inc()
+				}
+				rto *= 2
+				if resendAt, err = armRead(ctx, conn, time.Now(), rto); err != nil {
+					return nil, fmt.Errorf("read: %w", err)
+				}
+				continue
+			}
 			err = ctxErr(ctx, err)
 			if invalid > 0 {
 				return nil, fmt.Errorf("read: %d invalid replies and no valid one: %w: %w", invalid, ErrInvalidResponse, err)
@@ -257,6 +283,9 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 		r := new(dns.Msg)
 		if err := r.Unpack(buf[:n]); err == nil {
 			if err = p.validate(r); err == nil {
+				if !resent {
+					u.rtt.sample(time.Since(sent))
+				}
 				s.lastID, s.answered = p.id, true
 				// A socket that met unexpected datagrams may be a target:
 				// not reused.
@@ -269,6 +298,21 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 			u.invalid.Inc()
 		}
 	}
+}
+
+// armRead sets conn's read deadline to the time of the next retransmission,
+// rto after now, or to ctx's deadline when that comes first, and returns
+// the time of the retransmission (zero when ctx's deadline comes first).
+// It fails when ctx has ended: its cancellation hook may have set a past
+// deadline that this one just replaced.
+func armRead(ctx context.Context, conn *net.UDPConn, now time.Time, rto time.Duration) (time.Time, error) {
+	at := now.Add(rto)
+	deadline := at
+	if dl, ok := ctx.Deadline(); ok && !at.Before(dl) {
+		at, deadline = time.Time{}, dl
+	}
+	_ = conn.SetReadDeadline(deadline)
+	return at, ctx.Err()
 }
 
 // ctxErr adds ctx's error to an I/O error caused by the deadline or the

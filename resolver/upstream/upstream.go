@@ -8,7 +8,9 @@
 // Every transport validates replies: the ID and the question (name, type,
 // class) must match what was sent, otherwise the reply is discarded and
 // counted as invalid. Over UDP the client keeps reading until its deadline
-// so a spoofed packet cannot win the race against the real answer.
+// so a spoofed packet cannot win the race against the real answer. A UDP query
+// without a reply is sent again after a retransmission timeout learnt from
+// the upstream's round trip times (rto.go).
 //
 // Nothing in this package mutates a *dns.Msg it did not create: queries are
 // packed from a shallow copy, replies are freshly unpacked messages owned by

@@ -1,0 +1,165 @@
+package upstream
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestRTTEstimator(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name    string
+		samples []time.Duration
+		want    time.Duration
+	}{
+		{name: "no_sample", want: initialRTO},
+		// First sample r: SRTT r, RTTVAR r/2, RTO 3r.
+		{name: "first_sample", samples: []time.Duration{200 * ms}, want: 600 * ms},
+		{name: "fast_upstream_floor", samples: []time.Duration{ms, ms, ms}, want: minRTO},
+		// 100 then 200: RTTVAR 50*3/4+100/4 = 62.5, SRTT 100*7/8+200/8 = 112.5.
+		{name: "jitter_widens", samples: []time.Duration{100 * ms, 200 * ms}, want: 112500*time.Microsecond + 4*62500*time.Microsecond},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var e rttEstimator
+			for _, s := range tc.samples {
+				e.sample(s)
+			}
+			if got := e.rto(); got != tc.want {
+				t.Errorf("rto after %v = %v, want %v", tc.samples, got, tc.want)
+			}
+		})
+	}
+}
+
+// idCounter counts the datagrams an upstream received per query ID.
+type idCounter struct {
+	mu  sync.Mutex
+	ids map[uint16]int
+	all int
+}
+
+func (c *idCounter) add(id uint16) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ids == nil {
+		c.ids = map[uint16]int{}
+	}
+	c.ids[id]++
+	c.all++
+	return c.ids[id]
+}
+
+func (c *idCounter) total() (datagrams, ids int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.all, len(c.ids)
+}
+
+// TestUDP_retransmission: a query whose datagram is lost is sent again on
+// the same socket with the same ID within the try, and answered; a silent
+// upstream gets copies until the try ends; when both copies are answered,
+// the first reply is the answer and the other is not read as a forgery
+// when the socket is reused.
+func TestUDP_retransmission(t *testing.T) {
+	tests := []struct {
+		name string
+		// replies: how many replies the upstream sends when it receives
+		// the n-th copy (1-based) of a query.
+		replies  func(n int) int
+		timeout  time.Duration
+		wantErr  bool
+		wantSent int // copies of the first query the upstream received
+	}{
+		{name: "first_copy_lost", replies: func(n int) int { return min(n-1, 1) }, timeout: 2 * time.Second, wantSent: 2},
+		{name: "two_copies_lost", replies: func(n int) int { return max(n-2, 0) }, timeout: 2 * time.Second, wantSent: 3},
+		// initialRTO 376 ms, then 752: copies at 0 and 0.376 s; the next
+		// would be at 1.128 s, after the 1 s try.
+		{name: "silent_until_the_try_ends", replies: func(int) int { return 0 }, timeout: time.Second, wantErr: true, wantSent: 2},
+		// A slow upstream: the first copy's reply comes after the
+		// retransmission, and the second copy is answered too.
+		{name: "both_copies_answered", replies: func(n int) int { return 2 * (n - 1) }, timeout: 2 * time.Second, wantSent: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var seen idCounter
+			pr := newPortRecorder(t, func(_ int, q *dns.Msg) [][]byte {
+				b := pack(t, reply(q, dns.RcodeSuccess, "192.0.2.1"))
+				if q.Question[0].Name == "second.example.org." {
+					return [][]byte{pack(t, reply(q, dns.RcodeSuccess, "192.0.2.2"))}
+				}
+				var out [][]byte
+				for range tc.replies(seen.add(q.Id)) {
+					out = append(out, b)
+				}
+				return out
+			})
+			m := NewMetrics(nil)
+			u := mustNew(t, "udp://"+pr.addr, Options{Timeout: tc.timeout, SocketLifetime: time.Minute, Metrics: m})
+			r, err := u.Exchange(t.Context(), newQuery("example.org.", dns.TypeA))
+			switch {
+			case tc.wantErr:
+				wantErrIs(t, err, context.DeadlineExceeded)
+			case err != nil:
+				t.Fatalf("exchange: %v", err)
+			default:
+				if got := r.Answer[0].(*dns.A).A.String(); got != "192.0.2.1" {
+					t.Errorf("answer %s", got)
+				}
+			}
+			if got, ids := seen.total(); got != tc.wantSent || ids != 1 {
+				t.Errorf("upstream received %d copies of the query with %d IDs, want %d with one", got, ids, tc.wantSent)
+			}
+			if got := testutil.ToFloat64(m.Retransmits.WithLabelValues(u.String())); int(got) != tc.wantSent-1 {
+				t.Errorf("udp_retransmits_total = %v, want %d", got, tc.wantSent-1)
+			}
+			if tc.wantErr {
+				return
+			}
+			// The socket is reused; a reply to a copy that came after
+			// the answer is dropped as a late duplicate.
+			r, err = u.Exchange(t.Context(), newQuery("second.example.org.", dns.TypeA))
+			if err != nil || r.Answer[0].(*dns.A).A.String() != "192.0.2.2" {
+				t.Fatalf("second query on the reused socket: %v %v", r, err)
+			}
+			if p := pr.seen(); p[0] != p[len(p)-1] {
+				t.Errorf("source ports %v, want every copy and the next query from one socket", p)
+			}
+			if got := testutil.ToFloat64(m.InvalidResponses.WithLabelValues(u.String())); got != 0 {
+				t.Errorf("invalid_responses_total = %v, want 0", got)
+			}
+		})
+	}
+}
+
+// TestUDP_reusedSocketAfterItsDeadline: a pooled socket keeps the read
+// deadline of its last exchange (its next retransmission time); once that
+// has passed, the next exchange on it must still drain and answer.
+func TestUDP_reusedSocketAfterItsDeadline(t *testing.T) {
+	pr := newPortRecorder(t, func(_ int, q *dns.Msg) [][]byte {
+		return [][]byte{pack(t, reply(q, dns.RcodeSuccess, "192.0.2.1"))}
+	})
+	u := newUDP("udp://"+pr.addr, netip.MustParseAddrPort(pr.addr), Options{Timeout: time.Second, SocketLifetime: time.Minute})
+	t.Cleanup(func() { _ = u.Close() })
+	for i := range 2 {
+		if _, err := u.Exchange(t.Context(), newQuery("example.org.", dns.TypeA)); err != nil {
+			t.Fatalf("query %d: %v", i, err)
+		}
+		// What the passing of time does to the idle socket's deadline.
+		u.mu.Lock()
+		for _, s := range u.idle {
+			_ = s.c.SetReadDeadline(time.Unix(1, 0))
+		}
+		u.mu.Unlock()
+	}
+	if p := pr.seen(); len(p) != 2 || p[0] != p[1] {
+		t.Errorf("source ports %v, want both queries from one reused socket", p)
+	}
+}
