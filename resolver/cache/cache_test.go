@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/dnsvalve/dnsvalve/resolver/query"
 	"github.com/miekg/dns"
@@ -1243,5 +1245,60 @@ func TestSetUpstreamTimeout(t *testing.T) {
 		if left > tt.want || left < tt.want-time.Second {
 			t.Errorf("step %d: exchange had %v left, want about %v", i, left, tt.want)
 		}
+	}
+}
+
+// TestCopyClamped: the stored copy of records equals the original but for
+// the clamped TTL and the owner spelled as the key, shares no memory with
+// the upstream's reply (mutating that afterwards changes nothing), and
+// keeps A and AAAA records, however many, in slabs.
+func TestCopyClamped(t *testing.T) {
+	v4in16 := &dns.A{Hdr: dns.RR_Header{Name: "A.Example.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.IPv4(192, 0, 2, 9)} // 16-byte form
+	tests := []struct {
+		name  string
+		rrs   []dns.RR
+		qname string
+		want  []string
+	}{
+		{"a_and_aaaa", append(mustRRs(t, "a.example. 300 IN A 192.0.2.1", "A.EXAMPLE. 5 IN AAAA 2001:db8::1", "a.example. 90000 IN A 192.0.2.2"), v4in16), "a.example.",
+			[]string{"a.example.\t300\tIN\tA\t192.0.2.1", "a.example.\t10\tIN\tAAAA\t2001:db8::1", "a.example.\t3600\tIN\tA\t192.0.2.2", "a.example.\t30\tIN\tA\t192.0.2.9"}},
+		{"other_types_and_other_owners", mustRRs(t, "a.example. 300 IN CNAME b.example.", "B.example. 300 IN A 192.0.2.3", "b.example. 300 IN TXT \"t\""), "a.example.",
+			[]string{"a.example.\t300\tIN\tCNAME\tb.example.", "B.example.\t300\tIN\tA\t192.0.2.3", "b.example.\t300\tIN\tTXT\t\"t\""}},
+		{"no_qname", mustRRs(t, "A.example. 300 IN A 192.0.2.4"), "",
+			[]string{"A.example.\t300\tIN\tA\t192.0.2.4"}},
+		{"empty", nil, "a.example.", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := copyClamped(tc.rrs, ttlRange{lo: 10, hi: 3600}, tc.qname)
+			var s []string
+			for _, rr := range got {
+				s = append(s, rr.String())
+			}
+			if !slices.Equal(s, tc.want) {
+				t.Fatalf("copy\n%q\nwant\n%q", s, tc.want)
+			}
+			for _, rr := range tc.rrs { // the upstream reply is reused or mutated
+				switch v := rr.(type) {
+				case *dns.A:
+					v.A[len(v.A)-1] = 66
+				case *dns.AAAA:
+					v.AAAA[15] = 66
+				}
+				rr.Header().Ttl = 7
+			}
+			for i, rr := range got {
+				if rr.String() != s[i] {
+					t.Errorf("record %d changed with the upstream's: %s, was %s", i, rr, s[i])
+				}
+			}
+			if tc.qname != "" {
+				for _, rr := range got {
+					if h := rr.Header(); strings.EqualFold(h.Name, tc.qname) && unsafe.StringData(h.Name) != unsafe.StringData(tc.qname) {
+						t.Errorf("owner %q is a string of its own, want the key's", h.Name)
+					}
+				}
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"net"
 	"strings"
 	"time"
 
@@ -246,7 +247,10 @@ func (c *Cache) newEntry(k key, resp *dns.Msg, now time.Time) (*entry, string) {
 		return nil, reasonZeroTTL
 	}
 
-	msg := &dns.Msg{MsgHdr: resp.MsgHdr}
+	// The entry and its message are one allocation (entryBox).
+	box := new(entryBox)
+	e, msg := &box.entry, &box.msg
+	msg.MsgHdr = resp.MsgHdr
 	msg.Id = 0
 	msg.Response = true
 	// dnsvalve is not the authority of what it cached (CoreDNS and Unbound
@@ -265,7 +269,7 @@ func (c *Cache) newEntry(k key, resp *dns.Msg, now time.Time) (*entry, string) {
 		}
 	}
 	life := time.Duration(ttl) * time.Second
-	e := &entry{msg: msg, qname: k.name, stored: now, expires: now.Add(life), ttl: life, ede: upstreamEDE(resp)}
+	e.msg, e.qname, e.stored, e.expires, e.ttl, e.ede = msg, k.name, now, now.Add(life), life, upstreamEDE(resp)
 	for _, set := range [][]dns.RR{msg.Answer, msg.Ns, msg.Extra} {
 		for _, rr := range set {
 			if rr.Header().Rrtype == dns.TypeAAAA {
@@ -355,19 +359,74 @@ func target(rr dns.RR) string {
 	return ""
 }
 
+// entryBox allocates an entry with its message: the cache holds many
+// entries for long, and every object of theirs is one more for the
+// collector to mark.
+type entryBox struct {
+	entry entry
+	msg   dns.Msg
+}
+
 // copyClamped deep-copies rrs with TTLs clamped into rng. Owner names equal
-// (case-insensitively) to qname are stored as qname so replies can restore
-// the client's spelling.
+// (case-insensitively) to qname are stored as qname: replies restore the
+// client's spelling, and the entry shares the key's string instead of
+// keeping one per record. A and AAAA records, most of what a cache holds,
+// are copied into one slab per type with their addresses in a third, so
+// an entry's records are at most four objects however many there are.
 func copyClamped(rrs []dns.RR, rng ttlRange, qname string) []dns.RR {
 	if len(rrs) == 0 {
 		return nil
 	}
+	var nA, nAAAA int
+	for _, rr := range rrs {
+		switch v := rr.(type) {
+		case *dns.A:
+			if v.A.To4() != nil {
+				nA++
+			}
+		case *dns.AAAA:
+			if len(v.AAAA) == net.IPv6len {
+				nAAAA++
+			}
+		}
+	}
+	var as []dns.A
+	var aaaas []dns.AAAA
+	var ips []byte
+	if nA > 0 {
+		as = make([]dns.A, 0, nA)
+	}
+	if nAAAA > 0 {
+		aaaas = make([]dns.AAAA, 0, nAAAA)
+	}
+	if nA+nAAAA > 0 {
+		ips = make([]byte, 0, nA*net.IPv4len+nAAAA*net.IPv6len)
+	}
 	out := make([]dns.RR, len(rrs))
 	for i, rr := range rrs {
-		cp := dns.Copy(rr)
+		var cp dns.RR
+		switch v := rr.(type) {
+		case *dns.A:
+			if ip := v.A.To4(); ip != nil {
+				n := len(ips)
+				ips = append(ips, ip...)
+				as = append(as, dns.A{Hdr: v.Hdr, A: ips[n:len(ips):len(ips)]})
+				cp = &as[len(as)-1]
+			}
+		case *dns.AAAA:
+			if len(v.AAAA) == net.IPv6len {
+				n := len(ips)
+				ips = append(ips, v.AAAA...)
+				aaaas = append(aaaas, dns.AAAA{Hdr: v.Hdr, AAAA: ips[n:len(ips):len(ips)]})
+				cp = &aaaas[len(aaaas)-1]
+			}
+		}
+		if cp == nil {
+			cp = dns.Copy(rr)
+		}
 		h := cp.Header()
 		h.Ttl = rng.clamp(h.Ttl)
-		if qname != "" && h.Name != qname && lowerName(h.Name) == qname {
+		if qname != "" && lowerName(h.Name) == qname {
 			h.Name = qname
 		}
 		out[i] = cp
