@@ -35,12 +35,14 @@ type GroupConfig struct {
 	// per-upstream timeout below this budget leaves time for the next one.
 	Timeout time.Duration
 	// MaxFails is the number of consecutive failures after which an
-	// upstream is marked down; default 3. Failures of queries that were
-	// already in flight when the last counted failure was seen count once
-	// with it, as Unbound's infrastructure cache does with the timeouts of
-	// one round trip time: a burst of datagrams lost together (a full
-	// receive buffer) is one event, not MaxFails of them, and must not
-	// take a lone upstream down.
+	// upstream is marked down; default 3. On the last upstream up,
+	// failures of queries that were already in flight when the last
+	// counted failure was seen count once with it, as Unbound's
+	// infrastructure cache counts the timeouts of one round trip: a burst
+	// of datagrams lost together (a full receive buffer) is one event, and
+	// marking the last upstream down fails every query until a probe
+	// brings it back. While another upstream is up, every failure counts,
+	// so a flaky one is skipped at once.
 	MaxFails int
 	// ProbeInterval is how often down upstreams are probed; default 1s.
 	ProbeInterval time.Duration
@@ -406,13 +408,13 @@ func classify(err error) int {
 	return kindNetwork
 }
 
-// failed counts a failure of kind of a query sent to mb at sent. It
-// counts toward marking mb down only when the query was sent after the
-// last counted failure was seen (GroupConfig.MaxFails).
+// failed counts a failure of kind of a query sent to mb at sent. On the
+// last upstream up, it counts toward marking mb down only when the query
+// was sent after the last counted failure was seen (GroupConfig.MaxFails).
 func (g *Group) failed(mb *member, kind int, sent time.Time) {
 	mb.errs[kind].Inc()
 	mb.mu.Lock()
-	if mb.fails > 0 && sent.Before(mb.failedAt) {
+	if mb.fails > 0 && sent.Before(mb.failedAt) && g.lastUp(mb) {
 		mb.mu.Unlock()
 		return
 	}
@@ -429,6 +431,16 @@ func (g *Group) failed(mb *member, kind int, sent time.Time) {
 	if markDown {
 		g.log.Warn("upstream marked down", "upstream", mb.name, "consecutive_fails", fails, "last_error", kindNames[kind])
 	}
+}
+
+// lastUp reports whether every upstream but mb is marked down.
+func (g *Group) lastUp(mb *member) bool {
+	for _, o := range g.members {
+		if o != mb && !o.isDown.Load() {
+			return false
+		}
+	}
+	return true
 }
 
 func (g *Group) succeeded(mb *member) {

@@ -312,10 +312,11 @@ func TestGroup_healthDownAndProbe(t *testing.T) {
 	}
 }
 
-// TestGroup_failuresInFlightCountOnce: queries that fail together (a burst
-// of datagrams lost in one full receive buffer) are one event: they count
-// as one failure, so a lone upstream stays up; failures of queries sent
-// after the last counted one count each, and MaxFails of those mark it down.
+// TestGroup_failuresInFlightCountOnce: on the last upstream up, queries
+// that fail together (a burst of datagrams lost in one full receive buffer)
+// are one event: they count as one failure, so a lone upstream stays up;
+// failures of queries sent after the last counted one count each, and
+// MaxFails of those mark it down.
 func TestGroup_failuresInFlightCountOnce(t *testing.T) {
 	b := &blockingUpstream{name: "lossy", entered: make(chan struct{}, 8), release: make(chan struct{}), fail: true}
 	clock := newClock()
@@ -357,6 +358,40 @@ func TestGroup_failuresInFlightCountOnce(t *testing.T) {
 		if st := g.Status()[0]; st.ConsecutiveFails != i || st.Healthy != (i < 3) {
 			t.Fatalf("after failure %d sent after the last counted one: %+v", i, st)
 		}
+	}
+}
+
+// TestGroup_burstMarksDownWhileAnotherIsUp: the rule above protects only
+// the last upstream up. With another one up, failures in flight together
+// count each, so a primary that fails most queries under load is marked
+// down at once and the queries go to the secondary without waiting.
+func TestGroup_burstMarksDownWhileAnotherIsUp(t *testing.T) {
+	const burst = 8
+	lossy := &blockingUpstream{name: "lossy", entered: make(chan struct{}, burst), release: make(chan struct{}), fail: true}
+	good := &blockingUpstream{name: "good", entered: make(chan struct{}, burst+1), release: make(chan struct{})}
+	close(good.release)
+	clock := newClock()
+	g := newTestGroup(t, []Upstream{lossy, good}, GroupConfig{MaxFails: 3, Timeout: time.Hour}, nil, clock)
+	q := newQuery("example.org.", dns.TypeA)
+	errs := make(chan error, burst)
+	for range burst {
+		go func() {
+			_, _, err := g.Exchange(t.Context(), q)
+			errs <- err
+		}()
+	}
+	for range burst {
+		<-lossy.entered
+	}
+	clock.Step(time.Second)
+	close(lossy.release)
+	for range burst {
+		if err := <-errs; err != nil {
+			t.Errorf("exchange with a healthy secondary: %v", err)
+		}
+	}
+	if st := g.Status(); st[0].Healthy || st[0].ConsecutiveFails != burst || !st[1].Healthy {
+		t.Fatalf("after a burst of %d failures on the primary: %+v, want it down and the secondary up", burst, st)
 	}
 }
 

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ func TestRTTEstimator(t *testing.T) {
 	tests := []struct {
 		name    string
 		samples []time.Duration
+		backoff []time.Duration // after the samples
 		want    time.Duration
 	}{
 		{name: "no_sample", want: initialRTO},
@@ -24,12 +26,28 @@ func TestRTTEstimator(t *testing.T) {
 		{name: "fast_upstream_floor", samples: []time.Duration{ms, ms, ms}, want: minRTO},
 		// 100 then 200: RTTVAR 50*3/4+100/4 = 62.5, SRTT 100*7/8+200/8 = 112.5.
 		{name: "jitter_widens", samples: []time.Duration{100 * ms, 200 * ms}, want: 112500*time.Microsecond + 4*62500*time.Microsecond},
+		// A retransmission's doubled RTO is kept until the next sample.
+		{name: "backoff_kept", samples: []time.Duration{ms}, backoff: []time.Duration{400 * ms}, want: 400 * ms},
+		{name: "backoff_before_any_sample", backoff: []time.Duration{752 * ms}, want: 752 * ms},
+		{name: "backoff_only_grows", samples: []time.Duration{ms}, backoff: []time.Duration{400 * ms, 200 * ms}, want: 400 * ms},
+		{name: "backoff_bounded", backoff: []time.Duration{time.Hour}, want: maxRTO},
 	}
+	t.Run("sample_ends_backoff", func(t *testing.T) {
+		var e rttEstimator
+		e.backedOff(time.Second)
+		e.sample(ms)
+		if got := e.rto(); got != minRTO {
+			t.Errorf("rto after a backoff and a 1 ms sample = %v, want %v", got, minRTO)
+		}
+	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var e rttEstimator
 			for _, s := range tc.samples {
 				e.sample(s)
+			}
+			for _, b := range tc.backoff {
+				e.backedOff(b)
 			}
 			if got := e.rto(); got != tc.want {
 				t.Errorf("rto after %v = %v, want %v", tc.samples, got, tc.want)
@@ -65,8 +83,8 @@ func (c *idCounter) total() (datagrams, ids int) {
 // TestUDP_retransmission: a query whose datagram is lost is sent again on
 // the same socket with the same ID within the try, and answered; a silent
 // upstream gets copies until the try ends; when both copies are answered,
-// the first reply is the answer and the other is not read as a forgery
-// when the socket is reused.
+// the first reply is the answer; the socket is not pooled again, so the
+// other reply never meets a later query.
 func TestUDP_retransmission(t *testing.T) {
 	tests := []struct {
 		name string
@@ -123,14 +141,20 @@ func TestUDP_retransmission(t *testing.T) {
 			if tc.wantErr {
 				return
 			}
-			// The socket is reused; a reply to a copy that came after
-			// the answer is dropped as a late duplicate.
+			// A socket that sent copies is not reused: a reply to a copy
+			// may still come, and must not meet a later query there.
 			r, err = u.Exchange(t.Context(), newQuery("second.example.org.", dns.TypeA))
 			if err != nil || r.Answer[0].(*dns.A).A.String() != "192.0.2.2" {
-				t.Fatalf("second query on the reused socket: %v %v", r, err)
+				t.Fatalf("second query: %v %v", r, err)
 			}
-			if p := pr.seen(); p[0] != p[len(p)-1] {
-				t.Errorf("source ports %v, want every copy and the next query from one socket", p)
+			p := pr.seen()
+			for _, port := range p[:tc.wantSent] {
+				if port != p[0] {
+					t.Errorf("source ports %v: the copies of the first query came from more than one socket", p)
+				}
+			}
+			if p[len(p)-1] == p[0] {
+				t.Errorf("source ports %v: the socket that sent copies was reused", p)
 			}
 			if got := testutil.ToFloat64(m.InvalidResponses.WithLabelValues(u.String())); got != 0 {
 				t.Errorf("invalid_responses_total = %v, want 0", got)
@@ -161,5 +185,66 @@ func TestUDP_reusedSocketAfterItsDeadline(t *testing.T) {
 	}
 	if p := pr.seen(); len(p) != 2 || p[0] != p[1] {
 		t.Errorf("source ports %v, want both queries from one reused socket", p)
+	}
+}
+
+// TestUDP_backoffKeptAcrossQueries: an upstream whose round trip grows past
+// the RTO (a recursive resolver's cache misses after fast cache hits) gets
+// a copy of its first slow queries, but the doubled RTO is kept until a
+// query sent once is answered, so the estimator learns the new round trip
+// and the next queries are sent once. (Without the kept backoff, every
+// query got a copy: replies to copies are no samples.)
+func TestUDP_backoffKeptAcrossQueries(t *testing.T) {
+	t.Parallel()
+	const slow, queries = 250 * time.Millisecond, 8
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var late sync.WaitGroup
+	t.Cleanup(func() { pc.Close(); late.Wait() })
+	var seen idCounter
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:n]) != nil {
+				continue
+			}
+			seen.add(q.Id)
+			b := pack(t, reply(q, dns.RcodeSuccess, "192.0.2.1"))
+			if q.Question[0].Name == "fast.example." {
+				_, _ = pc.WriteTo(b, from)
+				continue
+			}
+			late.Go(func() {
+				time.Sleep(slow) // the upstream's round trip, not synchronisation
+				_, _ = pc.WriteTo(b, from)
+			})
+		}
+	}()
+	m := NewMetrics(nil)
+	u := mustNew(t, "udp://"+pc.LocalAddr().String(), Options{Timeout: 2 * time.Second, Metrics: m})
+	if _, err := u.Exchange(t.Context(), newQuery("fast.example.", dns.TypeA)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range queries {
+		if _, err := u.Exchange(t.Context(), newQuery("slow.example.", dns.TypeA)); err != nil {
+			t.Fatalf("slow query %d: %v", i, err)
+		}
+	}
+	// RTO 100 ms after the fast sample: the first slow query is sent at 0
+	// and 100 ms, the second at 0 and 200 ms (the kept backoff), the third
+	// with 400 ms, once, and its 250 ms sample raises the estimate above
+	// the round trip.
+	if got := testutil.ToFloat64(m.Retransmits.WithLabelValues(u.String())); got > 2 {
+		t.Errorf("%v retransmissions for %d queries with a steady %v round trip, want at most 2", got, queries, slow)
+	}
+	if d, _ := seen.total(); d > queries+3 {
+		t.Errorf("upstream received %d datagrams for %d queries", d, queries+1)
 	}
 }

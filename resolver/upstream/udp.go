@@ -251,21 +251,33 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 	if err != nil {
 		return nil, fmt.Errorf("read: %w", err)
 	}
-	resent := false
+	resent, graced := false, false
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {
 			if !resendAt.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+				if !graced {
+					// A process that was not running when the RTO
+					// passed (a collection, a busy core) finds the
+					// timeout before the reply that may be queued: read
+					// once more, briefly, before sending a copy.
+					graced = true
+					if err := setDeadline(ctx, conn, time.Now().Add(graceRead)); err != nil {
+						return nil, fmt.Errorf("read: %w", err)
+					}
+					continue
+				}
 				// No reply within the RTO: send the query again, and
 				// wait twice as long for the next round.
 				if _, err := conn.Write(p.wire()); err != nil {
 					return nil, fmt.Errorf("retransmit: %w", ctxErr(ctx, err))
 				}
-				resent = true
+				resent, graced = true, false
 				if u.resent != nil {
 					u.resent.Inc()
 				}
 				rto *= 2
+				u.rtt.backedOff(rto)
 				if resendAt, err = armRead(ctx, conn, time.Now(), rto); err != nil {
 					return nil, fmt.Errorf("read: %w", err)
 				}
@@ -288,8 +300,9 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 				}
 				s.lastID, s.answered = p.id, true
 				// A socket that met unexpected datagrams may be a target:
-				// not reused.
-				reuse = invalid == 0
+				// not reused. Nor is one that sent copies: a reply to a
+				// copy may still come.
+				reuse = invalid == 0 && !resent
 				return r, nil
 			}
 		}
@@ -300,19 +313,30 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 	}
 }
 
+// graceRead is how long a read whose retransmission time has passed waits
+// for a reply that may already be queued before the copy is sent.
+const graceRead = time.Millisecond
+
 // armRead sets conn's read deadline to the time of the next retransmission,
 // rto after now, or to ctx's deadline when that comes first, and returns
-// the time of the retransmission (zero when ctx's deadline comes first).
-// It fails when ctx has ended: its cancellation hook may have set a past
-// deadline that this one just replaced.
+// the time of the retransmission (zero when there is none). A
+// retransmission is only worth sending with at least half its RTO left in
+// the try for the reply to come back. It fails when ctx has ended
+// (setDeadline).
 func armRead(ctx context.Context, conn *net.UDPConn, now time.Time, rto time.Duration) (time.Time, error) {
 	at := now.Add(rto)
 	deadline := at
-	if dl, ok := ctx.Deadline(); ok && !at.Before(dl) {
+	if dl, ok := ctx.Deadline(); ok && dl.Sub(at) < rto/2 {
 		at, deadline = time.Time{}, dl
 	}
+	return at, setDeadline(ctx, conn, deadline)
+}
+
+// setDeadline sets conn's read deadline, then fails if ctx has ended: its
+// cancellation hook may have set a past deadline that this one replaced.
+func setDeadline(ctx context.Context, conn *net.UDPConn, deadline time.Time) error {
 	_ = conn.SetReadDeadline(deadline)
-	return at, ctx.Err()
+	return ctx.Err()
 }
 
 // ctxErr adds ctx's error to an I/O error caused by the deadline or the
