@@ -443,6 +443,9 @@ func TestLoneUpstreamSurvivesLostBurst(t *testing.T) {
 	h := newFaultHarness(t, faultConfig{
 		upstreams: []string{url},
 		group:     upstream.GroupConfig{MaxFails: maxFails, Timeout: 3 * time.Second},
+		// A try shorter than the first retransmission timeout (376 ms):
+		// the lost queries are not sent again, so they fail, as a burst
+		// lost with its copies would.
 		upTimeout: 300 * time.Millisecond,
 	})
 	u.dropUDP.Store(burst)
