@@ -327,20 +327,8 @@ func TestGroup_failuresInFlightCountOnce(t *testing.T) {
 	// Eight queries in flight at once, all failing after a step of the
 	// clock (their try timeout).
 	const burst = 8
-	errs := make(chan error, burst)
-	for range burst {
-		go func() {
-			_, _, err := g.Exchange(t.Context(), q)
-			errs <- err
-		}()
-	}
-	for range burst {
-		<-b.entered
-	}
-	clock.Step(time.Second)
-	close(b.release)
-	for range burst {
-		wantErrIs(t, <-errs, ErrAllFailed)
+	for _, err := range failTogether(t, g, b, clock, burst) {
+		wantErrIs(t, err, ErrAllFailed)
 	}
 	if got := testutil.ToFloat64(m.Errors.WithLabelValues("lossy", "network")); got != burst {
 		t.Errorf("errors_total = %v, want every failure counted (%d)", got, burst)
@@ -361,6 +349,30 @@ func TestGroup_failuresInFlightCountOnce(t *testing.T) {
 	}
 }
 
+// failTogether starts n exchanges on g, waits until all n are parked in
+// b, steps clock by a second (their try timeout) and releases them; it
+// returns their errors.
+func failTogether(t *testing.T, g *Group, b *blockingUpstream, clock *fixedClock, n int) []error {
+	t.Helper()
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, _, err := g.Exchange(t.Context(), newQuery("example.org.", dns.TypeA))
+			errs <- err
+		}()
+	}
+	for range n {
+		<-b.entered
+	}
+	clock.Step(time.Second)
+	close(b.release)
+	out := make([]error, n)
+	for i := range out {
+		out[i] = <-errs
+	}
+	return out
+}
+
 // TestGroup_burstMarksDownWhileAnotherIsUp: the rule above protects only
 // the last upstream up. With another one up, failures in flight together
 // count each, so a primary that fails most queries under load is marked
@@ -372,21 +384,8 @@ func TestGroup_burstMarksDownWhileAnotherIsUp(t *testing.T) {
 	close(good.release)
 	clock := newClock()
 	g := newTestGroup(t, []Upstream{lossy, good}, GroupConfig{MaxFails: 3, Timeout: time.Hour}, nil, clock)
-	q := newQuery("example.org.", dns.TypeA)
-	errs := make(chan error, burst)
-	for range burst {
-		go func() {
-			_, _, err := g.Exchange(t.Context(), q)
-			errs <- err
-		}()
-	}
-	for range burst {
-		<-lossy.entered
-	}
-	clock.Step(time.Second)
-	close(lossy.release)
-	for range burst {
-		if err := <-errs; err != nil {
+	for _, err := range failTogether(t, g, lossy, clock, burst) {
+		if err != nil {
 			t.Errorf("exchange with a healthy secondary: %v", err)
 		}
 	}

@@ -112,6 +112,18 @@ func rawUDP(tb testing.TB, fn func(q *dns.Msg) [][]byte) string {
 // rawUDPFrom is rawUDP with the query's source address passed to fn.
 func rawUDPFrom(tb testing.TB, fn func(q *dns.Msg, from *net.UDPAddr) [][]byte) string {
 	tb.Helper()
+	return rawUDPServe(tb, func(pc net.PacketConn, q *dns.Msg, from net.Addr) {
+		for _, b := range fn(q, from.(*net.UDPAddr)) {
+			_, _ = pc.WriteTo(b, from)
+		}
+	})
+}
+
+// rawUDPServe calls fn with every DNS message the UDP socket it listens on
+// receives, and the socket, to answer it when and how fn likes. It returns
+// the socket's address; the socket is closed at cleanup.
+func rawUDPServe(tb testing.TB, fn func(pc net.PacketConn, q *dns.Msg, from net.Addr)) string {
+	tb.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("listen udp: %v", err)
@@ -129,9 +141,7 @@ func rawUDPFrom(tb testing.TB, fn func(q *dns.Msg, from *net.UDPAddr) [][]byte) 
 			if q.Unpack(buf[:n]) != nil {
 				continue
 			}
-			for _, b := range fn(q, from.(*net.UDPAddr)) {
-				_, _ = pc.WriteTo(b, from)
-			}
+			fn(pc, q, from)
 		}
 	}()
 	tb.Cleanup(func() { pc.Close(); <-done })

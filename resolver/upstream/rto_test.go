@@ -197,38 +197,23 @@ func TestUDP_reusedSocketAfterItsDeadline(t *testing.T) {
 func TestUDP_backoffKeptAcrossQueries(t *testing.T) {
 	t.Parallel()
 	const slow, queries = 250 * time.Millisecond, 8
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var late sync.WaitGroup
-	t.Cleanup(func() { pc.Close(); late.Wait() })
+	t.Cleanup(late.Wait) // after the server's cleanup: its socket is closed
 	var seen idCounter
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			q := new(dns.Msg)
-			if q.Unpack(buf[:n]) != nil {
-				continue
-			}
-			seen.add(q.Id)
-			b := pack(t, reply(q, dns.RcodeSuccess, "192.0.2.1"))
-			if q.Question[0].Name == "fast.example." {
-				_, _ = pc.WriteTo(b, from)
-				continue
-			}
-			late.Go(func() {
-				time.Sleep(slow) // the upstream's round trip, not synchronisation
-				_, _ = pc.WriteTo(b, from)
-			})
+	addr := rawUDPServe(t, func(pc net.PacketConn, q *dns.Msg, from net.Addr) {
+		seen.add(q.Id)
+		b := pack(t, reply(q, dns.RcodeSuccess, "192.0.2.1"))
+		if q.Question[0].Name == "fast.example." {
+			_, _ = pc.WriteTo(b, from)
+			return
 		}
-	}()
+		late.Go(func() {
+			time.Sleep(slow) // the upstream's round trip, not synchronisation
+			_, _ = pc.WriteTo(b, from)
+		})
+	})
 	m := NewMetrics(nil)
-	u := mustNew(t, "udp://"+pc.LocalAddr().String(), Options{Timeout: 2 * time.Second, Metrics: m})
+	u := mustNew(t, "udp://"+addr, Options{Timeout: 2 * time.Second, Metrics: m})
 	if _, err := u.Exchange(t.Context(), newQuery("fast.example.", dns.TypeA)); err != nil {
 		t.Fatal(err)
 	}
