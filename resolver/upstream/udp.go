@@ -211,16 +211,6 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 	reuse := false // set once a valid reply was read
 	defer func() { u.put(s, reuse) }()
 	conn := s.c
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-		defer func() {
-			if !stop() {
-				// The hook ran (or is running): the socket's deadlines are
-				// in the past, so it must not be reused.
-				reuse = false
-			}
-		}()
-	}
 
 	bp := u.pools.read.Get().(*[]byte)
 	defer u.pools.read.Put(bp)
@@ -231,7 +221,8 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 		// stale at best and a forgery queued in advance at worst, which
 		// would be read before the real reply. Drop it before asking,
 		// once the previous exchange's deadline, which may have passed,
-		// is cleared (armRead sets this one's after the write).
+		// is cleared (armRead sets this one's after the write; the drain
+		// does not wait).
 		_ = conn.SetReadDeadline(time.Time{})
 		_, foreign, err := drainQueued(conn, buf, s.lastID)
 		if err != nil {
@@ -255,14 +246,22 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {
-			if !resendAt.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+			if now := time.Now(); errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil && !pastDeadline(ctx, now) {
+				if resendAt.IsZero() || now.Before(resendAt) {
+					// A wake-up to look at ctx (cancelPoll), which is
+					// alive: read on.
+					if err := setDeadline(ctx, conn, readDeadline(ctx, now, resendAt)); err != nil {
+						return nil, fmt.Errorf("read: %w", err)
+					}
+					continue
+				}
 				if !graced {
 					// A process that was not running when the RTO
 					// passed (a collection, a busy core) finds the
 					// timeout before the reply that may be queued: read
 					// once more, briefly, before sending a copy.
 					graced = true
-					if err := setDeadline(ctx, conn, time.Now().Add(graceRead)); err != nil {
+					if err := setDeadline(ctx, conn, now.Add(graceRead)); err != nil {
 						return nil, fmt.Errorf("read: %w", err)
 					}
 					continue
@@ -278,7 +277,7 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 				}
 				rto *= 2
 				u.rtt.backedOff(rto)
-				if resendAt, err = armRead(ctx, conn, time.Now(), rto); err != nil {
+				if resendAt, err = armRead(ctx, conn, now, rto); err != nil {
 					return nil, fmt.Errorf("read: %w", err)
 				}
 				continue
@@ -317,23 +316,49 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 // for a reply that may already be queued before the copy is sent.
 const graceRead = time.Millisecond
 
-// armRead sets conn's read deadline to the time of the next retransmission,
-// rto after now, or to ctx's deadline when that comes first, and returns
-// the time of the retransmission (zero when there is none). A
-// retransmission is only worth sending with at least half its RTO left in
-// the try for the reply to come back. It fails when ctx has ended
-// (setDeadline).
+// cancelPoll bounds how long a read waits without looking at ctx: an
+// exchange whose ctx is cancelled before its deadline (the loser of a
+// parallel race, a prefetch when the cache closes) ends within it. The
+// read's deadline is ctx's when it comes first, so timeouts are exact.
+// Polling replaces a context.AfterFunc hook per exchange, which with the
+// done channel and the parent's child map it needs was a sixth of what a
+// cache miss allocated; an answer within cancelPoll, nearly every one,
+// never wakes up for it.
+const cancelPoll = 50 * time.Millisecond
+
+// armRead computes the time of the next retransmission, rto after now
+// (zero when there is none: a retransmission is only worth sending with at
+// least half its RTO left in the try for the reply to come back), and sets
+// conn's read deadline for it (readDeadline). It fails when ctx has ended.
 func armRead(ctx context.Context, conn *net.UDPConn, now time.Time, rto time.Duration) (time.Time, error) {
 	at := now.Add(rto)
-	deadline := at
 	if dl, ok := ctx.Deadline(); ok && dl.Sub(at) < rto/2 {
-		at, deadline = time.Time{}, dl
+		at = time.Time{}
 	}
-	return at, setDeadline(ctx, conn, deadline)
+	return at, setDeadline(ctx, conn, readDeadline(ctx, now, at))
 }
 
-// setDeadline sets conn's read deadline, then fails if ctx has ended: its
-// cancellation hook may have set a past deadline that this one replaced.
+// readDeadline is when a read from now must return: at the retransmission
+// time resendAt (zero: none) or ctx's deadline, whichever comes first, and
+// within cancelPoll in any case.
+func readDeadline(ctx context.Context, now, resendAt time.Time) time.Time {
+	d := now.Add(cancelPoll)
+	if !resendAt.IsZero() && resendAt.Before(d) {
+		d = resendAt
+	}
+	if dl, ok := ctx.Deadline(); ok && dl.Before(d) {
+		d = dl
+	}
+	return d
+}
+
+// pastDeadline reports whether ctx's deadline, if any, is not after now.
+func pastDeadline(ctx context.Context, now time.Time) bool {
+	dl, ok := ctx.Deadline()
+	return ok && !now.Before(dl)
+}
+
+// setDeadline sets conn's read deadline, then fails if ctx has ended.
 func setDeadline(ctx context.Context, conn *net.UDPConn, deadline time.Time) error {
 	_ = conn.SetReadDeadline(deadline)
 	return ctx.Err()
