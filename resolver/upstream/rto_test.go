@@ -2,6 +2,8 @@ package upstream
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -231,5 +233,54 @@ func TestUDP_backoffKeptAcrossQueries(t *testing.T) {
 	}
 	if d, _ := seen.total(); d > queries+3 {
 		t.Errorf("upstream received %d datagrams for %d queries", d, queries+1)
+	}
+}
+
+// TestUDP_cancelWhileWaiting: an exchange cancelled before its deadline
+// ends with context.Canceled, at once or after the first cancelPoll (then
+// through the hook; a retransmission, at least minRTO after the query,
+// shows it passed), and its socket is not reused.
+func TestUDP_cancelWhileWaiting(t *testing.T) {
+	for _, afterCopies := range []int{1, 2} {
+		t.Run(fmt.Sprintf("after_%d_copies", afterCopies), func(t *testing.T) {
+			t.Parallel()
+			var seen idCounter
+			reached := make(chan struct{})
+			pr := newPortRecorder(t, func(_ int, q *dns.Msg) [][]byte {
+				if q.Question[0].Name != "silent.example." {
+					return [][]byte{pack(t, reply(q, dns.RcodeSuccess, "192.0.2.1"))}
+				}
+				if n := seen.add(q.Id); n == afterCopies {
+					close(reached)
+				}
+				return nil
+			})
+			u := mustNew(t, "udp://"+pr.addr, Options{Timeout: 10 * time.Second, SocketLifetime: time.Minute})
+			ctx, cancel := context.WithCancel(t.Context())
+			errc := make(chan error, 1)
+			go func() {
+				_, err := u.Exchange(ctx, newQuery("silent.example.", dns.TypeA))
+				errc <- err
+			}()
+			<-reached
+			cancel()
+			// Without the hook the read would notice only at the next
+			// retransmission, 750 ms after the second copy: a liveness
+			// bound with a wide margin, not a performance figure.
+			select {
+			case err := <-errc:
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("cancelled exchange: %v, want context.Canceled", err)
+				}
+			case <-time.After(500 * time.Millisecond):
+				t.Fatal("the cancelled exchange still waits for its reply")
+			}
+			if _, err := u.Exchange(t.Context(), newQuery("next.example.", dns.TypeA)); err != nil {
+				t.Fatal(err)
+			}
+			if p := pr.seen(); p[len(p)-1] == p[0] {
+				t.Errorf("source ports %v: the cancelled exchange's socket was reused", p)
+			}
+		})
 	}
 }

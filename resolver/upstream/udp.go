@@ -209,7 +209,15 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 		return nil, err
 	}
 	reuse := false // set once a valid reply was read
-	defer func() { u.put(s, reuse) }()
+	var stopHook func() bool
+	defer func() {
+		if stopHook != nil && !stopHook() {
+			// The cancellation hook ran (or is running): the socket's
+			// deadlines are in the past, so it must not be reused.
+			reuse = false
+		}
+		u.put(s, reuse)
+	}()
 	conn := s.c
 
 	bp := u.pools.read.Get().(*[]byte)
@@ -238,7 +246,8 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 	}
 	sent := time.Now()
 	rto := u.rtt.rto()
-	resendAt, err := armRead(ctx, conn, sent, rto)
+	poll := true // until the hook is set, reads wake within cancelPoll
+	resendAt, err := armRead(ctx, conn, sent, rto, poll)
 	if err != nil {
 		return nil, fmt.Errorf("read: %w", err)
 	}
@@ -248,9 +257,16 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 		if err != nil {
 			if now := time.Now(); errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil && !pastDeadline(ctx, now) {
 				if resendAt.IsZero() || now.Before(resendAt) {
-					// A wake-up to look at ctx (cancelPoll), which is
-					// alive: read on.
-					if err := setDeadline(ctx, conn, readDeadline(ctx, now, resendAt)); err != nil {
+					if poll {
+						// The first cancelPoll passed without a reply:
+						// from now on a hook interrupts the read when ctx
+						// is cancelled.
+						poll = false
+						if ctx.Done() != nil {
+							stopHook = context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+						}
+					}
+					if err := setDeadline(ctx, conn, readDeadline(ctx, now, resendAt, poll)); err != nil {
 						return nil, fmt.Errorf("read: %w", err)
 					}
 					continue
@@ -277,7 +293,7 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 				}
 				rto *= 2
 				u.rtt.backedOff(rto)
-				if resendAt, err = armRead(ctx, conn, now, rto); err != nil {
+				if resendAt, err = armRead(ctx, conn, now, rto, poll); err != nil {
 					return nil, fmt.Errorf("read: %w", err)
 				}
 				continue
@@ -316,37 +332,41 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 // for a reply that may already be queued before the copy is sent.
 const graceRead = time.Millisecond
 
-// cancelPoll bounds how long a read waits without looking at ctx: an
-// exchange whose ctx is cancelled before its deadline (the loser of a
-// parallel race, a prefetch when the cache closes) ends within it. The
-// read's deadline is ctx's when it comes first, so timeouts are exact.
-// Polling replaces a context.AfterFunc hook per exchange, which with the
-// done channel and the parent's child map it needs was a sixth of what a
-// cache miss allocated; an answer within cancelPoll, nearly every one,
-// never wakes up for it.
+// cancelPoll is how long an exchange waits for its reply before it sets a
+// hook (context.AfterFunc) that interrupts the read when ctx is cancelled
+// before its deadline (the loser of a parallel race, a prefetch when the
+// cache closes); until then such a cancellation is noticed when the read
+// wakes. The hook, with the done channel and the parent's child map it
+// needs, was a sixth of what a cache miss allocated, and nearly every
+// answer comes well within cancelPoll. Timeouts stay exact: a read's
+// deadline is ctx's when that comes first.
 const cancelPoll = 50 * time.Millisecond
 
 // armRead computes the time of the next retransmission, rto after now
 // (zero when there is none: a retransmission is only worth sending with at
 // least half its RTO left in the try for the reply to come back), and sets
 // conn's read deadline for it (readDeadline). It fails when ctx has ended.
-func armRead(ctx context.Context, conn *net.UDPConn, now time.Time, rto time.Duration) (time.Time, error) {
+func armRead(ctx context.Context, conn *net.UDPConn, now time.Time, rto time.Duration, poll bool) (time.Time, error) {
 	at := now.Add(rto)
 	if dl, ok := ctx.Deadline(); ok && dl.Sub(at) < rto/2 {
 		at = time.Time{}
 	}
-	return at, setDeadline(ctx, conn, readDeadline(ctx, now, at))
+	return at, setDeadline(ctx, conn, readDeadline(ctx, now, at, poll))
 }
 
 // readDeadline is when a read from now must return: at the retransmission
 // time resendAt (zero: none) or ctx's deadline, whichever comes first, and
-// within cancelPoll in any case.
-func readDeadline(ctx context.Context, now, resendAt time.Time) time.Time {
-	d := now.Add(cancelPoll)
-	if !resendAt.IsZero() && resendAt.Before(d) {
+// with poll set within cancelPoll. Without poll or a deadline it is zero
+// (no deadline: the cancellation hook ends the read).
+func readDeadline(ctx context.Context, now, resendAt time.Time, poll bool) time.Time {
+	var d time.Time
+	if poll {
+		d = now.Add(cancelPoll)
+	}
+	if !resendAt.IsZero() && (d.IsZero() || resendAt.Before(d)) {
 		d = resendAt
 	}
-	if dl, ok := ctx.Deadline(); ok && dl.Before(d) {
+	if dl, ok := ctx.Deadline(); ok && (d.IsZero() || dl.Before(d)) {
 		d = dl
 	}
 	return d
@@ -358,7 +378,8 @@ func pastDeadline(ctx context.Context, now time.Time) bool {
 	return ok && !now.Before(dl)
 }
 
-// setDeadline sets conn's read deadline, then fails if ctx has ended.
+// setDeadline sets conn's read deadline, then fails if ctx has ended: a
+// cancellation hook may have set a past deadline that this one replaced.
 func setDeadline(ctx context.Context, conn *net.UDPConn, deadline time.Time) error {
 	_ = conn.SetReadDeadline(deadline)
 	return ctx.Err()
