@@ -282,6 +282,8 @@ type result struct {
 func (g *Group) parallel(ctx context.Context, m *dns.Msg, healthy []*member) (*dns.Msg, string, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(errLost)
+	// The losers must give their upstream slot back at once.
+	ctx = withEarlyCancel(ctx)
 	ch := make(chan result, len(healthy)) // buffered: losers never block
 	launched := 0
 	for _, mb := range healthy {

@@ -559,3 +559,45 @@ func TestGroup_rejectionFailsOver(t *testing.T) {
 		})
 	}
 }
+
+// earlyProbe answers every query and sends on got whether its ctx was
+// marked for early cancellation.
+type earlyProbe struct {
+	name string
+	got  chan bool
+}
+
+func (p *earlyProbe) String() string { return p.name }
+func (p *earlyProbe) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	p.got <- cancelsEarly(ctx)
+	r := new(dns.Msg)
+	r.SetReply(m)
+	return r, nil
+}
+
+// TestGroup_parallelMarksEarlyCancel: the parallel strategy, which cancels
+// its losers, marks their ctx so a UDP exchange sets its cancellation hook
+// at once and a loser gives its slot back without waiting for a poll; the
+// sequential strategies, whose ctx ends only at its deadline, do not.
+func TestGroup_parallelMarksEarlyCancel(t *testing.T) {
+	for _, strategy := range []string{StrategyFailover, StrategyRandom, StrategyParallel} {
+		t.Run(strategy, func(t *testing.T) {
+			got := make(chan bool, 2)
+			a, b := &earlyProbe{name: "a", got: got}, &earlyProbe{name: "b", got: got}
+			g := newTestGroup(t, []Upstream{a, b}, GroupConfig{Strategy: strategy}, nil, nil)
+			if _, _, err := g.Exchange(t.Context(), newQuery("example.org.", dns.TypeA)); err != nil {
+				t.Fatal(err)
+			}
+			parallel := strategy == StrategyParallel
+			calls := 1 // the first upstream asked answers
+			if parallel {
+				calls = 2 // both are asked at once
+			}
+			for range calls {
+				if marked := <-got; marked != parallel {
+					t.Errorf("exchange marked for early cancellation: %v, want %v", marked, parallel)
+				}
+			}
+		})
+	}
+}

@@ -54,10 +54,14 @@ type udpUpstream struct {
 	tcp     *streamUpstream // for truncated replies
 
 	lifetime time.Duration // how long a socket is reused; 0: never
-	now      func() time.Time
-	mu       sync.Mutex
-	idle     []*udpSock // FIFO: head at idle[0]
-	closed   bool
+	// cancelPoll is defaultCancelPoll; tests change it. onHook, when set
+	// (tests), is called when an exchange sets its cancellation hook.
+	cancelPoll time.Duration
+	onHook     func()
+	now        func() time.Time
+	mu         sync.Mutex
+	idle       []*udpSock // FIFO: head at idle[0]
+	closed     bool
 }
 
 // udpSock is one connected socket and what its last exchange left behind.
@@ -85,6 +89,7 @@ func newUDP(addr string, server netip.AddrPort, opts Options) *udpUpstream {
 		pools:   newBufPools(),
 		now:     time.Now,
 	}
+	u.cancelPoll = defaultCancelPoll
 	u.lifetime = opts.SocketLifetime
 	if u.lifetime < 0 {
 		u.lifetime = 0
@@ -210,6 +215,14 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 	}
 	reuse := false // set once a valid reply was read
 	var stopHook func() bool
+	setHook := func() {
+		if ctx.Done() != nil {
+			stopHook = context.AfterFunc(ctx, func() { _ = s.c.SetDeadline(time.Unix(1, 0)) })
+		}
+		if u.onHook != nil {
+			u.onHook()
+		}
+	}
 	defer func() {
 		if stopHook != nil && !stopHook() {
 			// The cancellation hook ran (or is running): the socket's
@@ -246,8 +259,14 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 	}
 	sent := time.Now()
 	rto := u.rtt.rto()
-	poll := true // until the hook is set, reads wake within cancelPoll
-	resendAt, err := armRead(ctx, conn, sent, rto, poll)
+	// Until the hook is set, every read wakes within cancelPoll to look at
+	// ctx. A ctx that is likely to be cancelled early (a parallel race)
+	// gets the hook at once.
+	poll := !cancelsEarly(ctx)
+	if !poll {
+		setHook()
+	}
+	resendAt, err := u.armRead(ctx, conn, sent, rto, poll)
 	if err != nil {
 		return nil, fmt.Errorf("read: %w", err)
 	}
@@ -262,11 +281,9 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 						// from now on a hook interrupts the read when ctx
 						// is cancelled.
 						poll = false
-						if ctx.Done() != nil {
-							stopHook = context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-						}
+						setHook()
 					}
-					if err := setDeadline(ctx, conn, readDeadline(ctx, now, resendAt, poll)); err != nil {
+					if err := setDeadline(ctx, conn, u.readDeadline(ctx, now, resendAt, poll)); err != nil {
 						return nil, fmt.Errorf("read: %w", err)
 					}
 					continue
@@ -293,7 +310,7 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 				}
 				rto *= 2
 				u.rtt.backedOff(rto)
-				if resendAt, err = armRead(ctx, conn, now, rto, poll); err != nil {
+				if resendAt, err = u.armRead(ctx, conn, now, rto, poll); err != nil {
 					return nil, fmt.Errorf("read: %w", err)
 				}
 				continue
@@ -332,36 +349,39 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 // for a reply that may already be queued before the copy is sent.
 const graceRead = time.Millisecond
 
-// cancelPoll is how long an exchange waits for its reply before it sets a
-// hook (context.AfterFunc) that interrupts the read when ctx is cancelled
-// before its deadline (the loser of a parallel race, a prefetch when the
-// cache closes); until then such a cancellation is noticed when the read
-// wakes. The hook, with the done channel and the parent's child map it
-// needs, was a sixth of what a cache miss allocated, and nearly every
-// answer comes well within cancelPoll. Timeouts stay exact: a read's
-// deadline is ctx's when that comes first.
-const cancelPoll = 50 * time.Millisecond
+// defaultCancelPoll is how long an exchange waits for its reply before it
+// sets a hook (context.AfterFunc) that interrupts the read when ctx is
+// cancelled before its deadline (a prefetch when the cache closes); until
+// then such a cancellation is noticed when the read wakes, which it does
+// within cancelPoll every time. The hook, with the done channel and the
+// parent's child map it needs, was a sixth of what a cache miss allocated,
+// and nearly every answer comes well within cancelPoll. A ctx marked by
+// withEarlyCancel (the racers of the parallel strategy, whose losers must
+// give their upstream slot back at once) gets the hook from the start.
+// Timeouts stay exact: a read's deadline is ctx's when that comes first.
+const defaultCancelPoll = 50 * time.Millisecond
 
 // armRead computes the time of the next retransmission, rto after now
 // (zero when there is none: a retransmission is only worth sending with at
 // least half its RTO left in the try for the reply to come back), and sets
 // conn's read deadline for it (readDeadline). It fails when ctx has ended.
-func armRead(ctx context.Context, conn *net.UDPConn, now time.Time, rto time.Duration, poll bool) (time.Time, error) {
+func (u *udpUpstream) armRead(ctx context.Context, conn *net.UDPConn, now time.Time, rto time.Duration, poll bool) (time.Time, error) {
 	at := now.Add(rto)
 	if dl, ok := ctx.Deadline(); ok && dl.Sub(at) < rto/2 {
 		at = time.Time{}
 	}
-	return at, setDeadline(ctx, conn, readDeadline(ctx, now, at, poll))
+	return at, setDeadline(ctx, conn, u.readDeadline(ctx, now, at, poll))
 }
 
 // readDeadline is when a read from now must return: at the retransmission
 // time resendAt (zero: none) or ctx's deadline, whichever comes first, and
-// with poll set within cancelPoll. Without poll or a deadline it is zero
-// (no deadline: the cancellation hook ends the read).
-func readDeadline(ctx context.Context, now, resendAt time.Time, poll bool) time.Time {
+// with poll set within cancelPoll. It is zero (no deadline) only for a ctx
+// without a deadline once the hook is set, which Exchange never passes (it
+// adds the try timeout).
+func (u *udpUpstream) readDeadline(ctx context.Context, now, resendAt time.Time, poll bool) time.Time {
 	var d time.Time
 	if poll {
-		d = now.Add(cancelPoll)
+		d = now.Add(u.cancelPoll)
 	}
 	if !resendAt.IsZero() && (d.IsZero() || resendAt.Before(d)) {
 		d = resendAt

@@ -207,6 +207,21 @@ var (
 	_ Upstream = (*dohUpstream)(nil)
 )
 
+type earlyCancelKey struct{}
+
+// withEarlyCancel marks ctx as one that is likely to be cancelled before
+// its deadline (the parallel strategy cancels its losers), so an exchange
+// under it prepares for that from the start (udp.go, defaultCancelPoll).
+func withEarlyCancel(ctx context.Context) context.Context {
+	return context.WithValue(ctx, earlyCancelKey{}, true)
+}
+
+// cancelsEarly reports whether ctx was marked by withEarlyCancel.
+func cancelsEarly(ctx context.Context) bool {
+	v, _ := ctx.Value(earlyCancelKey{}).(bool)
+	return v
+}
+
 // withTimeout is context.WithTimeout(ctx, d), except that when ctx already
 // ends no later than d from now it returns ctx itself: on a cache miss the
 // cache, the group and the transport each bound the exchange, and the
