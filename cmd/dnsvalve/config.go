@@ -109,6 +109,7 @@ type UpstreamConfig struct {
 	MaxConcurrent     int           `mapstructure:"max_concurrent"`
 	CaseRandomization bool          `mapstructure:"case_randomization"`
 	SocketLifetime    time.Duration `mapstructure:"udp_socket_lifetime"`
+	RetransmitMin     time.Duration `mapstructure:"udp_retransmit_min"`
 	// Conditional forwards the names in some zones to other upstreams.
 	Conditional []ConditionalConfig `mapstructure:"conditional"`
 }
@@ -492,6 +493,9 @@ func (c *Config) validate() error {
 	}
 	if c.Upstream.SocketLifetime < 0 {
 		bad("upstream.udp_socket_lifetime", "must not be negative")
+	}
+	if r := c.Upstream.RetransmitMin; r != 0 && (r < 10*time.Millisecond || r > 10*time.Second) {
+		bad("upstream.udp_retransmit_min", "must be 0s (no retransmission) or within [10ms, 10s]")
 	}
 	if c.Upstream.MaxFails < 1 {
 		bad("upstream.max_fails", "must be at least 1")

@@ -96,6 +96,7 @@ func TestConfigErrors(t *testing.T) {
 		{"empty_qtypes_key", "policies:\n  strict:\n    block_qtypes:\n", []string{"policies.strict.block_qtypes: null"}},
 		{"unknown_qtype", "policies:\n  default:\n    block_qtypes: [\"NULL\", TXTT]\n", []string{"policies.default.block_qtypes[1]", `"TXTT"`}},
 		{"unknown_group_policy", "clients:\n  groups:\n    - name: g\n      cidrs: [10.0.0.0/8]\n      policy: nope\n", []string{"clients.groups[0].policy", "nope"}},
+		{"retransmit_min_too_small", "upstream:\n  udp_retransmit_min: 1ms\n", []string{"upstream.udp_retransmit_min", "[10ms, 10s]"}},
 		{"negative_stale_timer", "cache:\n  stale_client_timeout: -1s\n", []string{"cache.stale_client_timeout", "negative"}},
 		{"score_range", "detect:\n  alert_score: 2\n", []string{"detect.alert_score"}},
 		{"block_below_alert", "detect:\n  alert_score: 0.8\n  block_score: 0.6\n", []string{"detect.block_score", "below detect.alert_score (0.8)"}},

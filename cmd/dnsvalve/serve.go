@@ -323,8 +323,12 @@ func (a *app) buildGroup(cfg *Config, key string, servers []string, probeZone st
 		}
 	}
 	for _, addr := range all {
+		retransmitMin := cfg.Upstream.RetransmitMin
+		if retransmitMin == 0 {
+			retransmitMin = -1 // the config's "off"
+		}
 		u, err := upstream.New(addr, upstream.Options{Timeout: try, Randomize0x20: cfg.Upstream.CaseRandomization,
-			SocketLifetime: cfg.Upstream.SocketLifetime, Metrics: a.upm})
+			SocketLifetime: cfg.Upstream.SocketLifetime, RetransmitMin: retransmitMin, Metrics: a.upm})
 		if err != nil {
 			closeAll()
 			return nil, fmt.Errorf("%w: %s: %w", ErrConfig, key, err)

@@ -24,10 +24,11 @@ const (
 	// initialRTO is the RTO before any round trip was measured: Unbound's
 	// for a server it knows nothing about.
 	initialRTO = 376 * time.Millisecond
-	// minRTO keeps a fast upstream's RTO above the pauses of a loaded
-	// process (a collection, a descheduled thread), which would otherwise
-	// send copies of queries whose replies are already queued.
-	minRTO = 100 * time.Millisecond
+	// defaultMinRTO keeps a fast upstream's RTO above the pauses of a
+	// loaded process (a collection, a descheduled thread), which would
+	// otherwise send copies of queries whose replies are already queued.
+	// Options.RetransmitMin changes it.
+	defaultMinRTO = 100 * time.Millisecond
 )
 
 // rttEstimator holds one upstream's smoothed round trip time and its
@@ -76,14 +77,15 @@ func (e *rttEstimator) sample(d time.Duration) {
 }
 
 // rto is the first retransmission timeout of a query: the kept backoff if
-// any, else the estimate, at least minRTO, or initialRTO before any sample.
-func (e *rttEstimator) rto() time.Duration {
+// any, else the estimate, at least floor, or initialRTO (at least floor)
+// before any sample.
+func (e *rttEstimator) rto(floor time.Duration) time.Duration {
 	if b := e.backoff.Load(); b > 0 {
-		return time.Duration(b)
+		return max(time.Duration(b), floor)
 	}
 	srtt := e.srtt.Load()
 	if srtt == 0 {
-		return initialRTO
+		return max(initialRTO, floor)
 	}
-	return max(time.Duration(srtt+4*e.rttvar.Load()), minRTO)
+	return max(time.Duration(srtt+4*e.rttvar.Load()), floor)
 }

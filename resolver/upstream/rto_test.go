@@ -19,12 +19,17 @@ func TestRTTEstimator(t *testing.T) {
 		name    string
 		samples []time.Duration
 		backoff []time.Duration // after the samples
+		floor   time.Duration   // 0: defaultMinRTO
 		want    time.Duration
 	}{
 		{name: "no_sample", want: initialRTO},
 		// First sample r: SRTT r, RTTVAR r/2, RTO 3r.
 		{name: "first_sample", samples: []time.Duration{200 * ms}, want: 600 * ms},
-		{name: "fast_upstream_floor", samples: []time.Duration{ms, ms, ms}, want: minRTO},
+		{name: "fast_upstream_floor", samples: []time.Duration{ms, ms, ms}, want: defaultMinRTO},
+		// upstream.udp_retransmit_min raises the floor, under every rule.
+		{name: "raised_floor", samples: []time.Duration{ms}, floor: 300 * ms, want: 300 * ms},
+		{name: "raised_floor_before_any_sample", floor: 500 * ms, want: 500 * ms},
+		{name: "raised_floor_over_backoff", backoff: []time.Duration{200 * ms}, floor: 300 * ms, want: 300 * ms},
 		// 100 then 200: RTTVAR 50*3/4+100/4 = 62.5, SRTT 100*7/8+200/8 = 112.5.
 		{name: "jitter_widens", samples: []time.Duration{100 * ms, 200 * ms}, want: 112500*time.Microsecond + 4*62500*time.Microsecond},
 		// A retransmission's doubled RTO is kept until the next sample.
@@ -37,8 +42,8 @@ func TestRTTEstimator(t *testing.T) {
 		var e rttEstimator
 		e.backedOff(time.Second)
 		e.sample(ms)
-		if got := e.rto(); got != minRTO {
-			t.Errorf("rto after a backoff and a 1 ms sample = %v, want %v", got, minRTO)
+		if got := e.rto(defaultMinRTO); got != defaultMinRTO {
+			t.Errorf("rto after a backoff and a 1 ms sample = %v, want %v", got, defaultMinRTO)
 		}
 	})
 	for _, tc := range tests {
@@ -50,7 +55,11 @@ func TestRTTEstimator(t *testing.T) {
 			for _, b := range tc.backoff {
 				e.backedOff(b)
 			}
-			if got := e.rto(); got != tc.want {
+			floor := tc.floor
+			if floor == 0 {
+				floor = defaultMinRTO
+			}
+			if got := e.rto(floor); got != tc.want {
 				t.Errorf("rto after %v = %v, want %v", tc.samples, got, tc.want)
 			}
 		})
@@ -93,6 +102,7 @@ func TestUDP_retransmission(t *testing.T) {
 		// the n-th copy (1-based) of a query.
 		replies  func(n int) int
 		timeout  time.Duration
+		off      bool // Options.RetransmitMin < 0
 		wantErr  bool
 		wantSent int // copies of the first query the upstream received
 	}{
@@ -101,6 +111,8 @@ func TestUDP_retransmission(t *testing.T) {
 		// initialRTO 376 ms, then 752: copies at 0 and 0.376 s; the next
 		// would be at 1.128 s, after the 1 s try.
 		{name: "silent_until_the_try_ends", replies: func(int) int { return 0 }, timeout: time.Second, wantErr: true, wantSent: 2},
+		// upstream.udp_retransmit_min: 0s: one copy per try, as before.
+		{name: "retransmission_off", replies: func(int) int { return 0 }, timeout: time.Second, off: true, wantErr: true, wantSent: 1},
 		// A slow upstream: the first copy's reply comes after the
 		// retransmission, and the second copy is answered too.
 		{name: "both_copies_answered", replies: func(n int) int { return 2 * (n - 1) }, timeout: 2 * time.Second, wantSent: 2},
@@ -121,7 +133,11 @@ func TestUDP_retransmission(t *testing.T) {
 				return out
 			})
 			m := NewMetrics(nil)
-			u := mustNew(t, "udp://"+pr.addr, Options{Timeout: tc.timeout, SocketLifetime: time.Minute, Metrics: m})
+			opts := Options{Timeout: tc.timeout, SocketLifetime: time.Minute, Metrics: m}
+			if tc.off {
+				opts.RetransmitMin = -1
+			}
+			u := mustNew(t, "udp://"+pr.addr, opts)
 			r, err := u.Exchange(t.Context(), newQuery("example.org.", dns.TypeA))
 			switch {
 			case tc.wantErr:

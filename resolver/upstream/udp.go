@@ -50,6 +50,7 @@ type udpUpstream struct {
 	opened  prometheus.Counter // nil when no Metrics
 	resent  prometheus.Counter // nil when no Metrics
 	rtt     rttEstimator
+	minRTO  time.Duration // floor of the RTO; 0: no retransmission
 	raddr   *net.UDPAddr
 	tcp     *streamUpstream // for truncated replies
 
@@ -90,6 +91,12 @@ func newUDP(addr string, server netip.AddrPort, opts Options) *udpUpstream {
 		now:     time.Now,
 	}
 	u.cancelPoll = defaultCancelPoll
+	switch {
+	case opts.RetransmitMin == 0:
+		u.minRTO = defaultMinRTO
+	case opts.RetransmitMin > 0:
+		u.minRTO = opts.RetransmitMin
+	}
 	u.lifetime = opts.SocketLifetime
 	if u.lifetime < 0 {
 		u.lifetime = 0
@@ -258,7 +265,10 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 		return nil, fmt.Errorf("write: %w", ctxErr(ctx, err))
 	}
 	sent := time.Now()
-	rto := u.rtt.rto()
+	var rto time.Duration // 0: no retransmission
+	if u.minRTO > 0 {
+		rto = u.rtt.rto(u.minRTO)
+	}
 	// Until the hook is set, every read wakes within cancelPoll to look at
 	// ctx. A ctx that is likely to be cancelled early (a parallel race)
 	// gets the hook at once.
@@ -362,13 +372,17 @@ const graceRead = time.Millisecond
 const defaultCancelPoll = 50 * time.Millisecond
 
 // armRead computes the time of the next retransmission, rto after now
-// (zero when there is none: a retransmission is only worth sending with at
-// least half its RTO left in the try for the reply to come back), and sets
-// conn's read deadline for it (readDeadline). It fails when ctx has ended.
+// (zero when there is none: rto 0 turns retransmission off, and a
+// retransmission is only worth sending with at least half its RTO left in
+// the try for the reply to come back), and sets conn's read deadline for
+// it (readDeadline). It fails when ctx has ended.
 func (u *udpUpstream) armRead(ctx context.Context, conn *net.UDPConn, now time.Time, rto time.Duration, poll bool) (time.Time, error) {
-	at := now.Add(rto)
-	if dl, ok := ctx.Deadline(); ok && dl.Sub(at) < rto/2 {
-		at = time.Time{}
+	var at time.Time
+	if rto > 0 {
+		at = now.Add(rto)
+		if dl, ok := ctx.Deadline(); ok && dl.Sub(at) < rto/2 {
+			at = time.Time{}
+		}
 	}
 	return at, setDeadline(ctx, conn, u.readDeadline(ctx, now, at, poll))
 }

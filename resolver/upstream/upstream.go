@@ -82,6 +82,10 @@ type Options struct {
 	// queries (one at a time) after an exchange that ended with a valid
 	// reply; 0 opens a fresh socket, on a fresh random port, per query.
 	SocketLifetime time.Duration
+	// RetransmitMin is the floor of a udp:// upstream's retransmission
+	// timeout (rto.go); 0 means the default, 100 ms, and a negative value
+	// turns retransmission off: a query is sent once per try.
+	RetransmitMin time.Duration
 	// MaxIdleConns is the number of idle connections kept per tcp:// or
 	// tls:// upstream; 0 means 4.
 	MaxIdleConns int
