@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -368,19 +369,20 @@ func (l *udpLoop) dispatch(j udpJob) {
 }
 
 // handOver gives j to a goroutine that takes it at once, a parked one or
-// a new one, calling before (when not nil) just before it hands j over.
-// When the pool is at maxReaders with none parked, j goes to the pending
-// queue if queue is set (before is then not called), and handOver reports
-// false either way.
-func (l *udpLoop) handOver(j udpJob, queue bool, before func()) bool {
+// a new one; from, when not nil, is the writer whose permit j carries, and
+// passes it on (udpWriter.passOn) just before j is handed over. When the
+// pool is at maxReaders with none parked, j goes to the pending queue if
+// queue is set (from keeps its permit then), and handOver reports false
+// either way.
+func (l *udpLoop) handOver(j udpJob, queue bool, from *udpWriter) bool {
 	l.mu.Lock()
 	if n := len(l.parked); n > 0 {
 		ch := l.parked[n-1]
 		l.parked[n-1] = nil
 		l.parked = l.parked[:n-1]
 		l.mu.Unlock()
-		if before != nil {
-			before()
+		if from != nil {
+			from.passOn()
 		}
 		ch <- j // buffered: never blocks
 		return true
@@ -394,8 +396,8 @@ func (l *udpLoop) handOver(j udpJob, queue bool, before func()) bool {
 	}
 	l.readers.Add(1)
 	l.mu.Unlock()
-	if before != nil {
-		before()
+	if from != nil {
+		from.passOn()
 	}
 	go l.run(j)
 	return true
@@ -877,24 +879,27 @@ func (w *udpWriter) beforeWait() {
 	l := w.loop
 	j := udpJob{permit: p, pkts: w.queue}
 	w.queue = nil
-	carry := func() {
-		p.carried += w.done
-		if p.heldSince == 0 {
-			if p.heldSince = w.heldSince; p.heldSince == 0 {
-				p.heldSince = time.Now().UnixNano()
-			}
-		}
-		w.done, w.heldSince = 0, 0
-		w.permit = nil
-		l.holdersBusy.Add(-1)
-	}
-	if (p.out.n > 0 || w.done > 0) && !l.s.stopping.Load() && l.handOver(j, false, carry) {
+	if (p.out.n > 0 || w.done > 0) && !l.s.stopping.Load() && l.handOver(j, false, w) {
 		return
 	}
 	w.flush()
-	w.permit = nil
-	l.holdersBusy.Add(-1)
+	w.passOn()
 	l.dispatch(j)
+}
+
+// passOn gives up w's permit, with the replies queued on it and their
+// packets' accounting (readPermit.carried), which its next holder takes.
+func (w *udpWriter) passOn() {
+	p := w.permit
+	if w.done > 0 || p.out.n > 0 {
+		p.carried += w.done
+		if p.heldSince == 0 {
+			p.heldSince = cmp.Or(w.heldSince, time.Now().UnixNano())
+		}
+	}
+	w.done, w.heldSince = 0, 0
+	w.permit = nil
+	w.loop.holdersBusy.Add(-1)
 }
 
 // headerOnly is a reply of just a header: the query's ID and opcode, QR

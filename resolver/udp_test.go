@@ -104,16 +104,7 @@ func TestUDPStuckStageGetsPermit(t *testing.T) {
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		unblock()
-		// Bounded: a server that lost track of a packet must fail the
-		// test, not hang it.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	})
+	shutdownAtCleanup(t, s, unblock)
 	addr := s.Addrs()[0].String()
 	loop := s.loops[0]
 	permits := loop.permits.Load()
@@ -288,6 +279,19 @@ func TestUDPBatchSlowQueryDoesNotDelayOthers(t *testing.T) {
 	}
 }
 
+// shutdownAtCleanup has cleanup call release, then shut s down. Bounded: a
+// server that lost track of a packet must fail the test, not hang it.
+func shutdownAtCleanup(t *testing.T, s *Server, release func()) {
+	t.Cleanup(func() {
+		release()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+}
+
 // startSlowServer starts a UDP+TCP server on loopback whose handler answers
 // "slow.test." only once unblock is called: like a cache miss, it calls
 // query.BeforeWait first, then signals arrived (when not nil). Everything
@@ -311,16 +315,7 @@ func startSlowServer(t *testing.T, arrived chan<- struct{}) (s *Server, unblock 
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		unblock()
-		// Bounded: a server that lost track of a packet must fail the
-		// test, not hang it.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	})
+	shutdownAtCleanup(t, s, unblock)
 	return s, unblock
 }
 

@@ -265,63 +265,25 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 		return nil, fmt.Errorf("write: %w", ctxErr(ctx, err))
 	}
 	sent := time.Now()
-	var rto time.Duration // 0: no retransmission
-	if u.minRTO > 0 {
-		rto = u.rtt.rto(u.minRTO)
-	}
 	// Until the hook is set, every read wakes within cancelPoll to look at
 	// ctx. A ctx that is likely to be cancelled early (a parallel race)
 	// gets the hook at once.
-	poll := !cancelsEarly(ctx)
-	if !poll {
+	st := udpWait{poll: !cancelsEarly(ctx)}
+	if u.minRTO > 0 {
+		st.rto = u.rtt.rto(u.minRTO)
+	}
+	if !st.poll {
 		setHook()
 	}
-	resendAt, err := u.armRead(ctx, conn, sent, rto, poll)
-	if err != nil {
+	if st.resendAt, err = u.armRead(ctx, conn, sent, st.rto, st.poll); err != nil {
 		return nil, fmt.Errorf("read: %w", err)
 	}
-	resent, graced := false, false
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {
 			if now := time.Now(); errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil && !pastDeadline(ctx, now) {
-				if resendAt.IsZero() || now.Before(resendAt) {
-					if poll {
-						// The first cancelPoll passed without a reply:
-						// from now on a hook interrupts the read when ctx
-						// is cancelled.
-						poll = false
-						setHook()
-					}
-					if err := setDeadline(ctx, conn, u.readDeadline(ctx, now, resendAt, poll)); err != nil {
-						return nil, fmt.Errorf("read: %w", err)
-					}
-					continue
-				}
-				if !graced {
-					// A process that was not running when the RTO
-					// passed (a collection, a busy core) finds the
-					// timeout before the reply that may be queued: read
-					// once more, briefly, before sending a copy.
-					graced = true
-					if err := setDeadline(ctx, conn, now.Add(graceRead)); err != nil {
-						return nil, fmt.Errorf("read: %w", err)
-					}
-					continue
-				}
-				// No reply within the RTO: send the query again, and
-				// wait twice as long for the next round.
-				if _, err := conn.Write(p.wire()); err != nil {
-					return nil, fmt.Errorf("retransmit: %w", ctxErr(ctx, err))
-				}
-				resent, graced = true, false
-				if u.resent != nil {
-					u.resent.Inc()
-				}
-				rto *= 2
-				u.rtt.backedOff(rto)
-				if resendAt, err = u.armRead(ctx, conn, now, rto, poll); err != nil {
-					return nil, fmt.Errorf("read: %w", err)
+				if err := u.onDeadline(ctx, conn, p, now, &st, setHook); err != nil {
+					return nil, err
 				}
 				continue
 			}
@@ -337,14 +299,14 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 		r := new(dns.Msg)
 		if err := r.Unpack(buf[:n]); err == nil {
 			if err = p.validate(r); err == nil {
-				if !resent {
+				if !st.resent {
 					u.rtt.sample(time.Since(sent))
 				}
 				s.lastID, s.answered = p.id, true
 				// A socket that met unexpected datagrams may be a target:
 				// not reused. Nor is one that sent copies: a reply to a
 				// copy may still come.
-				reuse = invalid == 0 && !resent
+				reuse = invalid == 0 && !st.resent
 				return r, nil
 			}
 		}
@@ -353,6 +315,62 @@ func (u *udpUpstream) exchange(ctx context.Context, p *prepared) (*dns.Msg, erro
 			u.invalid.Inc()
 		}
 	}
+}
+
+// udpWait is what an exchange's reads need to know when one ends at its
+// deadline with ctx alive (udpUpstream.onDeadline).
+type udpWait struct {
+	rto      time.Duration // of the next retransmission; 0: none
+	resendAt time.Time     // when it is due; zero: none in this try
+	poll     bool          // reads wake within cancelPoll: the hook is not set
+	resent   bool          // a copy was sent: no RTT sample, no reuse
+	graced   bool          // the grace read before the due copy was done
+}
+
+// onDeadline runs when a read of an exchange ended at its deadline with
+// ctx alive and before ctx's deadline: before the retransmission is due it
+// was a wake-up to look at ctx (the first one sets the cancellation hook,
+// setHook); once due, a brief grace read, then a copy of the query, and
+// the next deadline. An error ends the exchange.
+func (u *udpUpstream) onDeadline(ctx context.Context, conn *net.UDPConn, p *prepared, now time.Time, st *udpWait, setHook func()) error {
+	if st.resendAt.IsZero() || now.Before(st.resendAt) {
+		if st.poll {
+			// The first cancelPoll passed without a reply: from now on a
+			// hook interrupts the read when ctx is cancelled.
+			st.poll = false
+			setHook()
+		}
+		if err := setDeadline(ctx, conn, u.readDeadline(ctx, now, st.resendAt, st.poll)); err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		return nil
+	}
+	if !st.graced {
+		// A process that was not running when the RTO passed (a
+		// collection, a busy core) finds the timeout before the reply that
+		// may be queued: read once more, briefly, before sending a copy.
+		st.graced = true
+		if err := setDeadline(ctx, conn, now.Add(graceRead)); err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		return nil
+	}
+	// No reply within the RTO: send the query again, and wait twice as
+	// long for the next round.
+	if _, err := conn.Write(p.wire()); err != nil {
+		return fmt.Errorf("retransmit: %w", ctxErr(ctx, err))
+	}
+	st.resent, st.graced = true, false
+	if u.resent != nil {
+		u.resent.Inc()
+	}
+	st.rto *= 2
+	u.rtt.backedOff(st.rto)
+	var err error
+	if st.resendAt, err = u.armRead(ctx, conn, now, st.rto, st.poll); err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	return nil
 }
 
 // graceRead is how long a read whose retransmission time has passed waits
